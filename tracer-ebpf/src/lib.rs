@@ -1,0 +1,2 @@
+#![no_std]
+// Exists so the loader can declare a build-dependency on this crate (cache invalidation).

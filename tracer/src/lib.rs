@@ -1,0 +1,277 @@
+//! tracer: the Linux kernel's TCP state machine, live.
+//!
+//! Pipeline: [`source`] (eBPF loader, ring buffer) → [`decode`] (bytes → typed events) →
+//! [`table`] (per-socket timelines) → [`output`] (text / JSON sinks). [`run`] wires them up.
+pub mod cli;
+pub mod decode;
+pub mod format;
+pub mod output;
+pub mod source;
+pub mod table;
+
+use std::{
+    io::{self, IsTerminal as _, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::{Args, ColorChoice, Output},
+    decode::decode,
+    output::{Json, LostCause, Sink, Text, WallClock},
+    source::{Live, LiveOptions, Totals},
+    table::Table,
+};
+
+/// How often the kernel counters (losses) are checked while running.
+const COUNTER_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Everything after the source: decode, table, sink. Knows nothing of BPF.
+pub struct Pipeline<S: Sink> {
+    pub table: Table,
+    pub sink: S,
+    pub transitions: u64,
+    pub connections: u64,
+    pub decode_errors: u64,
+}
+
+impl<S: Sink> Pipeline<S> {
+    pub fn new(sink: S) -> Self {
+        Self {
+            table: Table::new(),
+            sink,
+            transitions: 0,
+            connections: 0,
+            decode_errors: 0,
+        }
+    }
+
+    /// One ring-buffer record.
+    pub fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let t = match decode(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // Never silently: counted, reported on stderr the first time and at exit.
+                if self.decode_errors == 0 {
+                    eprintln!("tracer: skipping an event the decoder does not understand: {e}");
+                }
+                self.decode_errors += 1;
+                return Ok(());
+            }
+        };
+        self.transitions += 1;
+        let applied = self.table.apply(&t);
+        if let Some(c) = &applied.superseded {
+            self.connections += 1;
+            self.sink.connection(c)?;
+        }
+        self.sink.transition(&t, applied.in_old_ns)?;
+        if let Some(c) = &applied.closed {
+            self.connections += 1;
+            self.sink.connection(c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Losses already reported, per cause, so each report says what is new.
+#[derive(Default)]
+struct LossTracker {
+    reported: Totals,
+}
+
+impl LossTracker {
+    fn report<S: Sink>(&mut self, now: &Totals, sink: &mut S) -> io::Result<()> {
+        let pairs = [
+            (
+                LostCause::RingbufFull,
+                now.lost_ringbuf_full,
+                &mut self.reported.lost_ringbuf_full,
+            ),
+            (
+                LostCause::Recursion,
+                now.recursion_misses,
+                &mut self.reported.recursion_misses,
+            ),
+            (
+                LostCause::ReadError,
+                now.lost_read_error,
+                &mut self.reported.lost_read_error,
+            ),
+        ];
+        for (cause, total, reported) in pairs {
+            if total > *reported {
+                sink.lost(cause, total - *reported, total)?;
+                *reported = total;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    let opts = LiveOptions {
+        ports: args.ports.clone(),
+        family: source::family(args.ipv4, args.ipv6),
+        ring_bytes: args.ring_buffer_size,
+        bpf_log: args.bpf_log,
+    };
+    let clock = WallClock::now();
+    let stdout = io::stdout();
+    let out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    match args.output {
+        Output::Json => trace(&args, &opts, Pipeline::new(Json::new(out, clock))).await,
+        Output::Text => {
+            let color = match args.color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => {
+                    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
+            };
+            trace(
+                &args,
+                &opts,
+                Pipeline::new(Text::new(out, clock, color, !args.no_timeline)),
+            )
+            .await
+        }
+    }
+}
+
+/// Why the main loop ended.
+enum Stop {
+    Signal(&'static str),
+    Duration,
+    StdoutClosed,
+}
+
+async fn trace<S: Sink>(
+    args: &Args,
+    opts: &LiveOptions,
+    mut pipe: Pipeline<S>,
+) -> anyhow::Result<ExitCode> {
+    let mut live = Live::start(opts)?;
+    if live.mounted_tracefs {
+        eprintln!("tracer: tracefs was not mounted; mounted it at /sys/kernel/tracing");
+    }
+    eprintln!(
+        "tracer: attached to sock:inet_sock_set_state ({} program{}, ring buffer {} KiB){}; Ctrl-C to stop",
+        live.program,
+        if live.portable {
+            ", runtime offsets for this kernel's layout"
+        } else {
+            ""
+        },
+        opts.ring_bytes >> 10,
+        if opts.ports.is_empty() {
+            String::new()
+        } else {
+            format!(", ports {:?}", opts.ports)
+        },
+    );
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut poll = tokio::time::interval(args.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut counters = tokio::time::interval(COUNTER_INTERVAL);
+    counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut losses = LossTracker::default();
+
+    let stop = loop {
+        let step: io::Result<Option<Stop>> = tokio::select! {
+            guard = live.ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                // Drain fully before clearing readiness: a wake-up may cover many records.
+                let r = drain(guard.get_inner_mut(), &mut pipe);
+                guard.clear_ready();
+                r.map(|()| None)
+            }
+            _ = poll.tick() => drain(live.ring.get_mut(), &mut pipe).map(|()| None),
+            _ = counters.tick() => {
+                let totals = live.totals()?;
+                losses.report(&totals, &mut pipe.sink).and_then(|()| pipe.sink.flush()).map(|()| None)
+            }
+            _ = sigint.recv() => Ok(Some(Stop::Signal("SIGINT"))),
+            _ = sigterm.recv() => Ok(Some(Stop::Signal("SIGTERM"))),
+            _ = sighup.recv() => Ok(Some(Stop::Signal("SIGHUP"))),
+            () = &mut deadline => Ok(Some(Stop::Duration)),
+        };
+        match step {
+            Ok(None) => {}
+            Ok(Some(stop)) => break stop,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break Stop::StdoutClosed,
+            Err(e) => return Err(e).context("writing output"),
+        }
+    };
+
+    // Detach first so nothing new arrives, then drain what is left and take the final counts.
+    live.detach();
+    let final_write = drain(live.ring.get_mut(), &mut pipe);
+    let totals = live.totals()?;
+    let final_write = final_write
+        .and_then(|()| losses.report(&totals, &mut pipe.sink))
+        .and_then(|()| pipe.sink.flush());
+    drop(live);
+    match (&stop, final_write) {
+        (_, Ok(())) | (Stop::StdoutClosed, Err(_)) => {}
+        (_, Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        (_, Err(e)) => return Err(e).context("writing output"),
+    }
+
+    let lost = totals.lost_ringbuf_full + totals.recursion_misses + totals.lost_read_error;
+    let why = match stop {
+        Stop::Signal(s) => s.to_string(),
+        Stop::Duration => "duration reached".into(),
+        Stop::StdoutClosed => "stdout closed".into(),
+    };
+    let mut err = io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "tracer: stopped ({why}): {} transitions, {} connections closed, {} still open, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}",
+        pipe.transitions,
+        pipe.connections,
+        pipe.table.len(),
+        totals.lost_ringbuf_full,
+        totals.recursion_misses,
+        totals.lost_read_error,
+        if pipe.decode_errors > 0 {
+            format!(", {} undecodable", pipe.decode_errors)
+        } else {
+            String::new()
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn drain<S: Sink>(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    pipe: &mut Pipeline<S>,
+) -> io::Result<()> {
+    let mut any = false;
+    while let Some(item) = ring.next() {
+        any = true;
+        pipe.record(&item)?;
+    }
+    if any { pipe.sink.flush() } else { Ok(()) }
+}

@@ -1,0 +1,541 @@
+//! Sinks: how transitions, finished connections and losses are shown. Adding a view means
+//! adding a [`Sink`]; the table does not change.
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use anstyle::{AnsiColor, Style};
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::{
+    decode::{Comm, Family, SockAddr, TcpState, Transition},
+    table::{Conn, Role},
+};
+
+/// Events the kernel could not hand over, by cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LostCause {
+    /// The ring buffer was full (the reader fell behind).
+    RingbufFull,
+    /// The kernel skipped the program because it was already running on that CPU (a
+    /// softirq transition interrupting a process-context one): `recursion_misses`.
+    Recursion,
+    /// The portable program could not read a field of the record.
+    ReadError,
+}
+
+impl LostCause {
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::RingbufFull => "ring buffer full (raise --ring-buffer-size)",
+            Self::Recursion => "program skipped by the kernel while already running on that CPU",
+            Self::ReadError => "record field could not be read",
+        }
+    }
+}
+
+/// Converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, in ns, sampled once at start-up.
+    offset_ns: i128,
+}
+
+impl WallClock {
+    pub fn now() -> Self {
+        let read = |clock| {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec; both clocks always exist on Linux.
+            unsafe { libc::clock_gettime(clock, &mut ts) };
+            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+        };
+        let mono = read(libc::CLOCK_MONOTONIC);
+        let real = read(libc::CLOCK_REALTIME);
+        Self {
+            offset_ns: real - mono,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn fixed(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    pub fn utc(&self, mono_ns: u64) -> DateTime<Utc> {
+        let ns = i64::try_from(self.offset_ns + i128::from(mono_ns)).unwrap_or(i64::MAX);
+        DateTime::from_timestamp_nanos(ns)
+    }
+}
+
+pub trait Sink {
+    fn transition(&mut self, t: &Transition, in_old_ns: Option<u64>) -> io::Result<()>;
+    fn connection(&mut self, c: &Conn) -> io::Result<()>;
+    /// `count` new losses of one cause; `total` so far for that cause.
+    fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// `1.25ms`, `52.3µs`, `3.20s`, `2m05s`: short and unambiguous.
+pub fn human_ns(ns: u64) -> String {
+    let f = ns as f64;
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", f / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}ms", f / 1e6),
+        1_000_000_000..=59_999_999_999 => format!("{:.2}s", f / 1e9),
+        _ => {
+            let s = ns / 1_000_000_000;
+            if s < 3600 {
+                format!("{}m{:02}s", s / 60, s % 60)
+            } else {
+                format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+            }
+        }
+    }
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// Human-readable lines, tcpstates-like, plus a timeline block per finished connection.
+pub struct Text<W: Write> {
+    out: W,
+    clock: WallClock,
+    color: bool,
+    timelines: bool,
+    header_done: bool,
+}
+
+impl<W: Write> Text<W> {
+    pub fn new(out: W, clock: WallClock, color: bool, timelines: bool) -> Self {
+        Self {
+            out,
+            clock,
+            color,
+            timelines,
+            header_done: false,
+        }
+    }
+
+    fn style(&self, s: Style) -> Style {
+        if self.color { s } else { Style::new() }
+    }
+
+    fn state_style(&self, s: TcpState) -> Style {
+        use TcpState::*;
+        let c = match s {
+            SynSent | SynRecv | NewSynRecv | Listen => AnsiColor::Cyan,
+            Established => AnsiColor::Green,
+            FinWait1 | FinWait2 | CloseWait | LastAck | Closing | TimeWait => AnsiColor::Yellow,
+            Close => AnsiColor::Red,
+        };
+        self.style(Style::new().fg_color(Some(c.into())))
+    }
+}
+
+/// Endpoint column width: any IPv4 endpoint and most IPv6 ones; longer ones push the row.
+const ADDR_W: usize = 26;
+const TEXT_HEADER: &str = "TIME            SOCK               PID     COMM             LOCAL                      REMOTE                     TRANSITION                   IN OLD";
+
+impl<W: Write> Sink for Text<W> {
+    fn transition(&mut self, t: &Transition, in_old_ns: Option<u64>) -> io::Result<()> {
+        if !self.header_done {
+            let b = self.style(Style::new().bold());
+            writeln!(self.out, "{b}{TEXT_HEADER}{b:#}")?;
+            self.header_done = true;
+        }
+        let time = self
+            .clock
+            .utc(t.ts_ns)
+            .with_timezone(&Local)
+            .format("%H:%M:%S%.6f");
+        let (os, ns) = (self.state_style(t.old), self.state_style(t.new));
+        // Pad the plain names, then wrap them in colour, so columns line up either way.
+        let trans_width = t.old.name().len() + 4 + t.new.name().len();
+        writeln!(
+            self.out,
+            "{time} {sock} {pid:<7} {comm:<16} {local:<ADDR_W$} {remote:<ADDR_W$} {os}{old}{os:#} -> {ns}{new}{ns:#}{pad} {in_old}",
+            sock = t.sock,
+            pid = t.pid,
+            comm = t.comm,
+            local = endpoint(t.saddr, t.sport),
+            remote = endpoint(t.daddr, t.dport),
+            old = t.old,
+            new = t.new,
+            pad = " ".repeat(28usize.saturating_sub(trans_width)),
+            in_old = in_old_ns.map_or_else(|| "-".to_string(), human_ns),
+        )
+    }
+
+    fn connection(&mut self, c: &Conn) -> io::Result<()> {
+        if !self.timelines {
+            return Ok(());
+        }
+        let b = self.style(Style::new().bold());
+        let dim = self.style(Style::new().dimmed());
+        let mut block = String::new();
+        let peer = match c.role {
+            Role::Listener => format!("listening on {}", endpoint(c.saddr, c.sport)),
+            _ => format!(
+                "{} -> {}",
+                endpoint(c.saddr, c.sport),
+                endpoint(c.daddr, c.dport)
+            ),
+        };
+        let _ = writeln!(
+            block,
+            "{b}── {} {} {peer}  lifetime {}{}{b:#}",
+            c.sock,
+            c.role.name(),
+            human_ns(c.lifetime_ns()),
+            if c.incomplete {
+                "  (incomplete: events before or within it were not seen)"
+            } else {
+                ""
+            },
+        );
+        let start = c.start_ns();
+        let durations = c.durations_ns();
+        for (i, (state, entered)) in c.states.iter().zip(&c.entered_ns).enumerate() {
+            let offset =
+                entered.map_or_else(|| "?".to_string(), |e| format!("+{}", human_ns(e - start)));
+            let dur = match durations.get(i) {
+                Some(Some(d)) => human_ns(*d),
+                Some(None) => "?".to_string(),
+                None => String::new(),
+            };
+            let s = self.state_style(*state);
+            let _ = writeln!(
+                block,
+                "   {dim}{offset:>10}{dim:#}  {s}{:<12}{s:#} {dur}",
+                state.name()
+            );
+        }
+        self.out.write_all(block.as_bytes())
+    }
+
+    fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()> {
+        let w = self.style(Style::new().fg_color(Some(AnsiColor::Red.into())).bold());
+        writeln!(
+            self.out,
+            "{w}LOST {count} events ({}), {total} so far{w:#}",
+            cause.describe()
+        )
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// JSON Lines, one object per record (schema in the README).
+pub struct Json<W: Write> {
+    out: W,
+    clock: WallClock,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Json<W> {
+    pub fn new(out: W, clock: WallClock) -> Self {
+        Self {
+            out,
+            clock,
+            buf: Vec::with_capacity(512),
+        }
+    }
+
+    fn emit<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, v)?;
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)
+    }
+}
+
+#[derive(Serialize)]
+struct TransitionJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    time: String,
+    ts_ns: u64,
+    sock: SockAddr,
+    family: Family,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    old: TcpState,
+    new: TcpState,
+    in_old_ns: Option<u64>,
+    pid: u32,
+    tid: u32,
+    comm: &'a Comm,
+    cpu: u32,
+}
+
+#[derive(Serialize)]
+struct ConnectionJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    sock: SockAddr,
+    family: Family,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    role: Role,
+    states: &'a [TcpState],
+    durations_ns: Vec<Option<u64>>,
+    start_ns: u64,
+    end_ns: u64,
+    lifetime_ns: u64,
+    start_time: String,
+    incomplete: bool,
+}
+
+#[derive(Serialize)]
+struct LostJson {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    count: u64,
+    cause: LostCause,
+    total: u64,
+}
+
+impl<W: Write> Sink for Json<W> {
+    fn transition(&mut self, t: &Transition, in_old_ns: Option<u64>) -> io::Result<()> {
+        let rec = TransitionJson {
+            ty: "transition",
+            time: self
+                .clock
+                .utc(t.ts_ns)
+                .to_rfc3339_opts(SecondsFormat::Nanos, true),
+            ts_ns: t.ts_ns,
+            sock: t.sock,
+            family: t.family,
+            saddr: t.saddr,
+            sport: t.sport,
+            daddr: t.daddr,
+            dport: t.dport,
+            old: t.old,
+            new: t.new,
+            in_old_ns,
+            pid: t.pid,
+            tid: t.tid,
+            comm: &t.comm,
+            cpu: t.cpu,
+        };
+        self.emit(&rec)
+    }
+
+    fn connection(&mut self, c: &Conn) -> io::Result<()> {
+        let rec = ConnectionJson {
+            ty: "connection",
+            sock: c.sock,
+            family: c.family,
+            saddr: c.saddr,
+            sport: c.sport,
+            daddr: c.daddr,
+            dport: c.dport,
+            role: c.role,
+            states: &c.states,
+            durations_ns: c.durations_ns(),
+            start_ns: c.start_ns(),
+            end_ns: c.end_ns(),
+            lifetime_ns: c.lifetime_ns(),
+            start_time: self
+                .clock
+                .utc(c.start_ns())
+                .to_rfc3339_opts(SecondsFormat::Nanos, true),
+            incomplete: c.incomplete,
+        };
+        self.emit(&rec)
+    }
+
+    fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()> {
+        self.emit(&LostJson {
+            ty: "lost",
+            count,
+            cause,
+            total,
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Table, tests::tr};
+    use TcpState::*;
+
+    const OFFSET: i128 = 1_700_000_000_000_000_000;
+
+    fn client() -> (Vec<(Transition, Option<u64>)>, Conn) {
+        let mut t = Table::new();
+        let evs = [
+            tr(0xffff_8881_0000_1000, 1_000, Close, SynSent, 0, 8080),
+            tr(
+                0xffff_8881_0000_1000,
+                51_000,
+                SynSent,
+                Established,
+                40000,
+                8080,
+            ),
+            tr(
+                0xffff_8881_0000_1000,
+                1_051_000,
+                Established,
+                FinWait1,
+                40000,
+                8080,
+            ),
+            tr(
+                0xffff_8881_0000_1000,
+                1_061_000,
+                FinWait1,
+                FinWait2,
+                40000,
+                8080,
+            ),
+            tr(
+                0xffff_8881_0000_1000,
+                1_301_000,
+                FinWait2,
+                Close,
+                40000,
+                8080,
+            ),
+        ];
+        let mut out = Vec::new();
+        let mut closed = None;
+        for e in evs {
+            let a = t.apply(&e);
+            out.push((e, a.in_old_ns));
+            closed = closed.or(a.closed);
+        }
+        (out, closed.unwrap())
+    }
+
+    #[test]
+    fn json_transition_has_the_documented_schema() {
+        let (evs, _) = client();
+        let mut s = Json::new(Vec::new(), WallClock::fixed(OFFSET));
+        s.transition(&evs[1].0, evs[1].1).unwrap();
+        let line = String::from_utf8(s.out).unwrap();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"type":"transition","time":"2023-11-14T22:13:20.000051000Z","ts_ns":51000,"#,
+                r#""sock":"0xffff888100001000","family":"ipv4","saddr":"127.0.0.1","sport":40000,"#,
+                r#""daddr":"127.0.0.1","dport":8080,"old":"SYN_SENT","new":"ESTABLISHED","#,
+                r#""in_old_ns":50000,"pid":7,"tid":7,"comm":"","cpu":0}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn json_connection_has_the_documented_schema() {
+        let (_, c) = client();
+        let mut s = Json::new(Vec::new(), WallClock::fixed(OFFSET));
+        s.connection(&c).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&s.out).unwrap();
+        assert_eq!(v["type"], "connection");
+        assert_eq!(v["role"], "client");
+        assert_eq!(
+            v["states"],
+            serde_json::json!([
+                "CLOSE",
+                "SYN_SENT",
+                "ESTABLISHED",
+                "FIN_WAIT1",
+                "FIN_WAIT2",
+                "CLOSE"
+            ])
+        );
+        assert_eq!(
+            v["durations_ns"],
+            serde_json::json!([null, 50000, 1000000, 10000, 240000])
+        );
+        assert_eq!(
+            (v["start_ns"].as_u64(), v["end_ns"].as_u64()),
+            (Some(1000), Some(1_301_000))
+        );
+        assert_eq!(v["lifetime_ns"], 1_300_000);
+        assert_eq!(
+            (v["sport"].as_u64(), v["dport"].as_u64()),
+            (Some(40000), Some(8080))
+        );
+        assert_eq!(v["incomplete"], false);
+        assert_eq!(v["sock"], "0xffff888100001000");
+    }
+
+    #[test]
+    fn json_lost() {
+        let mut s = Json::new(Vec::new(), WallClock::fixed(0));
+        s.lost(LostCause::Recursion, 3, 10).unwrap();
+        assert_eq!(
+            String::from_utf8(s.out).unwrap(),
+            "{\"type\":\"lost\",\"count\":3,\"cause\":\"recursion\",\"total\":10}\n"
+        );
+    }
+
+    #[test]
+    fn text_without_colour_has_aligned_columns_and_a_timeline() {
+        let (evs, c) = client();
+        let mut s = Text::new(Vec::new(), WallClock::fixed(OFFSET), false, true);
+        for (e, in_old) in &evs {
+            s.transition(e, *in_old).unwrap();
+        }
+        s.connection(&c).unwrap();
+        let out = String::from_utf8(s.out).unwrap();
+        assert!(!out.contains('\x1b'), "no escapes without colour");
+        let lines: Vec<_> = out.lines().collect();
+        assert!(lines[0].starts_with("TIME "));
+        assert!(lines[1].contains("127.0.0.1:0 ") && lines[1].contains("CLOSE -> SYN_SENT"));
+        assert!(lines[1].ends_with(" -"), "{}", lines[1]);
+        assert!(lines[2].contains("SYN_SENT -> ESTABLISHED") && lines[2].ends_with(" 50.0µs"));
+        assert_eq!(
+            lines[6],
+            "── 0xffff888100001000 client 127.0.0.1:40000 -> 127.0.0.1:8080  lifetime 1.30ms"
+        );
+        assert_eq!(lines[7], "            ?  CLOSE        ?");
+        assert_eq!(lines[8], "         +0ns  SYN_SENT     50.0µs");
+        assert_eq!(lines[12], "      +1.30ms  CLOSE        ");
+        // The IN OLD column starts at the same place on every line.
+        let in_old_col = |l: &str| l.len() - l.rsplit(' ').next().unwrap().len();
+        assert_eq!(in_old_col(lines[1]), in_old_col(lines[2]));
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        assert_eq!(endpoint("::1".parse().unwrap(), 80), "[::1]:80");
+        assert_eq!(endpoint("10.0.0.1".parse().unwrap(), 0), "10.0.0.1:0");
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_ns(850), "850ns");
+        assert_eq!(human_ns(52_340), "52.3µs");
+        assert_eq!(human_ns(1_250_000), "1.25ms");
+        assert_eq!(human_ns(3_200_000_000), "3.20s");
+        assert_eq!(human_ns(125_000_000_000), "2m05s");
+        assert_eq!(human_ns(7_500_000_000_000), "2h05m");
+    }
+}

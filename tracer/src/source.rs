@@ -1,0 +1,283 @@
+//! The live source: loads the eBPF program, attaches it, and hands out ring-buffer records
+//! and the kernel-side counters. Everything after this module cannot tell where events come
+//! from.
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{AF_INET, AF_INET6, Config, Counters, names};
+
+use crate::format::{self, Choice};
+
+/// The eBPF object built by `tracer/build.rs` (aya-build), embedded at compile time.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// What the kernel side should do, validated before anything is loaded.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Ports, either side; empty = all.
+    pub ports: Vec<u16>,
+    /// `Some(AF_INET | AF_INET6)` for `-4` / `-6`.
+    pub family: Option<u16>,
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    pub ring_bytes: u32,
+    /// Let the eBPF program's aya-log statements through (debugging tracer itself).
+    pub bpf_log: bool,
+}
+
+/// Sums of the per-CPU counters plus the kernel's own count of skipped runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub seen: u64,
+    pub submitted: u64,
+    pub lost_ringbuf_full: u64,
+    pub lost_read_error: u64,
+    /// `recursion_misses` of the program (bpf_prog_info): runs the kernel skipped.
+    pub recursion_misses: u64,
+}
+
+pub struct Live {
+    /// Owns the program and its link: dropping it detaches the program.
+    ebpf: Option<Ebpf>,
+    pub ring: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, Counters>,
+    /// A duplicate of the program's fd, so its counters stay readable after detaching.
+    prog_fd: OwnedFd,
+    pub program: &'static str,
+    pub portable: bool,
+    /// tracefs was not mounted and we mounted it.
+    pub mounted_tracefs: bool,
+    _logger: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    pub fn start(opts: &LiveOptions) -> anyhow::Result<Self> {
+        check_privileges()?;
+        raise_memlock();
+        let (tracefs, mounted_tracefs) = format::tracefs()?;
+        let choice = format::read_choice(&tracefs, "sock", "inet_sock_set_state")?;
+
+        let config = Config {
+            // Wake the reader when a quarter of the buffer is pending; the poll timer picks
+            // up anything below that within its interval.
+            wakeup_bytes: u64::from(opts.ring_bytes / 4),
+            family: opts.family.unwrap_or(0),
+            filter_ports: u8::from(!opts.ports.is_empty()),
+            _pad: [0; 5],
+        };
+        let (program, layout) = match choice {
+            Choice::Fast => (names::PROG_FAST, format::FAST),
+            Choice::Portable(l) => (names::PROG_PORTABLE, l),
+        };
+        let log_level: u8 = if opts.bpf_log { 0xff } else { 0 };
+        let ports_len = u32::try_from(opts.ports.len().max(1)).unwrap_or(u32::MAX);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::CONFIG, &config, true)
+            .override_global(names::LAYOUT, &layout, true)
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .map_max_entries(names::EVENTS, opts.ring_bytes)
+            .map_max_entries(names::PORTS, ports_len)
+            .load(EBPF_OBJECT)
+            .map_err(|e| privilege_hint(anyhow!(e)))
+            .context("loading the eBPF object")?;
+
+        if !opts.ports.is_empty() {
+            let mut ports: HashMap<_, u16, u8> =
+                HashMap::try_from(ebpf.map_mut(names::PORTS).context("PORTS map missing")?)?;
+            for &p in &opts.ports {
+                ports
+                    .insert(p, 1, 0)
+                    .with_context(|| format!("adding port {p} to the filter"))?;
+            }
+        }
+
+        let logger = if opts.bpf_log {
+            spawn_bpf_logger(&mut ebpf)
+        } else {
+            None
+        };
+
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load()
+            .map_err(|e| privilege_hint(anyhow!(e)))
+            .with_context(|| {
+                format!(
+                    "loading program {program} (kernel {})",
+                    format::kernel_release()
+                )
+            })?;
+        prog.attach("sock", "inet_sock_set_state")
+            .map_err(|e| privilege_hint(anyhow!(e)))
+            .context("attaching to tracepoint sock:inet_sock_set_state")?;
+        let prog_fd = prog
+            .fd()?
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the program fd")?;
+
+        let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
+        // SAFETY: the RingBuf owns its fd and the AsyncFd owns the RingBuf, so the fd stays open
+        // for as long as it is registered.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map(names::COUNTERS)
+                .context("COUNTERS map missing")?,
+        )?;
+        Ok(Self {
+            ebpf: Some(ebpf),
+            ring,
+            counters,
+            prog_fd,
+            program,
+            portable: matches!(choice, Choice::Portable(_)),
+            mounted_tracefs,
+            _logger: logger,
+        })
+    }
+
+    /// Detaches the program (no new events); the ring buffer and counters stay readable.
+    pub fn detach(&mut self) {
+        self.ebpf = None;
+    }
+
+    pub fn totals(&self) -> anyhow::Result<Totals> {
+        let per_cpu = self
+            .counters
+            .get(&0, 0)
+            .context("reading the COUNTERS map")?;
+        let mut t = Totals::default();
+        for c in per_cpu.iter() {
+            t.seen += c.seen;
+            t.submitted += c.submitted;
+            t.lost_ringbuf_full += c.lost_ringbuf_full;
+            t.lost_read_error += c.lost_read_error;
+        }
+        t.recursion_misses =
+            recursion_misses(self.prog_fd.as_raw_fd()).context("reading bpf_prog_info")?;
+        Ok(t)
+    }
+}
+
+/// `recursion_misses` from `bpf_prog_info`: aya 0.14 does not expose it.
+fn recursion_misses(fd: RawFd) -> io::Result<u64> {
+    use aya_obj::generated::{bpf_cmd, bpf_prog_info};
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is a plain C struct of integers; all-zero is valid and is what
+    // the kernel expects for the fields it does not fill.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: fd as u32,
+        info_len: std::mem::size_of::<bpf_prog_info>() as u32,
+        info: (&raw mut info) as u64,
+    };
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most `info_len` bytes to `info`, which points to
+    // a live, writable bpf_prog_info; `attr` matches the kernel's `info` member of bpf_attr.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            &raw mut attr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.recursion_misses)
+}
+
+fn spawn_bpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Err(e) => {
+            log::warn!("eBPF logger unavailable: {e}");
+            None
+        }
+        Ok(logger) => {
+            // SAFETY: the logger owns its ring buffer fd and the AsyncFd owns the logger.
+            let mut logger =
+                unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+                    .ok()?;
+            Some(tokio::task::spawn(async move {
+                while let Ok(mut guard) = logger.readable_mut().await {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }))
+        }
+    }
+}
+
+const PRIVILEGE_HINT: &str = "tracer needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8): run it with sudo";
+
+/// Fails early, with the fix, when the process obviously lacks the privileges to load BPF.
+fn check_privileges() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 21;
+    const CAP_PERFMON: u64 = 38;
+    const CAP_BPF: u64 = 39;
+    let has = |c: u64| eff & (1 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!("not running as root and missing capabilities: {PRIVILEGE_HINT}")
+}
+
+fn privilege_hint(e: anyhow::Error) -> anyhow::Error {
+    let eperm = e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+            || c.to_string().contains("Operation not permitted")
+    });
+    if eperm { e.context(PRIVILEGE_HINT) } else { e }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `rlim` is a valid rlimit; failure only matters on old kernels, where map
+    // creation then fails with its own error.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// `AF_INET` / `AF_INET6` for `-4` / `-6`.
+pub fn family(v4: bool, v6: bool) -> Option<u16> {
+    match (v4, v6) {
+        (true, false) => Some(AF_INET),
+        (false, true) => Some(AF_INET6),
+        _ => None,
+    }
+}

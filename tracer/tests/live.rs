@@ -1,0 +1,473 @@
+//! Privileged integration tests: the real tracer binary, the real eBPF program, the real
+//! kernel, real sockets on loopback. They assert exact per-socket state sequences.
+//!
+//! `#[ignore]`d for a plain `cargo test` (they need root); `cargo xtask test` runs them. Each
+//! test filters on its own ports, so other traffic on the host cannot disturb it, and they
+//! can run in parallel.
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+
+const NEEDS_ROOT: &str = "needs root and a BPF-capable kernel: run `cargo xtask test`";
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "{NEEDS_ROOT}");
+}
+
+/// A running tracer whose stdout and stderr are collected line by line.
+struct Tracer {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l = lines.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Tracer {
+    /// Starts the tracer and waits until it says it is attached.
+    fn start(args: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let t = Self {
+            child,
+            stdout,
+            stderr,
+        };
+        t.wait_stderr(
+            "attached to sock:inet_sock_set_state",
+            Duration::from_secs(30),
+        );
+        t
+    }
+
+    fn wait_stderr(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            assert!(
+                start.elapsed() < timeout,
+                "tracer did not print {needle:?} within {timeout:?}; stderr: {:?}",
+                self.stderr.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `n` JSON records satisfy `pred`.
+    fn wait_json(&self, n: usize, pred: impl Fn(&Value) -> bool) {
+        let start = Instant::now();
+        loop {
+            let count = self.json().iter().filter(|v| pred(v)).count();
+            if count >= n {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "only {count} of {n} expected records after 10s; stdout: {:#?}",
+                self.stdout.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// SIGINT, then the exit status and stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
+        // SAFETY: kill with a valid pid of our own child and a valid signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10));
+        thread::sleep(Duration::from_millis(50)); // let the reader threads see EOF
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status, out, err)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "tracer did not exit within {timeout:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A listening socket bound (not yet listening) to an ephemeral port, so the tracer can be
+/// started with that port before `listen()` emits CLOSE → LISTEN.
+fn bound(v6: bool) -> (Socket, SocketAddr) {
+    let (domain, addr): (Domain, SocketAddr) = if v6 {
+        (Domain::IPV6, (Ipv6Addr::LOCALHOST, 0).into())
+    } else {
+        (Domain::IPV4, (Ipv4Addr::LOCALHOST, 0).into())
+    };
+    let s = Socket::new(domain, Type::STREAM, None).unwrap();
+    s.bind(&addr.into()).unwrap();
+    let local = s.local_addr().unwrap().as_socket().unwrap();
+    (s, local)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum FirstCloser {
+    Client,
+    Server,
+}
+
+/// One complete connection: listen, connect, accept, a byte each way, close in the given
+/// order (each side waits for the other's FIN when it closes second), close the listener.
+/// Returns the client's local port.
+fn one_connection(listener: Socket, addr: SocketAddr, first: FirstCloser) -> u16 {
+    listener.listen(16).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let mut client = TcpStream::connect(addr).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    client.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    server.read_exact(&mut b).unwrap();
+    server.write_all(b"y").unwrap();
+    client.read_exact(&mut b).unwrap();
+    let (first_s, mut second_s) = match first {
+        FirstCloser::Client => (client, server),
+        FirstCloser::Server => (server, client),
+    };
+    // A plain close(): shutdown() first would add the kernel's FIN_WAIT1 → FIN_WAIT1.
+    drop(first_s);
+    // The second closer sees EOF (the FIN), then closes.
+    assert_eq!(second_s.read(&mut b).unwrap(), 0);
+    drop(second_s);
+    drop(listener);
+    cport
+}
+
+fn states(v: &Value) -> Vec<String> {
+    v["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn conns(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|v| v["type"] == "connection")
+        .collect()
+}
+
+/// Runs one connection and returns all JSON records and the client port.
+fn traced_connection(v6: bool, first: FirstCloser) -> (Vec<Value>, u16, u16, Vec<String>) {
+    let (listener, addr) = bound(v6);
+    let port = addr.port();
+    let t = Tracer::start(&["-o", "json", "--port", &port.to_string()]);
+    let cport = one_connection(listener, addr, first);
+    t.wait_json(3, |v| v["type"] == "connection");
+    let (status, out, err) = t.stop();
+    assert!(status.success(), "tracer exit: {status:?}; stderr {err:?}");
+    let records = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (records, port, cport, err)
+}
+
+fn assert_connection(v6: bool, first: FirstCloser) {
+    let (records, port, cport, err) = traced_connection(v6, first);
+    let loopback = if v6 { "::1" } else { "127.0.0.1" };
+    let family = if v6 { "ipv6" } else { "ipv4" };
+
+    let transitions: Vec<&Value> = records
+        .iter()
+        .filter(|v| v["type"] == "transition")
+        .collect();
+    assert_eq!(
+        transitions.len(),
+        12,
+        "12 transitions for one connection + listener: {transitions:#?}"
+    );
+    for t in &transitions {
+        assert_eq!(t["family"], family);
+        assert!(
+            t["sport"] == port || t["dport"] == port,
+            "filter let through {t}"
+        );
+        assert!(t["sock"].as_str().unwrap().starts_with("0x"));
+        assert!(t["time"].as_str().unwrap().ends_with('Z'));
+        assert!(t["ts_ns"].as_u64().unwrap() > 0);
+    }
+    // The client's first transition has no local port yet; the kernel fills it later.
+    let syn = transitions.iter().find(|t| t["new"] == "SYN_SENT").unwrap();
+    assert_eq!(
+        (
+            syn["old"].as_str(),
+            syn["sport"].as_u64(),
+            syn["in_old_ns"].is_null()
+        ),
+        (Some("CLOSE"), Some(0), true)
+    );
+
+    let conns = conns(&records);
+    assert_eq!(conns.len(), 3, "client, server and listener: {conns:#?}");
+    let by_role = |role: &str| {
+        *conns
+            .iter()
+            .find(|c| c["role"] == role)
+            .unwrap_or_else(|| panic!("no {role}: {conns:#?}"))
+    };
+    let (client, server, listener) = (by_role("client"), by_role("server"), by_role("listener"));
+
+    let active = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"];
+    let passive = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"];
+    let (c_tail, s_tail) = match first {
+        FirstCloser::Client => (active, passive),
+        FirstCloser::Server => (passive, active),
+    };
+    let expect = |head: &[&str], tail: &[&str]| -> Vec<String> {
+        head.iter().chain(tail).map(|s| s.to_string()).collect()
+    };
+    assert_eq!(states(client), expect(&["CLOSE", "SYN_SENT"], &c_tail));
+    assert_eq!(states(server), expect(&["LISTEN", "SYN_RECV"], &s_tail));
+    assert_eq!(states(listener), ["CLOSE", "LISTEN", "CLOSE"]);
+
+    // The 4-tuple, filled in as it became known.
+    assert_eq!(
+        (client["sport"].as_u64(), client["dport"].as_u64()),
+        (Some(cport.into()), Some(port.into()))
+    );
+    assert_eq!(
+        (server["sport"].as_u64(), server["dport"].as_u64()),
+        (Some(port.into()), Some(cport.into()))
+    );
+    for c in [client, server] {
+        assert_eq!(
+            (c["saddr"].as_str(), c["daddr"].as_str()),
+            (Some(loopback), Some(loopback))
+        );
+        assert_eq!(c["family"], family);
+        assert_eq!(c["incomplete"], false);
+        let d = c["durations_ns"].as_array().unwrap();
+        assert_eq!(d.len(), 5);
+        assert!(d[0].is_null(), "time in the initial state is unknown");
+        let sum: u64 = d[1..].iter().map(|x| x.as_u64().unwrap()).sum();
+        assert_eq!(sum, c["lifetime_ns"].as_u64().unwrap());
+        assert_eq!(
+            c["end_ns"].as_u64().unwrap() - c["start_ns"].as_u64().unwrap(),
+            sum
+        );
+    }
+    assert!(
+        err.iter().any(|l| l.contains(
+            "stopped (SIGINT): 12 transitions, 3 connections closed, 0 still open, lost 0"
+        )),
+        "{err:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn ipv4_client_closes_first() {
+    assert_connection(false, FirstCloser::Client);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn ipv4_server_closes_first() {
+    assert_connection(false, FirstCloser::Server);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn ipv6_client_closes_first() {
+    assert_connection(true, FirstCloser::Client);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn ipv6_server_closes_first() {
+    assert_connection(true, FirstCloser::Server);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn listener_open_and_close_alone() {
+    let (listener, addr) = bound(false);
+    let t = Tracer::start(&["-o", "json", "-p", &addr.port().to_string()]);
+    listener.listen(1).unwrap();
+    drop(listener);
+    t.wait_json(1, |v| v["type"] == "connection");
+    let (status, out, _) = t.stop();
+    assert!(status.success());
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pairs: Vec<(String, String)> = records
+        .iter()
+        .filter(|v| v["type"] == "transition")
+        .map(|v| {
+            (
+                v["old"].as_str().unwrap().into(),
+                v["new"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("CLOSE".into(), "LISTEN".into()),
+            ("LISTEN".into(), "CLOSE".into())
+        ]
+    );
+    let c = conns(&records);
+    assert_eq!((c.len(), c[0]["role"].as_str()), (1, Some("listener")));
+    assert_eq!(c[0]["sport"].as_u64(), Some(addr.port().into()));
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn family_filter_is_applied_in_the_kernel() {
+    // -6 with an IPv4 connection on the filtered port: nothing may come through.
+    let (listener, addr) = bound(false);
+    let t = Tracer::start(&["-o", "json", "-6", "-p", &addr.port().to_string()]);
+    one_connection(listener, addr, FirstCloser::Client);
+    thread::sleep(Duration::from_millis(300));
+    let (status, out, err) = t.stop();
+    assert!(status.success());
+    assert!(
+        out.is_empty(),
+        "IPv4 events passed an IPv6-only filter: {out:?}"
+    );
+    assert!(err.iter().any(|l| l.contains("0 transitions")), "{err:?}");
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn text_output_shows_transitions_and_a_timeline() {
+    let (listener, addr) = bound(false);
+    let port = addr.port();
+    let t = Tracer::start(&["--port", &port.to_string(), "--color", "never"]);
+    let cport = one_connection(listener, addr, FirstCloser::Client);
+    let start = Instant::now();
+    while !t
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains(" listener listening on "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:#?}",
+            t.stdout.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (status, out, _) = t.stop();
+    assert!(status.success());
+    assert!(out[0].starts_with("TIME "), "header first: {out:?}");
+    let text = out.join("\n");
+    assert!(!text.contains('\x1b'), "--color never");
+    for needle in [
+        "CLOSE -> LISTEN".to_string(),
+        "CLOSE -> SYN_SENT".into(),
+        "FIN_WAIT2 -> CLOSE".into(),
+        "LAST_ACK -> CLOSE".into(),
+        format!("client 127.0.0.1:{cport} -> 127.0.0.1:{port}"),
+        format!("server 127.0.0.1:{port} -> 127.0.0.1:{cport}"),
+    ] {
+        assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn stops_after_duration_and_when_stdout_closes() {
+    // --duration: exits 0 on its own.
+    let mut t = Tracer::start(&["-o", "json", "-p", "9", "--duration", "1"]);
+    let st = wait_timeout(&mut t.child, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    t.wait_stderr("stopped (duration reached)", Duration::from_secs(2));
+
+    // A closed stdout (`tracer | head -1`): exits 0, quietly, once it next writes.
+    let (listener, addr) = bound(false);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["-o", "json", "-p", &addr.port().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = collect(child.stderr.take().unwrap());
+    let start = Instant::now();
+    while !stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("attached"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    listener.listen(1).unwrap();
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"new\":\"LISTEN\""), "{first}");
+    drop(stdout); // like `head -1` exiting
+    drop(listener); // one more event to write: LISTEN -> CLOSE
+    let st = wait_timeout(&mut child, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    thread::sleep(Duration::from_millis(50));
+    let err = stderr.lock().unwrap().join("\n");
+    assert!(err.contains("stopped (stdout closed)"), "{err}");
+    assert!(!err.contains("error"), "{err}");
+}

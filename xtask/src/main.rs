@@ -1,0 +1,400 @@
+//! `cargo xtask`: set up the eBPF toolchain, build, run and test tracer.
+//!
+//! Every command first makes sure the eBPF toolchain is there, installing what is missing
+//! (idempotent: it says what it installs and what it skips). The toolchain is chosen in this
+//! order, the same as `tracer/build.rs`:
+//! 1. `TRACER_EBPF_TOOLCHAIN` (a rustup toolchain name), if set;
+//! 2. rustup `nightly` with the `rust-src` component (the standard aya path);
+//! 3. Debian's Rust (`rustc-web`, `cargo-web`, `libstd-rust-web-dev-bpf`: a stable compiler
+//!    with a prebuilt `core` for bpfel-unknown-none), linked into rustup as `tracer-debian`.
+//!
+//! Then `bpf-linker`, built against the LLVM of the chosen compiler (`llvm-N-dev`).
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// Must match `DEBIAN_TOOLCHAIN` in tracer/build.rs.
+const DEBIAN_TOOLCHAIN: &str = "tracer-debian";
+const DEBIAN_RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
+/// bpf-linker release known to build with Rust 1.95/1.96 and LLVM 21–23.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
+
+#[derive(Parser)]
+#[command(about = "Build, run and test tracer; installs the eBPF toolchain when missing")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the eBPF build needs (nothing else).
+    Setup,
+    /// Set up, then `cargo build --release` (leaves target/release/tracer).
+    Build,
+    /// Set up, build, and run tracer as root (through `sudo -E` when not root).
+    Run {
+        /// Arguments for tracer, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, then every test: unit tests and the privileged tests against the real kernel.
+    Test {
+        /// Only the unit tests (no root, no kernel).
+        #[arg(long)]
+        unit_only: bool,
+    },
+    /// Set up, then `cargo fmt --check` and clippy with -D warnings (host crates and eBPF crate).
+    Lint,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    env::set_current_dir(&root).with_context(|| format!("cd {}", root.display()))?;
+    let toolchain = setup()?;
+    let cargo = || {
+        let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.env("TRACER_EBPF_TOOLCHAIN", &toolchain);
+        c
+    };
+    match cli.cmd {
+        Cmd::Setup => {}
+        Cmd::Build => status(cargo().args(["build", "--release"]))?,
+        Cmd::Run { args } => {
+            status(cargo().args(["build", "--release"]))?;
+            let bin = root.join("target/release/tracer");
+            let mut cmd = if is_root() {
+                Command::new(&bin)
+            } else {
+                eprintln!("xtask: tracer needs root: re-running it with `sudo -E`");
+                let mut c = Command::new("sudo");
+                c.arg("-E").arg(&bin);
+                c
+            };
+            let st = cmd
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
+        }
+        Cmd::Test { unit_only } => {
+            if unit_only {
+                status(cargo().args(["test", "--workspace", "--exclude", "tracer-ebpf"]))?;
+            } else {
+                // The privileged tests are #[ignore]d for a plain `cargo test`; run them all here.
+                let mut c = cargo();
+                c.args([
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    "tracer-ebpf",
+                    "--",
+                    "--include-ignored",
+                ]);
+                if is_root() {
+                    status(&mut c)?;
+                } else {
+                    eprintln!(
+                        "xtask: the integration tests load eBPF programs: re-running cargo test with `sudo -E`"
+                    );
+                    status(cargo().args([
+                        "test",
+                        "--workspace",
+                        "--exclude",
+                        "tracer-ebpf",
+                        "--no-run",
+                    ]))?;
+                    let mut s = Command::new("sudo");
+                    s.arg("-E")
+                        .arg("env")
+                        .arg(format!("PATH={}", env::var("PATH").unwrap_or_default()));
+                    s.arg(c.get_program()).args(c.get_args());
+                    s.env("TRACER_EBPF_TOOLCHAIN", &toolchain);
+                    status(&mut s)?;
+                }
+            }
+        }
+        Cmd::Lint => {
+            status(cargo().args(["fmt", "--all", "--check"]))?;
+            status(cargo().args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "tracer-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            // The eBPF crate on the host target: same source, checked by the host clippy.
+            status(cargo().args(["clippy", "-p", "tracer-ebpf", "--", "-D", "warnings"]))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = env::var_os("CARGO_MANIFEST_DIR").context("run me through `cargo xtask`")?;
+    Ok(Path::new(&manifest)
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
+}
+
+/// Installs what is missing and returns the eBPF toolchain's rustup name.
+fn setup() -> anyhow::Result<String> {
+    ensure_cargo_bin_on_path();
+    let toolchain = choose_toolchain()?;
+    let llvm = llvm_major(&toolchain)?;
+    ensure_bpf_linker(llvm)?;
+    Ok(toolchain)
+}
+
+fn choose_toolchain() -> anyhow::Result<String> {
+    if let Some(t) = env::var("TRACER_EBPF_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        eprintln!("xtask: eBPF toolchain: `{t}` (TRACER_EBPF_TOOLCHAIN)");
+        return Ok(t);
+    }
+    if nightly_has_rust_src() {
+        eprintln!("xtask: eBPF toolchain: rustup nightly with rust-src (skipping Debian's Rust)");
+        return Ok("nightly".into());
+    }
+    let missing: Vec<&str> = DEBIAN_RUST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!(
+            "xtask: Debian's Rust for BPF already installed ({})",
+            DEBIAN_RUST_PACKAGES.join(", ")
+        );
+    } else {
+        eprintln!(
+            "xtask: no rustup nightly with rust-src: installing Debian's Rust with a prebuilt core for BPF: {}",
+            missing.join(" ")
+        );
+        apt_install(&missing)?;
+    }
+    if !Path::new("/usr/bin/rustc").is_file() {
+        bail!(
+            "/usr/bin/rustc missing after installing {}",
+            DEBIAN_RUST_PACKAGES.join(", ")
+        );
+    }
+    if rustup_toolchains()?.iter().any(|t| t == DEBIAN_TOOLCHAIN) {
+        eprintln!("xtask: rustup toolchain `{DEBIAN_TOOLCHAIN}` already linked to /usr");
+    } else {
+        eprintln!(
+            "xtask: linking Debian's Rust into rustup: rustup toolchain link {DEBIAN_TOOLCHAIN} /usr"
+        );
+        status(Command::new("rustup").args(["toolchain", "link", DEBIAN_TOOLCHAIN, "/usr"]))?;
+    }
+    Ok(DEBIAN_TOOLCHAIN.into())
+}
+
+fn nightly_has_rust_src() -> bool {
+    Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .is_some_and(|s| {
+            Path::new(&s)
+                .join("lib/rustlib/src/rust/library/core")
+                .is_dir()
+        })
+}
+
+fn rustup_toolchains() -> anyhow::Result<Vec<String>> {
+    let out = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("running `rustup toolchain list` (is rustup installed?)")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect())
+}
+
+/// The LLVM major version of a toolchain's rustc (`rustc -vV`: `LLVM version: 22.1.8`).
+fn llvm_major(toolchain: &str) -> anyhow::Result<u32> {
+    let out = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "-vV"])
+        .output()
+        .with_context(|| format!("running rustc of toolchain `{toolchain}`"))?;
+    if !out.status.success() {
+        bail!(
+            "toolchain `{toolchain}` has no working rustc: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .with_context(|| format!("no LLVM version in `rustc -vV` of toolchain `{toolchain}`"))
+}
+
+fn ensure_bpf_linker(llvm: u32) -> anyhow::Result<()> {
+    if let Some(path) = find_on_path("bpf-linker") {
+        match linked_llvm_major(&path) {
+            Some(m) if m != llvm => eprintln!(
+                "xtask: {} uses LLVM {m} but the eBPF compiler uses LLVM {llvm}: reinstalling it",
+                path.display()
+            ),
+            _ => {
+                eprintln!(
+                    "xtask: bpf-linker already installed ({}), skipping",
+                    path.display()
+                );
+                return Ok(());
+            }
+        }
+    }
+    if !BPF_LINKER_LLVM.contains(&llvm) {
+        bail!(
+            "the eBPF compiler uses LLVM {llvm}, but bpf-linker {BPF_LINKER_VERSION} supports LLVM {BPF_LINKER_LLVM:?}: install bpf-linker for LLVM {llvm} yourself, or use another toolchain (TRACER_EBPF_TOOLCHAIN)"
+        );
+    }
+    let dev = format!("llvm-{llvm}-dev");
+    if deb_installed(&dev) {
+        eprintln!("xtask: {dev} already installed");
+    } else {
+        eprintln!("xtask: installing {dev} (bpf-linker links against the compiler's LLVM)");
+        apt_install(&[dev.as_str()])?;
+    }
+    eprintln!(
+        "xtask: installing bpf-linker {BPF_LINKER_VERSION} for LLVM {llvm} (cargo install, about a minute)"
+    );
+    status(
+        Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{llvm}"),
+                "--force",
+            ])
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}")),
+    )
+}
+
+/// The LLVM a dynamically linked bpf-linker uses (`libLLVM.so.22.1`, `libLLVM-21.so`).
+fn linked_llvm_major(bin: &Path) -> Option<u32> {
+    let out = Command::new("ldd").arg(bin).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let name = l.trim().split_whitespace().next()?;
+        let rest = name.strip_prefix("libLLVM")?;
+        let digits: String = rest
+            .trim_start_matches(['.', '-', 's', 'o'])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    })
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
+    let sudo = !is_root();
+    let apt = |args: &[&str]| {
+        let mut c = if sudo {
+            Command::new("sudo")
+        } else {
+            Command::new("apt-get")
+        };
+        if sudo {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    if Command::new("which")
+        .arg("apt-get")
+        .stdout(Stdio::null())
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        bail!(
+            "apt-get not found: install {} with your package manager",
+            pkgs.join(" ")
+        );
+    }
+    status(&mut apt(&["update", "-q"]))?;
+    status(apt(&["install", "-y", "-q", "--no-install-recommends"]).args(pkgs))
+}
+
+fn ensure_cargo_bin_on_path() {
+    // `cargo install` puts bpf-linker in ~/.cargo/bin; make sure it is found afterwards.
+    let Some(home) = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+    else {
+        return;
+    };
+    let bin = home.join("bin");
+    let path = env::var_os("PATH").unwrap_or_default();
+    if !env::split_paths(&path).any(|p| p == bin) {
+        let joined = env::join_paths(std::iter::once(bin).chain(env::split_paths(&path)));
+        if let Ok(joined) = joined {
+            // SAFETY: xtask is single-threaded at this point.
+            unsafe { env::set_var("PATH", joined) };
+        }
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
