@@ -80,6 +80,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_poll)]
     pub poll_interval: Duration,
 
+    /// Use the portable program (runtime offsets, bpf_probe_read_kernel) even when the fast
+    /// one fits this kernel. For testing the fallback path.
+    #[arg(long, hide = true)]
+    pub force_portable: bool,
+
     /// Show the eBPF program's own debug log (aya-log) on stderr; for debugging tracer.
     #[arg(long)]
     pub bpf_log: bool,

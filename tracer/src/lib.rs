@@ -126,6 +126,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         family: source::family(args.ipv4, args.ipv6),
         ring_bytes: args.ring_buffer_size,
         bpf_log: args.bpf_log,
+        force_portable: args.force_portable,
     };
     let clock = WallClock::now();
     let stdout = io::stdout();

@@ -31,6 +31,8 @@ pub struct LiveOptions {
     pub ring_bytes: u32,
     /// Let the eBPF program's aya-log statements through (debugging tracer itself).
     pub bpf_log: bool,
+    /// Load the portable program even where the fast one fits (tests the fallback).
+    pub force_portable: bool,
 }
 
 /// Sums of the per-CPU counters plus the kernel's own count of skipped runs.
@@ -63,7 +65,10 @@ impl Live {
         check_privileges()?;
         raise_memlock();
         let (tracefs, mounted_tracefs) = format::tracefs()?;
-        let choice = format::read_choice(&tracefs, "sock", "inet_sock_set_state")?;
+        let choice = match format::read_choice(&tracefs, "sock", "inet_sock_set_state")? {
+            Choice::Fast if opts.force_portable => Choice::Portable(format::FAST),
+            c => c,
+        };
 
         let config = Config {
             // Wake the reader when a quarter of the buffer is pending; the poll timer picks
