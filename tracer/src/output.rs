@@ -216,11 +216,11 @@ impl<W: Write> Sink for Text<W> {
                 None => String::new(),
             };
             let s = self.state_style(*state);
-            let _ = writeln!(
-                block,
+            let line = format!(
                 "   {dim}{offset:>10}{dim:#}  {s}{:<12}{s:#} {dur}",
                 state.name()
             );
+            let _ = writeln!(block, "{}", line.trim_end());
         }
         self.out.write_all(block.as_bytes())
     }
@@ -517,7 +517,7 @@ mod tests {
         );
         assert_eq!(lines[7], "            ?  CLOSE        ?");
         assert_eq!(lines[8], "         +0ns  SYN_SENT     50.0µs");
-        assert_eq!(lines[12], "      +1.30ms  CLOSE        ");
+        assert_eq!(lines[12], "      +1.30ms  CLOSE");
         // The IN OLD column starts at the same place on every line.
         let in_old_col = |l: &str| l.len() - l.rsplit(' ').next().unwrap().len();
         assert_eq!(in_old_col(lines[1]), in_old_col(lines[2]));
