@@ -2,26 +2,45 @@
 //!
 //! Every type here is `#[repr(C)]` with fixed-width fields and explicit padding, so the
 //! eBPF program and the loader agree on the bytes without any serialisation step. Kernel
-//! values stay raw integers (states, families); the loader turns them into enums with
+//! values stay raw integers (states, families, errnos); the loader turns them into enums with
 //! `TryFrom`, where an unknown value can be reported instead of silently mis-decoded.
 #![no_std]
 
-/// `AF_INET`, as the tracepoint reports it in `family`.
+/// `AF_INET`, as the tracepoints report it in `family`.
 pub const AF_INET: u16 = 2;
-/// `AF_INET6`, as the tracepoint reports it in `family`.
+/// `AF_INET6`, as the tracepoints report it in `family`.
 pub const AF_INET6: u16 = 10;
-/// `IPPROTO_TCP`: the tracepoint also fires for SCTP, MPTCP and DCCP sockets.
+/// `IPPROTO_TCP`: `inet_sock_set_state` and `inet_sk_error_report` also fire for SCTP,
+/// MPTCP and DCCP sockets.
 pub const IPPROTO_TCP: u16 = 6;
 
-/// Value of [`TransitionEvent::kind`] for a state transition.
-pub const KIND_TRANSITION: u32 = 1;
+/// What an [`Event`] is (its `kind`). Values are part of the recording format: never reuse.
+pub mod kind {
+    /// `sock:inet_sock_set_state`: `oldstate` → `newstate`.
+    pub const TRANSITION: u32 = 1;
+    /// `tcp:tcp_send_reset`: this host sent a RST (`skaddr` may be 0: no socket).
+    pub const SEND_RESET: u32 = 2;
+    /// `tcp:tcp_receive_reset`: a RST arrived for the socket.
+    pub const RECEIVE_RESET: u32 = 3;
+    /// `tcp:tcp_retransmit_skb`: a segment was retransmitted (`oldstate` = socket state).
+    pub const RETRANSMIT: u32 = 4;
+    /// `tcp:tcp_retransmit_synack`: a SYN-ACK was retransmitted (`skaddr` = the listener).
+    pub const RETRANSMIT_SYNACK: u32 = 5;
+    /// `sock:inet_sk_error_report`: an error was reported to the socket (`value` = errno).
+    /// It carries a tuple, not a socket address.
+    pub const ERROR_REPORT: u32 = 6;
+    /// `tcp:tcp_destroy_sock`: the socket is really freed.
+    pub const DESTROY_SOCK: u32 = 7;
+    /// Number of kinds + 1 (array sizes indexed by kind).
+    pub const COUNT: usize = 8;
+}
 
 /// Names of the maps, programs and globals in the eBPF object, shared so that a rename on
 /// one side is a compile error on the other rather than a load-time "map not found".
 pub mod names {
-    /// Ring buffer carrying [`super::TransitionEvent`]s.
+    /// Ring buffer carrying [`super::Event`]s.
     pub const EVENTS: &str = "EVENTS";
-    /// Per-CPU [`super::Counters`], one entry.
+    /// Per-CPU [`super::Counters`], one entry per program, indexed by its kind.
     pub const COUNTERS: &str = "COUNTERS";
     /// Hash set of ports (`u16` → `u8`) for `--port`.
     pub const PORTS: &str = "PORTS";
@@ -33,21 +52,69 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     /// Global [`super::RuntimeLayout`].
     pub const LAYOUT: &str = "LAYOUT";
+    /// Context-event programs: (program, tracepoint category, tracepoint name, kind, global
+    /// [`super::CtxLayout`] of that program).
+    pub const CONTEXT_PROGRAMS: [(&str, &str, &str, u32, &str); 6] = [
+        (
+            "tcp_send_reset",
+            "tcp",
+            "tcp_send_reset",
+            super::kind::SEND_RESET,
+            "CTX_SEND_RESET",
+        ),
+        (
+            "tcp_receive_reset",
+            "tcp",
+            "tcp_receive_reset",
+            super::kind::RECEIVE_RESET,
+            "CTX_RECEIVE_RESET",
+        ),
+        (
+            "tcp_retransmit_skb",
+            "tcp",
+            "tcp_retransmit_skb",
+            super::kind::RETRANSMIT,
+            "CTX_RETRANSMIT",
+        ),
+        (
+            "tcp_retransmit_synack",
+            "tcp",
+            "tcp_retransmit_synack",
+            super::kind::RETRANSMIT_SYNACK,
+            "CTX_RETRANSMIT_SYNACK",
+        ),
+        (
+            "inet_sk_error_report",
+            "sock",
+            "inet_sk_error_report",
+            super::kind::ERROR_REPORT,
+            "CTX_ERROR_REPORT",
+        ),
+        (
+            "tcp_destroy_sock",
+            "tcp",
+            "tcp_destroy_sock",
+            super::kind::DESTROY_SOCK,
+            "CTX_DESTROY_SOCK",
+        ),
+    ];
 }
 
-/// Per-CPU counters kept by the program (one entry of the `COUNTERS` per-CPU array), so the
+/// Per-CPU counters kept by the programs (one entry of the `COUNTERS` per-CPU array), so the
 /// loader can say exactly what was seen, sent and lost. One map lookup per event serves all.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Counters {
-    /// TCP events the program saw (after the protocol check, before the filters).
+    /// TCP state transitions the program saw (after the protocol check, before the filters).
     pub seen: u64,
-    /// Events that passed the filters and were submitted to the ring buffer.
+    /// Events (of every kind) that passed the filters and were submitted.
     pub submitted: u64,
     /// Events that passed the filters but found the ring buffer full: lost.
     pub lost_ringbuf_full: u64,
-    /// Events whose fields could not be read (portable program only): lost.
+    /// Events whose fields could not be read: lost.
     pub lost_read_error: u64,
+    /// Context events (resets, retransmits, errors, destroys) seen, before the filters.
+    pub context_seen: u64,
 }
 
 /// The `sock:inet_sock_set_state` record layout the fast program is compiled for: byte
@@ -69,45 +136,53 @@ pub mod layout {
     pub const DADDR_V6: u32 = 56;
 }
 
-/// One TCP state transition, as the eBPF program sends it (88 bytes, 8-byte aligned).
+/// One event, of any [`kind`], as the eBPF programs send it (112 bytes, 8-byte aligned).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TransitionEvent {
+pub struct Event {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// CPU the event was seen on.
+    pub cpu: u32,
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds.
     pub ts_ns: u64,
-    /// Kernel address of the `struct sock`: the socket's identity while it lives.
+    /// Kernel address of the `struct sock`: the socket's identity while it lives; 0 when
+    /// the event has none (a RST sent without a socket, an error report).
     pub skaddr: u64,
-    /// Local address: 4 bytes then zeros for IPv4, 16 bytes for IPv6.
-    pub saddr: [u8; 16],
-    /// Remote address, same encoding as `saddr`.
-    pub daddr: [u8; 16],
     /// `bpf_get_current_pid_tgid()`: tgid in the high 32 bits, thread id in the low.
     /// The task on the CPU, which in softirq is not the socket's owner.
     pub pid_tgid: u64,
+    /// cgroup v2 id of the task on the CPU.
+    pub cgroup_id: u64,
+    /// `bpf_get_current_uid_gid()`: gid high, uid low.
+    pub uid_gid: u64,
     /// `comm` of the task on the CPU, NUL-padded.
     pub comm: [u8; 16],
-    /// Local port, host byte order (the tracepoint converts it).
+    /// Local address: 4 bytes then zeros for IPv4, 16 bytes for IPv6; zeros if unknown.
+    pub saddr: [u8; 16],
+    /// Remote address, same encoding as `saddr`.
+    pub daddr: [u8; 16],
+    /// Local port, host byte order.
     pub sport: u16,
     /// Remote port, host byte order.
     pub dport: u16,
-    /// `AF_INET` or `AF_INET6`.
+    /// `AF_INET` or `AF_INET6`; 0 if the event does not say.
     pub family: u16,
-    /// Raw `TCP_*` state before the transition.
+    /// Transition: raw `TCP_*` state before. Context events: the socket's state, if given.
     pub oldstate: u8,
-    /// Raw `TCP_*` state after the transition.
+    /// Transition: raw `TCP_*` state after.
     pub newstate: u8,
-    /// CPU the event was seen on.
-    pub cpu: u32,
-    /// [`KIND_TRANSITION`]; room for other record kinds on the same ring buffer.
-    pub kind: u32,
+    /// Error report: errno (positive). Retransmit: `err`. Send reset: reason. Else 0.
+    pub value: i32,
+    pub _pad: u32,
 }
 
-/// Size of [`TransitionEvent`] on the wire.
-pub const TRANSITION_EVENT_SIZE: usize = 88;
-const _: () = assert!(core::mem::size_of::<TransitionEvent>() == TRANSITION_EVENT_SIZE);
-const _: () = assert!(core::mem::align_of::<TransitionEvent>() == 8);
+/// Size of [`Event`] on the wire.
+pub const EVENT_SIZE: usize = 112;
+const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
+const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
-/// Filters and tuning the loader writes into the program before loading it.
+/// Filters and tuning the loader writes into the programs before loading them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Config {
@@ -144,15 +219,69 @@ pub struct RuntimeLayout {
 }
 const _: () = assert!(core::mem::size_of::<RuntimeLayout>() == 48);
 
+/// Offset value meaning "this tracepoint has no such field".
+pub const ABSENT: i32 = -1;
+
+/// Where a context-event program finds its fields (from the kernel's `format` file);
+/// [`ABSENT`] for fields the tracepoint does not have. Context events are rare next to
+/// transitions, so they are read with `bpf_probe_read_kernel` at these runtime offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtxLayout {
+    pub skaddr: i32,
+    /// `int state` (a `TCP_*` value).
+    pub state: i32,
+    /// An `int` copied to [`Event::value`] (error, err, reason).
+    pub value: i32,
+    pub family: i32,
+    pub sport: i32,
+    pub dport: i32,
+    pub saddr: i32,
+    pub daddr: i32,
+    pub saddr_v6: i32,
+    pub daddr_v6: i32,
+    /// `protocol` (u16), for tracepoints that fire for other protocols too.
+    pub protocol: i32,
+    /// Non-zero: `saddr`/`daddr` are `struct sockaddr_in6`-sized sockaddrs (family at +0,
+    /// big-endian port at +2, IPv4 address at +4, IPv6 address at +8), as in
+    /// `tcp_send_reset` since Linux 6.10; the other address/port offsets are then unused.
+    pub sockaddr: u32,
+    /// Non-zero: this program was attached and its layout filled in.
+    pub enabled: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<CtxLayout>() == 56);
+
+impl CtxLayout {
+    pub const NONE: Self = Self {
+        skaddr: ABSENT,
+        state: ABSENT,
+        value: ABSENT,
+        family: ABSENT,
+        sport: ABSENT,
+        dport: ABSENT,
+        saddr: ABSENT,
+        daddr: ABSENT,
+        saddr_v6: ABSENT,
+        daddr_v6: ABSENT,
+        protocol: ABSENT,
+        sockaddr: 0,
+        enabled: 0,
+        _pad: 0,
+    };
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are `#[repr(C)]`, made only of integers and integer arrays, with no
     // implicit padding (sizes asserted above), so every bit pattern is a valid value.
-    unsafe impl aya::Pod for super::TransitionEvent {}
+    unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RuntimeLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtxLayout {}
 }

@@ -1,4 +1,5 @@
-//! Kernel side of tracer: one tracepoint, `sock:inet_sock_set_state`, two programs.
+//! Kernel side of tracer: `sock:inet_sock_set_state` (two programs, one is loaded), plus one
+//! program per context tracepoint (resets, retransmits, error reports, socket destruction).
 //!
 //! Kept deliberately small (read, filter, reserve, submit, count): every instruction here
 //! runs for every TCP state change on the host, and the longer the program runs the wider
@@ -20,8 +21,8 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-            bpf_ktime_get_ns,
+            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+            bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         },
     },
     macros::{map, tracepoint},
@@ -30,7 +31,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, Config, Counters, IPPROTO_TCP, KIND_TRANSITION, RuntimeLayout, TransitionEvent, layout,
+    AF_INET, Config, Counters, CtxLayout, Event, IPPROTO_TCP, RuntimeLayout, kind, layout,
 };
 
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes not yet consumed.
@@ -41,7 +42,7 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
 #[map]
-static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(kind::COUNT as u32, 0);
 
 /// Ports of `--port`; the loader sizes it to the number of ports.
 #[map]
@@ -72,6 +73,19 @@ const FAST_LAYOUT: RuntimeLayout = RuntimeLayout {
     saddr_v6: layout::SADDR_V6,
     daddr_v6: layout::DADDR_V6,
 };
+
+/// Adds one to a counter in this CPU's `COUNTERS` slot of one program. Each program has its
+/// own slot (indexed by its kind): the kernel never nests a program with itself on a CPU, so
+/// a slot has one writer at a time, although different programs nest (a softirq context
+/// event interrupting a transition).
+macro_rules! bump {
+    ($c:expr, $field:ident) => {{
+        let c: *mut Counters = $c;
+        // SAFETY: `c` is a valid per-CPU map value from `get_ptr_mut`, written only by this
+        // program on this CPU (see above).
+        unsafe { (*c).$field += 1 };
+    }};
+}
 
 /// How a program reads one field of the tracepoint record.
 trait Record {
@@ -127,87 +141,50 @@ fn handle<R: Record>(ctx: &TracePointContext, rec: &R, l: &RuntimeLayout) {
     if protocol != Ok(IPPROTO_TCP) {
         return;
     }
-    let Some(counters) = COUNTERS.get_ptr_mut(0) else {
+    let Some(c) = COUNTERS.get_ptr_mut(kind::TRANSITION) else {
         return;
     };
-    // SAFETY: a per-CPU array slot is only touched by this CPU, and this program does not
-    // nest on one CPU (the kernel skips a nested run and counts it in recursion_misses).
-    let counters = unsafe { &mut *counters };
-    counters.seen += 1;
+    bump!(c, seen);
     if fill(rec, l).is_err() {
-        counters.lost_read_error += 1;
-        // aya-log: off unless the loader runs with --bpf-log (AYA_LOG_LEVEL patched at load).
+        bump!(c, lost_read_error);
         debug!(ctx, "inet_sock_set_state: a record field could not be read");
     }
 }
 
-/// Applies the filters, then reserves, fills and submits one event. `Err` means a field could
-/// not be read (the event is lost and counted); filtered-out events return `Ok`.
+/// The fields of one event, read from the record, before it is reserved and written.
+struct Fields {
+    kind: u32,
+    skaddr: u64,
+    saddr: [u64; 2],
+    daddr: [u64; 2],
+    sport: u16,
+    dport: u16,
+    family: u16,
+    oldstate: u8,
+    newstate: u8,
+    value: i32,
+}
+
+/// The user's filters, shared by every program so filtered-out events cost nothing more.
+#[inline(always)]
+fn passes(cfg: &Config, family: u16, sport: u16, dport: u16) -> bool {
+    if cfg.family != 0 && cfg.family != family {
+        return false;
+    }
+    cfg.filter_ports == 0 || PORTS.get_ptr(sport).is_some() || PORTS.get_ptr(dport).is_some()
+}
+
+/// Reads a transition, applies the filters, and emits it. `Err` means a field could not be
+/// read (the event is lost and counted); filtered-out events return `Ok`.
 #[inline(always)]
 fn fill<R: Record>(rec: &R, l: &RuntimeLayout) -> Result<(), ()> {
     let cfg = CONFIG.load();
     let family: u16 = rec.read(l.family)?;
-    if cfg.family != 0 && cfg.family != family {
-        return Ok(());
-    }
     let sport: u16 = rec.read(l.sport)?;
     let dport: u16 = rec.read(l.dport)?;
-    if cfg.filter_ports != 0 && PORTS.get_ptr(sport).is_none() && PORTS.get_ptr(dport).is_none() {
+    if !passes(&cfg, family, sport, dport) {
         return Ok(());
     }
-
-    let Some(mut entry) = EVENTS.reserve::<TransitionEvent>(0) else {
-        if let Some(c) = COUNTERS.get_ptr_mut(0) {
-            // SAFETY: as in `handle`: this CPU's own slot.
-            unsafe { (*c).lost_ringbuf_full += 1 };
-        }
-        return Ok(());
-    };
-    let ev = entry.as_mut_ptr();
-    let ok = write(rec, l, ev, family, sport, dport);
-    if ok.is_err() {
-        entry.discard(0);
-        return ok;
-    }
-    if let Some(c) = COUNTERS.get_ptr_mut(0) {
-        // SAFETY: as in `handle`: this CPU's own slot.
-        unsafe { (*c).submitted += 1 };
-    }
-    // Wake the reader only when a batch is pending: per-event wake-ups cost more than the
-    // rest of the program together. Below the threshold the reader's timer picks events up.
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(u64::from(flags));
-    Ok(())
-}
-
-/// The 8-byte word whose memory holds the 4 address bytes of `v` (as read from the record)
-/// followed by zeros.
-#[inline(always)]
-fn v4_word(v: u32) -> u64 {
-    if cfg!(target_endian = "big") {
-        u64::from(v) << 32
-    } else {
-        u64::from(v)
-    }
-}
-
-#[inline(always)]
-fn write<R: Record>(
-    rec: &R,
-    l: &RuntimeLayout,
-    ev: *mut TransitionEvent,
-    family: u16,
-    sport: u16,
-    dport: u16,
-) -> Result<(), ()> {
-    let skaddr: u64 = rec.read(l.skaddr)?;
-    let oldstate: i32 = rec.read(l.oldstate)?;
-    let newstate: i32 = rec.read(l.newstate)?;
-    // Reserved ring-buffer memory is not zeroed: every byte of the event is written below.
     let (saddr, daddr) = if family == AF_INET {
         let s: u32 = rec.read(l.saddr)?;
         let d: u32 = rec.read(l.daddr)?;
@@ -224,29 +201,236 @@ fn write<R: Record>(
             ],
         )
     };
+    let oldstate: i32 = rec.read(l.oldstate)?;
+    let newstate: i32 = rec.read(l.newstate)?;
+    emit(
+        &cfg,
+        &Fields {
+            kind: kind::TRANSITION,
+            skaddr: rec.read(l.skaddr)?,
+            saddr,
+            daddr,
+            sport,
+            dport,
+            family,
+            // TCP states are 1..=12; anything else is passed on and rejected by the decoder.
+            oldstate: oldstate as u8,
+            newstate: newstate as u8,
+            value: 0,
+        },
+    );
+    Ok(())
+}
+
+/// Reserves, writes and submits one event, counting what is sent and what is lost.
+#[inline(always)]
+fn emit(cfg: &Config, f: &Fields) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        if let Some(c) = COUNTERS.get_ptr_mut(f.kind) {
+            bump!(c, lost_ringbuf_full);
+        }
+        return;
+    };
+    let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points to a reserved, 8-byte aligned ring-buffer slot of exactly
-    // `size_of::<TransitionEvent>()` bytes that only this program writes until submit.
-    // The address words are stored as native-endian u64, which reproduces the record's
-    // bytes in order on this (little- or big-endian) target.
+    // `size_of::<Event>()` bytes that only this program writes until submit. Reserved memory
+    // is not zeroed: every field is written. The address words are stored as native-endian
+    // u64, which reproduces the record's bytes in order.
     unsafe {
+        (*ev).kind = f.kind;
+        (*ev).cpu = bpf_get_smp_processor_id();
         (*ev).ts_ns = bpf_ktime_get_ns();
-        (*ev).skaddr = skaddr;
-        (*ev).saddr = core::mem::transmute::<[u64; 2], [u8; 16]>(saddr);
-        (*ev).daddr = core::mem::transmute::<[u64; 2], [u8; 16]>(daddr);
+        (*ev).skaddr = f.skaddr;
         (*ev).pid_tgid = bpf_get_current_pid_tgid();
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).uid_gid = bpf_get_current_uid_gid();
         let comm = core::ptr::addr_of_mut!((*ev).comm);
         if bpf_get_current_comm(comm.cast(), 16) != 0 {
             (*ev).comm = [0; 16];
         }
-        (*ev).sport = sport;
-        (*ev).dport = dport;
-        (*ev).family = family;
-        // TCP states are 1..=12; anything else is passed on and rejected by the decoder.
-        (*ev).oldstate = oldstate as u8;
-        (*ev).newstate = newstate as u8;
-        (*ev).cpu = bpf_get_smp_processor_id();
-        (*ev).kind = KIND_TRANSITION;
+        (*ev).saddr = core::mem::transmute::<[u64; 2], [u8; 16]>(f.saddr);
+        (*ev).daddr = core::mem::transmute::<[u64; 2], [u8; 16]>(f.daddr);
+        (*ev).sport = f.sport;
+        (*ev).dport = f.dport;
+        (*ev).family = f.family;
+        (*ev).oldstate = f.oldstate;
+        (*ev).newstate = f.newstate;
+        (*ev).value = f.value;
+        (*ev)._pad = 0;
     }
+    if let Some(c) = COUNTERS.get_ptr_mut(f.kind) {
+        bump!(c, submitted);
+    }
+    // Wake the reader only when a batch is pending: per-event wake-ups cost more than the
+    // rest of the program together. Below the threshold the reader's timer picks events up.
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(flags));
+}
+
+/// The 8-byte word whose memory holds the 4 address bytes of `v` (as read from the record)
+/// followed by zeros.
+#[inline(always)]
+fn v4_word(v: u32) -> u64 {
+    if cfg!(target_endian = "big") {
+        u64::from(v) << 32
+    } else {
+        u64::from(v)
+    }
+}
+
+// ---- Context events: resets, retransmits, errors, destroys -------------------------------
+
+macro_rules! context_program {
+    ($prog:ident, $category:literal, $name:literal, $kind:expr, $global:ident) => {
+        #[unsafe(no_mangle)]
+        static $global: Global<CtxLayout> = Global::new(CtxLayout::NONE);
+
+        #[tracepoint(category = $category, name = $name)]
+        pub fn $prog(ctx: TracePointContext) -> u32 {
+            context(&ctx, &$global.load(), $kind);
+            0
+        }
+    };
+}
+
+context_program!(
+    tcp_send_reset,
+    "tcp",
+    "tcp_send_reset",
+    kind::SEND_RESET,
+    CTX_SEND_RESET
+);
+context_program!(
+    tcp_receive_reset,
+    "tcp",
+    "tcp_receive_reset",
+    kind::RECEIVE_RESET,
+    CTX_RECEIVE_RESET
+);
+context_program!(
+    tcp_retransmit_skb,
+    "tcp",
+    "tcp_retransmit_skb",
+    kind::RETRANSMIT,
+    CTX_RETRANSMIT
+);
+context_program!(
+    tcp_retransmit_synack,
+    "tcp",
+    "tcp_retransmit_synack",
+    kind::RETRANSMIT_SYNACK,
+    CTX_RETRANSMIT_SYNACK
+);
+context_program!(
+    inet_sk_error_report,
+    "sock",
+    "inet_sk_error_report",
+    kind::ERROR_REPORT,
+    CTX_ERROR_REPORT
+);
+context_program!(
+    tcp_destroy_sock,
+    "tcp",
+    "tcp_destroy_sock",
+    kind::DESTROY_SOCK,
+    CTX_DESTROY_SOCK
+);
+
+/// Reads an optional field: `Ok(None)` when the tracepoint has no such field.
+#[inline(always)]
+fn opt<T: Copy>(rec: &Probe, off: i32) -> Result<Option<T>, ()> {
+    if off < 0 {
+        Ok(None)
+    } else {
+        rec.read::<T>(off as u32).map(Some)
+    }
+}
+
+#[inline(always)]
+fn context(ctx: &TracePointContext, l: &CtxLayout, kind: u32) {
+    if l.enabled == 0 {
+        return;
+    }
+    let Some(c) = COUNTERS.get_ptr_mut(kind) else {
+        return;
+    };
+    bump!(c, context_seen);
+    if context_fill(&Probe(ctx.as_ptr().cast()), l, kind).is_err() {
+        bump!(c, lost_read_error);
+        debug!(
+            ctx,
+            "context event {}: a record field could not be read", kind
+        );
+    }
+}
+
+#[inline(always)]
+fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32) -> Result<(), ()> {
+    if let Some(p) = opt::<u16>(rec, l.protocol)?
+        && p != IPPROTO_TCP
+    {
+        return Ok(());
+    }
+    let (family, sport, dport, saddr, daddr);
+    if l.sockaddr != 0 {
+        // struct sockaddr_in / sockaddr_in6 in a 28-byte array (tcp_send_reset, 6.10+).
+        let (s, d) = (l.saddr, l.daddr);
+        family = opt::<u16>(rec, s)?.unwrap_or(0);
+        sport = u16::from_be(opt::<u16>(rec, s + 2)?.unwrap_or(0));
+        dport = u16::from_be(opt::<u16>(rec, d + 2)?.unwrap_or(0));
+        if family == AF_INET {
+            saddr = [v4_word(opt::<u32>(rec, s + 4)?.unwrap_or(0)), 0];
+            daddr = [v4_word(opt::<u32>(rec, d + 4)?.unwrap_or(0)), 0];
+        } else {
+            saddr = [
+                rec.read::<u64>(s as u32 + 8)?,
+                rec.read::<u64>(s as u32 + 16)?,
+            ];
+            daddr = [
+                rec.read::<u64>(d as u32 + 8)?,
+                rec.read::<u64>(d as u32 + 16)?,
+            ];
+        }
+    } else {
+        family = opt::<u16>(rec, l.family)?.unwrap_or(0);
+        sport = opt::<u16>(rec, l.sport)?.unwrap_or(0);
+        dport = opt::<u16>(rec, l.dport)?.unwrap_or(0);
+        if family == AF_INET && l.saddr >= 0 && l.daddr >= 0 {
+            saddr = [v4_word(opt::<u32>(rec, l.saddr)?.unwrap_or(0)), 0];
+            daddr = [v4_word(opt::<u32>(rec, l.daddr)?.unwrap_or(0)), 0];
+        } else if l.saddr_v6 >= 0 && l.daddr_v6 >= 0 {
+            let (s, d) = (l.saddr_v6 as u32, l.daddr_v6 as u32);
+            saddr = [rec.read::<u64>(s)?, rec.read::<u64>(s + 8)?];
+            daddr = [rec.read::<u64>(d)?, rec.read::<u64>(d + 8)?];
+        } else {
+            saddr = [0, 0];
+            daddr = [0, 0];
+        }
+    }
+    let cfg = CONFIG.load();
+    if !passes(&cfg, family, sport, dport) {
+        return Ok(());
+    }
+    let state = opt::<i32>(rec, l.state)?.unwrap_or(0);
+    emit(
+        &cfg,
+        &Fields {
+            kind,
+            skaddr: opt::<u64>(rec, l.skaddr)?.unwrap_or(0),
+            saddr,
+            daddr,
+            sport,
+            dport,
+            family,
+            oldstate: state as u8,
+            newstate: 0,
+            value: opt::<i32>(rec, l.value)?.unwrap_or(0),
+        },
+    );
     Ok(())
 }
 

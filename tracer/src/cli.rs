@@ -66,6 +66,15 @@ pub struct Args {
     #[arg(long)]
     pub no_timeline: bool,
 
+    /// Do not look up TIME_WAIT (netlink sock_diag) for connections this side closed first.
+    #[arg(long)]
+    pub no_timewait: bool,
+
+    /// Do not attach the context tracepoints (resets, retransmits, error reports, socket
+    /// destruction): transitions only, slightly cheaper; close classes are then less precise.
+    #[arg(long)]
+    pub no_events: bool,
+
     /// Colour in text output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,

@@ -6,7 +6,7 @@ use std::{
 };
 
 use serde::{Serialize, Serializer};
-use tracer_common::{AF_INET, AF_INET6, KIND_TRANSITION, TRANSITION_EVENT_SIZE, TransitionEvent};
+use tracer_common::{AF_INET, AF_INET6, EVENT_SIZE, Event, kind};
 
 /// A TCP state, numbered as the kernel's `TCP_*` constants (include/net/tcp_states.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,6 +152,18 @@ impl Serialize for SockAddr {
     }
 }
 
+/// The task that was on the CPU when the kernel emitted an event. In softirq this is whatever
+/// was interrupted, not the socket's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// tgid.
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: Comm,
+    pub uid: u32,
+    pub cgroup_id: u64,
+}
+
 /// One decoded TCP state transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -165,16 +177,72 @@ pub struct Transition {
     pub dport: u16,
     pub old: TcpState,
     pub new: TcpState,
-    /// The task on the CPU (tgid), not necessarily the socket's owner.
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: Comm,
+    pub task: Task,
     pub cpu: u32,
+}
+
+/// What a context event says happened to a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextKind {
+    /// This host sent a RST.
+    SendReset,
+    /// A RST arrived.
+    ReceiveReset,
+    /// A segment was retransmitted (a SYN when the socket is in SYN_SENT).
+    Retransmit,
+    /// A SYN-ACK was retransmitted (reported on the listener).
+    RetransmitSynack,
+    /// An error was reported to the socket (errno in `value`).
+    Error,
+    /// The kernel freed the socket.
+    Destroy,
+}
+
+impl ContextKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SendReset => "send_reset",
+            Self::ReceiveReset => "receive_reset",
+            Self::Retransmit => "retransmit",
+            Self::RetransmitSynack => "retransmit_synack",
+            Self::Error => "error",
+            Self::Destroy => "destroy",
+        }
+    }
+}
+
+/// A reset, retransmit, error report or socket destruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    pub kind: ContextKind,
+    pub ts_ns: u64,
+    /// `None` for error reports (they carry a tuple) and resets sent without a socket.
+    pub sock: Option<SockAddr>,
+    /// `None` when the event does not say.
+    pub family: Option<Family>,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    /// The socket's state, where the tracepoint reports it (resets sent, retransmits).
+    pub state: Option<TcpState>,
+    /// Errno for `Error` (positive), `err` for `Retransmit`, reason for `SendReset`.
+    pub value: i32,
+    pub task: Task,
+    pub cpu: u32,
+}
+
+/// Any decoded event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Transition(Transition),
+    Context(Context),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {0} bytes is shorter than an event ({TRANSITION_EVENT_SIZE} bytes)")]
+    #[error("record of {0} bytes is shorter than an event ({EVENT_SIZE} bytes)")]
     Short(usize),
     #[error("unknown record kind {0}")]
     Kind(u32),
@@ -185,37 +253,78 @@ pub enum DecodeError {
 }
 
 /// Decodes one ring-buffer record.
-pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
-    if bytes.len() < TRANSITION_EVENT_SIZE {
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    if bytes.len() < EVENT_SIZE {
         return Err(DecodeError::Short(bytes.len()));
     }
-    // SAFETY: the length was checked above; `TransitionEvent` is plain old data (any bit
-    // pattern is valid) and `read_unaligned` makes no alignment assumption.
-    let ev = unsafe { bytes.as_ptr().cast::<TransitionEvent>().read_unaligned() };
+    // SAFETY: the length was checked above; `Event` is plain old data (any bit pattern is
+    // valid) and `read_unaligned` makes no alignment assumption.
+    let ev = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
     from_raw(&ev)
 }
 
-/// Turns the raw record into a [`Transition`], rejecting values the kernel should not send.
-pub fn from_raw(ev: &TransitionEvent) -> Result<Transition, DecodeError> {
-    if ev.kind != KIND_TRANSITION {
-        return Err(DecodeError::Kind(ev.kind));
-    }
-    let family = Family::try_from(ev.family)?;
-    Ok(Transition {
-        ts_ns: ev.ts_ns,
-        sock: SockAddr(ev.skaddr),
-        family,
-        saddr: addr(family, &ev.saddr),
-        sport: ev.sport,
-        daddr: addr(family, &ev.daddr),
-        dport: ev.dport,
-        old: TcpState::try_from(ev.oldstate)?,
-        new: TcpState::try_from(ev.newstate)?,
+/// Turns the raw record into a typed event, rejecting values the kernel should not send.
+pub fn from_raw(ev: &Event) -> Result<Decoded, DecodeError> {
+    let task = Task {
         pid: (ev.pid_tgid >> 32) as u32,
         tid: ev.pid_tgid as u32,
         comm: Comm(ev.comm),
+        uid: ev.uid_gid as u32,
+        cgroup_id: ev.cgroup_id,
+    };
+    let ctx_kind = match ev.kind {
+        kind::TRANSITION => {
+            let family = Family::try_from(ev.family)?;
+            return Ok(Decoded::Transition(Transition {
+                ts_ns: ev.ts_ns,
+                sock: SockAddr(ev.skaddr),
+                family,
+                saddr: addr(family, &ev.saddr),
+                sport: ev.sport,
+                daddr: addr(family, &ev.daddr),
+                dport: ev.dport,
+                old: TcpState::try_from(ev.oldstate)?,
+                new: TcpState::try_from(ev.newstate)?,
+                task,
+                cpu: ev.cpu,
+            }));
+        }
+        kind::SEND_RESET => ContextKind::SendReset,
+        kind::RECEIVE_RESET => ContextKind::ReceiveReset,
+        kind::RETRANSMIT => ContextKind::Retransmit,
+        kind::RETRANSMIT_SYNACK => ContextKind::RetransmitSynack,
+        kind::ERROR_REPORT => ContextKind::Error,
+        kind::DESTROY_SOCK => ContextKind::Destroy,
+        other => return Err(DecodeError::Kind(other)),
+    };
+    let family = match ev.family {
+        0 => None,
+        f => Some(Family::try_from(f)?),
+    };
+    let (saddr, daddr) = match family {
+        Some(f) => (addr(f, &ev.saddr), addr(f, &ev.daddr)),
+        None => (
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        ),
+    };
+    Ok(Decoded::Context(Context {
+        kind: ctx_kind,
+        ts_ns: ev.ts_ns,
+        sock: (ev.skaddr != 0).then_some(SockAddr(ev.skaddr)),
+        family,
+        saddr,
+        sport: ev.sport,
+        daddr,
+        dport: ev.dport,
+        state: match ev.oldstate {
+            0 => None,
+            s => Some(TcpState::try_from(s)?),
+        },
+        value: ev.value,
+        task,
         cpu: ev.cpu,
-    })
+    }))
 }
 
 fn addr(family: Family, bytes: &[u8; 16]) -> IpAddr {
@@ -225,42 +334,58 @@ fn addr(family: Family, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// The symbolic name of an errno (`ECONNREFUSED`), or its number.
+pub fn errno_name(e: i32) -> String {
+    let errno = nix::errno::Errno::from_raw(e.abs());
+    if errno == nix::errno::Errno::UnknownErrno {
+        format!("errno {e}")
+    } else {
+        format!("{errno:?}")
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
     /// A raw event as the eBPF program would send it.
-    pub(crate) fn raw(old: u8, new: u8) -> TransitionEvent {
+    pub(crate) fn raw(old: u8, new: u8) -> Event {
         let mut saddr = [0u8; 16];
         saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"curl");
-        TransitionEvent {
+        Event {
+            kind: kind::TRANSITION,
+            cpu: 1,
             ts_ns: 1_000,
             skaddr: 0xffff_8881_0000_1000,
+            pid_tgid: (42u64 << 32) | 43,
+            cgroup_id: 77,
+            uid_gid: (5u64 << 32) | 1000,
+            comm,
             saddr,
             daddr: saddr,
-            pid_tgid: (42u64 << 32) | 43,
-            comm,
             sport: 40000,
             dport: 8080,
             family: AF_INET,
             oldstate: old,
             newstate: new,
-            cpu: 1,
-            kind: KIND_TRANSITION,
+            value: 0,
+            _pad: 0,
         }
     }
 
-    fn bytes(ev: &TransitionEvent) -> Vec<u8> {
-        // SAFETY: plain old data of exactly TRANSITION_EVENT_SIZE bytes, no padding.
-        unsafe {
-            std::slice::from_raw_parts(
-                (ev as *const TransitionEvent).cast::<u8>(),
-                TRANSITION_EVENT_SIZE,
-            )
+    fn bytes(ev: &Event) -> Vec<u8> {
+        // SAFETY: plain old data of exactly EVENT_SIZE bytes, no padding.
+        unsafe { std::slice::from_raw_parts((ev as *const Event).cast::<u8>(), EVENT_SIZE) }
+            .to_vec()
+    }
+
+    fn transition(ev: &Event) -> Transition {
+        match decode(&bytes(ev)).unwrap() {
+            Decoded::Transition(t) => t,
+            other => panic!("not a transition: {other:?}"),
         }
-        .to_vec()
     }
 
     #[test]
@@ -295,12 +420,15 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_ipv4() {
-        let t = decode(&bytes(&raw(7, 2))).unwrap();
+        let t = transition(&raw(7, 2));
         assert_eq!(t.old, TcpState::Close);
         assert_eq!(t.new, TcpState::SynSent);
         assert_eq!(t.saddr, "127.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!((t.pid, t.tid), (42, 43));
-        assert_eq!(t.comm.as_str(), "curl");
+        assert_eq!(
+            (t.task.pid, t.task.tid, t.task.uid, t.task.cgroup_id),
+            (42, 43, 1000, 77)
+        );
+        assert_eq!(t.task.comm.as_str(), "curl");
         assert_eq!(t.sock.to_string(), "0xffff888100001000");
         assert_eq!((t.sport, t.dport, t.cpu), (40000, 8080, 1));
     }
@@ -311,7 +439,7 @@ pub(crate) mod tests {
         ev.family = AF_INET6;
         ev.saddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
         ev.daddr = "fd00::1:2".parse::<Ipv6Addr>().unwrap().octets();
-        let t = decode(&bytes(&ev)).unwrap();
+        let t = transition(&ev);
         assert_eq!(t.family, Family::Ipv6);
         assert_eq!(t.saddr.to_string(), "::1");
         assert_eq!(t.daddr.to_string(), "fd00::1:2");
@@ -327,6 +455,33 @@ pub(crate) mod tests {
         ev.kind = 9;
         assert_eq!(decode(&bytes(&ev)), Err(DecodeError::Kind(9)));
         assert_eq!(decode(&bytes(&raw(7, 99))), Err(DecodeError::State(99)));
+    }
+
+    #[test]
+    fn decodes_context_events() {
+        let mut ev = raw(1, 0);
+        ev.kind = kind::ERROR_REPORT;
+        ev.skaddr = 0;
+        ev.value = 111;
+        let Decoded::Context(c) = decode(&bytes(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.kind, c.sock, c.value), (ContextKind::Error, None, 111));
+        assert_eq!(c.state, Some(TcpState::Established));
+        assert_eq!(errno_name(c.value), "ECONNREFUSED");
+        assert_eq!(errno_name(110), "ETIMEDOUT");
+        assert_eq!(errno_name(-104), "ECONNRESET");
+        assert_eq!(errno_name(99999), "errno 99999");
+        ev.kind = kind::SEND_RESET;
+        ev.family = 0;
+        ev.oldstate = 0;
+        let Decoded::Context(c) = decode(&bytes(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.kind, c.family, c.state),
+            (ContextKind::SendReset, None, None)
+        );
     }
 
     #[test]

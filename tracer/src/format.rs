@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tracer_common::{RuntimeLayout, layout};
+use tracer_common::{ABSENT, CtxLayout, RuntimeLayout, layout};
 
 /// One `field:` line of a tracefs `format` file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +140,70 @@ pub fn choose(fields: &[Field]) -> anyhow::Result<Choice> {
     } else {
         Choice::Portable(l)
     })
+}
+
+/// The layout of a context tracepoint (resets, retransmits, errors, destroys). Every field is
+/// optional, but those present must have the size the program reads.
+pub fn ctx_layout(fields: &[Field]) -> anyhow::Result<CtxLayout> {
+    let opt = |names: &[&str], sizes: &[u32]| -> anyhow::Result<i32> {
+        let Some(f) = fields.iter().find(|f| names.contains(&f.name.as_str())) else {
+            return Ok(ABSENT);
+        };
+        if !sizes.contains(&f.size) {
+            bail!(
+                "field `{}` is {} bytes, expected {:?}",
+                f.name,
+                f.size,
+                sizes
+            );
+        }
+        i32::try_from(f.offset)
+            .with_context(|| format!("field `{}` offset {} too large", f.name, f.offset))
+    };
+    let mut l = CtxLayout {
+        skaddr: opt(&["skaddr"], &[8])?,
+        state: opt(&["state"], &[4])?,
+        value: opt(&["error", "err", "reason"], &[4])?,
+        family: opt(&["family"], &[2])?,
+        sport: opt(&["sport"], &[2])?,
+        dport: opt(&["dport"], &[2])?,
+        saddr: opt(&["saddr"], &[4, 28])?,
+        daddr: opt(&["daddr"], &[4, 28])?,
+        saddr_v6: opt(&["saddr_v6"], &[16])?,
+        daddr_v6: opt(&["daddr_v6"], &[16])?,
+        protocol: opt(&["protocol"], &[2])?,
+        sockaddr: 0,
+        enabled: 1,
+        _pad: 0,
+    };
+    let size = |name: &str| fields.iter().find(|f| f.name == name).map(|f| f.size);
+    if size("saddr") == Some(28) {
+        // `__u8 saddr[sizeof(struct sockaddr_in6)]` (tcp_send_reset since 6.10).
+        if size("daddr") != Some(28) {
+            bail!("`saddr` is a sockaddr but `daddr` is not");
+        }
+        l.sockaddr = 1;
+    } else if size("daddr") == Some(28) {
+        bail!("`daddr` is a sockaddr but `saddr` is not");
+    }
+    if l.skaddr == ABSENT && l.sport == ABSENT && l.sockaddr == 0 {
+        bail!("neither a socket address nor ports: nothing to attach the event to");
+    }
+    Ok(l)
+}
+
+/// Reads the context layout of `category:name`; `Err` says why it cannot be used.
+pub fn read_ctx_layout(dir: &Path, category: &str, name: &str) -> anyhow::Result<CtxLayout> {
+    let path = dir.join("events").join(category).join(name).join("format");
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "tracepoint {category}:{name} not found on this kernel ({})",
+            kernel_release()
+        )
+    })?;
+    let fields = parse(&text).with_context(|| format!("parsing {}", path.display()))?;
+    ctx_layout(&fields)
+        .with_context(|| format!("{category}:{name} has a layout tracer cannot read"))
 }
 
 /// Where tracefs is mounted (checked in the usual places).
@@ -282,6 +346,39 @@ mod tests {
         );
         let err = choose(&parse(&text).unwrap()).unwrap_err().to_string();
         assert_eq!(err, "field `sport` is 4 bytes, expected 2");
+    }
+
+    #[test]
+    fn context_layouts_of_this_kernel() {
+        let l = ctx_layout(&parse(&fixture("linux-6.18-tcp_send_reset.format")).unwrap()).unwrap();
+        assert_eq!(
+            (l.skaddr, l.state, l.value, l.sockaddr, l.saddr, l.daddr),
+            (16, 24, 28, 1, 32, 60)
+        );
+        assert_eq!((l.family, l.sport, l.protocol), (ABSENT, ABSENT, ABSENT));
+        let l = ctx_layout(&parse(&fixture("linux-6.18-inet_sk_error_report.format")).unwrap())
+            .unwrap();
+        assert_eq!(
+            (l.skaddr, l.value, l.protocol, l.family, l.sport, l.saddr_v6),
+            (ABSENT, 8, 18, 16, 12, 28)
+        );
+        assert_eq!(l.sockaddr, 0);
+        let l =
+            ctx_layout(&parse(&fixture("linux-6.18-tcp_retransmit_skb.format")).unwrap()).unwrap();
+        assert_eq!(
+            (l.skaddr, l.state, l.value, l.saddr, l.daddr_v6),
+            (16, 24, 76, 34, 58)
+        );
+        for f in [
+            "tcp_receive_reset",
+            "tcp_retransmit_synack",
+            "tcp_destroy_sock",
+        ] {
+            let l =
+                ctx_layout(&parse(&fixture(&format!("linux-6.18-{f}.format"))).unwrap()).unwrap();
+            assert_eq!(l.skaddr, 8, "{f}");
+            assert_eq!(l.enabled, 1);
+        }
     }
 
     #[test]

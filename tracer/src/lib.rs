@@ -4,6 +4,7 @@
 //! [`table`] (per-socket timelines) → [`output`] (text / JSON sinks). [`run`] wires them up.
 pub mod cli;
 pub mod decode;
+pub mod enrich;
 pub mod format;
 pub mod output;
 pub mod source;
@@ -20,8 +21,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{Args, ColorChoice, Output},
-    decode::decode,
-    output::{Json, LostCause, Sink, Text, WallClock},
+    decode::{Decoded, decode},
+    enrich::TimeWaitTracker,
+    output::{Json, LostCause, Sink, Text, WallClock, monotonic_ns},
     source::{Live, LiveOptions, Totals},
     table::Table,
 };
@@ -29,51 +31,86 @@ use crate::{
 /// How often the kernel counters (losses) are checked while running.
 const COUNTER_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Everything after the source: decode, table, sink. Knows nothing of BPF.
+/// Everything after the source: decode, table, enrich, sink. Knows nothing of BPF.
 pub struct Pipeline<S: Sink> {
     pub table: Table,
     pub sink: S,
     pub transitions: u64,
+    pub events: u64,
     pub connections: u64,
     pub decode_errors: u64,
+    /// TIME_WAIT from sock_diag; `None` with --no-timewait (or after it failed).
+    pub time_wait: Option<TimeWaitTracker>,
 }
 
 impl<S: Sink> Pipeline<S> {
-    pub fn new(sink: S) -> Self {
+    pub fn new(sink: S, time_wait: Option<TimeWaitTracker>) -> Self {
         Self {
             table: Table::new(),
             sink,
             transitions: 0,
+            events: 0,
             connections: 0,
             decode_errors: 0,
+            time_wait,
         }
     }
 
     /// One ring-buffer record.
     pub fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let t = match decode(bytes) {
-            Ok(t) => t,
+        match decode(bytes) {
+            Ok(Decoded::Transition(t)) => {
+                self.transitions += 1;
+                let applied = self.table.apply(&t);
+                for c in &applied.finished {
+                    self.connections += 1;
+                    self.sink.connection(c)?;
+                }
+                self.sink
+                    .transition(&t, applied.in_old_ns, applied.owner.as_ref())
+            }
+            Ok(Decoded::Context(c)) => {
+                self.events += 1;
+                let owner = self.table.context(&c);
+                self.sink.event(&c, owner.as_ref())
+            }
             Err(e) => {
                 // Never silently: counted, reported on stderr the first time and at exit.
                 if self.decode_errors == 0 {
                     eprintln!("tracer: skipping an event the decoder does not understand: {e}");
                 }
                 self.decode_errors += 1;
-                return Ok(());
+                Ok(())
             }
-        };
-        self.transitions += 1;
-        let applied = self.table.apply(&t);
-        if let Some(c) = &applied.superseded {
-            self.connections += 1;
-            self.sink.connection(c)?;
         }
-        self.sink.transition(&t, applied.in_old_ns)?;
-        if let Some(c) = &applied.closed {
+    }
+
+    /// After a batch: TIME_WAIT lookups, then the connections whose records are complete.
+    pub fn settle(&mut self, now_ns: u64) -> io::Result<()> {
+        if let Some(tw) = &mut self.time_wait
+            && let Err(e) = tw.poll(now_ns, &mut self.table, &mut self.sink)
+        {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                return Err(e);
+            }
+            eprintln!("tracer: TIME_WAIT lookups via sock_diag stopped: {e}");
+            self.time_wait = None;
+        }
+        for c in self.table.expire(now_ns) {
             self.connections += 1;
-            self.sink.connection(c)?;
+            self.sink.connection(&c)?;
         }
         Ok(())
+    }
+
+    /// At exit: one last TIME_WAIT lookup, then every record still held back.
+    pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
+        self.settle(now_ns.saturating_add(crate::table::TIME_WAIT_WAIT_NS / 2))?;
+        for c in self.table.flush() {
+            self.connections += 1;
+            self.sink.connection(&c)?;
+        }
+        self.sink.flush()
     }
 }
 
@@ -127,12 +164,26 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         ring_bytes: args.ring_buffer_size,
         bpf_log: args.bpf_log,
         force_portable: args.force_portable,
+        context_events: !args.no_events,
     };
     let clock = WallClock::now();
     let stdout = io::stdout();
     let out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    let tw = if args.no_timewait {
+        None
+    } else {
+        match TimeWaitTracker::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!(
+                    "tracer: TIME_WAIT will not be shown: netlink sock_diag unavailable ({e})"
+                );
+                None
+            }
+        }
+    };
     match args.output {
-        Output::Json => trace(&args, &opts, Pipeline::new(Json::new(out, clock))).await,
+        Output::Json => trace(&args, &opts, Pipeline::new(Json::new(out, clock), tw)).await,
         Output::Text => {
             let color = match args.color {
                 ColorChoice::Always => true,
@@ -144,7 +195,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             trace(
                 &args,
                 &opts,
-                Pipeline::new(Text::new(out, clock, color, !args.no_timeline)),
+                Pipeline::new(Text::new(out, clock, color, !args.no_timeline), tw),
             )
             .await
         }
@@ -182,6 +233,15 @@ async fn trace<S: Sink>(
             format!(", ports {:?}", opts.ports)
         },
     );
+    if !live.context_programs.is_empty() {
+        eprintln!(
+            "tracer: context events from {}",
+            live.context_programs.join(", ")
+        );
+    }
+    for u in &live.unavailable {
+        eprintln!("tracer: warning: context events unavailable: {u}");
+    }
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -228,7 +288,8 @@ async fn trace<S: Sink>(
 
     // Detach first so nothing new arrives, then drain what is left and take the final counts.
     live.detach();
-    let final_write = drain(live.ring.get_mut(), &mut pipe);
+    let final_write =
+        drain(live.ring.get_mut(), &mut pipe).and_then(|()| pipe.finish(monotonic_ns()));
     let totals = live.totals()?;
     let final_write = final_write
         .and_then(|()| losses.report(&totals, &mut pipe.sink))
@@ -249,10 +310,14 @@ async fn trace<S: Sink>(
     let mut err = io::stderr().lock();
     let _ = writeln!(
         err,
-        "tracer: stopped ({why}): {} transitions, {} connections closed, {} still open, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}",
+        "tracer: stopped ({why}): {} transitions, {} context events, {} connections closed, {} still open{}, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}",
         pipe.transitions,
+        pipe.events,
         pipe.connections,
         pipe.table.len(),
+        pipe.time_wait
+            .as_ref()
+            .map_or_else(String::new, |t| format!(", {} in TIME_WAIT", t.tracked())),
         totals.lost_ringbuf_full,
         totals.recursion_misses,
         totals.lost_read_error,
@@ -274,5 +339,6 @@ fn drain<S: Sink>(
         any = true;
         pipe.record(&item)?;
     }
+    pipe.settle(monotonic_ns())?;
     if any { pipe.sink.flush() } else { Ok(()) }
 }

@@ -11,8 +11,8 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::{
-    decode::{Comm, Family, SockAddr, TcpState, Transition},
-    table::{Conn, Role},
+    decode::{Comm, Context, ContextKind, Family, SockAddr, TcpState, Transition, errno_name},
+    table::{CloseClass, Conn, Note, Owner, Role, TimeWait},
 };
 
 /// Events the kernel could not hand over, by cause.
@@ -74,8 +74,45 @@ impl WallClock {
     }
 }
 
+/// A transition the tracepoint cannot show, learned from netlink sock_diag: a closed
+/// socket's TIME_WAIT (kept by the kernel in a separate timewait socket), and its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiagTransition {
+    /// When tracer learned it (CLOCK_MONOTONIC ns).
+    pub ts_ns: u64,
+    pub sock: SockAddr,
+    pub family: Family,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub old: TcpState,
+    pub new: TcpState,
+    /// When the TIME_WAIT timer fires (CLOCK_MONOTONIC ns), for → TIME_WAIT.
+    pub expires_ns: Option<u64>,
+    pub owner: Option<Owner>,
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of the kernel's `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub trait Sink {
-    fn transition(&mut self, t: &Transition, in_old_ns: Option<u64>) -> io::Result<()>;
+    fn transition(
+        &mut self,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> io::Result<()>;
+    fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()>;
+    fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()>;
     fn connection(&mut self, c: &Conn) -> io::Result<()>;
     /// `count` new losses of one cause; `total` so far for that cause.
     fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()>;
@@ -105,6 +142,20 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// What a context event says, in a few words (`RST received`, `error ECONNREFUSED`).
+fn describe(kind: ContextKind, state: Option<TcpState>, value: i32) -> String {
+    let in_state = state.map(|s| format!(" in {s}")).unwrap_or_default();
+    match kind {
+        ContextKind::SendReset => format!("RST sent{in_state}"),
+        ContextKind::ReceiveReset => "RST received".into(),
+        ContextKind::Retransmit if state == Some(TcpState::SynSent) => "SYN retransmitted".into(),
+        ContextKind::Retransmit => format!("retransmit{in_state}"),
+        ContextKind::RetransmitSynack => "SYN-ACK retransmitted".into(),
+        ContextKind::Error => format!("error {}", errno_name(value)),
+        ContextKind::Destroy => "socket freed".into(),
     }
 }
 
@@ -142,6 +193,55 @@ impl<W: Write> Text<W> {
         };
         self.style(Style::new().fg_color(Some(c.into())))
     }
+
+    fn header(&mut self) -> io::Result<()> {
+        if !self.header_done {
+            let b = self.style(Style::new().bold());
+            writeln!(self.out, "{b}{TEXT_HEADER}{b:#}")?;
+            self.header_done = true;
+        }
+        Ok(())
+    }
+
+    /// TIME, SOCK, PID, COMM, LOCAL, REMOTE: the owner when known, else `*` and the task on
+    /// the CPU.
+    #[allow(clippy::too_many_arguments)]
+    fn prefix(
+        &self,
+        ts_ns: u64,
+        sock: Option<SockAddr>,
+        owner: Option<&Owner>,
+        on_cpu: Option<(u32, &Comm)>,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) -> String {
+        let time = self
+            .clock
+            .utc(ts_ns)
+            .with_timezone(&Local)
+            .format("%H:%M:%S%.6f");
+        let sock = sock.map_or_else(|| "-".to_string(), |s| s.to_string());
+        let (pid, comm) = match (owner, on_cpu) {
+            (Some(o), _) => (o.pid.to_string(), o.comm.as_str().into_owned()),
+            (None, Some((pid, comm))) => (pid.to_string(), format!("*{}", comm.as_str())),
+            (None, None) => ("-".into(), "-".into()),
+        };
+        format!(
+            "{time} {sock:<18} {pid:<7} {comm:<16} {local:<ADDR_W$} {remote:<ADDR_W$}",
+            local = endpoint(local.0, local.1),
+            remote = endpoint(remote.0, remote.1),
+        )
+    }
+
+    fn state_pair(&self, old: TcpState, new: TcpState) -> String {
+        let (os, ns) = (self.state_style(old), self.state_style(new));
+        // Pad the plain names, then wrap them in colour, so columns line up either way.
+        let width = old.name().len() + 4 + new.name().len();
+        format!(
+            "{os}{old}{os:#} -> {ns}{new}{ns:#}{}",
+            " ".repeat(28usize.saturating_sub(width))
+        )
+    }
 }
 
 /// Endpoint column width: any IPv4 endpoint and most IPv6 ones; longer ones push the row.
@@ -149,33 +249,63 @@ const ADDR_W: usize = 26;
 const TEXT_HEADER: &str = "TIME            SOCK               PID     COMM             LOCAL                      REMOTE                     TRANSITION                   IN OLD";
 
 impl<W: Write> Sink for Text<W> {
-    fn transition(&mut self, t: &Transition, in_old_ns: Option<u64>) -> io::Result<()> {
-        if !self.header_done {
-            let b = self.style(Style::new().bold());
-            writeln!(self.out, "{b}{TEXT_HEADER}{b:#}")?;
-            self.header_done = true;
-        }
-        let time = self
-            .clock
-            .utc(t.ts_ns)
-            .with_timezone(&Local)
-            .format("%H:%M:%S%.6f");
-        let (os, ns) = (self.state_style(t.old), self.state_style(t.new));
-        // Pad the plain names, then wrap them in colour, so columns line up either way.
-        let trans_width = t.old.name().len() + 4 + t.new.name().len();
+    fn transition(
+        &mut self,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> io::Result<()> {
+        self.header()?;
+        let prefix = self.prefix(
+            t.ts_ns,
+            Some(t.sock),
+            owner,
+            Some((t.task.pid, &t.task.comm)),
+            (t.saddr, t.sport),
+            (t.daddr, t.dport),
+        );
+        let pair = self.state_pair(t.old, t.new);
+        let in_old = in_old_ns.map_or_else(|| "-".to_string(), human_ns);
+        writeln!(self.out, "{prefix} {pair} {in_old}")
+    }
+
+    fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        self.header()?;
+        let prefix = self.prefix(
+            c.ts_ns,
+            c.sock,
+            owner,
+            Some((c.task.pid, &c.task.comm)),
+            (c.saddr, c.sport),
+            (c.daddr, c.dport),
+        );
+        let w = self.style(Style::new().fg_color(Some(AnsiColor::Magenta.into())));
         writeln!(
             self.out,
-            "{time} {sock} {pid:<7} {comm:<16} {local:<ADDR_W$} {remote:<ADDR_W$} {os}{old}{os:#} -> {ns}{new}{ns:#}{pad} {in_old}",
-            sock = t.sock,
-            pid = t.pid,
-            comm = t.comm,
-            local = endpoint(t.saddr, t.sport),
-            remote = endpoint(t.daddr, t.dport),
-            old = t.old,
-            new = t.new,
-            pad = " ".repeat(28usize.saturating_sub(trans_width)),
-            in_old = in_old_ns.map_or_else(|| "-".to_string(), human_ns),
+            "{prefix} {w}! {}{w:#}",
+            describe(c.kind, c.state, c.value)
         )
+    }
+
+    fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        self.header()?;
+        let prefix = self.prefix(
+            d.ts_ns,
+            Some(d.sock),
+            d.owner.as_ref(),
+            None,
+            (d.saddr, d.sport),
+            (d.daddr, d.dport),
+        );
+        let pair = self.state_pair(d.old, d.new);
+        let note = match d.expires_ns {
+            Some(e) => format!(
+                "(sock_diag) expires in {}",
+                human_ns(e.saturating_sub(d.ts_ns))
+            ),
+            None => "(sock_diag) timewait socket gone".into(),
+        };
+        writeln!(self.out, "{prefix} {pair} {note}")
     }
 
     fn connection(&mut self, c: &Conn) -> io::Result<()> {
@@ -193,9 +323,15 @@ impl<W: Write> Sink for Text<W> {
                 endpoint(c.daddr, c.dport)
             ),
         };
+        let owner = c
+            .owner
+            .map_or_else(String::new, |o| format!("  owner {} ({})", o.pid, o.comm));
+        let close = c
+            .close
+            .map_or_else(String::new, |k| format!("  close {}", k.name()));
         let _ = writeln!(
             block,
-            "{b}── {} {} {peer}  lifetime {}{}{b:#}",
+            "{b}── {} {} {peer}{owner}{close}  lifetime {}{}{b:#}",
             c.sock,
             c.role.name(),
             human_ns(c.lifetime_ns()),
@@ -206,10 +342,33 @@ impl<W: Write> Sink for Text<W> {
             },
         );
         let start = c.start_ns();
+        let offset = |ts: Option<u64>| {
+            ts.map_or_else(
+                || "?".to_string(),
+                |e| format!("+{}", human_ns(e.saturating_sub(start))),
+            )
+        };
         let durations = c.durations_ns();
+        // States and context events, in time order (an event at the same time as a state
+        // comes after it).
+        let mut notes = c.notes.iter().peekable();
+        let emit_notes =
+            |block: &mut String,
+             until: Option<u64>,
+             notes: &mut std::iter::Peekable<std::slice::Iter<'_, Note>>| {
+                while let Some(n) = notes.next_if(|n| until.is_none_or(|u| n.ts_ns < u)) {
+                    let _ = writeln!(
+                        block,
+                        "   {dim}{:>10}{dim:#}  ! {}",
+                        offset(Some(n.ts_ns)),
+                        describe(n.kind, n.state, n.value)
+                    );
+                }
+            };
         for (i, (state, entered)) in c.states.iter().zip(&c.entered_ns).enumerate() {
-            let offset =
-                entered.map_or_else(|| "?".to_string(), |e| format!("+{}", human_ns(e - start)));
+            if entered.is_some() {
+                emit_notes(&mut block, *entered, &mut notes);
+            }
             let dur = match durations.get(i) {
                 Some(Some(d)) => human_ns(*d),
                 Some(None) => "?".to_string(),
@@ -217,10 +376,35 @@ impl<W: Write> Sink for Text<W> {
             };
             let s = self.state_style(*state);
             let line = format!(
-                "   {dim}{offset:>10}{dim:#}  {s}{:<12}{s:#} {dur}",
+                "   {dim}{:>10}{dim:#}  {s}{:<12}{s:#} {dur}",
+                offset(*entered),
                 state.name()
             );
             let _ = writeln!(block, "{}", line.trim_end());
+        }
+        emit_notes(&mut block, None, &mut notes);
+        if c.notes_dropped > 0 {
+            let _ = writeln!(
+                block,
+                "   {:>10}  ! … {} more events not kept",
+                "", c.notes_dropped
+            );
+        }
+        if let Some(TimeWait {
+            confirmed: true,
+            expires_ns,
+        }) = c.time_wait
+        {
+            let s = self.state_style(TcpState::TimeWait);
+            let left = expires_ns.map_or_else(String::new, |e| {
+                format!("(expires in {})", human_ns(e.saturating_sub(c.end_ns())))
+            });
+            let _ = writeln!(
+                block,
+                "   {:>10}  {s}{:<12}{s:#} {left}",
+                offset(Some(c.end_ns())),
+                "TIME_WAIT"
+            );
         }
         self.out.write_all(block.as_bytes())
     }
@@ -261,6 +445,12 @@ impl<W: Write> Json<W> {
         self.buf.push(b'\n');
         self.out.write_all(&self.buf)
     }
+
+    fn time(&self, ts_ns: u64) -> String {
+        self.clock
+            .utc(ts_ns)
+            .to_rfc3339_opts(SecondsFormat::Nanos, true)
+    }
 }
 
 #[derive(Serialize)]
@@ -278,10 +468,49 @@ struct TransitionJson<'a> {
     old: TcpState,
     new: TcpState,
     in_old_ns: Option<u64>,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    comm: Option<&'a Comm>,
+    cpu: Option<u32>,
+    owner: Option<&'a Owner>,
+    /// `tracepoint` or `sock_diag`.
+    source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_ns: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    kind: ContextKind,
+    time: String,
+    ts_ns: u64,
+    sock: Option<SockAddr>,
+    family: Option<Family>,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<String>,
+    value: i32,
     pid: u32,
     tid: u32,
     comm: &'a Comm,
     cpu: u32,
+    owner: Option<&'a Owner>,
+}
+
+#[derive(Serialize)]
+struct NoteJson {
+    kind: ContextKind,
+    ts_ns: u64,
+    state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<String>,
+    value: i32,
 }
 
 #[derive(Serialize)]
@@ -302,6 +531,17 @@ struct ConnectionJson<'a> {
     lifetime_ns: u64,
     start_time: String,
     incomplete: bool,
+    owner: Option<&'a Owner>,
+    close: Option<CloseClass>,
+    events: Vec<NoteJson>,
+    events_dropped: u32,
+    retransmits: u32,
+    syn_retransmits: u32,
+    synack_retransmits: u32,
+    resets_sent: u32,
+    resets_received: u32,
+    error: Option<String>,
+    time_wait: Option<TimeWait>,
 }
 
 #[derive(Serialize)]
@@ -313,14 +553,20 @@ struct LostJson {
     total: u64,
 }
 
+fn errno_of(kind: ContextKind, value: i32) -> Option<String> {
+    (kind == ContextKind::Error).then(|| errno_name(value))
+}
+
 impl<W: Write> Sink for Json<W> {
-    fn transition(&mut self, t: &Transition, in_old_ns: Option<u64>) -> io::Result<()> {
+    fn transition(
+        &mut self,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> io::Result<()> {
         let rec = TransitionJson {
             ty: "transition",
-            time: self
-                .clock
-                .utc(t.ts_ns)
-                .to_rfc3339_opts(SecondsFormat::Nanos, true),
+            time: self.time(t.ts_ns),
             ts_ns: t.ts_ns,
             sock: t.sock,
             family: t.family,
@@ -331,10 +577,62 @@ impl<W: Write> Sink for Json<W> {
             old: t.old,
             new: t.new,
             in_old_ns,
-            pid: t.pid,
-            tid: t.tid,
-            comm: &t.comm,
-            cpu: t.cpu,
+            pid: Some(t.task.pid),
+            tid: Some(t.task.tid),
+            comm: Some(&t.task.comm),
+            cpu: Some(t.cpu),
+            owner,
+            source: "tracepoint",
+            expires_ns: None,
+        };
+        self.emit(&rec)
+    }
+
+    fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        let rec = EventJson {
+            ty: "event",
+            kind: c.kind,
+            time: self.time(c.ts_ns),
+            ts_ns: c.ts_ns,
+            sock: c.sock,
+            family: c.family,
+            saddr: c.saddr,
+            sport: c.sport,
+            daddr: c.daddr,
+            dport: c.dport,
+            state: c.state,
+            errno: errno_of(c.kind, c.value),
+            value: c.value,
+            pid: c.task.pid,
+            tid: c.task.tid,
+            comm: &c.task.comm,
+            cpu: c.cpu,
+            owner,
+        };
+        self.emit(&rec)
+    }
+
+    fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        let rec = TransitionJson {
+            ty: "transition",
+            time: self.time(d.ts_ns),
+            ts_ns: d.ts_ns,
+            sock: d.sock,
+            family: d.family,
+            saddr: d.saddr,
+            sport: d.sport,
+            daddr: d.daddr,
+            dport: d.dport,
+            old: d.old,
+            new: d.new,
+            in_old_ns: None,
+            pid: None,
+            tid: None,
+            comm: None,
+            cpu: None,
+            owner: d.owner.as_ref(),
+            source: "sock_diag",
+            expires_ns: d.expires_ns,
         };
         self.emit(&rec)
     }
@@ -354,11 +652,29 @@ impl<W: Write> Sink for Json<W> {
             start_ns: c.start_ns(),
             end_ns: c.end_ns(),
             lifetime_ns: c.lifetime_ns(),
-            start_time: self
-                .clock
-                .utc(c.start_ns())
-                .to_rfc3339_opts(SecondsFormat::Nanos, true),
+            start_time: self.time(c.start_ns()),
             incomplete: c.incomplete,
+            owner: c.owner.as_ref(),
+            close: c.close,
+            events: c
+                .notes
+                .iter()
+                .map(|n| NoteJson {
+                    kind: n.kind,
+                    ts_ns: n.ts_ns,
+                    state: n.state,
+                    errno: errno_of(n.kind, n.value),
+                    value: n.value,
+                })
+                .collect(),
+            events_dropped: c.notes_dropped,
+            retransmits: c.retransmits,
+            syn_retransmits: c.syn_retransmits,
+            synack_retransmits: c.synack_retransmits,
+            resets_sent: c.resets_sent,
+            resets_received: c.resets_received,
+            error: c.error.map(errno_name),
+            time_wait: c.time_wait,
         };
         self.emit(&rec)
     }
@@ -423,20 +739,18 @@ mod tests {
             ),
         ];
         let mut out = Vec::new();
-        let mut closed = None;
         for e in evs {
             let a = t.apply(&e);
             out.push((e, a.in_old_ns));
-            closed = closed.or(a.closed);
         }
-        (out, closed.unwrap())
+        (out, t.flush().remove(0))
     }
 
     #[test]
     fn json_transition_has_the_documented_schema() {
         let (evs, _) = client();
         let mut s = Json::new(Vec::new(), WallClock::fixed(OFFSET));
-        s.transition(&evs[1].0, evs[1].1).unwrap();
+        s.transition(&evs[1].0, evs[1].1, None).unwrap();
         let line = String::from_utf8(s.out).unwrap();
         assert_eq!(
             line,
@@ -444,7 +758,8 @@ mod tests {
                 r#"{"type":"transition","time":"2023-11-14T22:13:20.000051000Z","ts_ns":51000,"#,
                 r#""sock":"0xffff888100001000","family":"ipv4","saddr":"127.0.0.1","sport":40000,"#,
                 r#""daddr":"127.0.0.1","dport":8080,"old":"SYN_SENT","new":"ESTABLISHED","#,
-                r#""in_old_ns":50000,"pid":7,"tid":7,"comm":"","cpu":0}"#,
+                r#""in_old_ns":50000,"pid":7,"tid":7,"comm":"app","cpu":0,"owner":null,"#,
+                r#""source":"tracepoint"}"#,
                 "\n"
             )
         );
@@ -501,7 +816,7 @@ mod tests {
         let (evs, c) = client();
         let mut s = Text::new(Vec::new(), WallClock::fixed(OFFSET), false, true);
         for (e, in_old) in &evs {
-            s.transition(e, *in_old).unwrap();
+            s.transition(e, *in_old, None).unwrap();
         }
         s.connection(&c).unwrap();
         let out = String::from_utf8(s.out).unwrap();
@@ -513,7 +828,7 @@ mod tests {
         assert!(lines[2].contains("SYN_SENT -> ESTABLISHED") && lines[2].ends_with(" 50.0µs"));
         assert_eq!(
             lines[6],
-            "── 0xffff888100001000 client 127.0.0.1:40000 -> 127.0.0.1:8080  lifetime 1.30ms"
+            "── 0xffff888100001000 client 127.0.0.1:40000 -> 127.0.0.1:8080  owner 7 (app)  close active  lifetime 1.30ms"
         );
         assert_eq!(lines[7], "            ?  CLOSE        ?");
         assert_eq!(lines[8], "         +0ns  SYN_SENT     50.0µs");

@@ -33,6 +33,8 @@ pub struct LiveOptions {
     pub bpf_log: bool,
     /// Load the portable program even where the fast one fits (tests the fallback).
     pub force_portable: bool,
+    /// Attach the context tracepoints (resets, retransmits, errors, destroys).
+    pub context_events: bool,
 }
 
 /// Sums of the per-CPU counters plus the kernel's own count of skipped runs.
@@ -42,6 +44,7 @@ pub struct Totals {
     pub submitted: u64,
     pub lost_ringbuf_full: u64,
     pub lost_read_error: u64,
+    pub context_seen: u64,
     /// `recursion_misses` of the program (bpf_prog_info): runs the kernel skipped.
     pub recursion_misses: u64,
 }
@@ -51,12 +54,16 @@ pub struct Live {
     ebpf: Option<Ebpf>,
     pub ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, Counters>,
-    /// A duplicate of the program's fd, so its counters stay readable after detaching.
-    prog_fd: OwnedFd,
+    /// Duplicates of the programs' fds, so their counters stay readable after detaching.
+    prog_fds: Vec<OwnedFd>,
     pub program: &'static str,
     pub portable: bool,
     /// tracefs was not mounted and we mounted it.
     pub mounted_tracefs: bool,
+    /// Context tracepoints attached (`category:name`).
+    pub context_programs: Vec<String>,
+    /// Context tracepoints that could not be used, with the reason.
+    pub unavailable: Vec<String>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -82,9 +89,26 @@ impl Live {
             Choice::Fast => (names::PROG_FAST, format::FAST),
             Choice::Portable(l) => (names::PROG_PORTABLE, l),
         };
+        // Context tracepoints are optional: a kernel without one (or with a layout we cannot
+        // read) still gets transitions, and the user is told what is missing.
+        let mut ctx_layouts = Vec::new();
+        let mut unavailable = Vec::new();
+        for (prog, category, name, _, global) in names::CONTEXT_PROGRAMS {
+            if !opts.context_events {
+                break;
+            }
+            match format::read_ctx_layout(&tracefs, category, name) {
+                Ok(l) => ctx_layouts.push((prog, category, name, global, l)),
+                Err(e) => unavailable.push(format!("{category}:{name} ({e:#})")),
+            }
+        }
         let log_level: u8 = if opts.bpf_log { 0xff } else { 0 };
         let ports_len = u32::try_from(opts.ports.len().max(1)).unwrap_or(u32::MAX);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        for (_, _, _, global, l) in &ctx_layouts {
+            loader.override_global(global, l, true);
+        }
+        let mut ebpf = loader
             .override_global(names::CONFIG, &config, true)
             .override_global(names::LAYOUT, &layout, true)
             .override_global(aya_log::LEVEL, &log_level, false)
@@ -125,11 +149,31 @@ impl Live {
         prog.attach("sock", "inet_sock_set_state")
             .map_err(|e| privilege_hint(anyhow!(e)))
             .context("attaching to tracepoint sock:inet_sock_set_state")?;
-        let prog_fd = prog
-            .fd()?
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating the program fd")?;
+        let mut prog_fds = vec![
+            prog.fd()?
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating the program fd")?,
+        ];
+
+        let mut context_programs = Vec::new();
+        for (prog_name, category, name, _, _) in &ctx_layouts {
+            let attached = (|| -> anyhow::Result<()> {
+                let p: &mut TracePoint = ebpf
+                    .program_mut(prog_name)
+                    .with_context(|| format!("program {prog_name} missing"))?
+                    .try_into()?;
+                p.load().map_err(|e| privilege_hint(anyhow!(e)))?;
+                p.attach(category, name)
+                    .map_err(|e| privilege_hint(anyhow!(e)))?;
+                prog_fds.push(p.fd()?.as_fd().try_clone_to_owned()?);
+                Ok(())
+            })();
+            match attached {
+                Ok(()) => context_programs.push(format!("{category}:{name}")),
+                Err(e) => unavailable.push(format!("{category}:{name} ({e:#})")),
+            }
+        }
 
         let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
         // SAFETY: the RingBuf owns its fd and the AsyncFd owns the RingBuf, so the fd stays open
@@ -144,10 +188,12 @@ impl Live {
             ebpf: Some(ebpf),
             ring,
             counters,
-            prog_fd,
+            prog_fds,
             program,
             portable: matches!(choice, Choice::Portable(_)),
             mounted_tracefs,
+            context_programs,
+            unavailable,
             _logger: logger,
         })
     }
@@ -158,19 +204,24 @@ impl Live {
     }
 
     pub fn totals(&self) -> anyhow::Result<Totals> {
-        let per_cpu = self
-            .counters
-            .get(&0, 0)
-            .context("reading the COUNTERS map")?;
         let mut t = Totals::default();
-        for c in per_cpu.iter() {
-            t.seen += c.seen;
-            t.submitted += c.submitted;
-            t.lost_ringbuf_full += c.lost_ringbuf_full;
-            t.lost_read_error += c.lost_read_error;
+        for slot in 0..tracer_common::kind::COUNT as u32 {
+            let per_cpu = self
+                .counters
+                .get(&slot, 0)
+                .context("reading the COUNTERS map")?;
+            for c in per_cpu.iter() {
+                t.seen += c.seen;
+                t.submitted += c.submitted;
+                t.lost_ringbuf_full += c.lost_ringbuf_full;
+                t.lost_read_error += c.lost_read_error;
+                t.context_seen += c.context_seen;
+            }
         }
-        t.recursion_misses =
-            recursion_misses(self.prog_fd.as_raw_fd()).context("reading bpf_prog_info")?;
+        for fd in &self.prog_fds {
+            t.recursion_misses +=
+                recursion_misses(fd.as_raw_fd()).context("reading bpf_prog_info")?;
+        }
         Ok(t)
     }
 }

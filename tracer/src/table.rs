@@ -1,15 +1,31 @@
-//! The connection table: transitions in, per-socket timelines out.
+//! The connection table: events in, per-socket timelines out.
 //!
-//! Pure logic, no I/O and no clock of its own: everything it knows comes from the events.
-//! A socket is identified by its kernel address while it lives. Its timeline starts at the
-//! first event seen for it and ends when it reaches CLOSE; the address may then be reused by a
-//! new socket (the kernel frees and reallocates `struct sock`s all the time), so the entry is
-//! dropped at CLOSE and a later event at that address starts a new timeline.
-use std::{collections::HashMap, net::IpAddr};
+//! Pure logic, no I/O and no clock of its own: it learns the time from the events and from
+//! the `now_ns` it is given. A socket is identified by its kernel address while it lives.
+//! Its timeline starts at the first event seen for it and its transitions end at CLOSE;
+//! the finished record is released a short grace period later (a RST sent or an error
+//! reported right after the CLOSE still belongs to it, and an active closer's TIME_WAIT is
+//! looked up first). The address may then be reused by a new socket, which starts a new
+//! timeline.
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    net::IpAddr,
+};
 
 use serde::Serialize;
 
-use crate::decode::{Family, SockAddr, TcpState, Transition};
+use crate::decode::{Comm, Context, ContextKind, Family, SockAddr, Task, TcpState, Transition};
+
+/// How long a closed socket's record waits for late context events (RST sent after CLOSE,
+/// error report) before it is released.
+pub const GRACE_NS: u64 = 20_000_000;
+/// Longest a record waits for its TIME_WAIT lookup.
+pub const TIME_WAIT_WAIT_NS: u64 = 1_500_000_000;
+/// Context events kept per connection; further ones are only counted.
+pub const MAX_EVENTS_PER_CONN: usize = 64;
+
+const ECONNREFUSED: i32 = 111;
+const ETIMEDOUT: i32 = 110;
 
 /// How the socket came to exist, from its first transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -45,6 +61,116 @@ impl Role {
     }
 }
 
+/// How an owner was learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerSource {
+    /// From the socket's own process-context transition (connect, listen, close, shutdown).
+    Event,
+    /// An accepted socket, from its listener's owner (not yet confirmed by its own act).
+    Inherited,
+    /// From /proc/<pid>/fd, for a socket whose history the tracer did not see.
+    Procfs,
+}
+
+/// The process that owns a socket (not the task that happened to be on the CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: Comm,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub source: OwnerSource,
+}
+
+impl Owner {
+    fn from_task(t: &Task, source: OwnerSource) -> Self {
+        Self {
+            pid: t.pid,
+            comm: t.comm,
+            uid: t.uid,
+            cgroup_id: t.cgroup_id,
+            source,
+        }
+    }
+}
+
+/// Transitions the kernel makes in the process context of the task acting on the socket:
+/// `connect()`, `listen()`, and `close()`/`shutdown()` sending a FIN or closing a listener.
+/// Everything else may run in softirq or a timer, where the current task is unrelated.
+pub fn in_owner_context(old: TcpState, new: TcpState) -> bool {
+    use TcpState::*;
+    matches!(
+        (old, new),
+        (Close, SynSent)
+            | (Close, Listen)
+            | (Listen, Close)
+            | (Established, FinWait1)
+            | (SynRecv, FinWait1)
+            | (CloseWait, LastAck)
+    )
+}
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseClass {
+    /// This side sent FIN first.
+    Active,
+    /// The peer sent FIN first.
+    Passive,
+    /// Both sent FIN at once (CLOSING).
+    Simultaneous,
+    /// This side aborted with a RST (e.g. SO_LINGER 0, unread data at close).
+    ResetSent,
+    /// The peer aborted with a RST.
+    ResetReceived,
+    /// connect() got a RST: ECONNREFUSED.
+    Refused,
+    /// connect() gave up after SYN retransmits: ETIMEDOUT.
+    Timeout,
+    /// An orphaned FIN_WAIT2 socket was given up (tcp_fin_timeout).
+    OrphanTimeout,
+    /// A listening socket was closed.
+    ListenerClosed,
+    Unknown,
+}
+
+impl CloseClass {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Passive => "passive",
+            Self::Simultaneous => "simultaneous",
+            Self::ResetSent => "reset_sent",
+            Self::ResetReceived => "reset_received",
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::OrphanTimeout => "orphan_timeout",
+            Self::ListenerClosed => "listener_closed",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A context event kept on a connection's timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub kind: ContextKind,
+    pub ts_ns: u64,
+    pub state: Option<TcpState>,
+    pub value: i32,
+}
+
+/// What sock_diag said about an active closer's TIME_WAIT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TimeWait {
+    /// Found in the kernel's TIME_WAIT table.
+    pub confirmed: bool,
+    /// When it expires (CLOCK_MONOTONIC ns), from the kernel's timer.
+    pub expires_ns: Option<u64>,
+}
+
 /// A socket's timeline so far.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conn {
@@ -62,6 +188,24 @@ pub struct Conn {
     /// Events are missing from this timeline: it started mid-way (the socket predates the
     /// tracer), or an event's old state did not match the state we had (events were lost).
     pub incomplete: bool,
+    pub owner: Option<Owner>,
+    pub notes: Vec<Note>,
+    /// Context events beyond [`MAX_EVENTS_PER_CONN`], counted only.
+    pub notes_dropped: u32,
+    pub retransmits: u32,
+    /// Retransmits while in SYN_SENT: a handshake nobody answers.
+    pub syn_retransmits: u32,
+    /// SYN-ACK retransmits (on a listener: its pending handshakes are not completing).
+    pub synack_retransmits: u32,
+    pub resets_sent: u32,
+    pub resets_received: u32,
+    /// The last errno reported to the socket.
+    pub error: Option<i32>,
+    /// Set at finalisation.
+    pub close: Option<CloseClass>,
+    pub time_wait: Option<TimeWait>,
+    /// An active closer waiting for its TIME_WAIT lookup.
+    pub time_wait_pending: bool,
 }
 
 impl Conn {
@@ -93,12 +237,114 @@ impl Conn {
         self.end_ns().saturating_sub(self.start_ns())
     }
 
-    fn last_state(&self) -> TcpState {
+    pub fn last_state(&self) -> TcpState {
         *self
             .states
             .last()
             .expect("a Conn always has at least two states")
     }
+
+    /// The state before the final CLOSE (or the last state if not closed).
+    fn before_close(&self) -> TcpState {
+        let n = self.states.len();
+        if self.last_state() == TcpState::Close && n >= 2 {
+            self.states[n - 2]
+        } else {
+            self.last_state()
+        }
+    }
+
+    /// Closed by the FIN exchange from this side: the kernel hands it to a timewait socket.
+    pub fn may_enter_time_wait(&self) -> bool {
+        matches!(
+            self.before_close(),
+            TcpState::FinWait2 | TcpState::Closing | TcpState::FinWait1
+        ) && self.resets_sent == 0
+            && self.resets_received == 0
+    }
+
+    fn tuple(&self) -> Option<Tuple> {
+        (self.sport != 0 && self.dport != 0)
+            .then_some((self.saddr, self.sport, self.daddr, self.dport))
+    }
+
+    fn note(&mut self, c: &Context) {
+        if self.notes.len() < MAX_EVENTS_PER_CONN {
+            self.notes.push(Note {
+                kind: c.kind,
+                ts_ns: c.ts_ns,
+                state: c.state,
+                value: c.value,
+            });
+        } else {
+            self.notes_dropped += 1;
+        }
+        match c.kind {
+            ContextKind::SendReset => self.resets_sent += 1,
+            ContextKind::ReceiveReset => self.resets_received += 1,
+            ContextKind::Retransmit => {
+                self.retransmits += 1;
+                if c.state == Some(TcpState::SynSent) || self.last_state() == TcpState::SynSent {
+                    self.syn_retransmits += 1;
+                }
+            }
+            ContextKind::RetransmitSynack => self.synack_retransmits += 1,
+            ContextKind::Error => self.error = Some(c.value.abs()),
+            ContextKind::Destroy => {}
+        }
+    }
+
+    /// How it ended, from its states and context events.
+    pub fn classify(&self) -> CloseClass {
+        use TcpState::*;
+        if self.last_state() != Close {
+            return CloseClass::Unknown;
+        }
+        let prev = self.before_close();
+        if prev == Listen {
+            return CloseClass::ListenerClosed;
+        }
+        if prev == SynSent {
+            return if self.resets_received > 0 || self.error == Some(ECONNREFUSED) {
+                CloseClass::Refused
+            } else if self.error == Some(ETIMEDOUT) || self.syn_retransmits > 0 {
+                CloseClass::Timeout
+            } else {
+                CloseClass::Unknown
+            };
+        }
+        if prev == FinWait2 && self.resets_sent > 0 && self.resets_received == 0 {
+            return CloseClass::OrphanTimeout;
+        }
+        if self.resets_received > 0 {
+            return CloseClass::ResetReceived;
+        }
+        if self.resets_sent > 0 {
+            return CloseClass::ResetSent;
+        }
+        if self.states.contains(&Closing) {
+            return CloseClass::Simultaneous;
+        }
+        match prev {
+            FinWait1 | FinWait2 => CloseClass::Active,
+            LastAck => CloseClass::Passive,
+            _ => CloseClass::Unknown,
+        }
+    }
+}
+
+/// Local address, local port, remote address, remote port.
+pub type Tuple = (IpAddr, u16, IpAddr, u16);
+
+/// A closed socket whose TIME_WAIT is to be looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingTimeWait {
+    pub sock: SockAddr,
+    pub tuple: Tuple,
+    pub family: Family,
+    /// The state it closed from (FIN_WAIT2, CLOSING, FIN_WAIT1).
+    pub from: TcpState,
+    pub owner: Option<Owner>,
 }
 
 /// What one transition did to the table.
@@ -106,17 +352,23 @@ impl Conn {
 pub struct Applied {
     /// Time spent in the old state, when the table saw the socket enter it.
     pub in_old_ns: Option<u64>,
-    /// A connection that this transition finished (it reached CLOSE).
-    pub closed: Option<Conn>,
-    /// A connection cut short: the address was reused by a new socket before we saw its
-    /// CLOSE (an event was lost). Reported as incomplete.
-    pub superseded: Option<Conn>,
+    /// The socket's owner after this transition.
+    pub owner: Option<Owner>,
+    /// Connections finished by this event: a socket at the same address whose CLOSE was
+    /// lost (marked incomplete), or a closed one whose address is now reused.
+    pub finished: Vec<Conn>,
 }
 
-/// Every live socket, by kernel address.
+/// Every live socket, by kernel address, and the recently closed ones.
 #[derive(Debug, Default)]
 pub struct Table {
     conns: HashMap<SockAddr, Conn>,
+    /// Reached CLOSE, waiting for late events / TIME_WAIT lookup, with the time of the CLOSE.
+    closing: HashMap<SockAddr, (u64, Conn)>,
+    /// Listening sockets by local port: accepted sockets inherit their owner.
+    listeners: HashMap<u16, Vec<SockAddr>>,
+    /// Complete 4-tuples of open and closing sockets, for events that carry no address.
+    by_tuple: HashMap<Tuple, SockAddr>,
 }
 
 impl Table {
@@ -124,6 +376,7 @@ impl Table {
         Self::default()
     }
 
+    /// Open sockets (not yet at CLOSE).
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -132,24 +385,63 @@ impl Table {
         self.conns.is_empty()
     }
 
-    /// Sockets still open (not yet at CLOSE), in no particular order.
+    /// Sockets still open, in no particular order.
     pub fn open(&self) -> impl Iterator<Item = &Conn> {
         self.conns.values()
     }
 
+    /// Closed sockets waiting for their TIME_WAIT lookup.
+    pub fn time_wait_pending(&self) -> impl Iterator<Item = PendingTimeWait> + '_ {
+        self.closing
+            .values()
+            .filter(|(_, c)| c.time_wait_pending)
+            .filter_map(|(_, c)| {
+                Some(PendingTimeWait {
+                    sock: c.sock,
+                    tuple: c.tuple()?,
+                    family: c.family,
+                    from: c.before_close(),
+                    owner: c.owner,
+                })
+            })
+    }
+
+    /// The result of a TIME_WAIT lookup for a closed socket.
+    pub fn set_time_wait(&mut self, sock: SockAddr, tw: Option<TimeWait>) {
+        if let Some((_, c)) = self.closing.get_mut(&sock) {
+            c.time_wait_pending = false;
+            c.time_wait = tw;
+        }
+    }
+
     pub fn apply(&mut self, t: &Transition) -> Applied {
-        let mut superseded = None;
+        let mut finished = Vec::new();
+        // A socket at this address that reached CLOSE is finished for good once the address
+        // shows a new life (the kernel freed it and reallocated, or connect() was retried).
+        if t.old == TcpState::Close
+            && let Some((_, c)) = self.closing.remove(&t.sock)
+        {
+            finished.push(self.finish(c));
+        }
         let mut in_old_ns = None;
-        let starts_new = |c: &Conn| c.last_state() != t.old && t.old == TcpState::Close;
         if let Some(c) = self.conns.get(&t.sock)
-            && starts_new(c)
+            && c.last_state() != t.old
+            && t.old == TcpState::Close
         {
             // CLOSE → X on an address whose socket never reached CLOSE for us: that socket's
             // CLOSE was lost and this is a new socket at the same address.
-            let mut old = self.conns.remove(&t.sock).expect("checked above");
+            let mut old = self.remove_open(t.sock).expect("checked above");
             old.incomplete = true;
-            superseded = Some(old);
+            finished.push(self.finish(old));
         }
+        let had_tuple = self.conns.get(&t.sock).and_then(Conn::tuple);
+        let inherited = (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv)
+            && !self.conns.contains_key(&t.sock);
+        let listener_owner = if inherited {
+            self.listener_owner(t)
+        } else {
+            None
+        };
         match self.conns.get_mut(&t.sock) {
             // The kernel reports X → X too (e.g. shutdown(SHUT_WR) then close() gives
             // FIN_WAIT1 → FIN_WAIT1). The transition is shown as reported; the timeline does
@@ -161,7 +453,6 @@ impl Table {
                     .copied()
                     .flatten()
                     .map(|e| t.ts_ns.saturating_sub(e));
-                fill_tuple(c, t);
             }
             Some(c) => {
                 if c.last_state() != t.old {
@@ -179,7 +470,6 @@ impl Table {
                 }
                 c.states.push(t.new);
                 c.entered_ns.push(Some(t.ts_ns));
-                fill_tuple(c, t);
             }
             None => {
                 let role = Role::from_first(t.old, t.new);
@@ -196,18 +486,147 @@ impl Table {
                         states: vec![t.old, t.new],
                         entered_ns: vec![None, Some(t.ts_ns)],
                         incomplete: role == Role::Unknown,
+                        owner: listener_owner,
+                        notes: Vec::new(),
+                        notes_dropped: 0,
+                        retransmits: 0,
+                        syn_retransmits: 0,
+                        synack_retransmits: 0,
+                        resets_sent: 0,
+                        resets_received: 0,
+                        error: None,
+                        close: None,
+                        time_wait: None,
+                        time_wait_pending: false,
                     },
                 );
             }
         }
-        let closed = (t.new == TcpState::Close)
-            .then(|| self.conns.remove(&t.sock))
-            .flatten();
+        let c = self
+            .conns
+            .get_mut(&t.sock)
+            .expect("inserted or present above");
+        fill_tuple(c, t);
+        if in_owner_context(t.old, t.new) {
+            c.owner = Some(Owner::from_task(&t.task, OwnerSource::Event));
+        }
+        let owner = c.owner;
+        let tuple = c.tuple();
+        if tuple != had_tuple {
+            if let Some(old) = had_tuple {
+                self.by_tuple.remove(&old);
+            }
+            if let Some(new) = tuple {
+                self.by_tuple.insert(new, t.sock);
+            }
+        }
+        if t.new == TcpState::Listen {
+            self.listeners.entry(t.sport).or_default().push(t.sock);
+        } else if t.old == TcpState::Listen && t.new == TcpState::Close {
+            self.forget_listener(t.sport, t.sock);
+        }
+        if t.new == TcpState::Close
+            && let Some(mut c) = self.conns.remove(&t.sock)
+        {
+            c.time_wait_pending = c.may_enter_time_wait();
+            self.closing.insert(t.sock, (t.ts_ns, c));
+        }
         Applied {
             in_old_ns,
-            closed,
-            superseded,
+            owner,
+            finished,
         }
+    }
+
+    /// Attaches a context event to its connection. Returns the owner of that connection, if
+    /// it is known (for the live event record).
+    pub fn context(&mut self, c: &Context) -> Option<Owner> {
+        let sock = c.sock.or_else(|| {
+            let t = (c.saddr, c.sport, c.daddr, c.dport);
+            self.by_tuple.get(&t).copied()
+        })?;
+        if let Some(conn) = self.conns.get_mut(&sock) {
+            conn.note(c);
+            return conn.owner;
+        }
+        if let Some((_, conn)) = self.closing.get_mut(&sock) {
+            conn.note(c);
+            if matches!(c.kind, ContextKind::SendReset | ContextKind::ReceiveReset) {
+                // An aborted connection has no TIME_WAIT to look up.
+                conn.time_wait_pending = false;
+            }
+            return conn.owner;
+        }
+        None
+    }
+
+    /// Releases closed connections whose grace period (or TIME_WAIT lookup) is over.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Conn> {
+        let due: Vec<SockAddr> = self
+            .closing
+            .iter()
+            .filter(|(_, (closed, c))| {
+                let waited = now_ns.saturating_sub(*closed);
+                waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !c.time_wait_pending)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for s in due {
+            if let Some((_, c)) = self.closing.remove(&s) {
+                out.push(self.finish(c));
+            }
+        }
+        out.sort_by_key(|c| c.end_ns());
+        out
+    }
+
+    /// Everything still closing, released at once (at exit).
+    pub fn flush(&mut self) -> Vec<Conn> {
+        self.expire(u64::MAX)
+    }
+
+    fn finish(&mut self, mut c: Conn) -> Conn {
+        if let Some(t) = c.tuple()
+            && self.by_tuple.get(&t) == Some(&c.sock)
+        {
+            self.by_tuple.remove(&t);
+        }
+        c.time_wait_pending = false;
+        c.close = Some(c.classify());
+        c
+    }
+
+    fn remove_open(&mut self, sock: SockAddr) -> Option<Conn> {
+        let c = self.conns.remove(&sock)?;
+        if c.last_state() == TcpState::Listen {
+            self.forget_listener(c.sport, sock);
+        }
+        Some(c)
+    }
+
+    fn forget_listener(&mut self, port: u16, sock: SockAddr) {
+        if let Entry::Occupied(mut e) = self.listeners.entry(port) {
+            e.get_mut().retain(|s| *s != sock);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// The owner of the listener an accepted socket came from: same local port, and the same
+    /// local address or a wildcard one.
+    fn listener_owner(&self, t: &Transition) -> Option<Owner> {
+        let socks = self.listeners.get(&t.sport)?;
+        let matches = |l: &Conn| l.saddr == t.saddr || l.saddr.is_unspecified();
+        let listener = socks
+            .iter()
+            .filter_map(|s| self.conns.get(s))
+            .find(|l| matches(l))?;
+        listener.owner.map(|o| Owner {
+            source: OwnerSource::Inherited,
+            ..o
+        })
     }
 }
 
@@ -233,6 +652,18 @@ pub(crate) mod tests {
     use super::*;
     use crate::decode::{Comm, TcpState::*};
 
+    pub(crate) fn task(pid: u32, comm: &str) -> Task {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        Task {
+            pid,
+            tid: pid,
+            comm: Comm(c),
+            uid: 1000,
+            cgroup_id: 9,
+        }
+    }
+
     pub(crate) fn tr(
         sock: u64,
         ts: u64,
@@ -255,21 +686,57 @@ pub(crate) mod tests {
             dport,
             old,
             new,
-            pid: 7,
-            tid: 7,
-            comm: Comm::default(),
+            task: task(7, "app"),
             cpu: 0,
         }
     }
 
-    fn run(table: &mut Table, events: &[Transition]) -> Vec<Conn> {
+    pub(crate) fn ctx(
+        sock: Option<u64>,
+        ts: u64,
+        kind: ContextKind,
+        state: Option<TcpState>,
+        value: i32,
+    ) -> Context {
+        Context {
+            kind,
+            ts_ns: ts,
+            sock: sock.map(SockAddr),
+            family: Some(Family::Ipv4),
+            saddr: "127.0.0.1".parse().unwrap(),
+            sport: 40000,
+            daddr: "127.0.0.1".parse().unwrap(),
+            dport: 80,
+            state,
+            value,
+            task: task(0, "swapper/0"),
+            cpu: 0,
+        }
+    }
+
+    /// Feeds transitions and context events in order, then releases everything.
+    pub(crate) fn run(table: &mut Table, events: &[Ev]) -> Vec<Conn> {
         let mut out = Vec::new();
         for e in events {
-            let a = table.apply(e);
-            out.extend(a.superseded);
-            out.extend(a.closed);
+            match e {
+                Ev::T(t) => out.extend(table.apply(t).finished),
+                Ev::C(c) => {
+                    table.context(c);
+                }
+            }
         }
+        out.extend(table.flush());
         out
+    }
+
+    #[derive(Clone)]
+    pub(crate) enum Ev {
+        T(Transition),
+        C(Context),
+    }
+
+    fn ts(evs: &[Transition]) -> Vec<Ev> {
+        evs.iter().cloned().map(Ev::T).collect()
     }
 
     #[test]
@@ -277,13 +744,13 @@ pub(crate) mod tests {
         let mut t = Table::new();
         let done = run(
             &mut t,
-            &[
+            &ts(&[
                 tr(1, 100, Close, SynSent, 0, 8080),
                 tr(1, 150, SynSent, Established, 40000, 8080),
                 tr(1, 1150, Established, FinWait1, 40000, 8080),
                 tr(1, 1160, FinWait1, FinWait2, 40000, 8080),
                 tr(1, 1400, FinWait2, Close, 40000, 8080),
-            ],
+            ]),
         );
         assert_eq!(done.len(), 1);
         let c = &done[0];
@@ -301,8 +768,45 @@ pub(crate) mod tests {
             (100, 1400, 1300)
         );
         assert_eq!((c.sport, c.dport), (40000, 8080));
+        assert_eq!(c.close, Some(CloseClass::Active));
         assert!(!c.incomplete);
         assert!(t.is_empty(), "CLOSE frees the entry");
+    }
+
+    #[test]
+    fn a_closed_record_waits_for_the_grace_period_or_its_time_wait_lookup() {
+        let mut t = Table::new();
+        t.apply(&tr(1, 100, Close, SynSent, 0, 80));
+        t.apply(&tr(1, 200, SynSent, Close, 0, 80));
+        assert!(t.expire(200 + GRACE_NS - 1).is_empty());
+        assert_eq!(t.expire(200 + GRACE_NS).len(), 1);
+
+        // An active closer waits for its TIME_WAIT lookup, up to TIME_WAIT_WAIT_NS.
+        for (s, tw) in [(2, true), (3, false)] {
+            t.apply(&tr(s, 0, Close, SynSent, 0, 80));
+            t.apply(&tr(s, 1, SynSent, Established, 5, 80));
+            t.apply(&tr(s, 2, Established, FinWait1, 5, 80));
+            t.apply(&tr(s, 3, FinWait1, FinWait2, 5, 80));
+            t.apply(&tr(s, 4, FinWait2, Close, 5, 80));
+            if tw {
+                let p: Vec<_> = t.time_wait_pending().collect();
+                assert_eq!((p.len(), p[0].from, p[0].tuple.1), (1, FinWait2, 5));
+                let w = super::TimeWait {
+                    confirmed: true,
+                    expires_ns: Some(60_000_000_004),
+                };
+                t.set_time_wait(SockAddr(s), Some(w));
+                let c = t.expire(4 + GRACE_NS);
+                assert_eq!(c[0].time_wait, Some(w));
+            } else {
+                assert!(
+                    t.expire(4 + GRACE_NS).is_empty(),
+                    "still waiting for the lookup"
+                );
+                let c = t.expire(4 + TIME_WAIT_WAIT_NS);
+                assert_eq!((c.len(), c[0].time_wait), (1, None));
+            }
+        }
     }
 
     #[test]
@@ -336,11 +840,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn owners_come_from_process_context_and_are_inherited_by_accepted_sockets() {
+        let mut t = Table::new();
+        let mut listen = tr(9, 1, Close, Listen, 80, 0);
+        listen.task = task(100, "server");
+        assert_eq!(
+            t.apply(&listen).owner.map(|o| (o.pid, o.source)),
+            Some((100, OwnerSource::Event))
+        );
+        let mut connect = tr(1, 2, Close, SynSent, 0, 80);
+        connect.task = task(200, "client");
+        t.apply(&connect);
+        // Softirq: the task on the CPU is the client, but the owner stays put.
+        let a = t.apply(&tr(1, 3, SynSent, Established, 5000, 80));
+        assert_eq!(a.owner.map(|o| o.pid), Some(200));
+        let mut child = tr(2, 4, Listen, SynRecv, 80, 5000);
+        child.task = task(200, "client");
+        let a = t.apply(&child);
+        let o = a.owner.unwrap();
+        assert_eq!(
+            (o.pid, o.comm.as_str().into_owned(), o.source),
+            (100, "server".into(), OwnerSource::Inherited)
+        );
+        t.apply(&tr(2, 5, SynRecv, Established, 80, 5000));
+        // The server's own close confirms it (a worker process may be the real owner).
+        let mut close = tr(2, 6, Established, FinWait1, 80, 5000);
+        close.task = task(101, "worker");
+        let o = t.apply(&close).owner.unwrap();
+        assert_eq!((o.pid, o.source), (101, OwnerSource::Event));
+    }
+
+    #[test]
     fn server_closing_first_and_listener() {
         let mut t = Table::new();
         let done = run(
             &mut t,
-            &[
+            &ts(&[
                 tr(9, 1, Close, Listen, 80, 0),
                 tr(2, 10, Listen, SynRecv, 80, 5000),
                 tr(2, 20, SynRecv, Established, 80, 5000),
@@ -348,16 +883,169 @@ pub(crate) mod tests {
                 tr(2, 40, CloseWait, LastAck, 80, 5000),
                 tr(2, 50, LastAck, Close, 80, 5000),
                 tr(9, 60, Listen, Close, 80, 0),
-            ],
+            ]),
         );
-        assert_eq!(done[0].role, Role::Server);
+        let server = done.iter().find(|c| c.role == Role::Server).unwrap();
         assert_eq!(
-            done[0].states,
+            server.states,
             [Listen, SynRecv, Established, CloseWait, LastAck, Close]
         );
-        assert_eq!(done[1].role, Role::Listener);
-        assert_eq!(done[1].states, [Close, Listen, Close]);
-        assert_eq!(done[1].lifetime_ns(), 59);
+        assert_eq!(server.close, Some(CloseClass::Passive));
+        let listener = done.iter().find(|c| c.role == Role::Listener).unwrap();
+        assert_eq!(listener.states, [Close, Listen, Close]);
+        assert_eq!(listener.lifetime_ns(), 59);
+        assert_eq!(listener.close, Some(CloseClass::ListenerClosed));
+    }
+
+    fn classify(events: &[Ev]) -> Conn {
+        let mut t = Table::new();
+        let mut done = run(&mut t, events);
+        assert_eq!(done.len(), 1, "{done:#?}");
+        done.remove(0)
+    }
+
+    #[test]
+    fn close_classes_from_recorded_sequences() {
+        use ContextKind::*;
+        let est = |s| {
+            vec![
+                Ev::T(tr(s, 1, Close, SynSent, 0, 80)),
+                Ev::T(tr(s, 2, SynSent, Established, 40000, 80)),
+            ]
+        };
+        let cases: Vec<(Vec<Ev>, CloseClass)> = vec![
+            // Refused: RST in SYN_SENT (receive_reset before the CLOSE, error report after).
+            (
+                vec![
+                    Ev::T(tr(1, 1, Close, SynSent, 0, 80)),
+                    Ev::C(ctx(Some(1), 2, ReceiveReset, None, 0)),
+                    Ev::T(tr(1, 2, SynSent, Close, 40000, 80)),
+                    Ev::C(ctx(None, 3, Error, None, ECONNREFUSED)),
+                ],
+                CloseClass::Refused,
+            ),
+            // Timeout: SYN retransmits, then ETIMEDOUT.
+            (
+                vec![
+                    Ev::T(tr(1, 1, Close, SynSent, 0, 80)),
+                    Ev::C(ctx(Some(1), 2, Retransmit, Some(SynSent), 0)),
+                    Ev::C(ctx(Some(1), 3, Retransmit, Some(SynSent), 0)),
+                    Ev::T(tr(1, 4, SynSent, Close, 40000, 80)),
+                    Ev::C(ctx(None, 5, Error, None, ETIMEDOUT)),
+                ],
+                CloseClass::Timeout,
+            ),
+            // Reset sent: SO_LINGER 0 close (the RST may come right after the CLOSE).
+            (
+                [
+                    est(1),
+                    vec![
+                        Ev::T(tr(1, 3, Established, Close, 40000, 80)),
+                        Ev::C(ctx(Some(1), 4, SendReset, Some(Close), 0)),
+                    ],
+                ]
+                .concat(),
+                CloseClass::ResetSent,
+            ),
+            // Reset received.
+            (
+                [
+                    est(1),
+                    vec![
+                        Ev::C(ctx(Some(1), 3, ReceiveReset, None, 0)),
+                        Ev::T(tr(1, 3, Established, Close, 40000, 80)),
+                    ],
+                ]
+                .concat(),
+                CloseClass::ResetReceived,
+            ),
+            // Simultaneous close.
+            (
+                [
+                    est(1),
+                    ts(&[
+                        tr(1, 3, Established, FinWait1, 40000, 80),
+                        tr(1, 4, FinWait1, Closing, 40000, 80),
+                        tr(1, 5, Closing, Close, 40000, 80),
+                    ]),
+                ]
+                .concat(),
+                CloseClass::Simultaneous,
+            ),
+            // Passive.
+            (
+                [
+                    est(1),
+                    ts(&[
+                        tr(1, 3, Established, CloseWait, 40000, 80),
+                        tr(1, 4, CloseWait, LastAck, 40000, 80),
+                        tr(1, 5, LastAck, Close, 40000, 80),
+                    ]),
+                ]
+                .concat(),
+                CloseClass::Passive,
+            ),
+            // Orphaned FIN_WAIT2 given up: the kernel sends a RST and closes.
+            (
+                [
+                    est(1),
+                    vec![
+                        Ev::T(tr(1, 3, Established, FinWait1, 40000, 80)),
+                        Ev::T(tr(1, 4, FinWait1, FinWait2, 40000, 80)),
+                        Ev::C(ctx(Some(1), 60_000_000_004, SendReset, Some(FinWait2), 0)),
+                        Ev::T(tr(1, 60_000_000_004, FinWait2, Close, 40000, 80)),
+                    ],
+                ]
+                .concat(),
+                CloseClass::OrphanTimeout,
+            ),
+            // A connect() abandoned without any answer or error: unknown.
+            (
+                ts(&[
+                    tr(1, 1, Close, SynSent, 0, 80),
+                    tr(1, 2, SynSent, Close, 0, 80),
+                ]),
+                CloseClass::Unknown,
+            ),
+        ];
+        for (events, want) in cases {
+            let c = classify(&events);
+            assert_eq!(c.close, Some(want), "{:?}", c.states);
+        }
+    }
+
+    #[test]
+    fn context_events_are_kept_counted_and_bounded() {
+        use ContextKind::*;
+        let mut t = Table::new();
+        t.apply(&tr(1, 1, Close, SynSent, 0, 80));
+        for i in 0..(MAX_EVENTS_PER_CONN as u64 + 5) {
+            t.context(&ctx(Some(1), 2 + i, Retransmit, Some(SynSent), 0));
+        }
+        let c = t.open().next().unwrap();
+        assert_eq!((c.notes.len(), c.notes_dropped), (MAX_EVENTS_PER_CONN, 5));
+        assert_eq!((c.retransmits, c.syn_retransmits), (69, 69));
+        // Unknown socket, no tuple match: not attached.
+        assert_eq!(t.context(&ctx(Some(99), 1, Destroy, None, 0)), None);
+    }
+
+    #[test]
+    fn error_reports_find_an_accepted_socket_by_tuple() {
+        let mut t = Table::new();
+        t.apply(&tr(2, 1, Listen, SynRecv, 80, 40000));
+        let mut e = ctx(None, 3, ContextKind::Error, None, 104);
+        (e.sport, e.dport) = (80, 40000);
+        t.context(&e);
+        assert_eq!(t.open().next().unwrap().error, Some(104));
+    }
+
+    #[test]
+    fn error_reports_find_their_socket_by_tuple() {
+        let mut t = Table::new();
+        t.apply(&tr(1, 1, Close, SynSent, 0, 80));
+        t.apply(&tr(1, 2, SynSent, Established, 40000, 80));
+        t.context(&ctx(None, 3, ContextKind::Error, None, 104));
+        assert_eq!(t.open().next().unwrap().error, Some(104));
     }
 
     #[test]
@@ -365,12 +1053,12 @@ pub(crate) mod tests {
         let mut t = Table::new();
         let done = run(
             &mut t,
-            &[
+            &ts(&[
                 tr(5, 1, Close, SynSent, 0, 80),
                 tr(5, 2, SynSent, Close, 0, 80),
                 tr(5, 3, Close, Listen, 81, 0),
                 tr(5, 4, Listen, Close, 81, 0),
-            ],
+            ]),
         );
         assert_eq!(done.len(), 2);
         assert_eq!((done[0].role, done[1].role), (Role::Client, Role::Listener));
@@ -384,7 +1072,7 @@ pub(crate) mod tests {
         t.apply(&tr(5, 2, SynSent, Established, 1, 80));
         // The socket's CLOSE was lost; a new socket at the same address connects.
         let a = t.apply(&tr(5, 9, Close, SynSent, 0, 443));
-        let old = a.superseded.expect("old connection reported");
+        let old = &a.finished[0];
         assert!(old.incomplete);
         assert_eq!(old.states, [Close, SynSent, Established]);
         let new = t.open().next().unwrap();
@@ -405,7 +1093,8 @@ pub(crate) mod tests {
             Some(5)
         );
         t.apply(&tr(1, 40, FinWait1, FinWait2, 1, 80));
-        let c = t.apply(&tr(1, 50, FinWait2, Close, 1, 80)).closed.unwrap();
+        t.apply(&tr(1, 50, FinWait2, Close, 1, 80));
+        let c = t.flush().remove(0);
         assert_eq!(
             c.states,
             [Close, SynSent, Established, FinWait1, FinWait2, Close]

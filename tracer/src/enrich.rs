@@ -1,0 +1,255 @@
+//! What the tracepoints cannot tell, from netlink sock_diag: TIME_WAIT.
+//!
+//! The kernel hands an active closer over to a separate timewait socket and reports
+//! FIN_WAIT2 → CLOSE (or CLOSING → CLOSE) on the original, so TIME_WAIT never appears on
+//! `sock:inet_sock_set_state`. When such a socket closes, tracer looks its 4-tuple up in the
+//! kernel's TIME_WAIT table (one sock_diag dump per batch, both families), reports
+//! `→ TIME_WAIT` with the timer's expiry, and `TIME_WAIT → CLOSE` once the timewait socket is
+//! gone. Cost is bounded: dumps are rate-limited (less often when the table is large) and
+//! at most [`MAX_TRACKED`] timewait sockets are followed to their end.
+use std::{collections::HashMap, io, time::Duration};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+
+use crate::{
+    decode::TcpState,
+    output::{DiagTransition, Sink},
+    table::{Table, TimeWait, Tuple},
+};
+
+/// Timewait sockets followed until they end; beyond this only their start is reported.
+pub const MAX_TRACKED: usize = 65_536;
+
+/// A netlink sock_diag socket.
+pub struct SockDiag {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+/// Offset of `idiag_expires` (u32, milliseconds) in `struct inet_diag_msg`: after family,
+/// state, timer, retrans (4 × u8) and `struct inet_diag_sockid` (48 bytes). The sock_diag crate
+/// parses the message but drops the TIME_WAIT timer's value, which is what we need here.
+const IDIAG_EXPIRES: usize = 4 + 48;
+/// Size of `struct nlmsghdr`.
+const NLMSG_HDR: usize = 16;
+
+impl SockDiag {
+    pub fn new() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Self {
+            socket,
+            seq: 0,
+            buf: vec![0; 64 << 10],
+        })
+    }
+
+    /// Every TCP socket in TIME_WAIT: local/remote tuple → milliseconds left on its timer.
+    pub fn time_wait(&mut self) -> io::Result<HashMap<Tuple, u32>> {
+        let mut out = HashMap::new();
+        for family in [AF_INET, AF_INET6] {
+            self.dump(family, StateFlags::TIME_WAIT, |id, expires_ms| {
+                out.insert(
+                    (
+                        id.source_address,
+                        id.source_port,
+                        id.destination_address,
+                        id.destination_port,
+                    ),
+                    expires_ms,
+                );
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn dump(
+        &mut self,
+        family: u8,
+        states: StateFlags,
+        mut f: impl FnMut(&SocketId, u32),
+    ) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        hdr.sequence_number = self.seq;
+        let socket_id = if family == AF_INET {
+            SocketId::new_v4()
+        } else {
+            SocketId::new_v6()
+        };
+        let mut req = NetlinkMessage::new(
+            hdr,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states,
+                socket_id,
+            })
+            .into(),
+        );
+        req.finalize();
+        let mut out = vec![0; req.buffer_len()];
+        req.serialize(&mut out);
+        self.socket.send(&out, 0)?;
+        loop {
+            let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let mut off = 0;
+            while off < n {
+                let bytes = &self.buf[off..n];
+                let msg = NetlinkMessage::<SockDiagMessage>::deserialize(bytes).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {e}"))
+                })?;
+                let len = msg.header.length as usize;
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => {
+                        return Err(io::Error::other(format!("sock_diag: {e:?}")));
+                    }
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                        let at = NLMSG_HDR + IDIAG_EXPIRES;
+                        let expires = bytes
+                            .get(at..at + 4)
+                            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        f(&r.header.socket_id, expires);
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+}
+
+struct Tracked {
+    end: DiagTransition,
+}
+
+/// Confirms active closers' TIME_WAIT and follows it to its end.
+pub struct TimeWaitTracker {
+    diag: SockDiag,
+    last_dump_ns: Option<u64>,
+    /// How many timewait sockets the last dump returned (sets the dump rate).
+    last_size: usize,
+    tracked: HashMap<Tuple, Tracked>,
+    /// Timewait sockets confirmed but not followed (over [`MAX_TRACKED`]).
+    pub untracked: u64,
+}
+
+impl TimeWaitTracker {
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            diag: SockDiag::new()?,
+            last_dump_ns: None,
+            last_size: 0,
+            tracked: HashMap::new(),
+            untracked: 0,
+        })
+    }
+
+    /// Timewait sockets still followed (at exit: still in TIME_WAIT).
+    pub fn tracked(&self) -> usize {
+        self.tracked.len()
+    }
+
+    fn min_interval(&self) -> Duration {
+        // A TIME_WAIT storm makes each dump large: look less often, still within ~1 s.
+        if self.last_size > 10_000 {
+            Duration::from_millis(900)
+        } else {
+            Duration::from_millis(50)
+        }
+    }
+
+    /// Looks up pending closers and ends of followed timewait sockets, when due.
+    pub fn poll<S: Sink>(
+        &mut self,
+        now_ns: u64,
+        table: &mut Table,
+        sink: &mut S,
+    ) -> io::Result<()> {
+        let pending: Vec<_> = table.time_wait_pending().collect();
+        let since = self.last_dump_ns.map(|l| now_ns.saturating_sub(l));
+        let due = match since {
+            None => true,
+            Some(s) if !pending.is_empty() => s >= self.min_interval().as_nanos() as u64,
+            Some(s) => !self.tracked.is_empty() && s >= 1_000_000_000,
+        };
+        if !due || (pending.is_empty() && self.tracked.is_empty()) {
+            return Ok(());
+        }
+        let tw = self.diag.time_wait()?;
+        self.last_dump_ns = Some(now_ns);
+        self.last_size = tw.len();
+        for p in pending {
+            let found = tw.get(&p.tuple).copied();
+            let confirmed = found.map(|ms| TimeWait {
+                confirmed: true,
+                expires_ns: Some(now_ns + u64::from(ms) * 1_000_000),
+            });
+            table.set_time_wait(
+                p.sock,
+                confirmed.or(Some(TimeWait {
+                    confirmed: false,
+                    expires_ns: None,
+                })),
+            );
+            let Some(TimeWait { expires_ns, .. }) = confirmed else {
+                continue;
+            };
+            let (saddr, sport, daddr, dport) = p.tuple;
+            let start = DiagTransition {
+                ts_ns: now_ns,
+                sock: p.sock,
+                family: p.family,
+                saddr,
+                sport,
+                daddr,
+                dport,
+                old: p.from,
+                new: TcpState::TimeWait,
+                expires_ns,
+                owner: p.owner,
+            };
+            sink.diag_transition(&start)?;
+            if self.tracked.len() < MAX_TRACKED {
+                let end = DiagTransition {
+                    old: TcpState::TimeWait,
+                    new: TcpState::Close,
+                    expires_ns: None,
+                    ..start
+                };
+                self.tracked.insert(p.tuple, Tracked { end });
+            } else {
+                self.untracked += 1;
+            }
+        }
+        let gone: Vec<Tuple> = self
+            .tracked
+            .keys()
+            .filter(|t| !tw.contains_key(t))
+            .copied()
+            .collect();
+        for t in gone {
+            if let Some(mut tr) = self.tracked.remove(&t) {
+                tr.end.ts_ns = now_ns;
+                sink.diag_transition(&tr.end)?;
+            }
+        }
+        Ok(())
+    }
+}
