@@ -1,4 +1,5 @@
-//! What the tracepoints cannot tell, from netlink sock_diag: TIME_WAIT.
+//! What the tracepoints cannot tell, from netlink sock_diag and /proc: TIME_WAIT, and the
+//! owners of sockets whose history the tracer did not see.
 //!
 //! The kernel hands an active closer over to a separate timewait socket and reports
 //! FIN_WAIT2 → CLOSE (or CLOSING → CLOSE) on the original, so TIME_WAIT never appears on
@@ -15,14 +16,14 @@ use netlink_packet_core::{
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::{
-    decode::TcpState,
+    decode::{Comm, TcpState},
     output::{DiagTransition, Sink},
-    table::{Table, TimeWait, Tuple},
+    table::{Owner, OwnerSource, Table, TimeWait, Tuple},
 };
 
 /// Timewait sockets followed until they end; beyond this only their start is reported.
@@ -58,16 +59,22 @@ impl SockDiag {
     pub fn time_wait(&mut self) -> io::Result<HashMap<Tuple, u32>> {
         let mut out = HashMap::new();
         for family in [AF_INET, AF_INET6] {
-            self.dump(family, StateFlags::TIME_WAIT, |id, expires_ms| {
-                out.insert(
-                    (
-                        id.source_address,
-                        id.source_port,
-                        id.destination_address,
-                        id.destination_port,
-                    ),
-                    expires_ms,
-                );
+            self.dump(family, StateFlags::TIME_WAIT, |h, expires_ms| {
+                out.insert(tuple(&h.socket_id), expires_ms);
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Every TCP socket but timewait ones: tuple → (socket inode, owner uid).
+    pub fn inodes(&mut self) -> io::Result<HashMap<Tuple, (u32, u32)>> {
+        let mut out = HashMap::new();
+        let states = StateFlags::all() - StateFlags::TIME_WAIT;
+        for family in [AF_INET, AF_INET6] {
+            self.dump(family, states.clone(), |h, _| {
+                if h.inode != 0 {
+                    out.insert(tuple(&h.socket_id), (h.inode, h.uid));
+                }
             })?;
         }
         Ok(out)
@@ -77,7 +84,7 @@ impl SockDiag {
         &mut self,
         family: u8,
         states: StateFlags,
-        mut f: impl FnMut(&SocketId, u32),
+        mut f: impl FnMut(&InetResponseHeader, u32),
     ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut hdr = NetlinkHeader::default();
@@ -122,7 +129,7 @@ impl SockDiag {
                         let expires = bytes
                             .get(at..at + 4)
                             .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        f(&r.header.socket_id, expires);
+                        f(&r.header, expires);
                     }
                     _ => {}
                 }
@@ -133,6 +140,15 @@ impl SockDiag {
             }
         }
     }
+}
+
+fn tuple(id: &SocketId) -> Tuple {
+    (
+        id.source_address,
+        id.source_port,
+        id.destination_address,
+        id.destination_port,
+    )
 }
 
 struct Tracked {
@@ -251,5 +267,164 @@ impl TimeWaitTracker {
             }
         }
         Ok(())
+    }
+}
+
+/// Finds the owners of sockets the tracer saw no process-context event for (older than the
+/// tracer, or accepted from a listener it never saw), as `ss -p` does: the socket's inode from
+/// sock_diag, then the process holding `socket:[inode]` among /proc/<pid>/fd. A /proc scan is
+/// costly, so it runs at most once a second, only when such sockets exist, for at most
+/// [`MAX_LOOKUPS`] of them, and gives up on a socket after [`MAX_TRIES`] rounds.
+pub struct OwnerResolver {
+    diag: SockDiag,
+    last_ns: Option<u64>,
+}
+
+pub const MAX_LOOKUPS: usize = 4096;
+pub const MAX_TRIES: u8 = 3;
+
+impl OwnerResolver {
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            diag: SockDiag::new()?,
+            last_ns: None,
+        })
+    }
+
+    pub fn poll(&mut self, now_ns: u64, table: &mut Table) -> io::Result<()> {
+        if self
+            .last_ns
+            .is_some_and(|l| now_ns.saturating_sub(l) < 1_000_000_000)
+        {
+            return Ok(());
+        }
+        let wanted: Vec<_> = table.unowned(MAX_TRIES).take(MAX_LOOKUPS).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.last_ns = Some(now_ns);
+        let inodes = self.diag.inodes()?;
+        let mut want_inodes = HashMap::new();
+        for (sock, t) in &wanted {
+            if let Some(&(inode, uid)) = inodes.get(t) {
+                want_inodes.insert(inode, (*sock, uid));
+            }
+        }
+        let found = procfs_owners(&want_inodes.keys().copied().collect());
+        for (sock, _) in &wanted {
+            table.owner_lookup_tried(*sock);
+        }
+        for (inode, (sock, uid)) in want_inodes {
+            if let Some(p) = found.get(&inode) {
+                table.set_owner(
+                    sock,
+                    Owner {
+                        pid: p.pid,
+                        comm: p.comm,
+                        uid,
+                        cgroup_id: p.cgroup_id,
+                        source: OwnerSource::Procfs,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A process found holding a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcOwner {
+    pub pid: u32,
+    pub comm: Comm,
+    pub cgroup_id: u64,
+}
+
+/// Scans /proc/<pid>/fd for `socket:[inode]` links: inode → the lowest pid holding it.
+pub fn procfs_owners(inodes: &std::collections::HashSet<u32>) -> HashMap<u32, ProcOwner> {
+    let mut out: HashMap<u32, ProcOwner> = HashMap::new();
+    if inodes.is_empty() {
+        return out;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut pids: Vec<u32> = procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("socket:["))
+                .and_then(|l| l.strip_suffix(']'))
+                .and_then(|l| l.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if inodes.contains(&inode) && !out.contains_key(&inode) {
+                out.insert(
+                    inode,
+                    ProcOwner {
+                        pid,
+                        comm: proc_comm(pid),
+                        cgroup_id: proc_cgroup_id(pid),
+                    },
+                );
+            }
+        }
+        if out.len() == inodes.len() {
+            break;
+        }
+    }
+    out
+}
+
+fn proc_comm(pid: u32) -> Comm {
+    let mut c = [0u8; 16];
+    if let Ok(s) = std::fs::read(format!("/proc/{pid}/comm")) {
+        let s = s.strip_suffix(b"\n").unwrap_or(&s);
+        let n = s.len().min(15);
+        c[..n].copy_from_slice(&s[..n]);
+    }
+    Comm(c)
+}
+
+/// The cgroup v2 id of a process: the inode of its cgroup directory (what
+/// `bpf_get_current_cgroup_id()` returns); 0 if unknown.
+fn proc_cgroup_id(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(|path| std::fs::metadata(format!("/sys/fs/cgroup{path}")).ok())
+        .map_or(0, |m| m.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn procfs_finds_this_process_sockets() {
+        use std::os::unix::fs::MetadataExt as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino() as u32;
+        let found = procfs_owners(&[inode].into_iter().collect());
+        let me = found.get(&inode).expect("our own socket is found");
+        assert_eq!(me.pid, std::process::id());
+        assert!(!me.comm.as_str().is_empty());
     }
 }

@@ -22,7 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     cli::{Args, ColorChoice, Output},
     decode::{Decoded, decode},
-    enrich::TimeWaitTracker,
+    enrich::{OwnerResolver, TimeWaitTracker},
     output::{Json, LostCause, Sink, Text, WallClock, monotonic_ns},
     source::{Live, LiveOptions, Totals},
     table::Table,
@@ -41,6 +41,8 @@ pub struct Pipeline<S: Sink> {
     pub decode_errors: u64,
     /// TIME_WAIT from sock_diag; `None` with --no-timewait (or after it failed).
     pub time_wait: Option<TimeWaitTracker>,
+    /// Owners from sock_diag + /proc for sockets without a process-context event.
+    pub owners: Option<OwnerResolver>,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -53,6 +55,7 @@ impl<S: Sink> Pipeline<S> {
             connections: 0,
             decode_errors: 0,
             time_wait,
+            owners: None,
         }
     }
 
@@ -85,8 +88,15 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
-    /// After a batch: TIME_WAIT lookups, then the connections whose records are complete.
+    /// After a batch: owner and TIME_WAIT lookups, then the connections whose records are
+    /// complete.
     pub fn settle(&mut self, now_ns: u64) -> io::Result<()> {
+        if let Some(o) = &mut self.owners
+            && let Err(e) = o.poll(now_ns, &mut self.table)
+        {
+            eprintln!("tracer: owner lookups via sock_diag and /proc stopped: {e}");
+            self.owners = None;
+        }
         if let Some(tw) = &mut self.time_wait
             && let Err(e) = tw.poll(now_ns, &mut self.table, &mut self.sink)
         {
@@ -215,6 +225,15 @@ async fn trace<S: Sink>(
     mut pipe: Pipeline<S>,
 ) -> anyhow::Result<ExitCode> {
     let mut live = Live::start(opts)?;
+    pipe.owners = match OwnerResolver::new() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            eprintln!(
+                "tracer: owners of sockets older than the tracer will not be resolved: sock_diag unavailable ({e})"
+            );
+            None
+        }
+    };
     if live.mounted_tracefs {
         eprintln!("tracer: tracefs was not mounted; mounted it at /sys/kernel/tracing");
     }
@@ -334,11 +353,10 @@ fn drain<S: Sink>(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     pipe: &mut Pipeline<S>,
 ) -> io::Result<()> {
-    let mut any = false;
     while let Some(item) = ring.next() {
-        any = true;
         pipe.record(&item)?;
     }
     pipe.settle(monotonic_ns())?;
-    if any { pipe.sink.flush() } else { Ok(()) }
+    // Records released by `settle` (grace period over) must show now, not at the next event.
+    pipe.sink.flush()
 }

@@ -270,6 +270,10 @@ impl<W: Write> Sink for Text<W> {
     }
 
     fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        if c.kind == ContextKind::Destroy {
+            // One per socket, right after its CLOSE: shown in the timeline block, not here.
+            return Ok(());
+        }
         self.header()?;
         let prefix = self.prefix(
             c.ts_ns,

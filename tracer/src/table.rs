@@ -206,6 +206,8 @@ pub struct Conn {
     pub time_wait: Option<TimeWait>,
     /// An active closer waiting for its TIME_WAIT lookup.
     pub time_wait_pending: bool,
+    /// /proc owner lookups tried for this socket (it had no owner).
+    pub owner_lookups: u8,
 }
 
 impl Conn {
@@ -406,6 +408,30 @@ impl Table {
             })
     }
 
+    /// Open sockets with no known owner and a complete tuple, tried fewer than `max_tries`
+    /// times: candidates for a /proc lookup.
+    pub fn unowned(&self, max_tries: u8) -> impl Iterator<Item = (SockAddr, Tuple)> + '_ {
+        self.conns
+            .values()
+            .filter(move |c| c.owner.is_none() && c.owner_lookups < max_tries)
+            .filter_map(|c| Some((c.sock, c.tuple()?)))
+    }
+
+    pub fn owner_lookup_tried(&mut self, sock: SockAddr) {
+        if let Some(c) = self.conns.get_mut(&sock) {
+            c.owner_lookups = c.owner_lookups.saturating_add(1);
+        }
+    }
+
+    /// An owner found outside the events (/proc); never replaces one learned from events.
+    pub fn set_owner(&mut self, sock: SockAddr, owner: Owner) {
+        if let Some(c) = self.conns.get_mut(&sock)
+            && c.owner.is_none()
+        {
+            c.owner = Some(owner);
+        }
+    }
+
     /// The result of a TIME_WAIT lookup for a closed socket.
     pub fn set_time_wait(&mut self, sock: SockAddr, tw: Option<TimeWait>) {
         if let Some((_, c)) = self.closing.get_mut(&sock) {
@@ -498,6 +524,7 @@ impl Table {
                         close: None,
                         time_wait: None,
                         time_wait_pending: false,
+                        owner_lookups: 0,
                     },
                 );
             }

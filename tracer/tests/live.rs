@@ -676,3 +676,53 @@ fn ipv4_reset() {
 fn ipv6_reset() {
     reset(true);
 }
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn owner_of_a_socket_older_than_the_tracer_comes_from_proc() {
+    // A connection established before the tracer starts: the server side's later
+    // transitions all run in softirq, so its owner can only come from sock_diag + /proc.
+    let (listener, addr) = bound(false);
+    listener.listen(1).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let client = TcpStream::connect(addr).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let t = Tracer::start(&["-o", "json", "-p", &addr.port().to_string()]);
+    client.shutdown(std::net::Shutdown::Write).unwrap(); // server: ESTABLISHED -> CLOSE_WAIT
+    thread::sleep(Duration::from_millis(1500)); // one owner-lookup round
+    let client = Socket::from(client);
+    client.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client); // RST: server CLOSE_WAIT -> CLOSE, in softirq
+    t.wait_json(1, |v| {
+        v["type"] == "connection" && v["states"][0] == "ESTABLISHED" && v["sport"] == addr.port()
+    });
+    let (status, out, _) = t.stop();
+    assert!(status.success());
+    drop(server);
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let server = records
+        .iter()
+        .find(|v| v["type"] == "connection" && v["sport"] == addr.port())
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(states(server), ["ESTABLISHED", "CLOSE_WAIT", "CLOSE"]);
+    assert_eq!(
+        (server["role"].as_str(), server["incomplete"].as_bool()),
+        (Some("unknown"), Some(true))
+    );
+    assert_eq!(server["close"], "reset_received");
+    assert_eq!(
+        server["owner"]["pid"].as_u64(),
+        Some(std::process::id().into()),
+        "{server}"
+    );
+    assert_eq!(server["owner"]["source"], "procfs");
+    // Its first transition happened before the lookup: no owner yet, said as null.
+    let first = records
+        .iter()
+        .find(|v| v["type"] == "transition" && v["sock"] == server["sock"])
+        .unwrap();
+    assert!(first["owner"].is_null(), "{first}");
+}
