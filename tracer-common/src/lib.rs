@@ -42,8 +42,11 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU [`super::Counters`], one entry per program, indexed by its kind.
     pub const COUNTERS: &str = "COUNTERS";
-    /// Hash set of ports (`u16` → `u8`) for `--port`.
+    /// Ports (`u16` → [`super::PORT_LOCAL`] | [`super::PORT_REMOTE`]) for `--port`,
+    /// `--lport`, `--rport`.
     pub const PORTS: &str = "PORTS";
+    /// LPM trie of address prefixes ([`super::AddrKey`] → `u8`) for `--addr`.
+    pub const ADDRS: &str = "ADDRS";
     /// Program reading the record at the compile-time offsets of [`super::layout`].
     pub const PROG_FAST: &str = "inet_sock_set_state";
     /// Program reading the record at the offsets given in [`super::RuntimeLayout`].
@@ -192,10 +195,21 @@ pub struct Config {
     pub wakeup_bytes: u64,
     /// 0: any family; otherwise only this one (`AF_INET` / `AF_INET6`).
     pub family: u16,
-    /// Non-zero: only events whose local or remote port is in the `PORTS` map pass.
+    /// Non-zero: only events whose local port is in `PORTS` with [`PORT_LOCAL`] set, or
+    /// whose remote port is with [`PORT_REMOTE`], pass.
     pub filter_ports: u8,
-    pub _pad: [u8; 5],
+    /// Non-zero: only events whose local or remote address is in the `ADDRS` trie pass.
+    pub filter_addrs: u8,
+    pub _pad: [u8; 4],
 }
+
+/// `PORTS` value bit: the port may be the local one.
+pub const PORT_LOCAL: u8 = 1;
+/// `PORTS` value bit: the port may be the remote one.
+pub const PORT_REMOTE: u8 = 2;
+
+/// Key data of the `ADDRS` LPM trie: an IPv6 address, IPv4 as `::ffff:a.b.c.d`.
+pub type AddrKey = [u8; 16];
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
 /// Where the portable program finds each field, read from the running kernel's

@@ -26,12 +26,13 @@ use aya_ebpf::{
         },
     },
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, Config, Counters, CtxLayout, Event, IPPROTO_TCP, RuntimeLayout, kind, layout,
+    AF_INET, AddrKey, Config, Counters, CtxLayout, Event, IPPROTO_TCP, PORT_LOCAL, PORT_REMOTE,
+    RuntimeLayout, kind, layout,
 };
 
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes not yet consumed.
@@ -44,16 +45,21 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(kind::COUNT as u32, 0);
 
-/// Ports of `--port`; the loader sizes it to the number of ports.
+/// Ports of `--port`/`--lport`/`--rport`; the loader sizes it to the number of ports.
 #[map]
 static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1, 0);
+
+/// Address prefixes of `--addr`; the loader sizes it to the number of prefixes.
+#[map]
+static ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static CONFIG: Global<Config> = Global::new(Config {
     wakeup_bytes: 0,
     family: 0,
     filter_ports: 0,
-    _pad: [0; 5],
+    filter_addrs: 0,
+    _pad: [0; 4],
 });
 
 #[unsafe(no_mangle)]
@@ -165,13 +171,40 @@ struct Fields {
     value: i32,
 }
 
-/// The user's filters, shared by every program so filtered-out events cost nothing more.
+/// The family and port filters, shared by every program: checked before anything else is
+/// read, so filtered-out events cost as little as possible.
 #[inline(always)]
 fn passes(cfg: &Config, family: u16, sport: u16, dport: u16) -> bool {
     if cfg.family != 0 && cfg.family != family {
         return false;
     }
-    cfg.filter_ports == 0 || PORTS.get_ptr(sport).is_some() || PORTS.get_ptr(dport).is_some()
+    if cfg.filter_ports == 0 {
+        return true;
+    }
+    // SAFETY: the map values are plain u8s, only read here and written by the loader.
+    let flag = |port: u16| unsafe { PORTS.get(port) }.copied().unwrap_or(0);
+    flag(sport) & PORT_LOCAL != 0 || flag(dport) & PORT_REMOTE != 0
+}
+
+/// The address filter (`--addr`): either side's address in one of the prefixes.
+#[inline(always)]
+fn addr_passes(cfg: &Config, family: u16, saddr: &[u64; 2], daddr: &[u64; 2]) -> bool {
+    if cfg.filter_addrs == 0 {
+        return true;
+    }
+    let key = |a: &[u64; 2]| -> AddrKey {
+        // SAFETY: two u64 words are 16 plain bytes, in memory order.
+        let bytes = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(*a) };
+        if family == AF_INET {
+            // IPv4 as ::ffff:a.b.c.d, the form the loader stores IPv4 prefixes in.
+            [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, bytes[0], bytes[1], bytes[2], bytes[3],
+            ]
+        } else {
+            bytes
+        }
+    };
+    ADDRS.get(Key::new(128, key(saddr))).is_some() || ADDRS.get(Key::new(128, key(daddr))).is_some()
 }
 
 /// Reads a transition, applies the filters, and emits it. `Err` means a field could not be
@@ -201,6 +234,9 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout) -> Result<(), ()> {
             ],
         )
     };
+    if !addr_passes(&cfg, family, &saddr, &daddr) {
+        return Ok(());
+    }
     let oldstate: i32 = rec.read(l.oldstate)?;
     let newstate: i32 = rec.read(l.newstate)?;
     emit(
@@ -412,7 +448,7 @@ fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32) -> Result<(), ()> {
         }
     }
     let cfg = CONFIG.load();
-    if !passes(&cfg, family, sport, dport) {
+    if !passes(&cfg, family, sport, dport) || !addr_passes(&cfg, family, &saddr, &daddr) {
         return Ok(());
     }
     let state = opt::<i32>(rec, l.state)?.unwrap_or(0);

@@ -2,7 +2,12 @@
 //! exits with code 2 and names the bad value.
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    decode::{Family, TcpState},
+    filter::{Cidr, Filter},
+};
 
 const ABOUT: &str = "Show the Linux kernel's TCP state machine live: every state transition, per-connection timelines.";
 
@@ -37,66 +42,158 @@ Examples:
   tracer -p 8080                 only connections with port 8080 on either side
   tracer -o json -p 443 -p 80    JSON Lines, ports 443 and 80
   tracer -6 --duration 30s       IPv6 only, stop after 30 seconds
-  tracer -o json | jq 'select(.type==\"connection\")'   finished connections only";
+  tracer -o json | jq 'select(.type==\"connection\")'   finished connections only
+  tracer stuck 30s               only connections stuck 30 s or more, with their owners
+  tracer --stuck 2m --state CLOSE_WAIT -p 8080    CLOSE_WAIT leaks on port 8080
+  tracer --addr 10.0.0.0/8 --rport 443            outgoing HTTPS to 10/8";
 
 #[derive(Debug, Parser)]
 #[command(name = "tracer", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Output format: `text` for people, `json` for JSON Lines (one object per line).
-    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    #[arg(global = true, short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 
     /// Only sockets with this port on either side (repeatable). Filtered in the kernel.
-    #[arg(short, long = "port", value_name = "PORT", value_parser = parse_port)]
+    #[arg(global = true, short, long = "port", value_name = "PORT", value_parser = parse_port)]
     pub ports: Vec<u16>,
 
+    /// Only sockets with this local port (repeatable). Filtered in the kernel. A client's
+    /// first transition (CLOSE -> SYN_SENT) has local port 0 and does not match.
+    #[arg(global = true, long = "lport", value_name = "PORT", value_parser = parse_port)]
+    pub lports: Vec<u16>,
+
+    /// Only sockets with this remote port (repeatable). Filtered in the kernel.
+    #[arg(global = true, long = "rport", value_name = "PORT", value_parser = parse_port)]
+    pub rports: Vec<u16>,
+
+    /// Only sockets whose local or remote address is in this prefix (repeatable):
+    /// `10.0.0.0/8`, `fd00::/8`, `127.0.0.1`. Filtered in the kernel.
+    #[arg(global = true, long = "addr", value_name = "CIDR")]
+    pub addrs: Vec<Cidr>,
+
+    /// Only connections that pass through this state (repeatable), e.g. `CLOSE_WAIT`:
+    /// their records and stuck reports, and their transitions from the moment they reach it.
+    #[arg(global = true, long = "state", value_name = "STATE", value_parser = parse_state)]
+    pub states: Vec<TcpState>,
+
+    /// Report connections that stay in SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT,
+    /// LAST_ACK or CLOSING longer than this (`30s`, `2m`): when they cross it, again each time
+    /// their age doubles, and when they finally move. Sockets older than the tracer count too
+    /// (from a sock_diag dump at start-up). A summary by owner and state is printed on exit
+    /// and on SIGUSR1.
+    #[arg(global = true, long, value_name = "AGE", value_parser = parse_duration)]
+    pub stuck: Option<Duration>,
+
+    /// No per-event output (transitions, events, connection records): only stuck reports,
+    /// losses and summaries.
+    #[arg(global = true, short, long)]
+    pub quiet: bool,
+
     /// Only IPv4 sockets.
-    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    #[arg(global = true, short = '4', long = "ipv4", conflicts_with = "ipv6")]
     pub ipv4: bool,
 
     /// Only IPv6 sockets (including IPv4-mapped ones on dual-stack sockets).
-    #[arg(short = '6', long = "ipv6")]
+    #[arg(global = true, short = '6', long = "ipv6")]
     pub ipv6: bool,
 
     /// Stop after this long: `30` (seconds), `30s`, `2m`, `1h`.
-    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(global = true, short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
     /// Text output: do not print a timeline block when a connection closes.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub no_timeline: bool,
 
     /// Do not look up TIME_WAIT (netlink sock_diag) for connections this side closed first.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub no_timewait: bool,
 
     /// Do not attach the context tracepoints (resets, retransmits, error reports, socket
     /// destruction): transitions only, slightly cheaper; close classes are then less precise.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub no_events: bool,
 
     /// Colour in text output.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    #[arg(global = true, long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
 
     /// Size of the kernel ring buffer: a power of two of at least 4KiB (`512K`, `8M`, `64MiB`).
     /// Larger absorbs longer bursts before events are lost (losses are always reported).
-    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_ring_size)]
+    #[arg(global = true, long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
 
     /// How often the reader polls the ring buffer. The kernel wakes the reader early when a
     /// quarter of the buffer is pending, so this bounds latency, not throughput.
-    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_poll)]
+    #[arg(global = true, long, value_name = "DURATION", default_value = "10ms", value_parser = parse_poll)]
     pub poll_interval: Duration,
 
     /// Use the portable program (runtime offsets, bpf_probe_read_kernel) even when the fast
     /// one fits this kernel. For testing the fallback path.
-    #[arg(long, hide = true)]
+    #[arg(global = true, long, hide = true)]
     pub force_portable: bool,
 
     /// Show the eBPF program's own debug log (aya-log) on stderr; for debugging tracer.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub bpf_log: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Only find stuck connections, quietly: `tracer stuck 30s` is `tracer --stuck 30s --quiet`.
+    /// For on-call use: prints each connection stuck longer than AGE (with its owner), when it
+    /// moves, and a summary by owner and state on exit and on SIGUSR1.
+    Stuck {
+        /// How long in one state counts as stuck.
+        #[arg(value_name = "AGE", default_value = "30s", value_parser = parse_duration)]
+        age: Duration,
+    },
+}
+
+impl Args {
+    /// The filters, as the kernel program and the table apply them.
+    pub fn filter(&self) -> Filter {
+        Filter {
+            ports: self.ports.clone(),
+            lports: self.lports.clone(),
+            rports: self.rports.clone(),
+            family: match (self.ipv4, self.ipv6) {
+                (true, false) => Some(Family::Ipv4),
+                (false, true) => Some(Family::Ipv6),
+                _ => None,
+            },
+            cidrs: self.addrs.clone(),
+            states: self.states.clone(),
+        }
+    }
+
+    /// The stuck threshold, from `--stuck` or `tracer stuck AGE`.
+    pub fn stuck_threshold(&self) -> Option<Duration> {
+        match &self.command {
+            Some(Command::Stuck { age }) => Some(*age),
+            None => self.stuck,
+        }
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.quiet || matches!(self.command, Some(Command::Stuck { .. }))
+    }
+}
+
+fn parse_state(s: &str) -> Result<TcpState, String> {
+    let want = s.trim().to_ascii_uppercase().replace('-', "_");
+    let want = want.strip_prefix("TCP_").unwrap_or(&want);
+    TcpState::ALL
+        .into_iter()
+        .find(|st| st.name() == want)
+        .ok_or_else(|| {
+            let names: Vec<&str> = TcpState::ALL.iter().map(|s| s.name()).collect();
+            format!("`{s}` is not a TCP state; one of {}", names.join(", "))
+        })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -205,6 +302,60 @@ mod tests {
         assert_eq!(parse_port("8080"), Ok(8080));
         assert!(parse_port("0").is_err());
         assert!(parse_port("70000").unwrap_err().contains("`70000`"));
+    }
+
+    #[test]
+    fn stuck_mode_and_filters() {
+        let a = Args::try_parse_from(["tracer", "stuck", "2m", "-p", "80"]).unwrap();
+        assert_eq!(
+            (a.stuck_threshold(), a.quiet(), a.ports.as_slice()),
+            (Some(Duration::from_secs(120)), true, &[80][..])
+        );
+        let a = Args::try_parse_from(["tracer", "stuck"]).unwrap();
+        assert_eq!(a.stuck_threshold(), Some(Duration::from_secs(30)));
+        let a = Args::try_parse_from([
+            "tracer",
+            "--stuck",
+            "30s",
+            "--state",
+            "close-wait",
+            "--addr",
+            "10.0.0.0/8",
+            "--lport",
+            "1",
+            "--rport",
+            "2",
+            "-4",
+        ])
+        .unwrap();
+        let f = a.filter();
+        assert_eq!(
+            (
+                f.states.as_slice(),
+                f.family,
+                f.lports.as_slice(),
+                f.rports.as_slice()
+            ),
+            (
+                &[TcpState::CloseWait][..],
+                Some(Family::Ipv4),
+                &[1u16][..],
+                &[2u16][..]
+            )
+        );
+        assert_eq!(f.cidrs[0].to_string(), "10.0.0.0/8");
+        assert!(!a.quiet());
+        for bad in [
+            vec!["tracer", "--state", "WAITING"],
+            vec!["tracer", "--addr", "10.0.0.0/40"],
+            vec!["tracer", "--stuck", "soon"],
+            vec!["tracer", "stuck", "0"],
+            vec!["tracer", "--lport", "0"],
+        ] {
+            let e = Args::try_parse_from(&bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+            assert!(e.to_string().contains(bad.last().unwrap()), "{e}");
+        }
     }
 
     #[test]

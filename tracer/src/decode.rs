@@ -102,7 +102,7 @@ impl TryFrom<u16> for Family {
 }
 
 /// The 16-byte `comm` of a task, NUL-padded; shown lossily as UTF-8.
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Comm(pub [u8; 16]);
 
 impl Comm {

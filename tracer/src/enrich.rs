@@ -21,9 +21,10 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::{
-    decode::{Comm, TcpState},
+    decode::{Comm, Family, TcpState},
+    filter::Filter,
     output::{DiagTransition, Sink},
-    table::{Owner, OwnerSource, Table, TimeWait, Tuple},
+    table::{Owner, OwnerSource, Seed, Table, TimeWait, Tuple},
 };
 
 /// Timewait sockets followed until they end; beyond this only their start is reported.
@@ -68,13 +69,34 @@ impl SockDiag {
 
     /// Every TCP socket but timewait ones: tuple → (socket inode, owner uid).
     pub fn inodes(&mut self) -> io::Result<HashMap<Tuple, (u32, u32)>> {
-        let mut out = HashMap::new();
+        Ok(self
+            .sockets()?
+            .into_iter()
+            .filter(|d| d.inode != 0)
+            .map(|d| (d.tuple, (d.inode, d.uid)))
+            .collect())
+    }
+
+    /// Every TCP socket but timewait and request ones, both families.
+    pub fn sockets(&mut self) -> io::Result<Vec<DiagSocket>> {
+        let mut out = Vec::new();
         let states = StateFlags::all() - StateFlags::TIME_WAIT;
         for family in [AF_INET, AF_INET6] {
             self.dump(family, states.clone(), |h, _| {
-                if h.inode != 0 {
-                    out.insert(tuple(&h.socket_id), (h.inode, h.uid));
+                if h.state == TcpState::NewSynRecv as u8 {
+                    return; // request mini-sockets: not connections yet
                 }
+                out.push(DiagSocket {
+                    family: if h.family == AF_INET {
+                        Family::Ipv4
+                    } else {
+                        Family::Ipv6
+                    },
+                    state: h.state,
+                    tuple: tuple(&h.socket_id),
+                    inode: h.inode,
+                    uid: h.uid,
+                });
             })?;
         }
         Ok(out)
@@ -140,6 +162,58 @@ impl SockDiag {
             }
         }
     }
+}
+
+/// One socket as sock_diag reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiagSocket {
+    pub family: Family,
+    /// Raw `TCP_*` state.
+    pub state: u8,
+    pub tuple: Tuple,
+    pub inode: u32,
+    pub uid: u32,
+}
+
+/// Seeds the table with every TCP socket that exists now (one sock_diag dump, one /proc
+/// scan for their owners), so connections older than the tracer can be found stuck.
+/// Returns how many were seeded.
+pub fn seed(table: &mut Table, filter: &Filter, now_ns: u64) -> io::Result<usize> {
+    let socks: Vec<DiagSocket> = SockDiag::new()?
+        .sockets()?
+        .into_iter()
+        .filter(|d| {
+            let (sa, sp, da, dp) = d.tuple;
+            filter.matches_tuple(d.family, sa, sp, da, dp)
+        })
+        .collect();
+    let inodes = socks.iter().map(|d| d.inode).filter(|&i| i != 0).collect();
+    let owners = procfs_owners(&inodes);
+    let mut n = 0;
+    for d in socks {
+        // `--state` is about where a connection goes: it is applied to what is reported.
+        let Ok(state) = TcpState::try_from(d.state) else {
+            continue;
+        };
+        let owner = owners.get(&d.inode).map(|p| Owner {
+            pid: p.pid,
+            comm: p.comm,
+            uid: d.uid,
+            cgroup_id: p.cgroup_id,
+            source: OwnerSource::Procfs,
+        });
+        table.seed(
+            Seed {
+                family: d.family,
+                tuple: d.tuple,
+                state,
+                owner,
+            },
+            now_ns,
+        );
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn tuple(id: &SocketId) -> Tuple {

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod decode;
 pub mod enrich;
+pub mod filter;
 pub mod format;
 pub mod output;
 pub mod source;
@@ -23,6 +24,7 @@ use crate::{
     cli::{Args, ColorChoice, Output},
     decode::{Decoded, decode},
     enrich::{OwnerResolver, TimeWaitTracker},
+    filter::Filter,
     output::{Json, LostCause, Sink, Text, WallClock, monotonic_ns},
     source::{Live, LiveOptions, Totals},
     table::Table,
@@ -43,6 +45,12 @@ pub struct Pipeline<S: Sink> {
     pub time_wait: Option<TimeWaitTracker>,
     /// Owners from sock_diag + /proc for sockets without a process-context event.
     pub owners: Option<OwnerResolver>,
+    /// What to show (`--state`; the other filters ran in the kernel).
+    pub filter: Filter,
+    /// `--quiet`: no per-event output.
+    pub quiet: bool,
+    /// `--stuck`: the threshold, in ns.
+    pub stuck_ns: Option<u64>,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -56,6 +64,9 @@ impl<S: Sink> Pipeline<S> {
             decode_errors: 0,
             time_wait,
             owners: None,
+            filter: Filter::default(),
+            quiet: false,
+            stuck_ns: None,
         }
     }
 
@@ -66,8 +77,17 @@ impl<S: Sink> Pipeline<S> {
                 self.transitions += 1;
                 let applied = self.table.apply(&t);
                 for c in &applied.finished {
-                    self.connections += 1;
-                    self.sink.connection(c)?;
+                    self.connection(c)?;
+                }
+                let shown = self.filter.states.is_empty()
+                    || self.table.passed_through(t.sock, &self.filter.states);
+                if let Some(u) = &applied.unstuck
+                    && shown
+                {
+                    self.sink.unstuck(&t, u, applied.owner.as_ref())?;
+                }
+                if self.quiet || !shown {
+                    return Ok(());
                 }
                 self.sink
                     .transition(&t, applied.in_old_ns, applied.owner.as_ref())
@@ -75,6 +95,12 @@ impl<S: Sink> Pipeline<S> {
             Ok(Decoded::Context(c)) => {
                 self.events += 1;
                 let owner = self.table.context(&c);
+                let shown = self.filter.states.is_empty()
+                    || c.sock
+                        .is_some_and(|s| self.table.passed_through(s, &self.filter.states));
+                if self.quiet || !shown {
+                    return Ok(());
+                }
                 self.sink.event(&c, owner.as_ref())
             }
             Err(e) => {
@@ -86,6 +112,14 @@ impl<S: Sink> Pipeline<S> {
                 Ok(())
             }
         }
+    }
+
+    fn connection(&mut self, c: &table::Conn) -> io::Result<()> {
+        self.connections += 1;
+        if self.quiet || !self.filter.matches_states(&c.states) {
+            return Ok(());
+        }
+        self.sink.connection(c)
     }
 
     /// After a batch: owner and TIME_WAIT lookups, then the connections whose records are
@@ -107,19 +141,45 @@ impl<S: Sink> Pipeline<S> {
             self.time_wait = None;
         }
         for c in self.table.expire(now_ns) {
-            self.connections += 1;
-            self.sink.connection(&c)?;
+            self.connection(&c)?;
         }
         Ok(())
+    }
+
+    /// Reports connections that crossed the stuck threshold (or aged further).
+    pub fn check_stuck(&mut self, now_ns: u64) -> io::Result<()> {
+        let Some(threshold) = self.stuck_ns else {
+            return Ok(());
+        };
+        for r in self.table.stuck(now_ns, threshold) {
+            if self.filter.matches_states(&r.conn.states) {
+                self.sink.stuck(&r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stuck connections now, grouped by owner and state (SIGUSR1, exit).
+    pub fn stuck_summary(&mut self, now_ns: u64) -> io::Result<()> {
+        let Some(threshold) = self.stuck_ns else {
+            return Ok(());
+        };
+        let states = self.filter.states.clone();
+        let groups = self.table.stuck_groups(now_ns, threshold, |c| {
+            states.is_empty() || c.states.iter().any(|s| states.contains(s))
+        });
+        self.sink.stuck_summary(&groups, threshold)?;
+        self.sink.flush()
     }
 
     /// At exit: one last TIME_WAIT lookup, then every record still held back.
     pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
         self.settle(now_ns.saturating_add(crate::table::TIME_WAIT_WAIT_NS / 2))?;
         for c in self.table.flush() {
-            self.connections += 1;
-            self.sink.connection(&c)?;
+            self.connection(&c)?;
         }
+        self.check_stuck(now_ns)?;
+        self.stuck_summary(now_ns)?;
         self.sink.flush()
     }
 }
@@ -169,8 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let opts = LiveOptions {
-        ports: args.ports.clone(),
-        family: source::family(args.ipv4, args.ipv6),
+        filter: args.filter(),
         ring_bytes: args.ring_buffer_size,
         bpf_log: args.bpf_log,
         force_portable: args.force_portable,
@@ -246,10 +305,9 @@ async fn trace<S: Sink>(
             ""
         },
         opts.ring_bytes >> 10,
-        if opts.ports.is_empty() {
-            String::new()
-        } else {
-            format!(", ports {:?}", opts.ports)
+        match opts.filter.describe() {
+            d if d.is_empty() => String::new(),
+            d => format!(", {d}"),
         },
     );
     if !live.context_programs.is_empty() {
@@ -265,6 +323,29 @@ async fn trace<S: Sink>(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+
+    pipe.filter = opts.filter.clone();
+    pipe.quiet = args.quiet();
+    pipe.stuck_ns = args
+        .stuck_threshold()
+        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
+    if pipe.quiet {
+        // Nothing would show the TIME_WAIT transitions.
+        pipe.time_wait = None;
+    }
+    if let Some(ns) = pipe.stuck_ns {
+        match enrich::seed(&mut pipe.table, &opts.filter, monotonic_ns()) {
+            Ok(n) => eprintln!(
+                "tracer: reporting connections stuck for {} or more; {n} existing sockets seeded from sock_diag (their age counts from now)",
+                output::human_ns(ns)
+            ),
+            Err(e) => eprintln!(
+                "tracer: warning: could not list existing sockets (sock_diag: {e}); only connections seen from now on can be found stuck"
+            ),
+        }
+    }
     let mut poll = tokio::time::interval(args.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut counters = tokio::time::interval(COUNTER_INTERVAL);
@@ -290,8 +371,13 @@ async fn trace<S: Sink>(
             _ = poll.tick() => drain(live.ring.get_mut(), &mut pipe).map(|()| None),
             _ = counters.tick() => {
                 let totals = live.totals()?;
-                losses.report(&totals, &mut pipe.sink).and_then(|()| pipe.sink.flush()).map(|()| None)
+                losses
+                    .report(&totals, &mut pipe.sink)
+                    .and_then(|()| pipe.check_stuck(monotonic_ns()))
+                    .and_then(|()| pipe.sink.flush())
+                    .map(|()| None)
             }
+            _ = sigusr1.recv() => pipe.stuck_summary(monotonic_ns()).map(|()| None),
             _ = sigint.recv() => Ok(Some(Stop::Signal("SIGINT"))),
             _ = sigterm.recv() => Ok(Some(Stop::Signal("SIGTERM"))),
             _ = sighup.recv() => Ok(Some(Stop::Signal("SIGHUP"))),
@@ -321,6 +407,15 @@ async fn trace<S: Sink>(
     }
 
     let lost = totals.lost_ringbuf_full + totals.recursion_misses + totals.lost_read_error;
+    let seen = totals.seen + totals.context_seen;
+    let filtered = if opts.filter.describe().is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", filtered out in the kernel: {} of {seen} TCP events",
+            seen.saturating_sub(totals.submitted)
+        )
+    };
     let why = match stop {
         Stop::Signal(s) => s.to_string(),
         Stop::Duration => "duration reached".into(),
@@ -329,7 +424,7 @@ async fn trace<S: Sink>(
     let mut err = io::stderr().lock();
     let _ = writeln!(
         err,
-        "tracer: stopped ({why}): {} transitions, {} context events, {} connections closed, {} still open{}, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}",
+        "tracer: stopped ({why}): {} transitions, {} context events, {} connections closed, {} still open{}, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}{filtered}",
         pipe.transitions,
         pipe.events,
         pipe.connections,

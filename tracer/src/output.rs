@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::{
     decode::{Comm, Context, ContextKind, Family, SockAddr, TcpState, Transition, errno_name},
-    table::{CloseClass, Conn, Note, Owner, Role, TimeWait},
+    table::{
+        CloseClass, Conn, Note, Owner, Role, SeenFrom, StuckGroup, StuckReport, TimeWait, Unstuck,
+    },
 };
 
 /// Events the kernel could not hand over, by cause.
@@ -114,6 +116,10 @@ pub trait Sink {
     fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()>;
     fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()>;
     fn connection(&mut self, c: &Conn) -> io::Result<()>;
+    fn stuck(&mut self, r: &StuckReport) -> io::Result<()>;
+    /// A connection reported stuck moved on (`new` is its new state) at `ts_ns`.
+    fn unstuck(&mut self, t: &Transition, u: &Unstuck, owner: Option<&Owner>) -> io::Result<()>;
+    fn stuck_summary(&mut self, groups: &[StuckGroup], threshold_ns: u64) -> io::Result<()>;
     /// `count` new losses of one cause; `total` so far for that cause.
     fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
@@ -413,6 +419,84 @@ impl<W: Write> Sink for Text<W> {
         self.out.write_all(block.as_bytes())
     }
 
+    fn stuck(&mut self, r: &StuckReport) -> io::Result<()> {
+        let c = &r.conn;
+        let w = self.style(Style::new().fg_color(Some(AnsiColor::Red.into())).bold());
+        let sock = if c.sock.0 == 0 {
+            "(from dump)".to_string()
+        } else {
+            c.sock.to_string()
+        };
+        let owner = c.owner.map_or_else(
+            || "owner unknown".to_string(),
+            |o| format!("owner {} ({})", o.pid, o.comm),
+        );
+        let at_least = if r.age_at_least { "at least " } else { "" };
+        let again = if r.report > 1 {
+            format!(" (report {})", r.report)
+        } else {
+            String::new()
+        };
+        let path: Vec<&str> = c.states.iter().map(|s| s.name()).collect();
+        writeln!(
+            self.out,
+            "{w}STUCK{w:#} {sock} {} -> {} in {} for {at_least}{}  {owner}{again}\n      so far: {}",
+            endpoint(c.saddr, c.sport),
+            endpoint(c.daddr, c.dport),
+            r.state,
+            human_ns(r.age_ns),
+            path.join(" -> "),
+        )
+    }
+
+    fn unstuck(&mut self, t: &Transition, u: &Unstuck, owner: Option<&Owner>) -> io::Result<()> {
+        let g = self.style(Style::new().fg_color(Some(AnsiColor::Green.into())).bold());
+        let owner = owner.map_or_else(String::new, |o| format!("  owner {} ({})", o.pid, o.comm));
+        let at_least = if u.age_at_least { "at least " } else { "" };
+        writeln!(
+            self.out,
+            "{g}MOVED{g:#} {} {} -> {}: {} -> {} after {at_least}{}{owner}",
+            t.sock,
+            endpoint(t.saddr, t.sport),
+            endpoint(t.daddr, t.dport),
+            u.state,
+            t.new,
+            human_ns(u.age_ns),
+        )
+    }
+
+    fn stuck_summary(&mut self, groups: &[StuckGroup], threshold_ns: u64) -> io::Result<()> {
+        let b = self.style(Style::new().bold());
+        if groups.is_empty() {
+            return writeln!(
+                self.out,
+                "{b}No connection stuck for {} or more.{b:#}",
+                human_ns(threshold_ns)
+            );
+        }
+        writeln!(
+            self.out,
+            "{b}Stuck connections ({} or more), by owner and state:{b:#}",
+            human_ns(threshold_ns)
+        )?;
+        for g in groups {
+            let who = g.owner.map_or_else(
+                || "owner unknown:".to_string(),
+                |o| format!("pid {} ({})", o.pid, o.comm),
+            );
+            let at_least = if g.oldest_at_least { "at least " } else { "" };
+            writeln!(
+                self.out,
+                "  {who} holds {} socket{} in {}, oldest {at_least}{}",
+                g.count,
+                if g.count == 1 { "" } else { "s" },
+                g.state,
+                human_ns(g.oldest_ns)
+            )?;
+        }
+        Ok(())
+    }
+
     fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()> {
         let w = self.style(Style::new().fg_color(Some(AnsiColor::Red.into())).bold());
         writeln!(
@@ -546,6 +630,56 @@ struct ConnectionJson<'a> {
     resets_received: u32,
     error: Option<String>,
     time_wait: Option<TimeWait>,
+    seen_from: SeenFrom,
+}
+
+#[derive(Serialize)]
+struct StuckJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    sock: Option<SockAddr>,
+    state: TcpState,
+    age_ns: u64,
+    /// The socket predates the tracer: it has been stuck at least `age_ns`.
+    age_at_least: bool,
+    report: u32,
+    owner: Option<&'a Owner>,
+    family: Family,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    role: Role,
+    states: &'a [TcpState],
+    seen_from: SeenFrom,
+}
+
+#[derive(Serialize)]
+struct UnstuckJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    time: String,
+    ts_ns: u64,
+    sock: SockAddr,
+    state: TcpState,
+    new: TcpState,
+    age_ns: u64,
+    age_at_least: bool,
+    reports: u32,
+    owner: Option<&'a Owner>,
+    family: Family,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+}
+
+#[derive(Serialize)]
+struct StuckSummaryJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    threshold_ns: u64,
+    groups: &'a [StuckGroup],
 }
 
 #[derive(Serialize)]
@@ -679,8 +813,58 @@ impl<W: Write> Sink for Json<W> {
             resets_received: c.resets_received,
             error: c.error.map(errno_name),
             time_wait: c.time_wait,
+            seen_from: c.seen_from,
         };
         self.emit(&rec)
+    }
+
+    fn stuck(&mut self, r: &StuckReport) -> io::Result<()> {
+        let c = &r.conn;
+        self.emit(&StuckJson {
+            ty: "stuck",
+            sock: (c.sock.0 != 0).then_some(c.sock),
+            state: r.state,
+            age_ns: r.age_ns,
+            age_at_least: r.age_at_least,
+            report: r.report,
+            owner: c.owner.as_ref(),
+            family: c.family,
+            saddr: c.saddr,
+            sport: c.sport,
+            daddr: c.daddr,
+            dport: c.dport,
+            role: c.role,
+            states: &c.states,
+            seen_from: c.seen_from,
+        })
+    }
+
+    fn unstuck(&mut self, t: &Transition, u: &Unstuck, owner: Option<&Owner>) -> io::Result<()> {
+        self.emit(&UnstuckJson {
+            ty: "unstuck",
+            time: self.time(t.ts_ns),
+            ts_ns: t.ts_ns,
+            sock: t.sock,
+            state: u.state,
+            new: t.new,
+            age_ns: u.age_ns,
+            age_at_least: u.age_at_least,
+            reports: u.reports,
+            owner,
+            family: t.family,
+            saddr: t.saddr,
+            sport: t.sport,
+            daddr: t.daddr,
+            dport: t.dport,
+        })
+    }
+
+    fn stuck_summary(&mut self, groups: &[StuckGroup], threshold_ns: u64) -> io::Result<()> {
+        self.emit(&StuckSummaryJson {
+            ty: "stuck_summary",
+            threshold_ns,
+            groups,
+        })
     }
 
     fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()> {

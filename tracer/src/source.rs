@@ -9,13 +9,17 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::TracePoint,
 };
 use tokio::io::unix::AsyncFd;
-use tracer_common::{AF_INET, AF_INET6, Config, Counters, names};
+use tracer_common::{AF_INET, AF_INET6, AddrKey, Config, Counters, names};
 
-use crate::format::{self, Choice};
+use crate::{
+    decode::Family,
+    filter::Filter,
+    format::{self, Choice},
+};
 
 /// The eBPF object built by `tracer/build.rs` (aya-build), embedded at compile time.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -23,10 +27,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// What the kernel side should do, validated before anything is loaded.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
-    /// Ports, either side; empty = all.
-    pub ports: Vec<u16>,
-    /// `Some(AF_INET | AF_INET6)` for `-4` / `-6`.
-    pub family: Option<u16>,
+    /// Ports, addresses and family, applied in the kernel.
+    pub filter: Filter,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_bytes: u32,
     /// Let the eBPF program's aya-log statements through (debugging tracer itself).
@@ -77,13 +79,19 @@ impl Live {
             c => c,
         };
 
+        let port_flags = opts.filter.port_flags();
         let config = Config {
             // Wake the reader when a quarter of the buffer is pending; the poll timer picks
             // up anything below that within its interval.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
-            family: opts.family.unwrap_or(0),
-            filter_ports: u8::from(!opts.ports.is_empty()),
-            _pad: [0; 5],
+            family: match opts.filter.family {
+                None => 0,
+                Some(Family::Ipv4) => AF_INET,
+                Some(Family::Ipv6) => AF_INET6,
+            },
+            filter_ports: u8::from(!port_flags.is_empty()),
+            filter_addrs: u8::from(!opts.filter.cidrs.is_empty()),
+            _pad: [0; 4],
         };
         let (program, layout) = match choice {
             Choice::Fast => (names::PROG_FAST, format::FAST),
@@ -103,7 +111,8 @@ impl Live {
             }
         }
         let log_level: u8 = if opts.bpf_log { 0xff } else { 0 };
-        let ports_len = u32::try_from(opts.ports.len().max(1)).unwrap_or(u32::MAX);
+        let ports_len = u32::try_from(port_flags.len().max(1)).unwrap_or(u32::MAX);
+        let addrs_len = u32::try_from(opts.filter.cidrs.len().max(1)).unwrap_or(u32::MAX);
         let mut loader = EbpfLoader::new();
         for (_, _, _, global, l) in &ctx_layouts {
             loader.override_global(global, l, true);
@@ -114,17 +123,28 @@ impl Live {
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .map_max_entries(names::PORTS, ports_len)
+            .map_max_entries(names::ADDRS, addrs_len)
             .load(EBPF_OBJECT)
             .map_err(|e| privilege_hint(anyhow!(e)))
             .context("loading the eBPF object")?;
 
-        if !opts.ports.is_empty() {
+        if !port_flags.is_empty() {
             let mut ports: HashMap<_, u16, u8> =
                 HashMap::try_from(ebpf.map_mut(names::PORTS).context("PORTS map missing")?)?;
-            for &p in &opts.ports {
+            for &(p, flags) in &port_flags {
                 ports
-                    .insert(p, 1, 0)
+                    .insert(p, flags, 0)
                     .with_context(|| format!("adding port {p} to the filter"))?;
+            }
+        }
+        if !opts.filter.cidrs.is_empty() {
+            let mut addrs: LpmTrie<_, AddrKey, u8> =
+                LpmTrie::try_from(ebpf.map_mut(names::ADDRS).context("ADDRS map missing")?)?;
+            for c in &opts.filter.cidrs {
+                let (plen, data) = c.lpm_key();
+                addrs
+                    .insert(&Key::new(plen, data), 1, 0)
+                    .with_context(|| format!("adding {c} to the filter"))?;
             }
         }
 
@@ -326,14 +346,5 @@ fn raise_memlock() {
             "could not raise RLIMIT_MEMLOCK: {}",
             io::Error::last_os_error()
         );
-    }
-}
-
-/// `AF_INET` / `AF_INET6` for `-4` / `-6`.
-pub fn family(v4: bool, v6: bool) -> Option<u16> {
-    match (v4, v6) {
-        (true, false) => Some(AF_INET),
-        (false, true) => Some(AF_INET6),
-        _ => None,
     }
 }

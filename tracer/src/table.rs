@@ -208,6 +208,83 @@ pub struct Conn {
     pub time_wait_pending: bool,
     /// /proc owner lookups tried for this socket (it had no owner).
     pub owner_lookups: u8,
+    /// Where tracer first learned of it.
+    pub seen_from: SeenFrom,
+    /// When tracer first learned of it (CLOCK_MONOTONIC ns).
+    pub first_seen_ns: u64,
+    /// Stuck reporting for its current state.
+    pub stuck: StuckTrack,
+}
+
+/// Where tracer first learned of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeenFrom {
+    /// Its transitions.
+    Events,
+    /// The sock_diag dump taken at start-up: it existed before the tracer.
+    Dump,
+}
+
+/// Stuck reports of a socket in its current state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StuckTrack {
+    /// Reports made in this state.
+    pub reports: u32,
+    /// Report again once the age reaches this (doubling: AGE, 2×AGE, 4×AGE, …).
+    pub next_age_ns: u64,
+}
+
+/// States in which a connection can be stuck: waiting on the peer or on the application.
+pub const STUCK_STATES: [TcpState; 7] = [
+    TcpState::SynSent,
+    TcpState::SynRecv,
+    TcpState::FinWait1,
+    TcpState::FinWait2,
+    TcpState::CloseWait,
+    TcpState::LastAck,
+    TcpState::Closing,
+];
+
+/// A connection that has stayed in one state longer than the threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StuckReport {
+    pub conn: Conn,
+    pub state: TcpState,
+    pub age_ns: u64,
+    /// The socket predates the tracer: the real age is at least `age_ns`.
+    pub age_at_least: bool,
+    /// 1 for the first report in this state, then 2, 3, … as it ages.
+    pub report: u32,
+}
+
+/// A stuck connection that finally moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unstuck {
+    pub state: TcpState,
+    pub age_ns: u64,
+    pub age_at_least: bool,
+    pub reports: u32,
+}
+
+/// Stuck connections of one owner in one state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StuckGroup {
+    pub owner: Option<Owner>,
+    pub state: TcpState,
+    pub count: u64,
+    pub oldest_ns: u64,
+    /// Some of them predate the tracer: `oldest_ns` is a lower bound.
+    pub oldest_at_least: bool,
+}
+
+/// A socket found in the start-up sock_diag dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seed {
+    pub family: Family,
+    pub tuple: Tuple,
+    pub state: TcpState,
+    pub owner: Option<Owner>,
 }
 
 impl Conn {
@@ -237,6 +314,15 @@ impl Conn {
 
     pub fn lifetime_ns(&self) -> u64 {
         self.end_ns().saturating_sub(self.start_ns())
+    }
+
+    /// Time in the current state at `now_ns`, and whether that is only a lower bound (the
+    /// socket was in it before tracer saw it).
+    pub fn age(&self, now_ns: u64) -> (u64, bool) {
+        match self.entered_ns.last().copied().flatten() {
+            Some(e) => (now_ns.saturating_sub(e), false),
+            None => (now_ns.saturating_sub(self.first_seen_ns), true),
+        }
     }
 
     pub fn last_state(&self) -> TcpState {
@@ -359,6 +445,8 @@ pub struct Applied {
     /// Connections finished by this event: a socket at the same address whose CLOSE was
     /// lost (marked incomplete), or a closed one whose address is now reused.
     pub finished: Vec<Conn>,
+    /// The connection had been reported stuck in the state it just left.
+    pub unstuck: Option<Unstuck>,
 }
 
 /// Every live socket, by kernel address, and the recently closed ones.
@@ -371,6 +459,11 @@ pub struct Table {
     listeners: HashMap<u16, Vec<SockAddr>>,
     /// Complete 4-tuples of open and closing sockets, for events that carry no address.
     by_tuple: HashMap<Tuple, SockAddr>,
+    /// Sockets from the start-up dump not yet seen in an event, by tuple (sock_diag does not
+    /// give the kernel address; the first event with that tuple adopts the entry).
+    seeded: HashMap<Tuple, Conn>,
+    /// Seeded listeners by port, for accepted sockets to inherit from.
+    seeded_listeners: HashMap<u16, Vec<Tuple>>,
 }
 
 impl Table {
@@ -406,6 +499,146 @@ impl Table {
                     owner: c.owner,
                 })
             })
+    }
+
+    /// Adds a socket found in the start-up dump (it existed before the tracer).
+    pub fn seed(&mut self, seed: Seed, now_ns: u64) {
+        let (saddr, sport, daddr, dport) = seed.tuple;
+        let conn = Conn {
+            sock: SockAddr(0),
+            family: seed.family,
+            saddr,
+            sport,
+            daddr,
+            dport,
+            role: if seed.state == TcpState::Listen {
+                Role::Listener
+            } else {
+                Role::Unknown
+            },
+            states: vec![seed.state],
+            entered_ns: vec![None],
+            incomplete: true,
+            owner: seed.owner,
+            notes: Vec::new(),
+            notes_dropped: 0,
+            retransmits: 0,
+            syn_retransmits: 0,
+            synack_retransmits: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            error: None,
+            close: None,
+            time_wait: None,
+            time_wait_pending: false,
+            owner_lookups: 0,
+            seen_from: SeenFrom::Dump,
+            first_seen_ns: now_ns,
+            stuck: StuckTrack::default(),
+        };
+        if seed.state == TcpState::Listen {
+            self.seeded_listeners
+                .entry(sport)
+                .or_default()
+                .push(seed.tuple);
+        }
+        self.seeded.insert(seed.tuple, conn);
+    }
+
+    /// Sockets from the dump not yet seen in an event.
+    pub fn seeded_len(&self) -> usize {
+        self.seeded.len()
+    }
+
+    fn take_seeded(&mut self, tuple: &Tuple) -> Option<Conn> {
+        let c = self.seeded.remove(tuple)?;
+        if let Entry::Occupied(mut e) = self.seeded_listeners.entry(tuple.1) {
+            e.get_mut().retain(|t| t != tuple);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+        Some(c)
+    }
+
+    /// Connections that have been in a stuck-prone state for at least `threshold_ns`, each
+    /// reported when it crosses the threshold and again at 2×, 4×, 8×… (back-off).
+    pub fn stuck(&mut self, now_ns: u64, threshold_ns: u64) -> Vec<StuckReport> {
+        let mut out = Vec::new();
+        for c in self.conns.values_mut().chain(self.seeded.values_mut()) {
+            let state = c.last_state();
+            if !STUCK_STATES.contains(&state) {
+                continue;
+            }
+            let (age_ns, age_at_least) = c.age(now_ns);
+            let next = if c.stuck.next_age_ns == 0 {
+                threshold_ns
+            } else {
+                c.stuck.next_age_ns
+            };
+            if age_ns < next {
+                continue;
+            }
+            c.stuck.reports += 1;
+            // The next report when the age doubles (at least one threshold later).
+            c.stuck.next_age_ns = (age_ns.saturating_mul(2)).max(next.saturating_add(threshold_ns));
+            out.push(StuckReport {
+                conn: c.clone(),
+                state,
+                age_ns,
+                age_at_least,
+                report: c.stuck.reports,
+            });
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
+        out
+    }
+
+    /// Every connection stuck for at least `threshold_ns` now, grouped by owner and state,
+    /// largest groups first.
+    pub fn stuck_groups(
+        &self,
+        now_ns: u64,
+        threshold_ns: u64,
+        keep: impl Fn(&Conn) -> bool,
+    ) -> Vec<StuckGroup> {
+        let mut groups: HashMap<(Option<(u32, Comm)>, TcpState), StuckGroup> = HashMap::new();
+        for c in self
+            .conns
+            .values()
+            .chain(self.seeded.values())
+            .filter(|c| keep(c))
+        {
+            let state = c.last_state();
+            let (age, at_least) = c.age(now_ns);
+            if !STUCK_STATES.contains(&state) || age < threshold_ns {
+                continue;
+            }
+            let key = (c.owner.map(|o| (o.pid, o.comm)), state);
+            let g = groups.entry(key).or_insert(StuckGroup {
+                owner: c.owner,
+                state,
+                count: 0,
+                oldest_ns: 0,
+                oldest_at_least: false,
+            });
+            g.count += 1;
+            if age > g.oldest_ns {
+                g.oldest_ns = age;
+                g.oldest_at_least = at_least;
+            }
+        }
+        let mut v: Vec<StuckGroup> = groups.into_values().collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest_ns.cmp(&a.oldest_ns)));
+        v
+    }
+
+    /// Whether the open (or just closed) socket at `sock` has been in one of `states`.
+    pub fn passed_through(&self, sock: SockAddr, states: &[TcpState]) -> bool {
+        self.conns
+            .get(&sock)
+            .or_else(|| self.closing.get(&sock).map(|(_, c)| c))
+            .is_some_and(|c| c.states.iter().any(|s| states.contains(s)))
     }
 
     /// Open sockets with no known owner and a complete tuple, tried fewer than `max_tries`
@@ -459,6 +692,28 @@ impl Table {
             let mut old = self.remove_open(t.sock).expect("checked above");
             old.incomplete = true;
             finished.push(self.finish(old));
+        }
+        if !self.conns.contains_key(&t.sock)
+            && let Some(mut c) = self.take_seeded(&(t.saddr, t.sport, t.daddr, t.dport))
+        {
+            // First event of a socket from the start-up dump: it now has an address.
+            c.sock = t.sock;
+            self.conns.insert(t.sock, c);
+        }
+        let mut unstuck = None;
+        if let Some(c) = self.conns.get_mut(&t.sock)
+            && t.old != t.new
+        {
+            if c.stuck.reports > 0 {
+                let (age_ns, age_at_least) = c.age(t.ts_ns);
+                unstuck = Some(Unstuck {
+                    state: c.last_state(),
+                    age_ns,
+                    age_at_least,
+                    reports: c.stuck.reports,
+                });
+            }
+            c.stuck = StuckTrack::default();
         }
         let had_tuple = self.conns.get(&t.sock).and_then(Conn::tuple);
         let inherited = (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv)
@@ -525,6 +780,9 @@ impl Table {
                         time_wait: None,
                         time_wait_pending: false,
                         owner_lookups: 0,
+                        seen_from: SeenFrom::Events,
+                        first_seen_ns: t.ts_ns,
+                        stuck: StuckTrack::default(),
                     },
                 );
             }
@@ -562,6 +820,7 @@ impl Table {
             in_old_ns,
             owner,
             finished,
+            unstuck,
         }
     }
 
@@ -644,12 +903,20 @@ impl Table {
     /// The owner of the listener an accepted socket came from: same local port, and the same
     /// local address or a wildcard one.
     fn listener_owner(&self, t: &Transition) -> Option<Owner> {
-        let socks = self.listeners.get(&t.sport)?;
-        let matches = |l: &Conn| l.saddr == t.saddr || l.saddr.is_unspecified();
-        let listener = socks
-            .iter()
-            .filter_map(|s| self.conns.get(s))
-            .find(|l| matches(l))?;
+        let matches = |l: &&Conn| l.saddr == t.saddr || l.saddr.is_unspecified();
+        let live = self
+            .listeners
+            .get(&t.sport)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.conns.get(s));
+        let seeded = self
+            .seeded_listeners
+            .get(&t.sport)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.seeded.get(k));
+        let listener = live.chain(seeded).find(matches)?;
         listener.owner.map(|o| Owner {
             source: OwnerSource::Inherited,
             ..o
@@ -1144,5 +1411,167 @@ pub(crate) mod tests {
         assert!(c.incomplete);
         assert_eq!(c.states, [Close, SynSent, Established, FinWait1]);
         assert_eq!(c.durations_ns(), [None, None, None]);
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    fn close_wait(t: &mut Table, sock: u64, at: u64, owner_pid: u32, comm: &str) {
+        let mut a = tr(sock, at, Listen, SynRecv, 80, 1000 + sock as u16);
+        a.task = task(owner_pid, comm);
+        t.apply(&a);
+        t.apply(&tr(sock, at, SynRecv, Established, 80, 1000 + sock as u16));
+        // Owned by `owner_pid` through the listener it came from.
+        t.apply(&tr(
+            sock,
+            at,
+            Established,
+            CloseWait,
+            80,
+            1000 + sock as u16,
+        ));
+    }
+
+    #[test]
+    fn stuck_is_reported_at_the_threshold_then_with_back_off_then_when_it_moves() {
+        let mut t = Table::new();
+        let mut l = tr(100, 0, Close, Listen, 80, 0);
+        l.task = task(1234, "myapp");
+        t.apply(&l);
+        close_wait(&mut t, 1, 0, 1234, "myapp");
+        let age = 30 * S;
+        assert!(t.stuck(29 * S, age).is_empty());
+        let r = t.stuck(30 * S, age);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].state, r[0].age_ns, r[0].report, r[0].age_at_least),
+            (CloseWait, 30 * S, 1, false)
+        );
+        assert_eq!(r[0].conn.owner.map(|o| o.pid), Some(1234));
+        // Not again until the age doubles.
+        assert!(t.stuck(59 * S, age).is_empty());
+        assert_eq!(t.stuck(60 * S, age)[0].report, 2);
+        assert!(t.stuck(119 * S, age).is_empty());
+        assert_eq!(t.stuck(120 * S, age)[0].report, 3);
+        // It moves: reported once as unstuck, with how long it was stuck.
+        let a = t.apply(&tr(1, 130 * S, CloseWait, LastAck, 80, 1001));
+        assert_eq!(
+            a.unstuck,
+            Some(Unstuck {
+                state: CloseWait,
+                age_ns: 130 * S,
+                age_at_least: false,
+                reports: 3
+            })
+        );
+        // LAST_ACK is a new state: a new threshold.
+        assert!(t.stuck(131 * S, age).is_empty());
+        assert_eq!(t.stuck(160 * S, age)[0].state, LastAck);
+        // ESTABLISHED and LISTEN are never stuck.
+        assert!(t.stuck(10_000 * S, age).iter().all(|r| r.state == LastAck));
+    }
+
+    #[test]
+    fn stuck_connections_are_grouped_by_owner_and_state() {
+        let mut t = Table::new();
+        for (l, pid, comm) in [(100, 1234, "myapp"), (101, 99, "other")] {
+            let mut e = tr(l, 0, Close, Listen, if pid == 99 { 81 } else { 80 }, 0);
+            e.task = task(pid, comm);
+            t.apply(&e);
+        }
+        for s in 1..=3 {
+            close_wait(&mut t, s, s * S, 1234, "myapp");
+        }
+        let mut a = tr(9, 0, Listen, SynRecv, 81, 999);
+        a.task = task(99, "other");
+        t.apply(&a); // SYN_RECV for "other" (inherits from its listener on port 81)
+        let g = t.stuck_groups(100 * S, 30 * S, |_| true);
+        assert_eq!(g.len(), 2);
+        assert_eq!(
+            (
+                g[0].owner.map(|o| o.pid),
+                g[0].state,
+                g[0].count,
+                g[0].oldest_ns
+            ),
+            (Some(1234), CloseWait, 3, 99 * S)
+        );
+        assert_eq!(
+            (g[1].owner.map(|o| o.pid), g[1].state, g[1].count),
+            (Some(99), SynRecv, 1)
+        );
+        assert!(t.stuck_groups(100 * S, 200 * S, |_| true).is_empty());
+        assert_eq!(
+            t.stuck_groups(100 * S, 30 * S, |c| c.last_state() == SynRecv)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn seeded_sockets_age_from_start_up_and_are_adopted_by_their_first_event() {
+        let mut t = Table::new();
+        let tuple: Tuple = (
+            "127.0.0.1".parse().unwrap(),
+            80,
+            "127.0.0.1".parse().unwrap(),
+            5000,
+        );
+        let owner = Owner {
+            pid: 42,
+            comm: Comm::default(),
+            uid: 0,
+            cgroup_id: 0,
+            source: OwnerSource::Procfs,
+        };
+        t.seed(
+            Seed {
+                family: Family::Ipv4,
+                tuple,
+                state: CloseWait,
+                owner: Some(owner),
+            },
+            10 * S,
+        );
+        let r = t.stuck(40 * S, 30 * S);
+        assert_eq!((r.len(), r[0].age_ns, r[0].age_at_least), (1, 30 * S, true));
+        assert_eq!(r[0].conn.seen_from, SeenFrom::Dump);
+        // Its first event carries the kernel address: the entry is adopted, not duplicated.
+        let a = t.apply(&tr(7, 50 * S, CloseWait, LastAck, 80, 5000));
+        // close() in process context: the owner is confirmed by the event.
+        assert_eq!(
+            a.owner.map(|o| (o.pid, o.source)),
+            Some((7, OwnerSource::Event))
+        );
+        assert_eq!(
+            a.unstuck.map(|u| (u.age_ns, u.age_at_least)),
+            Some((40 * S, true))
+        );
+        assert_eq!(t.seeded_len(), 0);
+        let c = t.open().next().unwrap();
+        assert_eq!(
+            (c.sock.0, c.states.as_slice(), c.incomplete),
+            (7, &[CloseWait, LastAck][..], true)
+        );
+        // A seeded listener passes its owner on to accepted sockets.
+        let ltuple: Tuple = (
+            "0.0.0.0".parse().unwrap(),
+            443,
+            "0.0.0.0".parse().unwrap(),
+            0,
+        );
+        t.seed(
+            Seed {
+                family: Family::Ipv4,
+                tuple: ltuple,
+                state: Listen,
+                owner: Some(owner),
+            },
+            10 * S,
+        );
+        let a = t.apply(&tr(8, 60 * S, Listen, SynRecv, 443, 6000));
+        assert_eq!(
+            a.owner.map(|o| (o.pid, o.source)),
+            Some((42, OwnerSource::Inherited))
+        );
     }
 }

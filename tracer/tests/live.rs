@@ -726,3 +726,261 @@ fn owner_of_a_socket_older_than_the_tracer_comes_from_proc() {
         .unwrap();
     assert!(first["owner"].is_null(), "{first}");
 }
+
+/// Records with `"type": ty`.
+fn of_type<'a>(records: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    records.iter().filter(|v| v["type"] == ty).collect()
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn a_close_wait_leak_is_reported_by_pid_within_age_plus_one_second() {
+    let (listener, addr) = bound(false);
+    let t = Tracer::start(&["stuck", "2s", "-o", "json", "-p", &addr.port().to_string()]);
+    listener.listen(1).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let client = TcpStream::connect(addr).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    drop(client); // the peer closes; our "application" never does: CLOSE_WAIT
+    let closed = Instant::now();
+    t.wait_json(1, |v| v["type"] == "stuck");
+    let waited = closed.elapsed();
+    assert!(
+        waited <= Duration::from_secs(3),
+        "reported after {waited:?}, AGE is 2s"
+    );
+    drop(server); // it finally moves: CLOSE_WAIT -> LAST_ACK
+    t.wait_json(1, |v| v["type"] == "unstuck");
+    let (status, out, err) = t.stop();
+    assert!(status.success(), "{err:?}");
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        of_type(&records, "transition").is_empty(),
+        "stuck mode is quiet: {records:#?}"
+    );
+    let stuck = of_type(&records, "stuck");
+    assert_eq!(stuck.len(), 1, "{stuck:#?}");
+    let s = stuck[0];
+    assert_eq!(
+        (
+            s["state"].as_str(),
+            s["report"].as_u64(),
+            s["age_at_least"].as_bool()
+        ),
+        (Some("CLOSE_WAIT"), Some(1), Some(false))
+    );
+    assert!(s["age_ns"].as_u64().unwrap() >= 2_000_000_000);
+    assert_eq!(s["owner"]["pid"].as_u64(), Some(std::process::id().into()));
+    assert_eq!(
+        (s["sport"].as_u64(), s["role"].as_str()),
+        (Some(addr.port().into()), Some("server"))
+    );
+    assert_eq!(
+        s["states"],
+        serde_json::json!(["LISTEN", "SYN_RECV", "ESTABLISHED", "CLOSE_WAIT"])
+    );
+    let u = of_type(&records, "unstuck")[0];
+    assert_eq!(
+        (u["state"].as_str(), u["new"].as_str()),
+        (Some("CLOSE_WAIT"), Some("LAST_ACK"))
+    );
+    assert_eq!(u["sock"], s["sock"]);
+    // The exit summary, by owner and state (nothing is stuck any more).
+    let sum = of_type(&records, "stuck_summary");
+    assert_eq!(
+        (sum.len(), sum[0]["threshold_ns"].as_u64()),
+        (1, Some(2_000_000_000))
+    );
+    assert_eq!(sum[0]["groups"], serde_json::json!([]));
+    assert!(
+        err.iter()
+            .any(|l| l.contains("reporting connections stuck for 2.00s")),
+        "{err:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn a_socket_stuck_before_the_tracer_started_is_seeded_and_reported() {
+    let (listener, addr) = bound(false);
+    listener.listen(1).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let client = TcpStream::connect(addr).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    drop(client);
+    thread::sleep(Duration::from_millis(100)); // server: CLOSE_WAIT, before the tracer
+    let t = Tracer::start(&[
+        "-o",
+        "json",
+        "--stuck",
+        "1s",
+        "--quiet",
+        "-p",
+        &addr.port().to_string(),
+    ]);
+    t.wait_json(1, |v| v["type"] == "stuck");
+    // SIGUSR1: a summary now.
+    // SAFETY: kill with our child's pid and a valid signal.
+    unsafe { libc::kill(t.child.id() as i32, libc::SIGUSR1) };
+    t.wait_json(1, |v| v["type"] == "stuck_summary");
+    let (status, out, _) = t.stop();
+    assert!(status.success());
+    drop(server);
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let s = of_type(&records, "stuck")[0];
+    assert_eq!(
+        (
+            s["state"].as_str(),
+            s["seen_from"].as_str(),
+            s["age_at_least"].as_bool()
+        ),
+        (Some("CLOSE_WAIT"), Some("dump"), Some(true))
+    );
+    assert!(
+        s["sock"].is_null(),
+        "no event yet: the kernel address is not known"
+    );
+    assert_eq!(s["sport"].as_u64(), Some(addr.port().into()));
+    assert_eq!(s["owner"]["pid"].as_u64(), Some(std::process::id().into()));
+    assert_eq!(s["owner"]["source"], "procfs");
+    let sum = of_type(&records, "stuck_summary")[0];
+    let g = &sum["groups"][0];
+    assert_eq!(
+        (
+            g["state"].as_str(),
+            g["count"].as_u64(),
+            g["oldest_at_least"].as_bool()
+        ),
+        (Some("CLOSE_WAIT"), Some(1), Some(true))
+    );
+    assert_eq!(g["owner"]["pid"].as_u64(), Some(std::process::id().into()));
+}
+
+/// Two listeners on two loopback addresses; returns the records a tracer with `filter` saw.
+fn filtered(filter: &[&str]) -> (Vec<Value>, SocketAddr, SocketAddr, Vec<String>) {
+    let l1 = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    l1.bind(&SocketAddr::from((Ipv4Addr::new(127, 0, 0, 1), 0)).into())
+        .unwrap();
+    let a1 = l1.local_addr().unwrap().as_socket().unwrap();
+    let l2 = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    l2.bind(&SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 0)).into())
+        .unwrap();
+    let a2 = l2.local_addr().unwrap().as_socket().unwrap();
+    let (p1, p2) = (a1.port().to_string(), a2.port().to_string());
+    // The test's own ports always: other traffic on the host must not count.
+    let mut args = vec!["-o", "json", "--no-events", "--no-timewait"];
+    args.extend_from_slice(filter);
+    let mut owned = Vec::new();
+    for a in &args {
+        owned.push(a.replace("P1", &p1).replace("P2", &p2));
+    }
+    let argv: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let t = Tracer::start(&argv);
+    one_connection(l1, a1, FirstCloser::Client);
+    one_connection(l2, a2, FirstCloser::Client);
+    thread::sleep(Duration::from_millis(300));
+    let (status, out, err) = t.stop();
+    assert!(status.success(), "{err:?}");
+    (
+        out.iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        a1,
+        a2,
+        err,
+    )
+}
+
+/// (role, local port) of every connection record.
+fn roles(records: &[Value]) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = of_type(records, "connection")
+        .iter()
+        .map(|c| {
+            (
+                c["role"].as_str().unwrap().to_string(),
+                c["sport"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn filters_let_through_exactly_the_expected_connections() {
+    // --addr: only the connection on 127.0.0.2 (both of its ends, and its listener).
+    let (r, _, a2, err) = filtered(&["-p", "P1", "-p", "P2", "--addr", "127.0.0.2/32"]);
+    let got = roles(&r);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        of_type(&r, "connection")
+            .iter()
+            .all(|c| c["saddr"] == "127.0.0.2" || c["daddr"] == "127.0.0.2"),
+        "{r:#?}"
+    );
+    assert!(got.contains(&("listener".into(), a2.port().into())));
+    // Filtered in the kernel: the program saw more TCP events than it submitted.
+    let line = err.iter().find(|l| l.contains("stopped")).unwrap();
+    assert!(line.contains("filtered out in the kernel"), "{line}");
+
+    // --lport: the listener and the server side of P2 only (their local port is P2).
+    let (r, _, a2, _) = filtered(&["--lport", "P2"]);
+    assert_eq!(
+        roles(&r),
+        [
+            ("listener".to_string(), u64::from(a2.port())),
+            ("server".to_string(), a2.port().into())
+        ]
+    );
+
+    // --rport: the client side of P1 only.
+    let (r, a1, _, _) = filtered(&["--rport", "P1"]);
+    let c = of_type(&r, "connection");
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(
+        (c[0]["role"].as_str(), c[0]["dport"].as_u64()),
+        (Some("client"), Some(a1.port().into()))
+    );
+
+    // --state: only connections that went through CLOSE_WAIT (the servers: clients closed first).
+    let (r, a1, a2, _) = filtered(&["-p", "P1", "-p", "P2", "--state", "CLOSE_WAIT"]);
+    assert_eq!(
+        roles(&r),
+        [
+            ("server".to_string(), u64::from(a1.port())),
+            ("server".to_string(), a2.port().into())
+        ]
+    );
+    assert!(
+        of_type(&r, "transition")
+            .iter()
+            .all(|t| t["sport"] == a1.port() || t["sport"] == a2.port())
+    );
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn invalid_filter_values_exit_2_before_loading_anything() {
+    for args in [
+        ["--addr", "10.0.0.0/99"],
+        ["--state", "HALF_OPEN"],
+        ["--rport", "70000"],
+        ["--stuck", "never"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[1].split('/').next().unwrap()), "{err}");
+        assert!(!err.contains("attached"), "{err}");
+    }
+}
