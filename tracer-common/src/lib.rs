@@ -45,6 +45,14 @@ pub mod names {
     /// Ports (`u16` → [`super::PORT_LOCAL`] | [`super::PORT_REMOTE`]) for `--port`,
     /// `--lport`, `--rport`.
     pub const PORTS: &str = "PORTS";
+    /// LRU map socket address → [`super::KOwner`], kept only with owner filters.
+    pub const OWNERS: &str = "OWNERS";
+    /// LRU map listening port → [`super::KOwner`]: accepted sockets inherit it.
+    pub const LISTEN_OWNERS: &str = "LISTEN_OWNERS";
+    /// Sets for `--pid` (u32), `--comm` ([u8; 16]) and `--cgroup` (u64 cgroup id).
+    pub const PIDS: &str = "PIDS";
+    pub const COMMS: &str = "COMMS";
+    pub const CGROUPS: &str = "CGROUPS";
     /// LPM trie of address prefixes ([`super::AddrKey`] → `u8`) for `--addr`.
     pub const ADDRS: &str = "ADDRS";
     /// Program reading the record at the compile-time offsets of [`super::layout`].
@@ -200,8 +208,29 @@ pub struct Config {
     pub filter_ports: u8,
     /// Non-zero: only events whose local or remote address is in the `ADDRS` trie pass.
     pub filter_addrs: u8,
-    pub _pad: [u8; 4],
+    /// [`OWNER_PID`] | [`OWNER_COMM`] | [`OWNER_CGROUP`]: track socket owners in the kernel
+    /// (`OWNERS`) and drop events of sockets whose known owner does not match.
+    pub filter_owner: u8,
+    pub _pad: [u8; 3],
 }
+
+/// `Config::filter_owner` bit: the owner's tgid must be in `PIDS`.
+pub const OWNER_PID: u8 = 1;
+/// `Config::filter_owner` bit: the owner's comm must be in `COMMS`.
+pub const OWNER_COMM: u8 = 2;
+/// `Config::filter_owner` bit: the owner's cgroup id must be in `CGROUPS`.
+pub const OWNER_CGROUP: u8 = 4;
+
+/// A socket's owner as the kernel program tracks it (for the owner filters).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KOwner {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<KOwner>() == 32);
 
 /// `PORTS` value bit: the port may be the local one.
 pub const PORT_LOCAL: u8 = 1;
@@ -298,4 +327,6 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CtxLayout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KOwner {}
 }

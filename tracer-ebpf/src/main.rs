@@ -26,13 +26,13 @@ use aya_ebpf::{
         },
     },
     macros::{map, tracepoint},
-    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, AddrKey, Config, Counters, CtxLayout, Event, IPPROTO_TCP, PORT_LOCAL, PORT_REMOTE,
-    RuntimeLayout, kind, layout,
+    AF_INET, AddrKey, Config, Counters, CtxLayout, Event, IPPROTO_TCP, KOwner, OWNER_CGROUP,
+    OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE, RuntimeLayout, kind, layout,
 };
 
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes not yet consumed.
@@ -49,6 +49,21 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(kind::COU
 #[map]
 static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1, 0);
 
+/// Socket → owner, learned from process-context transitions (only with owner filters).
+#[map]
+static OWNERS: LruHashMap<u64, KOwner> = LruHashMap::with_max_entries(65536, 0);
+
+/// Listening port → owner, for accepted sockets to inherit.
+#[map]
+static LISTEN_OWNERS: LruHashMap<u16, KOwner> = LruHashMap::with_max_entries(4096, 0);
+
+#[map]
+static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
+#[map]
+static COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(1, 0);
+#[map]
+static CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
+
 /// Address prefixes of `--addr`; the loader sizes it to the number of prefixes.
 #[map]
 static ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1, 0);
@@ -59,7 +74,8 @@ static CONFIG: Global<Config> = Global::new(Config {
     family: 0,
     filter_ports: 0,
     filter_addrs: 0,
-    _pad: [0; 4],
+    filter_owner: 0,
+    _pad: [0; 3],
 });
 
 #[unsafe(no_mangle)]
@@ -207,6 +223,80 @@ fn addr_passes(cfg: &Config, family: u16, saddr: &[u64; 2], daddr: &[u64; 2]) ->
     ADDRS.get(Key::new(128, key(saddr))).is_some() || ADDRS.get(Key::new(128, key(daddr))).is_some()
 }
 
+// Raw TCP states (include/net/tcp_states.h).
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE_WAIT: i32 = 8;
+const TCP_LAST_ACK: i32 = 9;
+const TCP_LISTEN: i32 = 10;
+
+/// The task acting on the socket: `connect()`, `listen()`, `close()`/`shutdown()` (mirrors
+/// `table::in_owner_context` on the user side).
+#[inline(always)]
+fn in_owner_context(old: i32, new: i32) -> bool {
+    matches!(
+        (old, new),
+        (TCP_CLOSE, TCP_SYN_SENT)
+            | (TCP_CLOSE, TCP_LISTEN)
+            | (TCP_LISTEN, TCP_CLOSE)
+            | (TCP_ESTABLISHED, TCP_FIN_WAIT1)
+            | (TCP_SYN_RECV, TCP_FIN_WAIT1)
+            | (TCP_CLOSE_WAIT, TCP_LAST_ACK)
+    )
+}
+
+/// Keeps the kernel's owner map (only with owner filters) and applies `--pid`, `--comm`,
+/// `--cgroup`. A socket whose owner is not known here (older than the tracer) passes: user
+/// space resolves it from /proc and decides.
+#[inline(always)]
+fn owner_passes(cfg: &Config, sk: u64, old: i32, new: i32, sport: u16) -> bool {
+    if cfg.filter_owner == 0 {
+        return true;
+    }
+    if in_owner_context(old, new) {
+        let mut o = KOwner::default();
+        // SAFETY: helpers without preconditions; `o.comm` is a valid 16-byte buffer.
+        unsafe {
+            o.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            o.cgroup_id = bpf_get_current_cgroup_id();
+            bpf_get_current_comm(o.comm.as_mut_ptr().cast(), 16);
+        }
+        let _ = OWNERS.insert(sk, o, 0);
+        if new == TCP_LISTEN {
+            let _ = LISTEN_OWNERS.insert(sport, o, 0);
+        } else if old == TCP_LISTEN {
+            let _ = LISTEN_OWNERS.remove(sport);
+        }
+    } else if old == TCP_LISTEN && new == TCP_SYN_RECV {
+        // SAFETY: a map value read and copied at once.
+        if let Some(o) = unsafe { LISTEN_OWNERS.get(sport) }.copied() {
+            let _ = OWNERS.insert(sk, o, 0);
+        }
+    }
+    known_owner_passes(cfg, sk)
+}
+
+/// The owner filters for a socket, from the owner map alone (context events).
+#[inline(always)]
+fn known_owner_passes(cfg: &Config, sk: u64) -> bool {
+    if cfg.filter_owner == 0 || sk == 0 {
+        return true;
+    }
+    // SAFETY: map values are plain data, read at once.
+    let Some(o) = (unsafe { OWNERS.get(sk) }).copied() else {
+        return true;
+    };
+    // SAFETY: as above.
+    unsafe {
+        (cfg.filter_owner & OWNER_PID == 0 || PIDS.get(o.tgid).is_some())
+            && (cfg.filter_owner & OWNER_COMM == 0 || COMMS.get(o.comm).is_some())
+            && (cfg.filter_owner & OWNER_CGROUP == 0 || CGROUPS.get(o.cgroup_id).is_some())
+    }
+}
+
 /// Reads a transition, applies the filters, and emits it. `Err` means a field could not be
 /// read (the event is lost and counted); filtered-out events return `Ok`.
 #[inline(always)]
@@ -239,11 +329,15 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout) -> Result<(), ()> {
     }
     let oldstate: i32 = rec.read(l.oldstate)?;
     let newstate: i32 = rec.read(l.newstate)?;
+    let skaddr: u64 = rec.read(l.skaddr)?;
+    if !owner_passes(&cfg, skaddr, oldstate, newstate, sport) {
+        return Ok(());
+    }
     emit(
         &cfg,
         &Fields {
             kind: kind::TRANSITION,
-            skaddr: rec.read(l.skaddr)?,
+            skaddr,
             saddr,
             daddr,
             sport,
@@ -452,11 +546,21 @@ fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32) -> Result<(), ()> {
         return Ok(());
     }
     let state = opt::<i32>(rec, l.state)?.unwrap_or(0);
+    let skaddr = opt::<u64>(rec, l.skaddr)?.unwrap_or(0);
+    // The listener's own owner for SYN-ACK retransmits; the socket's for the rest.
+    let pass = known_owner_passes(&cfg, skaddr);
+    if kind == kind::DESTROY_SOCK && cfg.filter_owner != 0 {
+        // Freed: its address may now be reused (the map is LRU besides).
+        let _ = OWNERS.remove(skaddr);
+    }
+    if !pass {
+        return Ok(());
+    }
     emit(
         &cfg,
         &Fields {
             kind,
-            skaddr: opt::<u64>(rec, l.skaddr)?.unwrap_or(0),
+            skaddr,
             saddr,
             daddr,
             sport,

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     decode::{Family, TcpState},
-    filter::{Cidr, Filter},
+    filter::{CgroupId, Cidr, Filter},
 };
 
 const ABOUT: &str = "Show the Linux kernel's TCP state machine live: every state transition, per-connection timelines.";
@@ -79,6 +79,21 @@ pub struct Args {
     /// their records and stuck reports, and their transitions from the moment they reach it.
     #[arg(global = true, long = "state", value_name = "STATE", value_parser = parse_state)]
     pub states: Vec<TcpState>,
+
+    /// Only sockets owned by this process id (repeatable). Filtered in the kernel, from the
+    /// owner tracker (the process that connected, listened, accepted or closed).
+    #[arg(global = true, long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// Only sockets owned by a process with this command name (repeatable; the kernel keeps
+    /// 15 characters). Filtered in the kernel.
+    #[arg(global = true, long = "comm", value_name = "NAME", value_parser = parse_comm)]
+    pub comms: Vec<String>,
+
+    /// Only sockets owned by a process in this cgroup v2 (repeatable): a path under
+    /// /sys/fs/cgroup, e.g. `system.slice/nginx.service`. Filtered in the kernel.
+    #[arg(global = true, long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<CgroupId>,
 
     /// Report connections that stay in SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT,
     /// LAST_ACK or CLOSING longer than this (`30s`, `2m`): when they cross it, again each time
@@ -168,6 +183,9 @@ impl Args {
             },
             cidrs: self.addrs.clone(),
             states: self.states.clone(),
+            pids: self.pids.clone(),
+            comms: self.comms.clone(),
+            cgroups: self.cgroups.clone(),
         }
     }
 
@@ -182,6 +200,15 @@ impl Args {
     pub fn quiet(&self) -> bool {
         self.quiet || matches!(self.command, Some(Command::Stuck { .. }))
     }
+}
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 15 {
+        return Err(format!(
+            "`{s}`: a command name is 1 to 15 bytes (the kernel keeps 15)"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_state(s: &str) -> Result<TcpState, String> {

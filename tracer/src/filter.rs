@@ -5,7 +5,10 @@
 //! here.
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use crate::decode::{Family, TcpState};
+use crate::{
+    decode::{Family, TcpState},
+    table::Owner,
+};
 
 /// Bit in the `PORTS` map value: the port may match the socket's local port.
 pub const PORT_LOCAL: u8 = 1;
@@ -84,6 +87,50 @@ pub struct Filter {
     pub cidrs: Vec<Cidr>,
     /// Connections that pass through one of these states.
     pub states: Vec<TcpState>,
+    /// Owner filters: process ids, command names, cgroup v2 ids.
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub cgroups: Vec<CgroupId>,
+}
+
+/// A cgroup v2 directory and its id (the directory's inode, what the kernel reports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupId {
+    pub path: String,
+    pub id: u64,
+}
+
+/// Where cgroup v2 is mounted.
+pub const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
+
+impl FromStr for CgroupId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use std::os::unix::fs::MetadataExt as _;
+        // `/sys/fs/cgroup/system.slice/x.service`, or relative to it: `system.slice/x.service`.
+        let path = if s.starts_with(CGROUP2_ROOT) {
+            s.to_string()
+        } else {
+            format!("{CGROUP2_ROOT}/{}", s.trim_start_matches('/'))
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| format!("cgroup `{s}`: {path}: {e}"))?;
+        if !meta.is_dir() {
+            return Err(format!("cgroup `{s}`: {path} is not a cgroup directory"));
+        }
+        Ok(Self {
+            path,
+            id: meta.ino(),
+        })
+    }
+}
+
+/// A `comm` as the kernel stores it: at most 15 bytes, NUL-padded to 16.
+pub fn comm_key(comm: &str) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let b = comm.as_bytes();
+    let n = b.len().min(15);
+    k[..n].copy_from_slice(&b[..n]);
+    k
 }
 
 impl Filter {
@@ -154,7 +201,46 @@ impl Filter {
             let s: Vec<&str> = self.states.iter().map(|s| s.name()).collect();
             parts.push(format!("connections through {}", s.join(",")));
         }
+        if !self.pids.is_empty() {
+            parts.push(format!(
+                "owner pid {}",
+                self.pids
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+        if !self.comms.is_empty() {
+            parts.push(format!("owner comm {}", self.comms.join(",")));
+        }
+        if !self.cgroups.is_empty() {
+            parts.push(format!(
+                "owner cgroup {}",
+                self.cgroups
+                    .iter()
+                    .map(|c| c.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
         parts.join(", ")
+    }
+
+    pub fn has_owner_filter(&self) -> bool {
+        !self.pids.is_empty() || !self.comms.is_empty() || !self.cgroups.is_empty()
+    }
+
+    /// The owner filters (`--pid`, `--comm`, `--cgroup`), all of those given. A socket whose
+    /// owner is not known (yet) is not shown while owner filters are on.
+    pub fn matches_owner(&self, owner: Option<&Owner>) -> bool {
+        if !self.has_owner_filter() {
+            return true;
+        }
+        let Some(o) = owner else { return false };
+        (self.pids.is_empty() || self.pids.contains(&o.pid))
+            && (self.comms.is_empty() || self.comms.iter().any(|c| comm_key(c) == o.comm.0))
+            && (self.cgroups.is_empty() || self.cgroups.iter().any(|c| c.id == o.cgroup_id))
     }
 
     /// Whether a connection with these states so far is shown (`--state`).
@@ -229,6 +315,49 @@ mod tests {
             ..Default::default()
         };
         assert!(!v6.matches_tuple(Family::Ipv4, lo, 1, lo, 2));
+    }
+
+    #[test]
+    fn owner_filters() {
+        use crate::{decode::Comm, table::OwnerSource};
+        let o = Owner {
+            pid: 7,
+            comm: Comm(comm_key("nginx")),
+            uid: 0,
+            cgroup_id: 99,
+            source: OwnerSource::Event,
+        };
+        assert!(Filter::default().matches_owner(None));
+        let f = Filter {
+            pids: vec![7, 8],
+            ..Default::default()
+        };
+        assert!(f.matches_owner(Some(&o)) && !f.matches_owner(None));
+        let f = Filter {
+            comms: vec!["nginx".into()],
+            pids: vec![8],
+            ..Default::default()
+        };
+        assert!(!f.matches_owner(Some(&o)), "all given filters must match");
+        let f = Filter {
+            cgroups: vec![CgroupId {
+                path: "x".into(),
+                id: 99,
+            }],
+            ..Default::default()
+        };
+        assert!(f.matches_owner(Some(&o)));
+        assert_eq!(comm_key("a-very-long-command-name")[15], 0);
+        assert!(
+            "/sys/fs/cgroup".parse::<CgroupId>().is_ok(),
+            "the root cgroup exists"
+        );
+        assert!(
+            "no/such/cgroup"
+                .parse::<CgroupId>()
+                .unwrap_err()
+                .contains("no/such/cgroup")
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ impl<S: Sink> Pipeline<S> {
 
     fn connection(&mut self, c: &table::Conn) -> io::Result<()> {
         self.connections += 1;
-        if self.quiet || !self.filter.matches_states(&c.states) {
+        if self.quiet
+            || !self.filter.matches_states(&c.states)
+            || !self.filter.matches_owner(c.owner.as_ref())
+        {
             return Ok(());
         }
         self.sink.connection(c)
@@ -152,7 +155,9 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         };
         for r in self.table.stuck(now_ns, threshold) {
-            if self.filter.matches_states(&r.conn.states) {
+            if self.filter.matches_states(&r.conn.states)
+                && self.filter.matches_owner(r.conn.owner.as_ref())
+            {
                 self.sink.stuck(&r)?;
             }
         }

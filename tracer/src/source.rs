@@ -13,11 +13,13 @@ use aya::{
     programs::TracePoint,
 };
 use tokio::io::unix::AsyncFd;
-use tracer_common::{AF_INET, AF_INET6, AddrKey, Config, Counters, names};
+use tracer_common::{
+    AF_INET, AF_INET6, AddrKey, Config, Counters, OWNER_CGROUP, OWNER_COMM, OWNER_PID, names,
+};
 
 use crate::{
     decode::Family,
-    filter::Filter,
+    filter::{Filter, comm_key},
     format::{self, Choice},
 };
 
@@ -91,7 +93,20 @@ impl Live {
             },
             filter_ports: u8::from(!port_flags.is_empty()),
             filter_addrs: u8::from(!opts.filter.cidrs.is_empty()),
-            _pad: [0; 4],
+            filter_owner: if opts.filter.pids.is_empty() {
+                0
+            } else {
+                OWNER_PID
+            } | if opts.filter.comms.is_empty() {
+                0
+            } else {
+                OWNER_COMM
+            } | if opts.filter.cgroups.is_empty() {
+                0
+            } else {
+                OWNER_CGROUP
+            },
+            _pad: [0; 3],
         };
         let (program, layout) = match choice {
             Choice::Fast => (names::PROG_FAST, format::FAST),
@@ -113,6 +128,7 @@ impl Live {
         let log_level: u8 = if opts.bpf_log { 0xff } else { 0 };
         let ports_len = u32::try_from(port_flags.len().max(1)).unwrap_or(u32::MAX);
         let addrs_len = u32::try_from(opts.filter.cidrs.len().max(1)).unwrap_or(u32::MAX);
+        let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
         let mut loader = EbpfLoader::new();
         for (_, _, _, global, l) in &ctx_layouts {
             loader.override_global(global, l, true);
@@ -124,6 +140,9 @@ impl Live {
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .map_max_entries(names::PORTS, ports_len)
             .map_max_entries(names::ADDRS, addrs_len)
+            .map_max_entries(names::PIDS, size(opts.filter.pids.len()))
+            .map_max_entries(names::COMMS, size(opts.filter.comms.len()))
+            .map_max_entries(names::CGROUPS, size(opts.filter.cgroups.len()))
             .load(EBPF_OBJECT)
             .map_err(|e| privilege_hint(anyhow!(e)))
             .context("loading the eBPF object")?;
@@ -146,6 +165,27 @@ impl Live {
                     .insert(&Key::new(plen, data), 1, 0)
                     .with_context(|| format!("adding {c} to the filter"))?;
             }
+        }
+
+        for &pid in &opts.filter.pids {
+            let mut m: HashMap<_, u32, u8> =
+                HashMap::try_from(ebpf.map_mut(names::PIDS).context("PIDS map missing")?)?;
+            m.insert(pid, 1, 0)
+                .with_context(|| format!("adding pid {pid} to the filter"))?;
+        }
+        for comm in &opts.filter.comms {
+            let mut m: HashMap<_, [u8; 16], u8> =
+                HashMap::try_from(ebpf.map_mut(names::COMMS).context("COMMS map missing")?)?;
+            m.insert(comm_key(comm), 1, 0)
+                .with_context(|| format!("adding comm {comm} to the filter"))?;
+        }
+        for cg in &opts.filter.cgroups {
+            let mut m: HashMap<_, u64, u8> = HashMap::try_from(
+                ebpf.map_mut(names::CGROUPS)
+                    .context("CGROUPS map missing")?,
+            )?;
+            m.insert(cg.id, 1, 0)
+                .with_context(|| format!("adding cgroup {} to the filter", cg.path))?;
         }
 
         let logger = if opts.bpf_log {
