@@ -53,6 +53,10 @@ pub mod names {
     pub const PIDS: &str = "PIDS";
     pub const COMMS: &str = "COMMS";
     pub const CGROUPS: &str = "CGROUPS";
+    /// Set of network namespace inodes (u32 → u8) for `--netns`.
+    pub const NETNS: &str = "NETNS";
+    /// Global [`super::NetnsOffsets`].
+    pub const NETNS_OFFSETS: &str = "NETNS_OFFSETS";
     /// LPM trie of address prefixes ([`super::AddrKey`] → `u8`) for `--addr`.
     pub const ADDRS: &str = "ADDRS";
     /// Program reading the record at the compile-time offsets of [`super::layout`].
@@ -211,7 +215,18 @@ pub struct Config {
     /// [`OWNER_PID`] | [`OWNER_COMM`] | [`OWNER_CGROUP`]: track socket owners in the kernel
     /// (`OWNERS`) and drop events of sockets whose known owner does not match.
     pub filter_owner: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero: only sockets whose network namespace inode is in `NETNS` pass (read through
+    /// the socket at the [`NetnsOffsets`] the loader took from the kernel's BTF).
+    pub filter_netns: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Where a socket's netns inode is: `*(u32 *)(*(u64 *)(sk + skc_net) + net_inum)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NetnsOffsets {
+    pub skc_net: u32,
+    pub net_inum: u32,
 }
 
 /// `Config::filter_owner` bit: the owner's tgid must be in `PIDS`.
@@ -329,4 +344,6 @@ mod pod {
     unsafe impl aya::Pod for super::CtxLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KOwner {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetnsOffsets {}
 }

@@ -31,8 +31,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, AddrKey, Config, Counters, CtxLayout, Event, IPPROTO_TCP, KOwner, OWNER_CGROUP,
-    OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE, RuntimeLayout, kind, layout,
+    AF_INET, AddrKey, Config, Counters, CtxLayout, Event, IPPROTO_TCP, KOwner, NetnsOffsets,
+    OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE, RuntimeLayout, kind, layout,
 };
 
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes not yet consumed.
@@ -75,8 +75,19 @@ static CONFIG: Global<Config> = Global::new(Config {
     filter_ports: 0,
     filter_addrs: 0,
     filter_owner: 0,
-    _pad: [0; 3],
+    filter_netns: 0,
+    _pad: [0; 2],
 });
+
+#[unsafe(no_mangle)]
+static NETNS_OFFSETS: Global<NetnsOffsets> = Global::new(NetnsOffsets {
+    skc_net: 0,
+    net_inum: 0,
+});
+
+/// Network namespace inodes of `--netns`.
+#[map]
+static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static LAYOUT: Global<RuntimeLayout> = Global::new(FAST_LAYOUT);
@@ -279,6 +290,27 @@ fn owner_passes(cfg: &Config, sk: u64, old: i32, new: i32, sport: u16) -> bool {
     known_owner_passes(cfg, sk)
 }
 
+/// `--netns`: the socket's own network namespace (not the current task's). Events without a
+/// socket pass; a socket whose namespace cannot be read is dropped only if the filter is on.
+#[inline(always)]
+fn netns_passes(cfg: &Config, sk: u64) -> bool {
+    if cfg.filter_netns == 0 || sk == 0 {
+        return true;
+    }
+    let off = NETNS_OFFSETS.load();
+    // SAFETY: bpf_probe_read_kernel checks the addresses itself and fails cleanly; the
+    // offsets come from the running kernel's BTF.
+    let inum = unsafe {
+        bpf_probe_read_kernel((sk + u64::from(off.skc_net)) as *const u64)
+            .and_then(|net| bpf_probe_read_kernel((net + u64::from(off.net_inum)) as *const u32))
+    };
+    match inum {
+        // SAFETY: a map lookup of a plain u32 key.
+        Ok(inum) => unsafe { NETNS.get(inum) }.is_some(),
+        Err(_) => false,
+    }
+}
+
 /// The owner filters for a socket, from the owner map alone (context events).
 #[inline(always)]
 fn known_owner_passes(cfg: &Config, sk: u64) -> bool {
@@ -330,7 +362,7 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout) -> Result<(), ()> {
     let oldstate: i32 = rec.read(l.oldstate)?;
     let newstate: i32 = rec.read(l.newstate)?;
     let skaddr: u64 = rec.read(l.skaddr)?;
-    if !owner_passes(&cfg, skaddr, oldstate, newstate, sport) {
+    if !netns_passes(&cfg, skaddr) || !owner_passes(&cfg, skaddr, oldstate, newstate, sport) {
         return Ok(());
     }
     emit(
@@ -548,7 +580,7 @@ fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32) -> Result<(), ()> {
     let state = opt::<i32>(rec, l.state)?.unwrap_or(0);
     let skaddr = opt::<u64>(rec, l.skaddr)?.unwrap_or(0);
     // The listener's own owner for SYN-ACK retransmits; the socket's for the rest.
-    let pass = known_owner_passes(&cfg, skaddr);
+    let pass = known_owner_passes(&cfg, skaddr) && netns_passes(&cfg, skaddr);
     if kind == kind::DESTROY_SOCK && cfg.filter_owner != 0 {
         // Freed: its address may now be reused (the map is LRU besides).
         let _ = OWNERS.remove(skaddr);

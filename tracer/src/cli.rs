@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     decode::{Family, TcpState},
-    filter::{CgroupId, Cidr, Filter},
+    filter::{CgroupId, Cidr, Filter, netns_inode},
 };
 
 const ABOUT: &str = "Show the Linux kernel's TCP state machine live: every state transition, per-connection timelines.";
@@ -94,6 +94,17 @@ pub struct Args {
     /// /sys/fs/cgroup, e.g. `system.slice/nginx.service`. Filtered in the kernel.
     #[arg(global = true, long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<CgroupId>,
+
+    /// Only sockets in the network namespace with this inode (repeatable; `ls -iL
+    /// /proc/PID/ns/net` shows it). The socket's own namespace, not the current task's:
+    /// filtered in the kernel, reading the socket at offsets from the kernel's BTF.
+    #[arg(global = true, long = "netns", value_name = "INODE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub netns: Vec<u32>,
+
+    /// Only sockets in this network namespace (repeatable): `/run/netns/NAME` (from `ip
+    /// netns add`) or `/proc/PID/ns/net`.
+    #[arg(global = true, long = "netns-path", value_name = "PATH", value_parser = netns_inode)]
+    pub netns_paths: Vec<u32>,
 
     /// Report connections that stay in SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT,
     /// LAST_ACK or CLOSING longer than this (`30s`, `2m`): when they cross it, again each time
@@ -186,6 +197,12 @@ impl Args {
             pids: self.pids.clone(),
             comms: self.comms.clone(),
             cgroups: self.cgroups.clone(),
+            netns: self
+                .netns
+                .iter()
+                .chain(&self.netns_paths)
+                .copied()
+                .collect(),
         }
     }
 

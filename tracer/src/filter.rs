@@ -91,6 +91,16 @@ pub struct Filter {
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
     pub cgroups: Vec<CgroupId>,
+    /// Network namespace inodes (the socket's namespace).
+    pub netns: Vec<u32>,
+}
+
+/// The inode of a network namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`).
+pub fn netns_inode(path: &str) -> Result<u32, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).map_err(|e| format!("network namespace `{path}`: {e}"))?;
+    u32::try_from(m.ino())
+        .map_err(|_| format!("network namespace `{path}`: inode {} out of range", m.ino()))
 }
 
 /// A cgroup v2 directory and its id (the directory's inode, what the kernel reports).
@@ -213,6 +223,10 @@ impl Filter {
         }
         if !self.comms.is_empty() {
             parts.push(format!("owner comm {}", self.comms.join(",")));
+        }
+        if !self.netns.is_empty() {
+            let n: Vec<String> = self.netns.iter().map(u32::to_string).collect();
+            parts.push(format!("netns {}", n.join(",")));
         }
         if !self.cgroups.is_empty() {
             parts.push(format!(

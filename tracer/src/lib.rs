@@ -2,6 +2,7 @@
 //!
 //! Pipeline: [`source`] (eBPF loader, ring buffer) → [`decode`] (bytes → typed events) →
 //! [`table`] (per-socket timelines) → [`output`] (text / JSON sinks). [`run`] wires them up.
+pub mod btf;
 pub mod cli;
 pub mod decode;
 pub mod enrich;

@@ -14,7 +14,8 @@ use aya::{
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    AF_INET, AF_INET6, AddrKey, Config, Counters, OWNER_CGROUP, OWNER_COMM, OWNER_PID, names,
+    AF_INET, AF_INET6, AddrKey, Config, Counters, NetnsOffsets, OWNER_CGROUP, OWNER_COMM,
+    OWNER_PID, names,
 };
 
 use crate::{
@@ -93,20 +94,23 @@ impl Live {
             },
             filter_ports: u8::from(!port_flags.is_empty()),
             filter_addrs: u8::from(!opts.filter.cidrs.is_empty()),
-            filter_owner: if opts.filter.pids.is_empty() {
-                0
-            } else {
-                OWNER_PID
-            } | if opts.filter.comms.is_empty() {
-                0
-            } else {
-                OWNER_COMM
-            } | if opts.filter.cgroups.is_empty() {
-                0
-            } else {
-                OWNER_CGROUP
-            },
-            _pad: [0; 3],
+            filter_owner: owner_bits(&opts.filter),
+            filter_netns: u8::from(!opts.filter.netns.is_empty()),
+            _pad: [0; 2],
+        };
+        // The socket's netns is two pointers away: offsets from the kernel's BTF, or a clear
+        // failure before anything is loaded.
+        let netns_offsets = if opts.filter.netns.is_empty() {
+            NetnsOffsets::default()
+        } else {
+            let btf = crate::btf::Btf::from_sys_fs()
+                .context("the netns filter needs the kernel's BTF")?;
+            let o = crate::btf::netns_offsets(&btf)
+                .context("the netns filter needs struct offsets from the kernel's BTF")?;
+            NetnsOffsets {
+                skc_net: o.skc_net,
+                net_inum: o.net_inum,
+            }
         };
         let (program, layout) = match choice {
             Choice::Fast => (names::PROG_FAST, format::FAST),
@@ -136,6 +140,7 @@ impl Live {
         let mut ebpf = loader
             .override_global(names::CONFIG, &config, true)
             .override_global(names::LAYOUT, &layout, true)
+            .override_global(names::NETNS_OFFSETS, &netns_offsets, true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .map_max_entries(names::PORTS, ports_len)
@@ -143,6 +148,7 @@ impl Live {
             .map_max_entries(names::PIDS, size(opts.filter.pids.len()))
             .map_max_entries(names::COMMS, size(opts.filter.comms.len()))
             .map_max_entries(names::CGROUPS, size(opts.filter.cgroups.len()))
+            .map_max_entries(names::NETNS, size(opts.filter.netns.len()))
             .load(EBPF_OBJECT)
             .map_err(|e| privilege_hint(anyhow!(e)))
             .context("loading the eBPF object")?;
@@ -178,6 +184,12 @@ impl Live {
                 HashMap::try_from(ebpf.map_mut(names::COMMS).context("COMMS map missing")?)?;
             m.insert(comm_key(comm), 1, 0)
                 .with_context(|| format!("adding comm {comm} to the filter"))?;
+        }
+        for &ns in &opts.filter.netns {
+            let mut m: HashMap<_, u32, u8> =
+                HashMap::try_from(ebpf.map_mut(names::NETNS).context("NETNS map missing")?)?;
+            m.insert(ns, 1, 0)
+                .with_context(|| format!("adding netns {ns} to the filter"))?;
         }
         for cg in &opts.filter.cgroups {
             let mut m: HashMap<_, u64, u8> = HashMap::try_from(
@@ -284,6 +296,14 @@ impl Live {
         }
         Ok(t)
     }
+}
+
+/// `Config::filter_owner` for the owner filters given.
+fn owner_bits(f: &Filter) -> u8 {
+    let bit = |on: bool, b: u8| if on { b } else { 0 };
+    bit(!f.pids.is_empty(), OWNER_PID)
+        | bit(!f.comms.is_empty(), OWNER_COMM)
+        | bit(!f.cgroups.is_empty(), OWNER_CGROUP)
 }
 
 /// `recursion_misses` from `bpf_prog_info`: aya 0.14 does not expose it.

@@ -1,0 +1,316 @@
+//! Struct member offsets from the kernel's BTF (`/sys/kernel/btf/vmlinux`), for the few
+//! fields the eBPF program reads through a socket pointer (its network namespace).
+//!
+//! Why a small reader here: aya-obj parses BTF but keeps member offsets private, and the
+//! maintained BTF crate (btf-rs) is LGPL, which does not suit this MIT/Apache project. Only
+//! what is needed is implemented: walk the type section, find a struct or union by name, and a
+//! member's byte offset (through anonymous nested members).
+use std::collections::HashMap;
+
+use anyhow::{Context as _, bail};
+
+const MAGIC: u16 = 0xeb9f;
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+#[derive(Clone, Debug)]
+struct Member {
+    name: String,
+    type_id: u32,
+    /// Bits from the start of the struct.
+    bit_offset: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Type {
+    kind: u32,
+    name: String,
+    /// Referenced type for typedef/const/volatile/…
+    type_id: u32,
+    members: Vec<Member>,
+}
+
+/// The parsed type section: enough to answer "offset of `member` in `struct name`".
+pub struct Btf {
+    /// Index = type id (0 is void).
+    types: Vec<Type>,
+    by_name: HashMap<String, Vec<u32>>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> anyhow::Result<u16> {
+    let s = b.get(at..at + 2).context("BTF truncated")?;
+    Ok(u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> anyhow::Result<u32> {
+    let s = b.get(at..at + 4).context("BTF truncated")?;
+    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+impl Btf {
+    pub fn from_sys_fs() -> anyhow::Result<Self> {
+        let path = "/sys/kernel/btf/vmlinux";
+        let data = std::fs::read(path).with_context(|| {
+            format!("reading {path}: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF), which the netns filter needs")
+        })?;
+        Self::parse(&data).with_context(|| format!("parsing {path}"))
+    }
+
+    /// Parses raw little-endian BTF.
+    pub fn parse(b: &[u8]) -> anyhow::Result<Self> {
+        if u16_at(b, 0)? != MAGIC {
+            bail!("not little-endian BTF (bad magic)");
+        }
+        let hdr_len = u32_at(b, 4)? as usize;
+        let type_off = hdr_len + u32_at(b, 8)? as usize;
+        let type_len = u32_at(b, 12)? as usize;
+        let str_off = hdr_len + u32_at(b, 16)? as usize;
+        let str_len = u32_at(b, 20)? as usize;
+        let strings = b
+            .get(str_off..str_off + str_len)
+            .context("BTF string section out of bounds")?;
+        let name = |off: u32| -> String {
+            let s = strings.get(off as usize..).unwrap_or_default();
+            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+            String::from_utf8_lossy(&s[..end]).into_owned()
+        };
+        let mut types = vec![Type {
+            kind: 0,
+            name: String::new(),
+            type_id: 0,
+            members: Vec::new(),
+        }];
+        let mut at = type_off;
+        let end = type_off + type_len;
+        while at < end {
+            let name_off = u32_at(b, at)?;
+            let info = u32_at(b, at + 4)?;
+            let size_or_type = u32_at(b, at + 8)?;
+            at += 12;
+            let vlen = (info & 0xffff) as usize;
+            let kind = (info >> 24) & 0x1f;
+            let kind_flag = info >> 31 == 1;
+            let mut t = Type {
+                kind,
+                name: name(name_off),
+                type_id: size_or_type,
+                members: Vec::new(),
+            };
+            match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
+                KIND_ARRAY => at += 12,
+                KIND_STRUCT | KIND_UNION => {
+                    for _ in 0..vlen {
+                        let off = u32_at(b, at + 8)?;
+                        t.members.push(Member {
+                            name: name(u32_at(b, at)?),
+                            type_id: u32_at(b, at + 4)?,
+                            bit_offset: if kind_flag { off & 0x00ff_ffff } else { off },
+                        });
+                        at += 12;
+                    }
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => at += 8 * vlen,
+                KIND_DATASEC | KIND_ENUM64 => at += 12 * vlen,
+                _ => {}
+            }
+            types.push(t);
+        }
+        let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
+        for (id, t) in types.iter().enumerate() {
+            if matches!(t.kind, KIND_STRUCT | KIND_UNION) && !t.name.is_empty() {
+                by_name.entry(t.name.clone()).or_default().push(id as u32);
+            }
+        }
+        Ok(Self { types, by_name })
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.types.get(id as usize).map(|t| t.kind) {
+                Some(KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => {
+                    id = self.types[id as usize].type_id;
+                }
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// Bit offset and type of `member` within type `id`, looking inside anonymous members.
+    fn find(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
+        let t = self.types.get(self.resolve(id) as usize)?;
+        if depth > 8 || !matches!(t.kind, KIND_STRUCT | KIND_UNION) {
+            return None;
+        }
+        if let Some(m) = t.members.iter().find(|m| m.name == member) {
+            return Some((m.bit_offset, m.type_id));
+        }
+        t.members
+            .iter()
+            .filter(|m| m.name.is_empty())
+            .find_map(|m| {
+                self.find(m.type_id, member, depth + 1)
+                    .map(|(o, ty)| (o + m.bit_offset, ty))
+            })
+    }
+
+    /// Byte offset of `member` in `struct`/`union` `name`.
+    pub fn member_offset(&self, name: &str, member: &str) -> anyhow::Result<u32> {
+        self.path_offset(name, &[member])
+    }
+
+    /// Byte offset of a nested member, `name.path[0].path[1]…` (each step inside the type of
+    /// the previous member, so typedefs of anonymous structs work).
+    pub fn path_offset(&self, name: &str, path: &[&str]) -> anyhow::Result<u32> {
+        let ids = self
+            .by_name
+            .get(name)
+            .with_context(|| format!("no struct `{name}` in the kernel's BTF"))?;
+        let walk = |start: u32| -> Option<u32> {
+            let (mut bits, mut ty) = (0u32, start);
+            for m in path {
+                let (o, t) = self.find(ty, m, 0)?;
+                bits += o;
+                ty = t;
+            }
+            Some(bits)
+        };
+        let bits = ids.iter().find_map(|&id| walk(id)).with_context(|| {
+            format!(
+                "struct `{name}` has no member `{}` in the kernel's BTF",
+                path.join(".")
+            )
+        })?;
+        if bits % 8 != 0 {
+            bail!("`{name}.{}` is a bitfield", path.join("."));
+        }
+        Ok(bits / 8)
+    }
+}
+
+/// Where a socket's network namespace inode is: `*(sk + skc_net)` is the `struct net *`, and
+/// the inode is the u32 at `net + net_inum`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetnsOffsets {
+    pub skc_net: u32,
+    pub net_inum: u32,
+}
+
+pub fn netns_offsets(btf: &Btf) -> anyhow::Result<NetnsOffsets> {
+    // sk->__sk_common.skc_net is a `possible_net_t`, a typedef of an anonymous struct
+    // holding `struct net *net`.
+    let skc_net = btf.path_offset("sock", &["__sk_common", "skc_net", "net"])?;
+    let net_inum = btf.path_offset("net", &["ns", "inum"])?;
+    Ok(NetnsOffsets { skc_net, net_inum })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny BTF blob: `struct inner { int a; int inum; }`, `struct outer { int x; struct
+    /// { struct inner ns; }; }` (the anonymous member at 8 bytes).
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0inner\0a\0inum\0outer\0x\0ns\0";
+        let s = |name: &str| -> u32 {
+            let hay = strings
+                .windows(name.len() + 1)
+                .position(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0);
+            hay.unwrap() as u32
+        };
+        let mut types = Vec::new();
+        let mut push = |v: &[u32]| {
+            v.iter()
+                .for_each(|x| types.extend_from_slice(&x.to_le_bytes()))
+        };
+        // 1: int (size 4) + int data
+        push(&[s("int"), KIND_INT << 24, 4, 32]);
+        // 2: struct inner, 2 members
+        push(&[
+            s("inner"),
+            (KIND_STRUCT << 24) | 2,
+            8,
+            s("a"),
+            1,
+            0,
+            s("inum"),
+            1,
+            32,
+        ]);
+        // 3: anonymous struct { struct inner ns; }
+        push(&[0, (KIND_STRUCT << 24) | 1, 8, s("ns"), 2, 0]);
+        // 4: struct outer { int x; <anon> at 64 bits }
+        push(&[
+            s("outer"),
+            (KIND_STRUCT << 24) | 2,
+            16,
+            s("x"),
+            1,
+            0,
+            0,
+            3,
+            64,
+        ]);
+        let mut b = Vec::new();
+        b.extend_from_slice(&MAGIC.to_le_bytes());
+        b.extend_from_slice(&[1, 0]);
+        for v in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&types);
+        b.extend_from_slice(strings);
+        b
+    }
+
+    #[test]
+    fn offsets_through_anonymous_members() {
+        let btf = Btf::parse(&blob()).unwrap();
+        assert_eq!(btf.member_offset("inner", "inum").unwrap(), 4);
+        assert_eq!(btf.member_offset("outer", "ns").unwrap(), 8);
+        assert_eq!(btf.path_offset("outer", &["ns", "inum"]).unwrap(), 12);
+        assert!(
+            btf.member_offset("outer", "nope")
+                .unwrap_err()
+                .to_string()
+                .contains("no member `nope`")
+        );
+        assert!(
+            btf.member_offset("missing", "x")
+                .unwrap_err()
+                .to_string()
+                .contains("no struct `missing`")
+        );
+        assert!(Btf::parse(&[0u8; 24]).is_err());
+    }
+
+    #[test]
+    fn this_kernels_netns_offsets() {
+        // The real vmlinux BTF, when the machine has it (it does here; the VM kernels too).
+        let Ok(btf) = Btf::from_sys_fs() else { return };
+        let o = netns_offsets(&btf).unwrap();
+        assert!(o.skc_net > 0 && o.skc_net < 256, "{o:?}");
+        assert!(o.net_inum < 4096, "{o:?}");
+    }
+}
