@@ -16,7 +16,7 @@ use netlink_packet_core::{
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags, Timer},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
@@ -85,6 +85,12 @@ impl SockDiag {
             self.dump(family, states.clone(), |h, _| {
                 if h.state == TcpState::NewSynRecv as u8 {
                     return; // request mini-sockets: not connections yet
+                }
+                if matches!(h.timer, Some(Timer::TimeWait)) {
+                    // A timewait mini-socket (an orphaned FIN_WAIT2 handed over early, or
+                    // TIME_WAIT itself): owned by no process, and it never shows on the
+                    // tracepoints, so it could not be followed.
+                    return;
                 }
                 out.push(DiagSocket {
                     family: if h.family == AF_INET {
