@@ -45,7 +45,8 @@ Examples:
   tracer -o json | jq 'select(.type==\"connection\")'   finished connections only
   tracer stuck 30s               only connections stuck 30 s or more, with their owners
   tracer --stuck 2m --state CLOSE_WAIT -p 8080    CLOSE_WAIT leaks on port 8080
-  tracer --addr 10.0.0.0/8 --rport 443            outgoing HTTPS to 10/8";
+  tracer --addr 10.0.0.0/8 --rport 443            outgoing HTTPS to 10/8
+  tracer --metrics 127.0.0.1:9464 --quiet --stuck 60s   a service: metrics and stuck reports";
 
 #[derive(Debug, Parser)]
 #[command(name = "tracer", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
@@ -114,6 +115,12 @@ pub struct Args {
     #[arg(global = true, long, value_name = "AGE", value_parser = parse_duration)]
     pub stuck: Option<Duration>,
 
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9464`, `[::1]:9464`) at
+    /// /metrics: transitions, connections by role and close class, resets, retransmits, lost
+    /// events, connections per state and stuck ones, and duration histograms.
+    #[arg(global = true, long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// No per-event output (transitions, events, connection records): only stuck reports,
     /// losses and summaries.
     #[arg(global = true, short, long)]
@@ -170,6 +177,13 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print a shell completion script: `tracer completions bash > /etc/bash_completion.d/tracer`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `tracer man > /usr/local/share/man/man1/tracer.1`.
+    Man,
     /// Only find stuck connections, quietly: `tracer stuck 30s` is `tracer --stuck 30s --quiet`.
     /// For on-call use: prints each connection stuck longer than AGE (with its owner), when it
     /// moves, and a summary by owner and state on exit and on SIGUSR1.
@@ -210,7 +224,7 @@ impl Args {
     pub fn stuck_threshold(&self) -> Option<Duration> {
         match &self.command {
             Some(Command::Stuck { age }) => Some(*age),
-            None => self.stuck,
+            _ => self.stuck,
         }
     }
 
@@ -312,10 +326,47 @@ pub fn parse_ring_size(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("`{s}` is too large: at most 1GiB"))
 }
 
+/// Writes the completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory as _;
+    clap_complete::generate(shell, &mut Args::command(), "tracer", out);
+}
+
+/// Writes the man page, generated from the same definitions as `--help`.
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    clap_mangen::Man::new(Args::command()).render(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn man_page_and_completions_are_generated() {
+        let mut m = Vec::new();
+        man(&mut m).unwrap();
+        let m = String::from_utf8(m).unwrap();
+        assert!(
+            m.contains(".TH tracer") && m.contains("\\-\\-stuck"),
+            "{}",
+            &m[..200.min(m.len())]
+        );
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut c = Vec::new();
+            completions(shell, &mut c);
+            let c = String::from_utf8(c).unwrap();
+            assert!(
+                c.contains("ring-buffer-size") && c.contains("stuck"),
+                "{shell}"
+            );
+        }
+    }
 
     #[test]
     fn the_cli_definition_is_consistent() {

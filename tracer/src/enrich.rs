@@ -23,7 +23,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use crate::{
     decode::{Comm, Family, TcpState},
     filter::Filter,
-    output::{DiagTransition, Sink},
+    output::DiagTransition,
     table::{Owner, OwnerSource, Seed, Table, TimeWait, Tuple},
 };
 
@@ -271,13 +271,10 @@ impl TimeWaitTracker {
         }
     }
 
-    /// Looks up pending closers and ends of followed timewait sockets, when due.
-    pub fn poll<S: Sink>(
-        &mut self,
-        now_ns: u64,
-        table: &mut Table,
-        sink: &mut S,
-    ) -> io::Result<()> {
+    /// Looks up pending closers and ends of followed timewait sockets, when due; returns the
+    /// transitions learned (→ TIME_WAIT, TIME_WAIT → CLOSE).
+    pub fn poll(&mut self, now_ns: u64, table: &mut Table) -> io::Result<Vec<DiagTransition>> {
+        let mut out = Vec::new();
         let pending: Vec<_> = table.time_wait_pending().collect();
         let since = self.last_dump_ns.map(|l| now_ns.saturating_sub(l));
         let due = match since {
@@ -286,7 +283,7 @@ impl TimeWaitTracker {
             Some(s) => !self.tracked.is_empty() && s >= 1_000_000_000,
         };
         if !due || (pending.is_empty() && self.tracked.is_empty()) {
-            return Ok(());
+            return Ok(out);
         }
         let tw = self.diag.time_wait()?;
         self.last_dump_ns = Some(now_ns);
@@ -319,9 +316,10 @@ impl TimeWaitTracker {
                 old: p.from,
                 new: TcpState::TimeWait,
                 expires_ns,
+                in_old_ns: None,
                 owner: p.owner,
             };
-            sink.diag_transition(&start)?;
+            out.push(start);
             if self.tracked.len() < MAX_TRACKED {
                 let end = DiagTransition {
                     old: TcpState::TimeWait,
@@ -342,11 +340,12 @@ impl TimeWaitTracker {
             .collect();
         for t in gone {
             if let Some(mut tr) = self.tracked.remove(&t) {
+                tr.end.in_old_ns = Some(now_ns.saturating_sub(tr.end.ts_ns));
                 tr.end.ts_ns = now_ns;
-                sink.diag_transition(&tr.end)?;
+                out.push(tr.end);
             }
         }
-        Ok(())
+        Ok(out)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod enrich;
 pub mod filter;
 pub mod format;
+pub mod metrics;
 pub mod output;
 pub mod source;
 pub mod table;
@@ -23,6 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{Args, ColorChoice, Output},
+    decode::TcpState,
     decode::{Decoded, decode},
     enrich::{OwnerResolver, TimeWaitTracker},
     filter::Filter,
@@ -52,6 +54,8 @@ pub struct Pipeline<S: Sink> {
     pub quiet: bool,
     /// `--stuck`: the threshold, in ns.
     pub stuck_ns: Option<u64>,
+    /// `--metrics`: counted before the output filters (they count what the kernel passed).
+    pub metrics: Option<metrics::Metrics>,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -68,6 +72,7 @@ impl<S: Sink> Pipeline<S> {
             filter: Filter::default(),
             quiet: false,
             stuck_ns: None,
+            metrics: None,
         }
     }
 
@@ -76,6 +81,9 @@ impl<S: Sink> Pipeline<S> {
         match decode(bytes) {
             Ok(Decoded::Transition(t)) => {
                 self.transitions += 1;
+                if let Some(m) = &self.metrics {
+                    m.transition(&t);
+                }
                 let applied = self.table.apply(&t);
                 for c in &applied.finished {
                     self.connection(c)?;
@@ -95,6 +103,9 @@ impl<S: Sink> Pipeline<S> {
             }
             Ok(Decoded::Context(c)) => {
                 self.events += 1;
+                if let Some(m) = &self.metrics {
+                    m.event(&c);
+                }
                 let owner = self.table.context(&c);
                 let shown = self.filter.states.is_empty()
                     || c.sock
@@ -117,6 +128,9 @@ impl<S: Sink> Pipeline<S> {
 
     fn connection(&mut self, c: &table::Conn) -> io::Result<()> {
         self.connections += 1;
+        if let Some(m) = &self.metrics {
+            m.connection(c);
+        }
         if self.quiet
             || !self.filter.matches_states(&c.states)
             || !self.filter.matches_owner(c.owner.as_ref())
@@ -135,19 +149,46 @@ impl<S: Sink> Pipeline<S> {
             eprintln!("tracer: owner lookups via sock_diag and /proc stopped: {e}");
             self.owners = None;
         }
-        if let Some(tw) = &mut self.time_wait
-            && let Err(e) = tw.poll(now_ns, &mut self.table, &mut self.sink)
-        {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                return Err(e);
+        let learned = match &mut self.time_wait {
+            None => Vec::new(),
+            Some(tw) => tw.poll(now_ns, &mut self.table).unwrap_or_else(|e| {
+                eprintln!("tracer: TIME_WAIT lookups via sock_diag stopped: {e}");
+                self.time_wait = None;
+                Vec::new()
+            }),
+        };
+        for d in &learned {
+            if let Some(m) = &self.metrics {
+                m.diag_transition(d);
             }
-            eprintln!("tracer: TIME_WAIT lookups via sock_diag stopped: {e}");
-            self.time_wait = None;
+            if !self.quiet && self.filter.matches_owner(d.owner.as_ref()) {
+                self.sink.diag_transition(d)?;
+            }
         }
         for c in self.table.expire(now_ns) {
             self.connection(&c)?;
         }
         Ok(())
+    }
+
+    /// Refreshes the state gauges (`--metrics`).
+    pub fn update_gauges(&mut self, now_ns: u64) {
+        let Some(m) = &self.metrics else { return };
+        let open = self.table.state_counts();
+        let stuck: Vec<(TcpState, u64)> = match self.stuck_ns {
+            None => Vec::new(),
+            Some(th) => {
+                let mut by_state: Vec<(TcpState, u64)> = Vec::new();
+                for g in self.table.stuck_groups(now_ns, th, |_| true) {
+                    match by_state.iter_mut().find(|(s, _)| *s == g.state) {
+                        Some((_, n)) => *n += g.count,
+                        None => by_state.push((g.state, g.count)),
+                    }
+                }
+                by_state
+            }
+        };
+        m.set_states(&open, &stuck);
     }
 
     /// Reports connections that crossed the stuck threshold (or aged further).
@@ -197,7 +238,7 @@ struct LossTracker {
 }
 
 impl LossTracker {
-    fn report<S: Sink>(&mut self, now: &Totals, sink: &mut S) -> io::Result<()> {
+    fn report<S: Sink>(&mut self, now: &Totals, pipe: &mut Pipeline<S>) -> io::Result<()> {
         let pairs = [
             (
                 LostCause::RingbufFull,
@@ -217,7 +258,10 @@ impl LossTracker {
         ];
         for (cause, total, reported) in pairs {
             if total > *reported {
-                sink.lost(cause, total - *reported, total)?;
+                if let Some(m) = &pipe.metrics {
+                    m.lost(cause, total - *reported);
+                }
+                pipe.sink.lost(cause, total - *reported, total)?;
                 *reported = total;
             }
         }
@@ -226,6 +270,18 @@ impl LossTracker {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Subcommands that only print (no root, no kernel).
+    match args.command {
+        Some(cli::Command::Completions { shell }) => {
+            cli::completions(shell, &mut io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(cli::Command::Man) => {
+            cli::man(&mut io::stdout()).context("writing the man page")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -299,6 +355,38 @@ async fn trace<S: Sink>(
             None
         }
     };
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+
+    pipe.filter = opts.filter.clone();
+    pipe.quiet = args.quiet();
+    pipe.stuck_ns = args
+        .stuck_threshold()
+        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
+    if let Some(addr) = args.metrics {
+        let m = metrics::Metrics::new();
+        let local = m.serve(addr).await?;
+        eprintln!("tracer: Prometheus metrics on http://{local}/metrics");
+        pipe.metrics = Some(m);
+    }
+    if pipe.quiet && pipe.metrics.is_none() {
+        // Nothing would show the TIME_WAIT transitions.
+        pipe.time_wait = None;
+    }
+    if let Some(ns) = pipe.stuck_ns {
+        match enrich::seed(&mut pipe.table, &opts.filter, monotonic_ns()) {
+            Ok(n) => eprintln!(
+                "tracer: reporting connections stuck for {} or more; {n} existing sockets seeded from sock_diag (their age counts from now)",
+                output::human_ns(ns)
+            ),
+            Err(e) => eprintln!(
+                "tracer: warning: could not list existing sockets (sock_diag: {e}); only connections seen from now on can be found stuck"
+            ),
+        }
+    }
     if live.mounted_tracefs {
         eprintln!("tracer: tracefs was not mounted; mounted it at /sys/kernel/tracing");
     }
@@ -326,32 +414,6 @@ async fn trace<S: Sink>(
         eprintln!("tracer: warning: context events unavailable: {u}");
     }
 
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut sigusr1 =
-        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
-
-    pipe.filter = opts.filter.clone();
-    pipe.quiet = args.quiet();
-    pipe.stuck_ns = args
-        .stuck_threshold()
-        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
-    if pipe.quiet {
-        // Nothing would show the TIME_WAIT transitions.
-        pipe.time_wait = None;
-    }
-    if let Some(ns) = pipe.stuck_ns {
-        match enrich::seed(&mut pipe.table, &opts.filter, monotonic_ns()) {
-            Ok(n) => eprintln!(
-                "tracer: reporting connections stuck for {} or more; {n} existing sockets seeded from sock_diag (their age counts from now)",
-                output::human_ns(ns)
-            ),
-            Err(e) => eprintln!(
-                "tracer: warning: could not list existing sockets (sock_diag: {e}); only connections seen from now on can be found stuck"
-            ),
-        }
-    }
     let mut poll = tokio::time::interval(args.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut counters = tokio::time::interval(COUNTER_INTERVAL);
@@ -364,6 +426,7 @@ async fn trace<S: Sink>(
     };
     tokio::pin!(deadline);
     let mut losses = LossTracker::default();
+    let mut ticks: u64 = 0;
 
     let stop = loop {
         let step: io::Result<Option<Stop>> = tokio::select! {
@@ -378,8 +441,14 @@ async fn trace<S: Sink>(
             _ = counters.tick() => {
                 let totals = live.totals()?;
                 losses
-                    .report(&totals, &mut pipe.sink)
+                    .report(&totals, &mut pipe)
                     .and_then(|()| pipe.check_stuck(monotonic_ns()))
+                    .map(|()| {
+                        ticks += 1;
+                        if ticks.is_multiple_of(4) {
+                            pipe.update_gauges(monotonic_ns());
+                        }
+                    })
                     .and_then(|()| pipe.sink.flush())
                     .map(|()| None)
             }
@@ -403,7 +472,7 @@ async fn trace<S: Sink>(
         drain(live.ring.get_mut(), &mut pipe).and_then(|()| pipe.finish(monotonic_ns()));
     let totals = live.totals()?;
     let final_write = final_write
-        .and_then(|()| losses.report(&totals, &mut pipe.sink))
+        .and_then(|()| losses.report(&totals, &mut pipe))
         .and_then(|()| pipe.sink.flush());
     drop(live);
     match (&stop, final_write) {

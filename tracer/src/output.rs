@@ -92,6 +92,8 @@ pub struct DiagTransition {
     pub new: TcpState,
     /// When the TIME_WAIT timer fires (CLOCK_MONOTONIC ns), for → TIME_WAIT.
     pub expires_ns: Option<u64>,
+    /// Time spent in `old`, for TIME_WAIT → CLOSE.
+    pub in_old_ns: Option<u64>,
     pub owner: Option<Owner>,
 }
 
@@ -511,6 +513,10 @@ impl<W: Write> Sink for Text<W> {
     }
 }
 
+/// The JSON Lines schema version (`"v"` in every record). Bumped when a key changes meaning or
+/// disappears; adding keys does not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// JSON Lines, one object per record (schema in the README).
 pub struct Json<W: Write> {
     out: W,
@@ -527,9 +533,19 @@ impl<W: Write> Json<W> {
         }
     }
 
+    /// One record: `{"v":1,…}` then a newline. Every record leads with the schema version.
     fn emit<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
         self.buf.clear();
+        self.buf.extend_from_slice(b"{\"v\":");
+        self.buf
+            .extend_from_slice(SCHEMA_VERSION.to_string().as_bytes());
+        self.buf.push(b',');
+        let start = self.buf.len();
         serde_json::to_writer(&mut self.buf, v)?;
+        // `v` is a non-empty struct, serialised as `{…}`: drop its `{` so the version leads.
+        if self.buf.get(start) == Some(&b'{') {
+            self.buf.remove(start);
+        }
         self.buf.push(b'\n');
         self.out.write_all(&self.buf)
     }
@@ -763,7 +779,7 @@ impl<W: Write> Sink for Json<W> {
             dport: d.dport,
             old: d.old,
             new: d.new,
-            in_old_ns: None,
+            in_old_ns: d.in_old_ns,
             pid: None,
             tid: None,
             comm: None,
@@ -943,7 +959,7 @@ mod tests {
         assert_eq!(
             line,
             concat!(
-                r#"{"type":"transition","time":"2023-11-14T22:13:20.000051000Z","ts_ns":51000,"#,
+                r#"{"v":1,"type":"transition","time":"2023-11-14T22:13:20.000051000Z","ts_ns":51000,"#,
                 r#""sock":"0xffff888100001000","family":"ipv4","saddr":"127.0.0.1","sport":40000,"#,
                 r#""daddr":"127.0.0.1","dport":8080,"old":"SYN_SENT","new":"ESTABLISHED","#,
                 r#""in_old_ns":50000,"pid":7,"tid":7,"comm":"app","cpu":0,"owner":null,"#,
@@ -995,7 +1011,7 @@ mod tests {
         s.lost(LostCause::Recursion, 3, 10).unwrap();
         assert_eq!(
             String::from_utf8(s.out).unwrap(),
-            "{\"type\":\"lost\",\"count\":3,\"cause\":\"recursion\",\"total\":10}\n"
+            "{\"v\":1,\"type\":\"lost\",\"count\":3,\"cause\":\"recursion\",\"total\":10}\n"
         );
     }
 
@@ -1040,5 +1056,208 @@ mod tests {
         assert_eq!(human_ns(3_200_000_000), "3.20s");
         assert_eq!(human_ns(125_000_000_000), "2m05s");
         assert_eq!(human_ns(7_500_000_000_000), "2h05m");
+    }
+
+    /// The JSON schema, record by record: every key, in order. A change here is a change to
+    /// the interface log shippers rely on: update the README and, if a key changes meaning or
+    /// goes away, SCHEMA_VERSION.
+    #[test]
+    fn schema_of_every_record_type() {
+        use crate::{
+            decode::{ContextKind, Family},
+            table::{
+                StuckGroup, StuckReport, Unstuck,
+                tests::{ctx, task},
+            },
+        };
+        let (evs, c) = client();
+        let mut s = Json::new(Vec::new(), WallClock::fixed(OFFSET));
+        s.transition(&evs[0].0, None, None).unwrap();
+        s.event(&ctx(Some(1), 5, ContextKind::Error, None, 111), None)
+            .unwrap();
+        s.connection(&c).unwrap();
+        let d = DiagTransition {
+            ts_ns: 9,
+            sock: c.sock,
+            family: Family::Ipv4,
+            saddr: c.saddr,
+            sport: 1,
+            daddr: c.daddr,
+            dport: 2,
+            old: FinWait2,
+            new: TimeWait,
+            expires_ns: Some(60),
+            in_old_ns: None,
+            owner: None,
+        };
+        s.diag_transition(&d).unwrap();
+        s.stuck(&StuckReport {
+            conn: c.clone(),
+            state: CloseWait,
+            age_ns: 5,
+            age_at_least: false,
+            report: 1,
+        })
+        .unwrap();
+        s.unstuck(
+            &evs[1].0,
+            &Unstuck {
+                state: CloseWait,
+                age_ns: 5,
+                age_at_least: true,
+                reports: 2,
+            },
+            None,
+        )
+        .unwrap();
+        let g = StuckGroup {
+            owner: None,
+            state: CloseWait,
+            count: 3,
+            oldest_ns: 9,
+            oldest_at_least: false,
+        };
+        s.stuck_summary(&[g], 30).unwrap();
+        s.lost(LostCause::RingbufFull, 1, 1).unwrap();
+        let _ = task(1, "x");
+        let keys = |line: &str| -> Vec<String> {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["v"], 1, "{line}");
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        let out = String::from_utf8(s.out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        let want: [&[&str]; 8] = [
+            &[
+                "v",
+                "type",
+                "time",
+                "ts_ns",
+                "sock",
+                "family",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+                "old",
+                "new",
+                "in_old_ns",
+                "pid",
+                "tid",
+                "comm",
+                "cpu",
+                "owner",
+                "source",
+            ],
+            &[
+                "v", "type", "kind", "time", "ts_ns", "sock", "family", "saddr", "sport", "daddr",
+                "dport", "state", "errno", "value", "pid", "tid", "comm", "cpu", "owner",
+            ],
+            &[
+                "v",
+                "type",
+                "sock",
+                "family",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+                "role",
+                "states",
+                "durations_ns",
+                "start_ns",
+                "end_ns",
+                "lifetime_ns",
+                "start_time",
+                "incomplete",
+                "owner",
+                "close",
+                "events",
+                "events_dropped",
+                "retransmits",
+                "syn_retransmits",
+                "synack_retransmits",
+                "resets_sent",
+                "resets_received",
+                "error",
+                "time_wait",
+                "seen_from",
+            ],
+            &[
+                "v",
+                "type",
+                "time",
+                "ts_ns",
+                "sock",
+                "family",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+                "old",
+                "new",
+                "in_old_ns",
+                "pid",
+                "tid",
+                "comm",
+                "cpu",
+                "owner",
+                "source",
+                "expires_ns",
+            ],
+            &[
+                "v",
+                "type",
+                "sock",
+                "state",
+                "age_ns",
+                "age_at_least",
+                "report",
+                "owner",
+                "family",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+                "role",
+                "states",
+                "seen_from",
+            ],
+            &[
+                "v",
+                "type",
+                "time",
+                "ts_ns",
+                "sock",
+                "state",
+                "new",
+                "age_ns",
+                "age_at_least",
+                "reports",
+                "owner",
+                "family",
+                "saddr",
+                "sport",
+                "daddr",
+                "dport",
+            ],
+            &["v", "type", "threshold_ns", "groups"],
+            &["v", "type", "count", "cause", "total"],
+        ];
+        assert_eq!(lines.len(), want.len());
+        for (line, want) in lines.iter().zip(want) {
+            let mut got = keys(line);
+            let mut want: Vec<String> = want.iter().map(|k| k.to_string()).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{line}");
+        }
+        let sum: serde_json::Value = serde_json::from_str(lines[6]).unwrap();
+        let mut gk: Vec<&String> = sum["groups"][0].as_object().unwrap().keys().collect();
+        gk.sort();
+        assert_eq!(
+            gk,
+            ["count", "oldest_at_least", "oldest_ns", "owner", "state"]
+        );
     }
 }

@@ -362,12 +362,9 @@ fn spawn_bpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
 
 const PRIVILEGE_HINT: &str = "tracer needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8): run it with sudo";
 
-/// Fails early, with the fix, when the process obviously lacks the privileges to load BPF.
+/// Fails early, with the fix, when the process lacks the capabilities to load BPF (as
+/// non-root, or as root with a reduced capability set, e.g. under systemd).
 fn check_privileges() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return Ok(());
-    }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status
         .lines()
@@ -381,7 +378,18 @@ fn check_privileges() -> anyhow::Result<()> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
     }
-    bail!("not running as root and missing capabilities: {PRIVILEGE_HINT}")
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(c, _)| !has(*c))
+        .map(|(_, n)| n)
+        .collect();
+    // SAFETY: geteuid has no preconditions.
+    let who = if unsafe { libc::geteuid() } == 0 {
+        "running as root but"
+    } else {
+        "not running as root and"
+    };
+    bail!("{who} missing {}: {PRIVILEGE_HINT}", missing.join(" and "))
 }
 
 fn privilege_hint(e: anyhow::Error) -> anyhow::Error {

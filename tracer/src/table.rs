@@ -633,6 +633,19 @@ impl Table {
         v
     }
 
+    /// Open connections (and seeded ones) per current state.
+    pub fn state_counts(&self) -> Vec<(TcpState, u64)> {
+        let mut n = [0u64; 13];
+        for c in self.conns.values().chain(self.seeded.values()) {
+            n[c.last_state() as usize] += 1;
+        }
+        TcpState::ALL
+            .iter()
+            .map(|&s| (s, n[s as usize]))
+            .filter(|&(_, k)| k > 0)
+            .collect()
+    }
+
     /// Whether the open (or just closed) socket at `sock` has been in one of `states`.
     pub fn passed_through(&self, sock: SockAddr, states: &[TcpState]) -> bool {
         self.conns

@@ -1220,10 +1220,185 @@ fn time_wait_is_followed_to_its_end() {
         .unwrap();
     let expires = tw["expires_ns"].as_u64().unwrap();
     let ended = end["ts_ns"].as_u64().unwrap();
-    // Seen gone within about a second of the timer (dumps run every second while followed).
+    // Seen gone after the timer, within the timer wheel's slack: a 60 s kernel timer lands
+    // in a wheel level with ~4 s granularity, plus up to 1 s between dumps.
     assert!(
-        ended + 100_000_000 >= expires && ended <= expires + 2_000_000_000,
+        ended + 100_000_000 >= expires && ended <= expires + 6_000_000_000,
         "expires {expires}, ended {ended}"
     );
     assert_eq!(end["sock"], tw["sock"]);
+}
+
+/// `tracer_...{labels} value` from an exposition text.
+fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_prefix:?} in:\n{text}"))
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn prometheus_metrics_match_the_events() {
+    let (listener, addr) = bound(false);
+    let t = Tracer::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--quiet",
+        "--stuck",
+        "1s",
+        "-p",
+        &addr.port().to_string(),
+    ]);
+    let url = {
+        let err = t.stderr.lock().unwrap().clone();
+        let line = err
+            .iter()
+            .find(|l| l.contains("Prometheus metrics on "))
+            .unwrap_or_else(|| panic!("{err:?}"));
+        line.split("metrics on ").nth(1).unwrap().trim().to_string()
+    };
+    // One connection closed normally, and one accepted socket left in CLOSE_WAIT (stuck).
+    listener.listen(4).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let c1 = TcpStream::connect(addr).unwrap();
+    let (mut s1, _) = listener.accept().unwrap();
+    drop(c1);
+    let mut b = [0u8; 1];
+    assert_eq!(s1.read(&mut b).unwrap(), 0);
+    drop(s1);
+    let c2 = TcpStream::connect(addr).unwrap();
+    let (s2, _) = listener.accept().unwrap();
+    drop(c2);
+    thread::sleep(Duration::from_millis(2500)); // past --stuck, records released, gauges refreshed
+    let scrape = || ureq::get(&url).call().unwrap().into_string().unwrap();
+    let text = scrape();
+    // Counters from the events: two clients closed first, two servers went through
+    // CLOSE_WAIT; one server is still there.
+    let tr = |o: &str, n: &str| {
+        metric(
+            &text,
+            &format!("tracer_tcp_transitions_total{{old=\"{o}\",new=\"{n}\"}}"),
+        )
+    };
+    assert_eq!(tr("CLOSE", "SYN_SENT"), 2.0);
+    assert_eq!(tr("ESTABLISHED", "CLOSE_WAIT"), 2.0);
+    assert_eq!(tr("CLOSE_WAIT", "LAST_ACK"), 1.0);
+    assert_eq!(tr("CLOSE", "LISTEN"), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "tracer_tcp_connections_total{role=\"server\",close=\"passive\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tracer_tcp_connections_total{role=\"client\",close=\"active\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, "tracer_tcp_connections_open{state=\"CLOSE_WAIT\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "tracer_tcp_connections_open{state=\"LISTEN\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "tracer_tcp_connections_stuck{state=\"CLOSE_WAIT\"}"),
+        1.0
+    );
+    assert_eq!(metric(&text, "tracer_tcp_handshake_seconds_count"), 2.0);
+    assert_eq!(metric(&text, "tracer_tcp_close_wait_seconds_count"), 1.0);
+    assert!(text.contains("tracer_tcp_time_wait_seconds_count"));
+    assert!(text.ends_with("# EOF\n"));
+    drop(s2);
+    drop(listener);
+    let (status, _, _) = t.stop();
+    assert!(status.success());
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn runs_with_only_its_capabilities() {
+    // What dist/tracer.service grants: uid 0 with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN.
+    let (listener, addr) = bound(false);
+    let mut child = Command::new("setpriv")
+        .args([
+            "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .args(["-o", "json", "-p", &addr.port().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    let t = Tracer {
+        child,
+        stdout: out,
+        stderr: err,
+    };
+    t.wait_stderr("attached", Duration::from_secs(30));
+    one_connection(listener, addr, FirstCloser::Client);
+    t.wait_json(3, |v| v["type"] == "connection");
+    let (status, out, err) = t.stop();
+    assert!(status.success(), "{err:?}");
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let client = of_type(&records, "connection")
+        .into_iter()
+        .find(|c| c["role"] == "client")
+        .unwrap();
+    assert_eq!(
+        client["time_wait"]["confirmed"], true,
+        "sock_diag works with CAP_NET_ADMIN"
+    );
+    assert_eq!(
+        client["owner"]["pid"].as_u64(),
+        Some(std::process::id().into())
+    );
+
+    // Without CAP_BPF: one clear sentence naming the fix, exit 1, nothing attached.
+    let o = Command::new("setpriv")
+        .args([
+            "--bounding-set=-all,+perfmon,+net_admin",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .args(["-p", "9"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("missing CAP_BPF") && e.contains("run it with sudo"),
+        "{e}"
+    );
+}
+
+#[test]
+fn completions_and_man_page_need_no_privileges() {
+    let man = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(man.status.success());
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH tracer 1"));
+    let bash = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(bash.status.success());
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("complete"));
 }

@@ -1,0 +1,365 @@
+//! Prometheus metrics (`--metrics ADDR`), served by the same tokio runtime.
+//!
+//! Label cardinality is bounded by construction: states, roles, close classes, directions and
+//! loss causes are small closed sets; nothing is labelled per connection, address or port.
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{
+    decode::{Context, ContextKind, TcpState, Transition},
+    output::{DiagTransition, LostCause},
+    table::{CloseClass, Conn, Role},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    old: &'static str,
+    new: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnLabels {
+    role: &'static str,
+    close: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// Durations from 10 µs to ~3 h in factor-4 steps (log scale).
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 4.0, 14))
+}
+
+/// Handles to every metric (cheap to clone: each is shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    transitions: Family<TransitionLabels, Counter>,
+    connections: Family<ConnLabels, Counter>,
+    resets: Family<DirLabels, Counter>,
+    retransmits: Counter,
+    syn_retransmits: Counter,
+    lost: Family<CauseLabels, Counter>,
+    open: Family<StateLabels, Gauge>,
+    stuck: Family<StateLabels, Gauge>,
+    handshake: Histogram,
+    accept: Histogram,
+    close_wait: Histogram,
+    fin_wait2: Histogram,
+    time_wait: Histogram,
+    lifetime: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("tracer");
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        r.register(
+            "tcp_transitions",
+            "TCP state transitions, by old and new state",
+            transitions.clone(),
+        );
+        let connections = Family::<ConnLabels, Counter>::default();
+        r.register(
+            "tcp_connections",
+            "Finished connections, by role and how they ended",
+            connections.clone(),
+        );
+        let resets = Family::<DirLabels, Counter>::default();
+        r.register(
+            "tcp_resets",
+            "RSTs, by direction (sent or received)",
+            resets.clone(),
+        );
+        let retransmits = Counter::default();
+        r.register(
+            "tcp_retransmits",
+            "Retransmitted segments",
+            retransmits.clone(),
+        );
+        let syn_retransmits = Counter::default();
+        r.register(
+            "tcp_syn_retransmits",
+            "Retransmitted SYNs (handshakes nobody answers)",
+            syn_retransmits.clone(),
+        );
+        let lost = Family::<CauseLabels, Counter>::default();
+        r.register(
+            "lost_events",
+            "Events the kernel could not hand over, by cause",
+            lost.clone(),
+        );
+        let open = Family::<StateLabels, Gauge>::default();
+        r.register(
+            "tcp_connections_open",
+            "Connections currently in each state",
+            open.clone(),
+        );
+        let stuck = Family::<StateLabels, Gauge>::default();
+        r.register(
+            "tcp_connections_stuck",
+            "Connections stuck longer than --stuck, by state",
+            stuck.clone(),
+        );
+        let h = |r: &mut Registry, name: &str, help: &str| {
+            let h = seconds_histogram();
+            r.register(name, help, h.clone());
+            h
+        };
+        let handshake = h(
+            &mut r,
+            "tcp_handshake_seconds",
+            "Client handshake time (SYN_SENT to ESTABLISHED)",
+        );
+        let accept = h(
+            &mut r,
+            "tcp_accept_seconds",
+            "Server handshake time (SYN_RECV to ESTABLISHED)",
+        );
+        let close_wait = h(
+            &mut r,
+            "tcp_close_wait_seconds",
+            "Time in CLOSE_WAIT (the application's delay in closing)",
+        );
+        let fin_wait2 = h(
+            &mut r,
+            "tcp_fin_wait2_seconds",
+            "Time in FIN_WAIT2 (waiting for the peer to close)",
+        );
+        let time_wait = h(
+            &mut r,
+            "tcp_time_wait_seconds",
+            "Time in TIME_WAIT (from sock_diag)",
+        );
+        let lifetime = h(
+            &mut r,
+            "tcp_connection_lifetime_seconds",
+            "Connection lifetime, first to last transition",
+        );
+        Self {
+            registry: Arc::new(r),
+            transitions,
+            connections,
+            resets,
+            retransmits,
+            syn_retransmits,
+            lost,
+            open,
+            stuck,
+            handshake,
+            accept,
+            close_wait,
+            fin_wait2,
+            time_wait,
+            lifetime,
+        }
+    }
+
+    pub fn transition(&self, t: &Transition) {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                old: t.old.name(),
+                new: t.new.name(),
+            })
+            .inc();
+    }
+
+    pub fn diag_transition(&self, d: &DiagTransition) {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                old: d.old.name(),
+                new: d.new.name(),
+            })
+            .inc();
+        if d.old == TcpState::TimeWait
+            && let Some(ns) = d.in_old_ns
+        {
+            self.time_wait.observe(ns as f64 / 1e9);
+        }
+    }
+
+    pub fn event(&self, c: &Context) {
+        match c.kind {
+            ContextKind::SendReset => {
+                self.resets
+                    .get_or_create(&DirLabels { direction: "sent" })
+                    .inc();
+            }
+            ContextKind::ReceiveReset => {
+                self.resets
+                    .get_or_create(&DirLabels {
+                        direction: "received",
+                    })
+                    .inc();
+            }
+            ContextKind::Retransmit => {
+                self.retransmits.inc();
+                if c.state == Some(TcpState::SynSent) {
+                    self.syn_retransmits.inc();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn connection(&self, c: &Conn) {
+        let close = c.close.unwrap_or(CloseClass::Unknown);
+        self.connections
+            .get_or_create(&ConnLabels {
+                role: c.role.name(),
+                close: close.name(),
+            })
+            .inc();
+        let secs = |ns: u64| ns as f64 / 1e9;
+        for (state, d) in c.states.iter().zip(c.durations_ns()) {
+            let Some(d) = d else { continue };
+            match (state, c.role) {
+                (TcpState::SynSent, _) => self.handshake.observe(secs(d)),
+                (TcpState::SynRecv, Role::Server) => self.accept.observe(secs(d)),
+                (TcpState::CloseWait, _) => self.close_wait.observe(secs(d)),
+                (TcpState::FinWait2, _) => self.fin_wait2.observe(secs(d)),
+                _ => {}
+            }
+        }
+        if !c.incomplete {
+            self.lifetime.observe(secs(c.lifetime_ns()));
+        }
+    }
+
+    pub fn lost(&self, cause: LostCause, count: u64) {
+        let cause = match cause {
+            LostCause::RingbufFull => "ringbuf_full",
+            LostCause::Recursion => "recursion",
+            LostCause::ReadError => "read_error",
+        };
+        self.lost
+            .get_or_create(&CauseLabels { cause })
+            .inc_by(count);
+    }
+
+    /// Sets the gauges: open connections per state, and stuck ones per state.
+    pub fn set_states(&self, open: &[(TcpState, u64)], stuck: &[(TcpState, u64)]) {
+        for s in TcpState::ALL {
+            let get =
+                |v: &[(TcpState, u64)]| v.iter().find(|(t, _)| *t == s).map_or(0, |(_, n)| *n);
+            self.open
+                .get_or_create(&StateLabels { state: s.name() })
+                .set(get(open) as i64);
+            self.stuck
+                .get_or_create(&StateLabels { state: s.name() })
+                .set(get(stuck) as i64);
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+
+    /// Serves `GET /metrics` on `addr` in the current runtime. Binding happens now, so a bad
+    /// or busy address fails at start-up.
+    pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics {addr}: cannot listen there"))?;
+        let local = listener.local_addr()?;
+        let m = self.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = m.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("tracer: metrics endpoint stopped: {e}");
+            }
+        });
+        Ok(local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Table, tests::tr};
+    use TcpState::*;
+
+    #[test]
+    fn counters_histograms_and_gauges_are_exposed() {
+        let m = Metrics::new();
+        let mut t = Table::new();
+        let evs = [
+            tr(1, 1_000_000, Close, SynSent, 0, 80),
+            tr(1, 3_000_000, SynSent, Established, 5, 80),
+            tr(1, 4_000_000, Established, FinWait1, 5, 80),
+            tr(1, 5_000_000, FinWait1, FinWait2, 5, 80),
+            tr(1, 9_000_000, FinWait2, Close, 5, 80),
+        ];
+        for e in &evs {
+            m.transition(e);
+            t.apply(e);
+        }
+        for c in t.flush() {
+            m.connection(&c);
+        }
+        m.lost(LostCause::Recursion, 3);
+        m.set_states(&[(Established, 7)], &[(CloseWait, 2)]);
+        let text = m.encode();
+        for line in [
+            r#"tracer_tcp_transitions_total{old="SYN_SENT",new="ESTABLISHED"} 1"#,
+            r#"tracer_tcp_connections_total{role="client",close="active"} 1"#,
+            r#"tracer_lost_events_total{cause="recursion"} 3"#,
+            r#"tracer_tcp_connections_open{state="ESTABLISHED"} 7"#,
+            r#"tracer_tcp_connections_stuck{state="CLOSE_WAIT"} 2"#,
+            "tracer_tcp_handshake_seconds_count 1",
+            "tracer_tcp_handshake_seconds_sum 0.002",
+            "tracer_tcp_fin_wait2_seconds_sum 0.004",
+            "tracer_tcp_connection_lifetime_seconds_sum 0.008",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+}
