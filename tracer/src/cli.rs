@@ -160,6 +160,12 @@ pub struct Args {
     #[arg(global = true, long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
 
+    /// Most connections followed at once; beyond it the least recently active are dropped
+    /// (reported as incomplete connection records and counted at exit). Bounds memory
+    /// (about 500 bytes a connection).
+    #[arg(global = true, long, value_name = "N", default_value_t = crate::table::DEFAULT_MAX_CONNS, value_parser = parse_max_conns)]
+    pub max_connections: usize,
+
     /// How often the reader polls the ring buffer. The kernel wakes the reader early when a
     /// quarter of the buffer is pending, so this bounds latency, not throughput.
     #[arg(global = true, long, value_name = "DURATION", default_value = "10ms", value_parser = parse_poll)]
@@ -230,6 +236,13 @@ impl Args {
 
     pub fn quiet(&self) -> bool {
         self.quiet || matches!(self.command, Some(Command::Stuck { .. }))
+    }
+}
+
+fn parse_max_conns(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a number of connections (1 or more)")),
     }
 }
 

@@ -357,7 +357,12 @@ impl TimeWaitTracker {
 pub struct OwnerResolver {
     diag: SockDiag,
     last_ns: Option<u64>,
+    last_prune_ns: u64,
 }
+
+/// How often, and after how long without events, open sockets are checked against the
+/// kernel's list and dropped if it no longer has them (their CLOSE was not seen).
+pub const PRUNE_EVERY_NS: u64 = 60_000_000_000;
 
 pub const MAX_LOOKUPS: usize = 4096;
 pub const MAX_TRIES: u8 = 3;
@@ -367,7 +372,22 @@ impl OwnerResolver {
         Ok(Self {
             diag: SockDiag::new()?,
             last_ns: None,
+            last_prune_ns: 0,
         })
+    }
+
+    /// Every [`PRUNE_EVERY_NS`]: drops open sockets quiet for that long that the kernel no
+    /// longer has. Returns them (incomplete).
+    pub fn prune(&mut self, now_ns: u64, table: &mut Table) -> io::Result<Vec<crate::table::Conn>> {
+        if self.last_prune_ns == 0 {
+            self.last_prune_ns = now_ns;
+        }
+        if now_ns.saturating_sub(self.last_prune_ns) < PRUNE_EVERY_NS || table.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.last_prune_ns = now_ns;
+        let alive = self.diag.sockets()?.into_iter().map(|d| d.tuple).collect();
+        Ok(table.prune_vanished(&alive, now_ns.saturating_sub(PRUNE_EVERY_NS)))
     }
 
     pub fn poll(&mut self, now_ns: u64, table: &mut Table) -> io::Result<()> {

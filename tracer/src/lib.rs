@@ -143,11 +143,23 @@ impl<S: Sink> Pipeline<S> {
     /// After a batch: owner and TIME_WAIT lookups, then the connections whose records are
     /// complete.
     pub fn settle(&mut self, now_ns: u64) -> io::Result<()> {
-        if let Some(o) = &mut self.owners
-            && let Err(e) = o.poll(now_ns, &mut self.table)
-        {
-            eprintln!("tracer: owner lookups via sock_diag and /proc stopped: {e}");
-            self.owners = None;
+        let mut dropped = self.table.enforce_cap();
+        if let Some(o) = &mut self.owners {
+            match o
+                .poll(now_ns, &mut self.table)
+                .and_then(|()| o.prune(now_ns, &mut self.table))
+            {
+                Ok(gone) => dropped.extend(gone),
+                Err(e) => {
+                    eprintln!(
+                        "tracer: owner lookups and pruning via sock_diag and /proc stopped: {e}"
+                    );
+                    self.owners = None;
+                }
+            }
+        }
+        for c in &dropped {
+            self.connection(c)?;
         }
         let learned = match &mut self.time_wait {
             None => Vec::new(),
@@ -362,6 +374,7 @@ async fn trace<S: Sink>(
         signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
 
     pipe.filter = opts.filter.clone();
+    pipe.table.max_conns = args.max_connections;
     pipe.quiet = args.quiet();
     pipe.stuck_ns = args
         .stuck_threshold()
@@ -499,7 +512,7 @@ async fn trace<S: Sink>(
     let mut err = io::stderr().lock();
     let _ = writeln!(
         err,
-        "tracer: stopped ({why}): {} transitions, {} context events, {} connections closed, {} still open{}, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}{filtered}",
+        "tracer: stopped ({why}): {} transitions, {} context events, {} connections closed, {} still open{}{}, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}{filtered}",
         pipe.transitions,
         pipe.events,
         pipe.connections,
@@ -507,6 +520,14 @@ async fn trace<S: Sink>(
         pipe.time_wait
             .as_ref()
             .map_or_else(String::new, |t| format!(", {} in TIME_WAIT", t.tracked())),
+        if pipe.table.evicted > 0 {
+            format!(
+                ", {} evicted to stay within --max-connections",
+                pipe.table.evicted
+            )
+        } else {
+            String::new()
+        },
         totals.lost_ringbuf_full,
         totals.recursion_misses,
         totals.lost_read_error,

@@ -464,11 +464,113 @@ pub struct Table {
     seeded: HashMap<Tuple, Conn>,
     /// Seeded listeners by port, for accepted sockets to inherit from.
     seeded_listeners: HashMap<u16, Vec<Tuple>>,
+    /// Most sockets followed at once (open + seeded); beyond it the least recently active
+    /// are evicted, counted in `evicted`. 0 = the default.
+    pub max_conns: usize,
+    /// Sockets dropped to stay within `max_conns`.
+    pub evicted: u64,
 }
+
+/// Default for [`Table::max_conns`]: about 100 MiB of timelines at most.
+pub const DEFAULT_MAX_CONNS: usize = 200_000;
 
 impl Table {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            max_conns: DEFAULT_MAX_CONNS,
+            ..Self::default()
+        }
+    }
+
+    /// Keeps the table within `max_conns`: when over, evicts the least recently active 1%
+    /// (at least one), oldest first, and returns them (incomplete: their end was not seen).
+    pub fn enforce_cap(&mut self) -> Vec<Conn> {
+        let cap = if self.max_conns == 0 {
+            DEFAULT_MAX_CONNS
+        } else {
+            self.max_conns
+        };
+        let n = self.conns.len() + self.seeded.len();
+        if n <= cap {
+            return Vec::new();
+        }
+        let extra = (n - cap).max(cap / 100).max(1);
+        let last = |c: &Conn| {
+            c.entered_ns
+                .iter()
+                .flatten()
+                .last()
+                .copied()
+                .unwrap_or(c.first_seen_ns)
+        };
+        let mut by_age: Vec<(u64, SockAddr, Option<Tuple>)> = self
+            .conns
+            .values()
+            .map(|c| (last(c), c.sock, None))
+            .chain(
+                self.seeded
+                    .iter()
+                    .map(|(t, c)| (last(c), SockAddr(0), Some(*t))),
+            )
+            .collect();
+        by_age.sort_unstable_by_key(|e| e.0);
+        let mut out = Vec::with_capacity(extra);
+        for (_, sock, tuple) in by_age.into_iter().take(extra) {
+            let c = match tuple {
+                Some(t) => self.take_seeded(&t),
+                None => self.remove_open(sock),
+            };
+            if let Some(mut c) = c {
+                c.incomplete = true;
+                out.push(self.finish(c));
+            }
+        }
+        self.evicted += out.len() as u64;
+        out
+    }
+
+    /// Drops open sockets the kernel no longer has (their CLOSE was never seen: lost, or they
+    /// predate a gap) and that have been quiet since `quiet_since_ns`. `alive` is every TCP
+    /// tuple sock_diag reports now.
+    pub fn prune_vanished(
+        &mut self,
+        alive: &std::collections::HashSet<Tuple>,
+        quiet_since_ns: u64,
+    ) -> Vec<Conn> {
+        let last = |c: &Conn| {
+            c.entered_ns
+                .iter()
+                .flatten()
+                .last()
+                .copied()
+                .unwrap_or(c.first_seen_ns)
+        };
+        let gone: Vec<SockAddr> = self
+            .conns
+            .values()
+            .filter(|c| last(c) < quiet_since_ns && c.tuple().is_some_and(|t| !alive.contains(&t)))
+            .map(|c| c.sock)
+            .collect();
+        let gone_seeded: Vec<Tuple> = self
+            .seeded
+            .iter()
+            .filter(|(t, c)| c.first_seen_ns < quiet_since_ns && !alive.contains(*t))
+            .map(|(t, _)| *t)
+            .collect();
+        let mut out = Vec::new();
+        for s in gone {
+            if let Some(mut c) = self.remove_open(s) {
+                c.incomplete = true;
+                out.push(self.finish(c));
+            }
+        }
+        for t in gone_seeded {
+            if let Some(mut c) = self.take_seeded(&t) {
+                c.incomplete = true;
+                out.push(self.finish(c));
+            }
+        }
+        out
     }
 
     /// Open sockets (not yet at CLOSE).
@@ -898,6 +1000,11 @@ impl Table {
 
     fn remove_open(&mut self, sock: SockAddr) -> Option<Conn> {
         let c = self.conns.remove(&sock)?;
+        if let Some(t) = c.tuple()
+            && self.by_tuple.get(&t) == Some(&sock)
+        {
+            self.by_tuple.remove(&t);
+        }
         if c.last_state() == TcpState::Listen {
             self.forget_listener(c.sport, sock);
         }
@@ -1586,5 +1693,46 @@ pub(crate) mod tests {
             a.owner.map(|o| (o.pid, o.source)),
             Some((42, OwnerSource::Inherited))
         );
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_evicts_the_least_recently_active() {
+        let mut t = Table::new();
+        t.max_conns = 100;
+        for s in 0..150u64 {
+            t.apply(&tr(s + 1, s, Close, SynSent, 0, 80));
+        }
+        let ev = t.enforce_cap();
+        assert_eq!(ev.len(), 50);
+        assert!(
+            ev.iter().all(|c| c.incomplete && c.sock.0 <= 50),
+            "oldest first"
+        );
+        assert_eq!((t.len(), t.evicted), (100, 50));
+        assert!(t.enforce_cap().is_empty());
+        t.apply(&tr(1000, 1000, Close, SynSent, 0, 80));
+        assert_eq!(
+            t.enforce_cap().len(),
+            1,
+            "at least one, and at least 1% of the cap"
+        );
+    }
+
+    #[test]
+    fn sockets_the_kernel_no_longer_has_are_aged_out() {
+        let mut t = Table::new();
+        t.apply(&tr(1, 10, Close, SynSent, 0, 80));
+        t.apply(&tr(1, 20, SynSent, Established, 5000, 80));
+        t.apply(&tr(2, 30, Close, SynSent, 0, 81));
+        t.apply(&tr(2, 40, SynSent, Established, 5001, 81));
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let alive: std::collections::HashSet<Tuple> = [(lo, 5001, lo, 81)].into_iter().collect();
+        // Quiet since before 30: only socket 1 qualifies; it is gone from the kernel.
+        let gone = t.prune_vanished(&alive, 30);
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].sock.0, gone[0].incomplete), (1, true));
+        assert_eq!(t.len(), 1);
+        // Socket 2 is alive: kept however quiet.
+        assert!(t.prune_vanished(&alive, 1_000).is_empty());
     }
 }
