@@ -256,6 +256,23 @@ pub const PORT_REMOTE: u8 = 2;
 pub type AddrKey = [u8; 16];
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
+/// [`layout`] as a [`RuntimeLayout`]: what the fast program reads, and what the loader
+/// compares the running kernel's `format` file with.
+pub const FAST_LAYOUT: RuntimeLayout = RuntimeLayout {
+    skaddr: layout::SKADDR,
+    oldstate: layout::OLDSTATE,
+    newstate: layout::NEWSTATE,
+    sport: layout::SPORT,
+    dport: layout::DPORT,
+    family: layout::FAMILY,
+    protocol: layout::PROTOCOL,
+    protocol_size: layout::PROTOCOL_SIZE,
+    saddr: layout::SADDR,
+    daddr: layout::DADDR,
+    saddr_v6: layout::SADDR_V6,
+    daddr_v6: layout::DADDR_V6,
+};
+
 /// Where the portable program finds each field, read from the running kernel's
 /// `format` file when it does not match [`layout`].
 #[repr(C)]

@@ -31,8 +31,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, AddrKey, Config, Counters, CtxLayout, Event, IPPROTO_TCP, KOwner, NetnsOffsets,
-    OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE, RuntimeLayout, kind, layout,
+    AF_INET, AddrKey, Config, Counters, CtxLayout, Event, FAST_LAYOUT, IPPROTO_TCP, KOwner,
+    NetnsOffsets, OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE, RuntimeLayout,
+    kind,
 };
 
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes not yet consumed.
@@ -91,21 +92,6 @@ static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static LAYOUT: Global<RuntimeLayout> = Global::new(FAST_LAYOUT);
-
-const FAST_LAYOUT: RuntimeLayout = RuntimeLayout {
-    skaddr: layout::SKADDR,
-    oldstate: layout::OLDSTATE,
-    newstate: layout::NEWSTATE,
-    sport: layout::SPORT,
-    dport: layout::DPORT,
-    family: layout::FAMILY,
-    protocol: layout::PROTOCOL,
-    protocol_size: layout::PROTOCOL_SIZE,
-    saddr: layout::SADDR,
-    daddr: layout::DADDR,
-    saddr_v6: layout::SADDR_V6,
-    daddr_v6: layout::DADDR_V6,
-};
 
 /// Adds one to a counter in this CPU's `COUNTERS` slot of one program. Each program has its
 /// own slot (indexed by its kind): the kernel never nests a program with itself on a CPU, so

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tracer_common::{ABSENT, CtxLayout, RuntimeLayout, layout};
+use tracer_common::{ABSENT, CtxLayout, RuntimeLayout};
 
 /// One `field:` line of a tracefs `format` file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,21 +84,8 @@ pub enum Choice {
     Portable(RuntimeLayout),
 }
 
-/// The layout the fast program expects, as a [`RuntimeLayout`].
-pub const FAST: RuntimeLayout = RuntimeLayout {
-    skaddr: layout::SKADDR,
-    oldstate: layout::OLDSTATE,
-    newstate: layout::NEWSTATE,
-    sport: layout::SPORT,
-    dport: layout::DPORT,
-    family: layout::FAMILY,
-    protocol: layout::PROTOCOL,
-    protocol_size: layout::PROTOCOL_SIZE,
-    saddr: layout::SADDR,
-    daddr: layout::DADDR,
-    saddr_v6: layout::SADDR_V6,
-    daddr_v6: layout::DADDR_V6,
-};
+/// The layout the fast program expects.
+pub const FAST: RuntimeLayout = tracer_common::FAST_LAYOUT;
 
 /// Checks every field the program reads (name and size) and picks the program.
 pub fn choose(fields: &[Field]) -> anyhow::Result<Choice> {

@@ -153,15 +153,21 @@ impl Live {
             .map_err(|e| privilege_hint(anyhow!(e)))
             .context("loading the eBPF object")?;
 
-        if !port_flags.is_empty() {
-            let mut ports: HashMap<_, u16, u8> =
-                HashMap::try_from(ebpf.map_mut(names::PORTS).context("PORTS map missing")?)?;
-            for &(p, flags) in &port_flags {
-                ports
-                    .insert(p, flags, 0)
-                    .with_context(|| format!("adding port {p} to the filter"))?;
-            }
-        }
+        // The filter sets (each sized to its entries above).
+        let f = &opts.filter;
+        fill_map(&mut ebpf, names::PORTS, port_flags.iter().copied())?;
+        fill_map(&mut ebpf, names::PIDS, f.pids.iter().map(|&p| (p, 1)))?;
+        fill_map(
+            &mut ebpf,
+            names::COMMS,
+            f.comms.iter().map(|c| (comm_key(c), 1)),
+        )?;
+        fill_map(&mut ebpf, names::NETNS, f.netns.iter().map(|&n| (n, 1)))?;
+        fill_map(
+            &mut ebpf,
+            names::CGROUPS,
+            f.cgroups.iter().map(|c| (c.id, 1)),
+        )?;
         if !opts.filter.cidrs.is_empty() {
             let mut addrs: LpmTrie<_, AddrKey, u8> =
                 LpmTrie::try_from(ebpf.map_mut(names::ADDRS).context("ADDRS map missing")?)?;
@@ -171,33 +177,6 @@ impl Live {
                     .insert(&Key::new(plen, data), 1, 0)
                     .with_context(|| format!("adding {c} to the filter"))?;
             }
-        }
-
-        for &pid in &opts.filter.pids {
-            let mut m: HashMap<_, u32, u8> =
-                HashMap::try_from(ebpf.map_mut(names::PIDS).context("PIDS map missing")?)?;
-            m.insert(pid, 1, 0)
-                .with_context(|| format!("adding pid {pid} to the filter"))?;
-        }
-        for comm in &opts.filter.comms {
-            let mut m: HashMap<_, [u8; 16], u8> =
-                HashMap::try_from(ebpf.map_mut(names::COMMS).context("COMMS map missing")?)?;
-            m.insert(comm_key(comm), 1, 0)
-                .with_context(|| format!("adding comm {comm} to the filter"))?;
-        }
-        for &ns in &opts.filter.netns {
-            let mut m: HashMap<_, u32, u8> =
-                HashMap::try_from(ebpf.map_mut(names::NETNS).context("NETNS map missing")?)?;
-            m.insert(ns, 1, 0)
-                .with_context(|| format!("adding netns {ns} to the filter"))?;
-        }
-        for cg in &opts.filter.cgroups {
-            let mut m: HashMap<_, u64, u8> = HashMap::try_from(
-                ebpf.map_mut(names::CGROUPS)
-                    .context("CGROUPS map missing")?,
-            )?;
-            m.insert(cg.id, 1, 0)
-                .with_context(|| format!("adding cgroup {} to the filter", cg.path))?;
         }
 
         let logger = if opts.bpf_log {
@@ -296,6 +275,27 @@ impl Live {
         }
         Ok(t)
     }
+}
+
+/// Inserts `entries` into the `u8`-valued hash map `name` (nothing to do when empty).
+fn fill_map<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    entries: impl IntoIterator<Item = (K, u8)>,
+) -> anyhow::Result<()> {
+    let mut entries = entries.into_iter().peekable();
+    if entries.peek().is_none() {
+        return Ok(());
+    }
+    let mut m: HashMap<_, K, u8> = HashMap::try_from(
+        ebpf.map_mut(name)
+            .with_context(|| format!("{name} map missing"))?,
+    )?;
+    for (k, v) in entries {
+        m.insert(k, v, 0)
+            .with_context(|| format!("filling the {name} filter"))?;
+    }
+    Ok(())
 }
 
 /// `Config::filter_owner` for the owner filters given.
