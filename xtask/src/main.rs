@@ -19,6 +19,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 /// Must match `DEBIAN_TOOLCHAIN` in tracer/build.rs.
 const DEBIAN_TOOLCHAIN: &str = "tracer-debian";
 const DEBIAN_RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
@@ -53,6 +55,14 @@ enum Cmd {
     },
     /// Set up, then `cargo fmt --check` and clippy with -D warnings (host crates and eBPF crate).
     Lint,
+    /// Set up, then run the privileged tests on other kernels under QEMU (software emulation):
+    /// Debian's cloud kernels, extracted from their packages, with the test binaries in an
+    /// initramfs. Prints a table kernel → result and writes target/vm/results.md.
+    VmTest {
+        /// Debian kernel packages to test (default: the newest 6.1 and 6.12 cloud kernels).
+        #[arg(long = "kernel", value_name = "PACKAGE")]
+        kernels: Vec<String>,
+    },
     /// Set up, build release, and pack target/dist/tracer-VERSION-ARCH-linux.tar.gz: binary,
     /// man page, shell completions, systemd unit, licences, README.
     Dist,
@@ -135,6 +145,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Cmd::VmTest { kernels } => return vm::run(&root, &toolchain, kernels),
         Cmd::Dist => {
             status(cargo().args(["build", "--release"]))?;
             let tarball = dist(&root)?;
@@ -418,7 +429,7 @@ fn linked_llvm_major(bin: &Path) -> Option<u32> {
     })
 }
 
-fn deb_installed(pkg: &str) -> bool {
+pub(crate) fn deb_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .stderr(Stdio::null())
@@ -426,7 +437,7 @@ fn deb_installed(pkg: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
     let sudo = !is_root();
     let apt = |args: &[&str]| {
         let mut c = if sudo {
@@ -487,7 +498,7 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn status(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn status(cmd: &mut Command) -> anyhow::Result<()> {
     let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !st.success() {
         bail!("{cmd:?} failed ({st})");

@@ -1,0 +1,339 @@
+//! `cargo xtask vm-test`: the privileged tests on other kernels, under QEMU.
+//!
+//! KVM guests fail on the machines this was built on, so the guests run under software
+//! emulation (`-accel tcg`); Debian's cloud kernels boot to `/init` in a few seconds there.
+//! Each kernel comes from its Debian package (`apt-get download` + `dpkg-deb -x`, nothing is
+//! installed on the host). The initramfs holds a static busybox, the tracer binary and the
+//! integration-test binary with their shared libraries, and the two sock_diag modules (built
+//! as modules in those kernels). `/init` mounts what a real system has, except tracefs, which
+//! tracer mounts itself, and runs the tests.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{apt_install, deb_installed, status};
+
+/// Tests that need tools the initramfs does not carry (`ip netns`, `bash`, `setpriv`) or
+/// take minutes under emulation (TIME_WAIT lasts 60 s), skipped in the guests.
+const SKIP: [&str; 5] = [
+    "netns_filter",
+    "owner_filters",
+    "runs_with_only",
+    "time_wait_is_followed",
+    "completions_and_man",
+];
+
+pub fn run(root: &Path, toolchain: &str, mut kernels: Vec<String>) -> anyhow::Result<ExitCode> {
+    let host_tools = ["qemu-system-x86", "busybox-static", "xz-utils"];
+    let missing: Vec<&str> = host_tools
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("xtask: {} already installed", host_tools.join(", "));
+    } else {
+        eprintln!("xtask: installing {} for the VM tests", missing.join(" "));
+        apt_install(&missing)?;
+    }
+    if kernels.is_empty() {
+        kernels = default_kernels()?;
+    }
+    let (tracer, live) = build_tests(root, toolchain)?;
+    let dir = root.join("target/vm");
+    fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+    for pkg in &kernels {
+        eprintln!("xtask: kernel {pkg}");
+        let row = match test_kernel(&dir, pkg, &tracer, &live) {
+            Ok(r) => r,
+            Err(e) => (pkg.clone(), format!("error: {e:#}")),
+        };
+        eprintln!("xtask: {}: {}", row.0, row.1);
+        rows.push(row);
+    }
+    let mut table = String::from("| kernel | result |\n|---|---|\n");
+    for (k, r) in &rows {
+        table.push_str(&format!("| {k} | {r} |\n"));
+    }
+    fs::write(dir.join("results.md"), &table)?;
+    println!("{table}");
+    let ok = rows.iter().all(|(_, r)| r.starts_with("pass"));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The newest bookworm 6.1 and 6.12 cloud kernels the archive has.
+fn default_kernels() -> anyhow::Result<Vec<String>> {
+    let out = Command::new("apt-cache")
+        .args([
+            "search",
+            "--names-only",
+            "^linux-image-6\\.(1\\.0|12\\.).*-cloud-amd64$",
+        ])
+        .output()
+        .context("apt-cache search")?;
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|n| !n.contains("dbg") && !n.contains("unsigned"))
+        .collect();
+    let newest = |prefix: &str| -> Option<String> {
+        let mut v: Vec<&String> = names.iter().filter(|n| n.starts_with(prefix)).collect();
+        v.sort_by_key(|n| {
+            n.trim_start_matches(prefix)
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|x| x.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        });
+        v.last().map(|s| s.to_string())
+    };
+    let v: Vec<String> = [newest("linux-image-6.1.0-"), newest("linux-image-6.12.")]
+        .into_iter()
+        .flatten()
+        .collect();
+    if v.is_empty() {
+        bail!("no linux-image-6.1/6.12 cloud kernels found by apt-cache (run apt-get update?)");
+    }
+    Ok(v)
+}
+
+/// Builds the tracer binary and the integration tests; returns their paths.
+fn build_tests(root: &Path, toolchain: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cargo = || {
+        let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.env("TRACER_EBPF_TOOLCHAIN", toolchain).current_dir(root);
+        c
+    };
+    status(cargo().args(["build", "-p", "tracer"]))?;
+    let out = cargo()
+        .args([
+            "test",
+            "-p",
+            "tracer",
+            "--test",
+            "live",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the integration tests")?;
+    let live = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"executable\"") && l.contains("\"name\":\"live\""))
+        .find_map(|l| {
+            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            Some(PathBuf::from(&l[at..at + l[at..].find('"')?]))
+        })
+        .context("the live test executable was not built")?;
+    Ok((root.join("target/debug/tracer"), live))
+}
+
+fn test_kernel(
+    dir: &Path,
+    pkg: &str,
+    tracer: &Path,
+    live: &Path,
+) -> anyhow::Result<(String, String)> {
+    let kdir = dir.join(pkg);
+    if !kdir.join("boot").is_dir() {
+        status(
+            Command::new("apt-get")
+                .args(["download", pkg])
+                .current_dir(dir),
+        )?;
+        let deb = fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(&format!("{pkg}_")) && f.ends_with(".deb"))
+            })
+            .with_context(|| format!("{pkg}: downloaded .deb not found"))?;
+        status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&kdir))?;
+    }
+    let vmlinuz = fs::read_dir(kdir.join("boot"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with("vmlinuz-"))
+        })
+        .context("no vmlinuz in the package")?;
+    let release = vmlinuz
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or("")
+        .trim_start_matches("vmlinuz-")
+        .to_string();
+    let initrd = dir.join(format!("{release}.cpio.gz"));
+    build_initramfs(&kdir, &initrd, tracer, live)?;
+    let log = dir.join(format!("{release}.log"));
+    let logf = fs::File::create(&log)?;
+    let st = Command::new("timeout")
+        .args([
+            "1500",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+        ])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(&vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .status()
+        .context("running qemu-system-x86_64")?;
+    let text = String::from_utf8_lossy(&fs::read(&log)?).into_owned();
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("test result:"))
+        .map(str::trim)
+        .unwrap_or("");
+    let result = if text.contains("VMTEST rc=0") {
+        format!("pass ({})", summary.trim_start_matches("test result: ok. "))
+    } else if summary.is_empty() {
+        format!("fail: no test result (qemu {st}); see {}", log.display())
+    } else {
+        let failed: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("test ") && l.ends_with("FAILED"))
+            .map(|l| {
+                l.trim_start_matches("test ")
+                    .trim_end_matches(" ... FAILED")
+            })
+            .collect();
+        format!(
+            "fail ({summary}; failed: {}); see {}",
+            failed.join(", "),
+            log.display()
+        )
+    };
+    Ok((release, result))
+}
+
+fn build_initramfs(kdir: &Path, out: &Path, tracer: &Path, live: &Path) -> anyhow::Result<()> {
+    let root = out.with_extension("root");
+    if root.exists() {
+        fs::remove_dir_all(&root)?;
+    }
+    let put = |rel: &Path, from: &Path| -> anyhow::Result<()> {
+        let to = root.join(rel.strip_prefix("/").unwrap_or(rel));
+        fs::create_dir_all(to.parent().context("no parent")?)?;
+        fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
+        Ok(())
+    };
+    for d in ["proc", "sys", "dev", "tmp", "run", "mod", "bin"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    put(Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
+    for applet in [
+        "sh", "mount", "mkdir", "insmod", "ip", "poweroff", "echo", "uname", "cat",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+    }
+    // The test binary runs the tracer at the path it was built with (CARGO_BIN_EXE_tracer).
+    put(tracer, tracer)?;
+    put(Path::new("/live"), live)?;
+    let ldd = Command::new("ldd")
+        .arg(tracer)
+        .arg(live)
+        .output()
+        .context("ldd")?;
+    let mut libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/') && !w.ends_with(':'))
+        .map(str::to_string)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    for l in libs {
+        let real = fs::canonicalize(&l)?;
+        put(Path::new(&l), &real)?;
+    }
+    for m in ["inet_diag", "tcp_diag"] {
+        let found = walk(&kdir.join("lib/modules"))
+            .into_iter()
+            .find(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f == format!("{m}.ko") || f == format!("{m}.ko.xz"))
+            })
+            .with_context(|| format!("module {m} not in the package"))?;
+        let dst = root.join("mod").join(format!("{m}.ko"));
+        if found.extension().is_some_and(|e| e == "xz") {
+            let o = Command::new("xz")
+                .arg("-dc")
+                .arg(&found)
+                .output()
+                .context("xz")?;
+            fs::write(&dst, o.stdout)?;
+        } else {
+            fs::copy(&found, &dst)?;
+        }
+    }
+    let init = format!(
+        "#!/bin/sh\n\
+         mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp\n\
+         mkdir -p /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup\n\
+         insmod /mod/inet_diag.ko; insmod /mod/tcp_diag.ko\n\
+         ip link set lo up\n\
+         echo \"VMTEST kernel $(uname -r)\"\n\
+         /live --include-ignored --test-threads=1 {} 2>&1\n\
+         echo \"VMTEST rc=$?\"\n\
+         poweroff -f\n",
+        SKIP.iter()
+            .map(|s| format!("--skip {s}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    fs::write(root.join("init"), init)?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
+    }
+    status(
+        Command::new("sh")
+            .arg("-c")
+            .arg("cd \"$0\" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 > \"$1\"")
+            .arg(&root)
+            .arg(out),
+    )?;
+    fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
