@@ -1620,3 +1620,45 @@ fn the_connection_table_is_bounded() {
             && c["states"].as_array().unwrap().last().unwrap() != "CLOSE")
     );
 }
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn every_help_example_works() {
+    let help = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let examples: Vec<Vec<String>> = help
+        .split("Examples:")
+        .nth(1)
+        .expect("an Examples section")
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tracer"))
+        .filter_map(|l| {
+            let cmd = l.split("   ").next().unwrap().trim();
+            // A pipeline into another program: the tracer part is covered by the others.
+            (!cmd.contains('|')).then(|| cmd.split_whitespace().skip(1).map(String::from).collect())
+        })
+        .collect();
+    assert!(examples.len() >= 7, "{examples:?}");
+    for mut args in examples {
+        // Each runs for one second.
+        match args.iter().position(|a| a == "--duration") {
+            Some(i) => args[i + 1] = "1".into(),
+            None => args.extend(["--duration".into(), "1".into()]),
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "tracer {args:?}: {err}");
+        assert!(
+            err.contains("attached to sock:inet_sock_set_state")
+                && err.contains("stopped (duration reached)"),
+            "tracer {args:?}: {err}"
+        );
+    }
+}
