@@ -14,6 +14,36 @@ pub const AF_INET6: u16 = 10;
 /// MPTCP and DCCP sockets.
 pub const IPPROTO_TCP: u16 = 6;
 
+/// Raw TCP states (include/net/tcp_states.h), as the tracepoint reports them. The loader turns
+/// them into its `TcpState` enum; the kernel side compares raw values.
+pub mod tcp {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+}
+
+/// Transitions the kernel makes in the process context of the task acting on the socket:
+/// `connect()`, `listen()`, and `close()`/`shutdown()` sending a FIN or closing a listener.
+/// Everything else may run in softirq or a timer, where the current task is unrelated. One
+/// definition for both sides: the kernel's owner map and the loader's table.
+pub const fn in_owner_context(old: u8, new: u8) -> bool {
+    use tcp::*;
+    matches!(
+        (old, new),
+        (CLOSE, SYN_SENT)
+            | (CLOSE, LISTEN)
+            | (LISTEN, CLOSE)
+            | (ESTABLISHED, FIN_WAIT1)
+            | (SYN_RECV, FIN_WAIT1)
+            | (CLOSE_WAIT, LAST_ACK)
+    )
+}
+
 /// What an [`Event`] is (its `kind`). Values are part of the recording format: never reuse.
 pub mod kind {
     /// `sock:inet_sock_set_state`: `oldstate` → `newstate`.

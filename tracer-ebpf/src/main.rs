@@ -33,7 +33,7 @@ use aya_log_ebpf::debug;
 use tracer_common::{
     AF_INET, AddrKey, Config, Counters, CtxLayout, Event, FAST_LAYOUT, IPPROTO_TCP, KOwner,
     NetnsOffsets, OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE, RuntimeLayout,
-    kind,
+    in_owner_context, kind, tcp,
 };
 
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes not yet consumed.
@@ -164,7 +164,7 @@ fn handle<R: Record>(ctx: &TracePointContext, rec: &R, l: &RuntimeLayout) {
         return;
     };
     bump!(c, seen);
-    if fill(rec, l).is_err() {
+    if fill(rec, l, c).is_err() {
         bump!(c, lost_read_error);
         debug!(ctx, "inet_sock_set_state: a record field could not be read");
     }
@@ -220,36 +220,11 @@ fn addr_passes(cfg: &Config, family: u16, saddr: &[u64; 2], daddr: &[u64; 2]) ->
     ADDRS.get(Key::new(128, key(saddr))).is_some() || ADDRS.get(Key::new(128, key(daddr))).is_some()
 }
 
-// Raw TCP states (include/net/tcp_states.h).
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_SENT: i32 = 2;
-const TCP_SYN_RECV: i32 = 3;
-const TCP_FIN_WAIT1: i32 = 4;
-const TCP_CLOSE: i32 = 7;
-const TCP_CLOSE_WAIT: i32 = 8;
-const TCP_LAST_ACK: i32 = 9;
-const TCP_LISTEN: i32 = 10;
-
-/// The task acting on the socket: `connect()`, `listen()`, `close()`/`shutdown()` (mirrors
-/// `table::in_owner_context` on the user side).
-#[inline(always)]
-fn in_owner_context(old: i32, new: i32) -> bool {
-    matches!(
-        (old, new),
-        (TCP_CLOSE, TCP_SYN_SENT)
-            | (TCP_CLOSE, TCP_LISTEN)
-            | (TCP_LISTEN, TCP_CLOSE)
-            | (TCP_ESTABLISHED, TCP_FIN_WAIT1)
-            | (TCP_SYN_RECV, TCP_FIN_WAIT1)
-            | (TCP_CLOSE_WAIT, TCP_LAST_ACK)
-    )
-}
-
 /// Keeps the kernel's owner map (only with owner filters) and applies `--pid`, `--comm`,
 /// `--cgroup`. A socket whose owner is not known here (older than the tracer) passes: user
 /// space resolves it from /proc and decides.
 #[inline(always)]
-fn owner_passes(cfg: &Config, sk: u64, old: i32, new: i32, sport: u16) -> bool {
+fn owner_passes(cfg: &Config, sk: u64, old: u8, new: u8, sport: u16) -> bool {
     if cfg.filter_owner == 0 {
         return true;
     }
@@ -262,12 +237,12 @@ fn owner_passes(cfg: &Config, sk: u64, old: i32, new: i32, sport: u16) -> bool {
             bpf_get_current_comm(o.comm.as_mut_ptr().cast(), 16);
         }
         let _ = OWNERS.insert(sk, o, 0);
-        if new == TCP_LISTEN {
+        if new == tcp::LISTEN {
             let _ = LISTEN_OWNERS.insert(sport, o, 0);
-        } else if old == TCP_LISTEN {
+        } else if old == tcp::LISTEN {
             let _ = LISTEN_OWNERS.remove(sport);
         }
-    } else if old == TCP_LISTEN && new == TCP_SYN_RECV {
+    } else if old == tcp::LISTEN && new == tcp::SYN_RECV {
         // SAFETY: a map value read and copied at once.
         if let Some(o) = unsafe { LISTEN_OWNERS.get(sport) }.copied() {
             let _ = OWNERS.insert(sk, o, 0);
@@ -318,7 +293,7 @@ fn known_owner_passes(cfg: &Config, sk: u64) -> bool {
 /// Reads a transition, applies the filters, and emits it. `Err` means a field could not be
 /// read (the event is lost and counted); filtered-out events return `Ok`.
 #[inline(always)]
-fn fill<R: Record>(rec: &R, l: &RuntimeLayout) -> Result<(), ()> {
+fn fill<R: Record>(rec: &R, l: &RuntimeLayout, c: *mut Counters) -> Result<(), ()> {
     let cfg = CONFIG.load();
     let family: u16 = rec.read(l.family)?;
     let sport: u16 = rec.read(l.sport)?;
@@ -348,6 +323,8 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout) -> Result<(), ()> {
     let oldstate: i32 = rec.read(l.oldstate)?;
     let newstate: i32 = rec.read(l.newstate)?;
     let skaddr: u64 = rec.read(l.skaddr)?;
+    // TCP states are 1..=12; anything else is passed on and rejected by the decoder.
+    let (oldstate, newstate) = (oldstate as u8, newstate as u8);
     if !netns_passes(&cfg, skaddr) || !owner_passes(&cfg, skaddr, oldstate, newstate, sport) {
         return Ok(());
     }
@@ -361,22 +338,21 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout) -> Result<(), ()> {
             sport,
             dport,
             family,
-            // TCP states are 1..=12; anything else is passed on and rejected by the decoder.
-            oldstate: oldstate as u8,
-            newstate: newstate as u8,
+            oldstate,
+            newstate,
             value: 0,
         },
+        c,
     );
     Ok(())
 }
 
-/// Reserves, writes and submits one event, counting what is sent and what is lost.
+/// Reserves, writes and submits one event, counting what is sent and what is lost in the
+/// program's counters `c` (looked up once per event by the caller).
 #[inline(always)]
-fn emit(cfg: &Config, f: &Fields) {
+fn emit(cfg: &Config, f: &Fields, c: *mut Counters) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        if let Some(c) = COUNTERS.get_ptr_mut(f.kind) {
-            bump!(c, lost_ringbuf_full);
-        }
+        bump!(c, lost_ringbuf_full);
         return;
     };
     let ev = entry.as_mut_ptr();
@@ -406,9 +382,7 @@ fn emit(cfg: &Config, f: &Fields) {
         (*ev).value = f.value;
         (*ev)._pad = 0;
     }
-    if let Some(c) = COUNTERS.get_ptr_mut(f.kind) {
-        bump!(c, submitted);
-    }
+    bump!(c, submitted);
     // Wake the reader only when a batch is pending: per-event wake-ups cost more than the
     // rest of the program together. Below the threshold the reader's timer picks events up.
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes {
@@ -507,7 +481,7 @@ fn context(ctx: &TracePointContext, l: &CtxLayout, kind: u32) {
         return;
     };
     bump!(c, context_seen);
-    if context_fill(&Probe(ctx.as_ptr().cast()), l, kind).is_err() {
+    if context_fill(&Probe(ctx.as_ptr().cast()), l, kind, c).is_err() {
         bump!(c, lost_read_error);
         debug!(
             ctx,
@@ -517,7 +491,7 @@ fn context(ctx: &TracePointContext, l: &CtxLayout, kind: u32) {
 }
 
 #[inline(always)]
-fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32) -> Result<(), ()> {
+fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32, c: *mut Counters) -> Result<(), ()> {
     if let Some(p) = opt::<u16>(rec, l.protocol)?
         && p != IPPROTO_TCP
     {
@@ -588,6 +562,7 @@ fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32) -> Result<(), ()> {
             newstate: 0,
             value: opt::<i32>(rec, l.value)?.unwrap_or(0),
         },
+        c,
     );
     Ok(())
 }

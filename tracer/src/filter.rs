@@ -171,12 +171,13 @@ impl Filter {
         if self.family.is_some_and(|f| f != family) {
             return false;
         }
-        let flags = self.port_flags();
-        if !flags.is_empty() {
-            let has = |p: u16, bit: u8| flags.iter().any(|&(q, f)| q == p && f & bit != 0);
-            if !has(sport, PORT_LOCAL) && !has(dport, PORT_REMOTE) {
-                return false;
-            }
+        let port_filter =
+            !(self.ports.is_empty() && self.lports.is_empty() && self.rports.is_empty());
+        // The same rule as the PORTS map bits: local port with PORT_LOCAL, remote with PORT_REMOTE.
+        let local = self.ports.contains(&sport) || self.lports.contains(&sport);
+        let remote = self.ports.contains(&dport) || self.rports.contains(&dport);
+        if port_filter && !local && !remote {
+            return false;
         }
         self.cidrs.is_empty()
             || self

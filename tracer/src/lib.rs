@@ -59,7 +59,7 @@ pub struct Pipeline<S: Sink> {
 }
 
 impl<S: Sink> Pipeline<S> {
-    pub fn new(sink: S, time_wait: Option<TimeWaitTracker>) -> Self {
+    pub fn new(sink: S) -> Self {
         Self {
             table: Table::new(),
             sink,
@@ -67,7 +67,7 @@ impl<S: Sink> Pipeline<S> {
             events: 0,
             connections: 0,
             decode_errors: 0,
-            time_wait,
+            time_wait: None,
             owners: None,
             filter: Filter::default(),
             quiet: false,
@@ -312,21 +312,8 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let clock = WallClock::now();
     let stdout = io::stdout();
     let out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
-    let tw = if args.no_timewait {
-        None
-    } else {
-        match TimeWaitTracker::new() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!(
-                    "tracer: TIME_WAIT will not be shown: netlink sock_diag unavailable ({e})"
-                );
-                None
-            }
-        }
-    };
     match args.output {
-        Output::Json => trace(&args, &opts, Pipeline::new(Json::new(out, clock), tw)).await,
+        Output::Json => trace(&args, &opts, Pipeline::new(Json::new(out, clock))).await,
         Output::Text => {
             let color = match args.color {
                 ColorChoice::Always => true,
@@ -338,7 +325,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             trace(
                 &args,
                 &opts,
-                Pipeline::new(Text::new(out, clock, color, !args.no_timeline), tw),
+                Pipeline::new(Text::new(out, clock, color, !args.no_timeline)),
             )
             .await
         }
@@ -385,9 +372,18 @@ async fn trace<S: Sink>(
         eprintln!("tracer: Prometheus metrics on http://{local}/metrics");
         pipe.metrics = Some(m);
     }
-    if pipe.quiet && pipe.metrics.is_none() {
-        // Nothing would show the TIME_WAIT transitions.
-        pipe.time_wait = None;
+    // TIME_WAIT lookups, unless nothing would show them (quiet and no metrics).
+    let nothing_would_show = pipe.quiet && pipe.metrics.is_none();
+    if !args.no_timewait && !nothing_would_show {
+        pipe.time_wait = match TimeWaitTracker::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!(
+                    "tracer: TIME_WAIT will not be shown: netlink sock_diag unavailable ({e})"
+                );
+                None
+            }
+        };
     }
     if let Some(ns) = pipe.stuck_ns {
         match enrich::seed(&mut pipe.table, &opts.filter, monotonic_ns()) {

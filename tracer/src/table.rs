@@ -95,20 +95,10 @@ impl Owner {
     }
 }
 
-/// Transitions the kernel makes in the process context of the task acting on the socket:
-/// `connect()`, `listen()`, and `close()`/`shutdown()` sending a FIN or closing a listener.
-/// Everything else may run in softirq or a timer, where the current task is unrelated.
+/// Whether the task on the CPU acts on the socket for this transition (see
+/// [`tracer_common::in_owner_context`], shared with the kernel's owner map).
 pub fn in_owner_context(old: TcpState, new: TcpState) -> bool {
-    use TcpState::*;
-    matches!(
-        (old, new),
-        (Close, SynSent)
-            | (Close, Listen)
-            | (Listen, Close)
-            | (Established, FinWait1)
-            | (SynRecv, FinWait1)
-            | (CloseWait, LastAck)
-    )
+    tracer_common::in_owner_context(old as u8, new as u8)
 }
 
 /// How a connection ended.
@@ -288,6 +278,70 @@ pub struct Seed {
 }
 
 impl Conn {
+    /// A timeline with the given identity and history, nothing counted yet.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        sock: SockAddr,
+        family: Family,
+        (saddr, sport, daddr, dport): Tuple,
+        role: Role,
+        states: Vec<TcpState>,
+        entered_ns: Vec<Option<u64>>,
+        owner: Option<Owner>,
+        seen_from: SeenFrom,
+        first_seen_ns: u64,
+    ) -> Self {
+        Self {
+            sock,
+            family,
+            saddr,
+            sport,
+            daddr,
+            dport,
+            role,
+            states,
+            entered_ns,
+            // Without its first transition from CLOSE (or LISTEN for an accepted socket), the
+            // start of the timeline was not seen.
+            incomplete: role == Role::Unknown || seen_from == SeenFrom::Dump,
+            owner,
+            notes: Vec::new(),
+            notes_dropped: 0,
+            retransmits: 0,
+            syn_retransmits: 0,
+            synack_retransmits: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            error: None,
+            close: None,
+            time_wait: None,
+            time_wait_pending: false,
+            owner_lookups: 0,
+            seen_from,
+            first_seen_ns,
+            stuck: StuckTrack::default(),
+        }
+    }
+
+    /// The time of its last transition (or when tracer first learned of it).
+    fn last_active_ns(&self) -> u64 {
+        self.entered_ns
+            .iter()
+            .flatten()
+            .last()
+            .copied()
+            .unwrap_or(self.first_seen_ns)
+    }
+
+    /// Time since the current state was entered, when that is known.
+    fn in_current_ns(&self, now_ns: u64) -> Option<u64> {
+        self.entered_ns
+            .last()
+            .copied()
+            .flatten()
+            .map(|e| now_ns.saturating_sub(e))
+    }
+
     pub fn start_ns(&self) -> u64 {
         self.entered_ns
             .iter()
@@ -319,8 +373,8 @@ impl Conn {
     /// Time in the current state at `now_ns`, and whether that is only a lower bound (the
     /// socket was in it before tracer saw it).
     pub fn age(&self, now_ns: u64) -> (u64, bool) {
-        match self.entered_ns.last().copied().flatten() {
-            Some(e) => (now_ns.saturating_sub(e), false),
+        match self.in_current_ns(now_ns) {
+            Some(a) => (a, false),
             None => (now_ns.saturating_sub(self.first_seen_ns), true),
         }
     }
@@ -495,22 +549,14 @@ impl Table {
             return Vec::new();
         }
         let extra = (n - cap).max(cap / 100).max(1);
-        let last = |c: &Conn| {
-            c.entered_ns
-                .iter()
-                .flatten()
-                .last()
-                .copied()
-                .unwrap_or(c.first_seen_ns)
-        };
         let mut by_age: Vec<(u64, SockAddr, Option<Tuple>)> = self
             .conns
             .values()
-            .map(|c| (last(c), c.sock, None))
+            .map(|c| (c.last_active_ns(), c.sock, None))
             .chain(
                 self.seeded
                     .iter()
-                    .map(|(t, c)| (last(c), SockAddr(0), Some(*t))),
+                    .map(|(t, c)| (c.last_active_ns(), SockAddr(0), Some(*t))),
             )
             .collect();
         by_age.sort_unstable_by_key(|e| e.0);
@@ -537,18 +583,13 @@ impl Table {
         alive: &std::collections::HashSet<Tuple>,
         quiet_since_ns: u64,
     ) -> Vec<Conn> {
-        let last = |c: &Conn| {
-            c.entered_ns
-                .iter()
-                .flatten()
-                .last()
-                .copied()
-                .unwrap_or(c.first_seen_ns)
-        };
         let gone: Vec<SockAddr> = self
             .conns
             .values()
-            .filter(|c| last(c) < quiet_since_ns && c.tuple().is_some_and(|t| !alive.contains(&t)))
+            .filter(|c| {
+                c.last_active_ns() < quiet_since_ns
+                    && c.tuple().is_some_and(|t| !alive.contains(&t))
+            })
             .map(|c| c.sock)
             .collect();
         let gone_seeded: Vec<Tuple> = self
@@ -605,42 +646,25 @@ impl Table {
 
     /// Adds a socket found in the start-up dump (it existed before the tracer).
     pub fn seed(&mut self, seed: Seed, now_ns: u64) {
-        let (saddr, sport, daddr, dport) = seed.tuple;
-        let conn = Conn {
-            sock: SockAddr(0),
-            family: seed.family,
-            saddr,
-            sport,
-            daddr,
-            dport,
-            role: if seed.state == TcpState::Listen {
-                Role::Listener
-            } else {
-                Role::Unknown
-            },
-            states: vec![seed.state],
-            entered_ns: vec![None],
-            incomplete: true,
-            owner: seed.owner,
-            notes: Vec::new(),
-            notes_dropped: 0,
-            retransmits: 0,
-            syn_retransmits: 0,
-            synack_retransmits: 0,
-            resets_sent: 0,
-            resets_received: 0,
-            error: None,
-            close: None,
-            time_wait: None,
-            time_wait_pending: false,
-            owner_lookups: 0,
-            seen_from: SeenFrom::Dump,
-            first_seen_ns: now_ns,
-            stuck: StuckTrack::default(),
+        let role = if seed.state == TcpState::Listen {
+            Role::Listener
+        } else {
+            Role::Unknown
         };
+        let conn = Conn::new(
+            SockAddr(0),
+            seed.family,
+            seed.tuple,
+            role,
+            vec![seed.state],
+            vec![None],
+            seed.owner,
+            SeenFrom::Dump,
+            now_ns,
+        );
         if seed.state == TcpState::Listen {
             self.seeded_listeners
-                .entry(sport)
+                .entry(seed.tuple.1)
                 .or_default()
                 .push(seed.tuple);
         }
@@ -831,9 +855,10 @@ impl Table {
             c.stuck = StuckTrack::default();
         }
         let had_tuple = self.conns.get(&t.sock).and_then(Conn::tuple);
-        let inherited = (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv)
-            && !self.conns.contains_key(&t.sock);
-        let listener_owner = if inherited {
+        // An accepted socket starts with its listener's owner.
+        let listener_owner = if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv)
+            && !self.conns.contains_key(&t.sock)
+        {
             self.listener_owner(t)
         } else {
             None
@@ -843,12 +868,7 @@ impl Table {
             // FIN_WAIT1 → FIN_WAIT1). The transition is shown as reported; the timeline does
             // not gain a state, and time in X keeps counting from when X was entered.
             Some(c) if t.old == t.new && c.last_state() == t.new => {
-                in_old_ns = c
-                    .entered_ns
-                    .last()
-                    .copied()
-                    .flatten()
-                    .map(|e| t.ts_ns.saturating_sub(e));
+                in_old_ns = c.in_current_ns(t.ts_ns);
             }
             Some(c) => {
                 if c.last_state() != t.old {
@@ -857,49 +877,24 @@ impl Table {
                     c.states.push(t.old);
                     c.entered_ns.push(None);
                 } else {
-                    in_old_ns = c
-                        .entered_ns
-                        .last()
-                        .copied()
-                        .flatten()
-                        .map(|e| t.ts_ns.saturating_sub(e));
+                    in_old_ns = c.in_current_ns(t.ts_ns);
                 }
                 c.states.push(t.new);
                 c.entered_ns.push(Some(t.ts_ns));
             }
             None => {
-                let role = Role::from_first(t.old, t.new);
-                self.conns.insert(
+                let conn = Conn::new(
                     t.sock,
-                    Conn {
-                        sock: t.sock,
-                        family: t.family,
-                        saddr: t.saddr,
-                        sport: t.sport,
-                        daddr: t.daddr,
-                        dport: t.dport,
-                        role,
-                        states: vec![t.old, t.new],
-                        entered_ns: vec![None, Some(t.ts_ns)],
-                        incomplete: role == Role::Unknown,
-                        owner: listener_owner,
-                        notes: Vec::new(),
-                        notes_dropped: 0,
-                        retransmits: 0,
-                        syn_retransmits: 0,
-                        synack_retransmits: 0,
-                        resets_sent: 0,
-                        resets_received: 0,
-                        error: None,
-                        close: None,
-                        time_wait: None,
-                        time_wait_pending: false,
-                        owner_lookups: 0,
-                        seen_from: SeenFrom::Events,
-                        first_seen_ns: t.ts_ns,
-                        stuck: StuckTrack::default(),
-                    },
+                    t.family,
+                    (t.saddr, t.sport, t.daddr, t.dport),
+                    Role::from_first(t.old, t.new),
+                    vec![t.old, t.new],
+                    vec![None, Some(t.ts_ns)],
+                    listener_owner,
+                    SeenFrom::Events,
+                    t.ts_ns,
                 );
+                self.conns.insert(t.sock, conn);
             }
         }
         let c = self
