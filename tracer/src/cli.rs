@@ -1,6 +1,6 @@
 //! Command-line interface. Every value is validated here, before anything is loaded; clap
 //! exits with code 2 and names the bad value.
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -46,7 +46,12 @@ Examples:
   tracer stuck 30s               only connections stuck 30 s or more, with their owners
   tracer --stuck 2m --state CLOSE_WAIT -p 8080    CLOSE_WAIT leaks on port 8080
   tracer --addr 10.0.0.0/8 --rport 443            outgoing HTTPS to 10/8
-  tracer --metrics 127.0.0.1:9464 --quiet --stuck 60s   a service: metrics and stuck reports";
+  tracer --metrics 127.0.0.1:9464 --quiet --stuck 60s   a service: metrics and stuck reports
+  tracer --view ladder -p 8080                    each connection as a sequence diagram
+  tracer --summary -q -p 8080                     a summary with histograms at exit (and SIGUSR1)
+  tracer --record /tmp/tcp.rec -p 8080 --svg /tmp/svg   record (and draw SVGs) for later
+  tracer replay /tmp/tcp.rec --view ladder        that recording as ladders: no root needed
+  tracer demo server-first                        a classroom demo: one connection, drawn";
 
 #[derive(Debug, Parser)]
 #[command(name = "tracer", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
@@ -138,6 +143,33 @@ pub struct Args {
     #[arg(global = true, short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// How connections are shown: `events` (every transition as it happens, then a timeline
+    /// per connection when it closes; the default) or `ladder` (each connection, when it
+    /// closes, as a sequence diagram: client on the left, server on the right when both ends
+    /// are on this host, the segments each state change implies as arrows, real time
+    /// offsets). Ladder is text only.
+    #[arg(global = true, long, value_enum, value_name = "VIEW")]
+    pub view: Option<View>,
+
+    /// Also write each finished connection as an SVG sequence diagram (the ladder) into DIR,
+    /// created if missing; one file per connection, named by time and endpoints. The filters
+    /// choose which connections.
+    #[arg(global = true, long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
+
+    /// Record every raw event, and what sock_diag and /proc told tracer, to FILE (JSON Lines,
+    /// documented in the README), for `tracer replay FILE`. The kernel filters given here
+    /// apply to what is recorded.
+    #[arg(global = true, long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
+    /// Print a summary at exit and on SIGUSR1: connections by role and close class,
+    /// transitions by (old, new), duration histograms with p50/p90/p99/max (handshake,
+    /// accept, CLOSE_WAIT, FIN_WAIT2, TIME_WAIT, lifetime), and the top remote endpoints by
+    /// connections and by resets. JSON: one `"type":"summary"` record.
+    #[arg(global = true, long)]
+    pub summary: bool,
+
     /// Text output: do not print a timeline block when a connection closes.
     #[arg(global = true, long)]
     pub no_timeline: bool,
@@ -198,6 +230,60 @@ pub enum Command {
         #[arg(value_name = "AGE", default_value = "30s", value_parser = parse_duration)]
         age: Duration,
     },
+    /// Show a recording made with `--record FILE`: no root, no BPF, any machine. Every view,
+    /// filter, `--stuck` and `--summary` works as live (`--netns`, `--metrics` and `--record`
+    /// do not: the recording has no namespaces, and nothing is live). A corrupt or truncated
+    /// file stops the replay at the bad line, named, after showing everything before it.
+    Replay {
+        /// The recording.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// For a classroom: open one connection on loopback and show it as a ladder, straight
+    /// from the kernel (needs root, like tracing). The scenario picks how it goes.
+    Demo {
+        #[arg(value_enum, default_value_t = Scenario::Normal)]
+        scenario: Scenario,
+        /// Pause between the steps of the scenario, so each stands apart in the diagram.
+        #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
+        pause: Duration,
+    },
+}
+
+/// `tracer demo` scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Handshake, a request and a reply, then the client closes first (active close,
+    /// TIME_WAIT on the client), the server second (CLOSE_WAIT, LAST_ACK).
+    Normal,
+    /// The same, but the server closes first: the roles of the teardown swap.
+    ServerFirst,
+    /// The client aborts with SO_LINGER 0: one RST instead of the four-way teardown.
+    Reset,
+    /// connect() to a port nobody listens on: SYN, RST, ECONNREFUSED.
+    Refused,
+}
+
+impl Scenario {
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Normal => "a connection on loopback; the client closes first",
+            Self::ServerFirst => "a connection on loopback; the server closes first",
+            Self::Reset => {
+                "a connection on loopback that the client aborts (SO_LINGER 0 then close: RST)"
+            }
+            Self::Refused => "a connect() to a loopback port nobody listens on",
+        }
+    }
+}
+
+/// `--view`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum View {
+    /// Every transition as it happens, then each connection's timeline.
+    Events,
+    /// Each finished connection as a sequence diagram of both ends.
+    Ladder,
 }
 
 impl Args {
@@ -232,6 +318,49 @@ impl Args {
             Some(Command::Stuck { age }) => Some(*age),
             _ => self.stuck,
         }
+    }
+
+    /// The view: `--view`, else ladder for `demo`, else events.
+    pub fn view(&self) -> View {
+        match (self.view, &self.command) {
+            (Some(v), _) => v,
+            (None, Some(Command::Demo { .. })) => View::Ladder,
+            (None, _) => View::Events,
+        }
+    }
+
+    /// Checks across options that clap cannot express; the message names the fix.
+    pub fn check(&self) -> Result<(), String> {
+        if self.view() == View::Ladder && self.output == Output::Json {
+            return Err(
+                "the ladder view is text only: drop `-o json`, or use `--svg DIR` for diagrams next to JSON output".into(),
+            );
+        }
+        if let Some(Command::Replay { file }) = &self.command {
+            if !self.netns.is_empty() || !self.netns_paths.is_empty() {
+                return Err("--netns and --netns-path cannot filter a replay: recorded events carry no network namespace".into());
+            }
+            if self.metrics.is_some() {
+                return Err(
+                    "--metrics serves live metrics; it has nothing to serve in a replay".into(),
+                );
+            }
+            if self.record.is_some() {
+                return Err(
+                    "--record cannot be used with replay: copy the recording instead".into(),
+                );
+            }
+            if !file.is_file() {
+                return Err(format!("no recording at {}", file.display()));
+            }
+        }
+        if let Some(dir) = &self.svg
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(format!("--svg {}: not a directory", dir.display()));
+        }
+        Ok(())
     }
 
     pub fn quiet(&self) -> bool {

@@ -90,6 +90,16 @@ pub enum Family {
     Ipv6,
 }
 
+impl Family {
+    /// The kernel's `AF_*` value.
+    pub const fn raw(self) -> u16 {
+        match self {
+            Self::Ipv4 => AF_INET,
+            Self::Ipv6 => AF_INET6,
+        }
+    }
+}
+
 impl TryFrom<u16> for Family {
     type Error = DecodeError;
     fn try_from(v: u16) -> Result<Self, DecodeError> {
@@ -254,13 +264,17 @@ pub enum DecodeError {
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    from_raw(&raw(bytes)?)
+}
+
+/// The raw record, as the kernel wrote it (what `--record` keeps).
+pub fn raw(bytes: &[u8]) -> Result<Event, DecodeError> {
     if bytes.len() < EVENT_SIZE {
         return Err(DecodeError::Short(bytes.len()));
     }
     // SAFETY: the length was checked above; `Event` is plain old data (any bit pattern is
     // valid) and `read_unaligned` makes no alignment assumption.
-    let ev = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
-    from_raw(&ev)
+    Ok(unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() })
 }
 
 /// Turns the raw record into a typed event, rejecting values the kernel should not send.
@@ -336,7 +350,7 @@ fn addr(family: Family, bytes: &[u8; 16]) -> IpAddr {
 
 /// The symbolic name of an errno (`ECONNREFUSED`), or its number.
 pub fn errno_name(e: i32) -> String {
-    let errno = nix::errno::Errno::from_raw(e.abs());
+    let errno = nix::errno::Errno::from_raw(e.saturating_abs());
     if errno == nix::errno::Errno::UnknownErrno {
         format!("errno {e}")
     } else {

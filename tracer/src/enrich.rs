@@ -296,6 +296,7 @@ impl TimeWaitTracker {
             });
             table.set_time_wait(
                 p.sock,
+                p.tuple,
                 confirmed.or(Some(TimeWait {
                     confirmed: false,
                     expires_ns: None,

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Events the kernel could not hand over, by cause.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LostCause {
     /// The ring buffer was full (the reader fell behind).
@@ -56,9 +56,14 @@ impl WallClock {
         }
     }
 
-    #[cfg(test)]
+    /// A clock with a known offset (a recording's, or a test's).
     pub fn fixed(offset_ns: i128) -> Self {
         Self { offset_ns }
+    }
+
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, in ns.
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
     }
 
     pub fn utc(&self, mono_ns: u64) -> DateTime<Utc> {
@@ -120,6 +125,10 @@ pub trait Sink {
     fn stuck_summary(&mut self, groups: &[StuckGroup], threshold_ns: u64) -> io::Result<()>;
     /// `count` new losses of one cause; `total` so far for that cause.
     fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()>;
+    /// A connection drawn as a ladder (`--view ladder`; text only).
+    fn ladder(&mut self, l: &crate::ladder::Ladder) -> io::Result<()>;
+    /// `--summary`, at exit and on SIGUSR1.
+    fn summary(&mut self, s: &crate::summary::Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }
 
@@ -142,7 +151,7 @@ pub fn human_ns(ns: u64) -> String {
     }
 }
 
-fn endpoint(addr: IpAddr, port: u16) -> String {
+pub fn endpoint(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{a}]:{port}"),
@@ -502,6 +511,14 @@ impl<W: Write> Sink for Text<W> {
             "{w}LOST {count} events ({}), {total} so far{w:#}",
             cause.describe()
         )
+    }
+
+    fn ladder(&mut self, l: &crate::ladder::Ladder) -> io::Result<()> {
+        self.out.write_all(crate::ladder::render_text(l).as_bytes())
+    }
+
+    fn summary(&mut self, s: &crate::summary::Summary) -> io::Result<()> {
+        self.out.write_all(s.render_text().as_bytes())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -886,6 +903,16 @@ impl<W: Write> Sink for Json<W> {
             cause,
             total,
         })
+    }
+
+    /// The ladder view is text only (the CLI refuses `--view ladder -o json`); the JSON
+    /// connection records carry the same states and times.
+    fn ladder(&mut self, _l: &crate::ladder::Ladder) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn summary(&mut self, s: &crate::summary::Summary) -> io::Result<()> {
+        self.emit(&s.record_json())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -405,7 +405,8 @@ impl Conn {
             && self.resets_received == 0
     }
 
-    fn tuple(&self) -> Option<Tuple> {
+    /// The complete 4-tuple, once both ports are known.
+    pub fn tuple(&self) -> Option<Tuple> {
         (self.sport != 0 && self.dport != 0)
             .then_some((self.saddr, self.sport, self.daddr, self.dport))
     }
@@ -509,6 +510,9 @@ pub struct Table {
     conns: HashMap<SockAddr, Conn>,
     /// Reached CLOSE, waiting for late events / TIME_WAIT lookup, with the time of the CLOSE.
     closing: HashMap<SockAddr, (u64, Conn)>,
+    /// Closed sockets still waiting for their TIME_WAIT lookup whose address the kernel
+    /// already gave to a new socket (fast connection churn): kept apart, found by tuple.
+    displaced: Vec<(u64, Conn)>,
     /// Listening sockets by local port: accepted sockets inherit their owner.
     listeners: HashMap<u16, Vec<SockAddr>>,
     /// Complete 4-tuples of open and closing sockets, for events that carry no address.
@@ -523,6 +527,30 @@ pub struct Table {
     pub max_conns: usize,
     /// Sockets dropped to stay within `max_conns`.
     pub evicted: u64,
+    /// When `Some`, what the enrichers (sock_diag, /proc) tell the table is kept here, so a
+    /// recording can replay it without them.
+    pub journal: Option<Vec<Fact>>,
+}
+
+/// Something the table learned from outside the events: what a recording must keep for a
+/// replay to rebuild the same connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fact {
+    /// A socket from the start-up dump ([`Table::seed`]).
+    Seed { seed: Seed, now_ns: u64 },
+    /// An owner from /proc ([`Table::set_owner`]).
+    Owner { sock: SockAddr, owner: Owner },
+    /// A TIME_WAIT lookup's result ([`Table::set_time_wait`]).
+    TimeWait {
+        sock: SockAddr,
+        tuple: Tuple,
+        tw: Option<TimeWait>,
+    },
+    /// Sockets the kernel no longer has ([`Table::drop_vanished`]).
+    Vanished {
+        socks: Vec<SockAddr>,
+        tuples: Vec<Tuple>,
+    },
 }
 
 /// Default for [`Table::max_conns`]: about 100 MiB of timelines at most.
@@ -598,20 +626,53 @@ impl Table {
             .filter(|(t, c)| c.first_seen_ns < quiet_since_ns && !alive.contains(*t))
             .map(|(t, _)| *t)
             .collect();
+        self.drop_vanished(gone, gone_seeded)
+    }
+
+    /// Drops sockets the kernel no longer has (see [`Self::prune_vanished`]); also what a
+    /// replay does with a recorded [`Fact::Vanished`].
+    pub fn drop_vanished(&mut self, socks: Vec<SockAddr>, tuples: Vec<Tuple>) -> Vec<Conn> {
+        if socks.is_empty() && tuples.is_empty() {
+            return Vec::new();
+        }
         let mut out = Vec::new();
-        for s in gone {
+        for &s in &socks {
             if let Some(mut c) = self.remove_open(s) {
                 c.incomplete = true;
                 out.push(self.finish(c));
             }
         }
-        for t in gone_seeded {
-            if let Some(mut c) = self.take_seeded(&t) {
+        for t in &tuples {
+            if let Some(mut c) = self.take_seeded(t) {
                 c.incomplete = true;
                 out.push(self.finish(c));
             }
         }
+        self.journal(Fact::Vanished { socks, tuples });
         out
+    }
+
+    /// Keeps what the enrichers told the table, for `--record`.
+    fn journal(&mut self, fact: Fact) {
+        if let Some(j) = &mut self.journal {
+            j.push(fact);
+        }
+    }
+
+    /// The facts journaled since the last call (empty unless `journal` is on).
+    pub fn take_journal(&mut self) -> Vec<Fact> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Nothing open, nothing held back: every connection seen has been reported.
+    pub fn is_idle(&self) -> bool {
+        self.conns.is_empty()
+            && self.closing.is_empty()
+            && self.displaced.is_empty()
+            && self.seeded.is_empty()
     }
 
     /// Open sockets (not yet at CLOSE).
@@ -632,6 +693,7 @@ impl Table {
     pub fn time_wait_pending(&self) -> impl Iterator<Item = PendingTimeWait> + '_ {
         self.closing
             .values()
+            .chain(&self.displaced)
             .filter(|(_, c)| c.time_wait_pending)
             .filter_map(|(_, c)| {
                 Some(PendingTimeWait {
@@ -646,6 +708,7 @@ impl Table {
 
     /// Adds a socket found in the start-up dump (it existed before the tracer).
     pub fn seed(&mut self, seed: Seed, now_ns: u64) {
+        self.journal(Fact::Seed { seed, now_ns });
         let role = if seed.state == TcpState::Listen {
             Role::Listener
         } else {
@@ -797,6 +860,7 @@ impl Table {
 
     /// An owner found outside the events (/proc); never replaces one learned from events.
     pub fn set_owner(&mut self, sock: SockAddr, owner: Owner) {
+        self.journal(Fact::Owner { sock, owner });
         if let Some(c) = self.conns.get_mut(&sock)
             && c.owner.is_none()
         {
@@ -805,8 +869,17 @@ impl Table {
     }
 
     /// The result of a TIME_WAIT lookup for a closed socket.
-    pub fn set_time_wait(&mut self, sock: SockAddr, tw: Option<TimeWait>) {
-        if let Some((_, c)) = self.closing.get_mut(&sock) {
+    pub fn set_time_wait(&mut self, sock: SockAddr, tuple: Tuple, tw: Option<TimeWait>) {
+        self.journal(Fact::TimeWait { sock, tuple, tw });
+        let c = match self.closing.get_mut(&sock) {
+            Some((_, c)) if c.tuple() == Some(tuple) => Some(c),
+            _ => self
+                .displaced
+                .iter_mut()
+                .map(|(_, c)| c)
+                .find(|c| c.time_wait_pending && c.tuple() == Some(tuple)),
+        };
+        if let Some(c) = c {
             c.time_wait_pending = false;
             c.time_wait = tw;
         }
@@ -815,11 +888,15 @@ impl Table {
     pub fn apply(&mut self, t: &Transition) -> Applied {
         let mut finished = Vec::new();
         // A socket at this address that reached CLOSE is finished for good once the address
-        // shows a new life (the kernel freed it and reallocated, or connect() was retried).
-        if t.old == TcpState::Close
-            && let Some((_, c)) = self.closing.remove(&t.sock)
-        {
-            finished.push(self.finish(c));
+        // shows a new life (the kernel freed it and reallocated: a new client, or an accepted
+        // child at LISTEN -> SYN_RECV; or connect() was retried). One still waiting for its
+        // TIME_WAIT lookup waits on apart.
+        if let Some((closed, c)) = self.closing.remove(&t.sock) {
+            if c.time_wait_pending && c.tuple().is_some() {
+                self.displaced.push((closed, c));
+            } else {
+                finished.push(self.finish(c));
+            }
         }
         let mut in_old_ns = None;
         if let Some(c) = self.conns.get(&t.sock)
@@ -971,6 +1048,15 @@ impl Table {
         for s in due {
             if let Some((_, c)) = self.closing.remove(&s) {
                 out.push(self.finish(c));
+            }
+        }
+        let displaced = std::mem::take(&mut self.displaced);
+        for (closed, c) in displaced {
+            let waited = now_ns.saturating_sub(closed);
+            if waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !c.time_wait_pending) {
+                out.push(self.finish(c));
+            } else {
+                self.displaced.push((closed, c));
             }
         }
         out.sort_by_key(|c| c.end_ns());
@@ -1204,7 +1290,7 @@ pub(crate) mod tests {
                     confirmed: true,
                     expires_ns: Some(60_000_000_004),
                 };
-                t.set_time_wait(SockAddr(s), Some(w));
+                t.set_time_wait(SockAddr(s), p[0].tuple, Some(w));
                 let c = t.expire(4 + GRACE_NS);
                 assert_eq!(c[0].time_wait, Some(w));
             } else {
@@ -1216,6 +1302,42 @@ pub(crate) mod tests {
                 assert_eq!((c.len(), c[0].time_wait), (1, None));
             }
         }
+    }
+
+    #[test]
+    fn an_address_reused_before_the_time_wait_lookup_loses_no_connection() {
+        // Measured on this kernel with fast churn: an active closer's struct sock is freed
+        // and given to the next accepted child (LISTEN -> SYN_RECV) within the grace period.
+        let mut t = Table::new();
+        t.apply(&tr(1, 0, Close, SynSent, 0, 80));
+        t.apply(&tr(1, 1, SynSent, Established, 5, 80));
+        t.apply(&tr(1, 2, Established, FinWait1, 5, 80));
+        t.apply(&tr(1, 3, FinWait1, FinWait2, 5, 80));
+        t.apply(&tr(1, 4, FinWait2, Close, 5, 80));
+        // The same address, a new server child, another tuple.
+        let a = t.apply(&tr(1, 5, Listen, SynRecv, 80, 6));
+        assert!(
+            a.finished.is_empty(),
+            "the closer still waits for its lookup"
+        );
+        t.apply(&tr(1, 6, SynRecv, Established, 80, 6));
+        let p: Vec<_> = t.time_wait_pending().collect();
+        assert_eq!((p.len(), p[0].tuple.1), (1, 5));
+        let w = super::TimeWait {
+            confirmed: true,
+            expires_ns: Some(60_000_000_004),
+        };
+        t.set_time_wait(SockAddr(1), p[0].tuple, Some(w));
+        let done = t.expire(4 + GRACE_NS);
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].role, done[0].time_wait, done[0].close),
+            (Role::Client, Some(w), Some(CloseClass::Active))
+        );
+        assert_eq!(t.len(), 1, "the new socket is still open");
+        t.apply(&tr(1, 7, Established, Close, 80, 6));
+        assert_eq!(t.flush().len(), 1);
+        assert!(t.is_idle());
     }
 
     #[test]

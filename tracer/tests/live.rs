@@ -1643,11 +1643,24 @@ fn every_help_example_works() {
         })
         .collect();
     assert!(examples.len() >= 7, "{examples:?}");
+    assert!(
+        examples
+            .iter()
+            .any(|a| a.first().is_some_and(|c| c == "replay"))
+            && examples
+                .iter()
+                .any(|a| a.first().is_some_and(|c| c == "demo")),
+        "{examples:?}"
+    );
+    // In order: the `--record` example makes the file the `replay` example reads.
     for mut args in examples {
-        // Each runs for one second.
-        match args.iter().position(|a| a == "--duration") {
-            Some(i) => args[i + 1] = "1".into(),
-            None => args.extend(["--duration".into(), "1".into()]),
+        let replay = args.first().is_some_and(|c| c == "replay");
+        if !replay {
+            // Each runs for one second (a demo may end sooner).
+            match args.iter().position(|a| a == "--duration") {
+                Some(i) => args[i + 1] = "1".into(),
+                None => args.extend(["--duration".into(), "1".into()]),
+            }
         }
         let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
             .args(&args)
@@ -1655,10 +1668,188 @@ fn every_help_example_works() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "tracer {args:?}: {err}");
+        if replay {
+            assert!(err.contains("tracer: replaying"), "tracer {args:?}: {err}");
+            continue;
+        }
         assert!(
             err.contains("attached to sock:inet_sock_set_state")
-                && err.contains("stopped (duration reached)"),
+                && (err.contains("stopped (duration reached)")
+                    || err.contains("stopped (demo done)")),
             "tracer {args:?}: {err}"
         );
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tracer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn a_recording_replays_to_the_same_connection_records() {
+    let dir = temp_dir("record");
+    let rec = dir.join("run.jsonl");
+    let (listener, addr) = bound(false);
+    let port = addr.port().to_string();
+    let t = Tracer::start(&[
+        "-o",
+        "json",
+        "-p",
+        &port,
+        "--summary",
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    // Two connections on one listener, one closed by each side, then a refused one.
+    listener.listen(16).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    for first in [FirstCloser::Client, FirstCloser::Server] {
+        let mut client = TcpStream::connect(addr).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let mut b = [0u8; 1];
+        let (a, mut b2) = match first {
+            FirstCloser::Client => (client, server),
+            FirstCloser::Server => (server, client),
+        };
+        drop(a);
+        assert_eq!(b2.read(&mut b).unwrap(), 0);
+        drop(b2);
+        client = TcpStream::connect(addr).unwrap();
+        server = listener.accept().unwrap().0;
+        drop((client, server));
+    }
+    drop(listener);
+    assert!(TcpStream::connect(addr).is_err());
+    t.wait_json(6, |v| v["type"] == "connection");
+    let (status, out, err) = t.stop();
+    assert!(status.success(), "{err:?}");
+
+    let live: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replayed = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["replay", rec.to_str().unwrap(), "-o", "json", "--summary"])
+        .output()
+        .unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let replayed: Vec<Value> = String::from_utf8(replayed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The same connection records, field for field (times included: the recording keeps
+    // the clock offset), in the same order; and the same summary.
+    let pick = |v: &[Value], ty: &str| -> Vec<Value> {
+        v.iter().filter(|r| r["type"] == ty).cloned().collect()
+    };
+    let (lc, rc) = (pick(&live, "connection"), pick(&replayed, "connection"));
+    assert!(lc.len() >= 6, "{lc:#?}");
+    assert_eq!(lc, rc);
+    assert_eq!(pick(&live, "summary"), pick(&replayed, "summary"));
+    // And the same transitions, TIME_WAIT ones from sock_diag included.
+    assert_eq!(pick(&live, "transition"), pick(&replayed, "transition"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn demo_scenarios_draw_their_ladders_and_svgs() {
+    require_root();
+    // Per scenario: the client's states, the server's, and the arrows in order.
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            "normal",
+            &[
+                "SYN_SENT",
+                "ESTABLISHED",
+                "FIN_WAIT1",
+                "FIN_WAIT2",
+                "CLOSE",
+                "TIME_WAIT",
+            ],
+            &["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"],
+            &["SYN", "SYN-ACK", "ACK", "FIN", "ACK", "FIN", "ACK"],
+        ),
+        (
+            "server-first",
+            &["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"],
+            &[
+                "SYN_RECV",
+                "ESTABLISHED",
+                "FIN_WAIT1",
+                "FIN_WAIT2",
+                "CLOSE",
+                "TIME_WAIT",
+            ],
+            &["SYN", "SYN-ACK", "ACK", "FIN", "ACK", "FIN", "ACK"],
+        ),
+        (
+            "reset",
+            &["SYN_SENT", "ESTABLISHED", "CLOSE"],
+            &["SYN_RECV", "ESTABLISHED", "CLOSE"],
+            &["SYN", "SYN-ACK", "ACK", "RST"],
+        ),
+        ("refused", &["SYN_SENT", "CLOSE"], &[], &["SYN", "RST"]),
+    ];
+    for (scenario, client, server, arrows) in cases {
+        let dir = temp_dir(&format!("demo-{scenario}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(["demo", scenario, "--color", "never", "--svg"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{scenario}: {err}");
+        assert!(err.contains("stopped (demo done)"), "{scenario}: {err}");
+        // The ladder's rows: time, then the client's column (14 wide), the middle, the
+        // server's column.
+        let ladder: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("── 127.0.0.1"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("──"))
+            .filter(|l| l.trim_start().starts_with('+'))
+            .collect();
+        let col = |l: &str, from: usize, to: usize| -> String {
+            l.chars()
+                .skip(from)
+                .take(to - from)
+                .collect::<String>()
+                .trim()
+                .to_string()
+        };
+        let left: Vec<String> = ladder
+            .iter()
+            .map(|l| col(l, 12, 26))
+            .filter(|s| !s.is_empty() && !s.starts_with('!'))
+            .collect();
+        let right: Vec<String> = ladder
+            .iter()
+            .map(|l| col(l, 61, 75))
+            .filter(|s| !s.is_empty() && !s.starts_with('!'))
+            .collect();
+        let got_arrows: Vec<String> = ladder
+            .iter()
+            .map(|l| col(l, 26, 61))
+            .filter(|m| m.contains('▶') || m.contains('◀'))
+            .map(|m| m.trim_matches(|c| "─▶◀ ".contains(c)).to_string())
+            .collect();
+        assert_eq!(left, client, "{scenario} client column:\n{text}");
+        assert_eq!(right, server, "{scenario} server column:\n{text}");
+        assert_eq!(got_arrows, arrows, "{scenario} arrows:\n{text}");
+        let svgs: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(svgs.len(), 1, "{scenario}: one diagram");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

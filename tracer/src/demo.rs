@@ -1,0 +1,159 @@
+//! `tracer demo`: opens one connection on loopback while tracing it, then shows it as a
+//! ladder. One command that teaches the TCP state machine from the real kernel.
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    thread::sleep,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::cli::Scenario;
+
+/// After the scenario, how long the tracer waits at most for its sockets to be reported
+/// (the client's TIME_WAIT lookup is the slowest, ≤ 1.5 s).
+pub const SETTLE: Duration = Duration::from_secs(3);
+
+pub struct Demo {
+    scenario: Scenario,
+    pause: Duration,
+    /// Bound, not yet listening: the port is known before the kernel filter is set, and
+    /// `listen()` happens while tracing, so the listener's own transitions show too.
+    socket: Option<Socket>,
+    port: u16,
+}
+
+impl Demo {
+    pub fn prepare(scenario: Scenario, pause: Duration) -> anyhow::Result<Self> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+            .context("creating the demo's socket")?;
+        socket
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .context("binding the demo's socket to 127.0.0.1")?;
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .context("reading the demo socket's port")?;
+        eprintln!(
+            "tracer: demo `{}`: {}, on 127.0.0.1:{port}, pausing {} between steps",
+            scenario_name(scenario),
+            scenario.describe(),
+            crate::output::human_ns(pause.as_nanos().min(u128::from(u64::MAX)) as u64)
+        );
+        Ok(Self {
+            scenario,
+            pause,
+            socket: Some(socket),
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs the scenario on a blocking thread.
+    pub fn start(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let (scenario, pause, port) = (self.scenario, self.pause, self.port);
+        let socket = self.socket.take();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread of its own, named, so the diagram's owner reads `tracer-demo`.
+        let spawned = std::thread::Builder::new()
+            .name("tracer-demo".into())
+            .spawn(move || {
+                let r = match socket {
+                    Some(s) => run(scenario, pause, s, port),
+                    None => Err(anyhow::anyhow!("the demo scenario was started twice")),
+                };
+                let _ = tx.send(r);
+            });
+        tokio::spawn(async move {
+            spawned.context("starting the demo thread")?;
+            rx.await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the demo thread ended without a result")))
+        })
+    }
+
+    /// What to look at, printed after the diagram.
+    pub fn epilogue(&self) -> &'static str {
+        match self.scenario {
+            Scenario::Normal => {
+                "tracer: demo: the three-way handshake (SYN, SYN-ACK, ACK), then the four-way teardown: the client closed first (FIN_WAIT1, FIN_WAIT2, then TIME_WAIT for 60 s), the server went CLOSE_WAIT until its application closed, then LAST_ACK. Try `tracer demo server-first`, `reset`, `refused`."
+            }
+            Scenario::ServerFirst => {
+                "tracer: demo: the server closed first, so it is the server that went FIN_WAIT1, FIN_WAIT2 and TIME_WAIT, while the client sat in CLOSE_WAIT until it closed too. TIME_WAIT always lands on the side that closes first."
+            }
+            Scenario::Reset => {
+                "tracer: demo: with SO_LINGER 0, close() sends a RST and frees the socket at once: no FIN exchange, no TIME_WAIT; the server learns of it as ECONNRESET."
+            }
+            Scenario::Refused => {
+                "tracer: demo: nobody listened on the port, so the kernel answered the SYN with a RST: SYN_SENT -> CLOSE and ECONNREFUSED for connect()."
+            }
+        }
+    }
+}
+
+fn scenario_name(s: Scenario) -> String {
+    use clap::ValueEnum as _;
+    s.to_possible_value()
+        .map_or_else(|| format!("{s:?}"), |v| v.get_name().to_string())
+}
+
+fn run(scenario: Scenario, pause: Duration, socket: Socket, port: u16) -> anyhow::Result<()> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    if scenario == Scenario::Refused {
+        // The socket stays bound without listening: the port is ours, and a SYN to it is
+        // answered with a RST.
+        sleep(pause);
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(e).context("connect() failed, but not with ECONNREFUSED"),
+            Ok(_) => anyhow::bail!("connect() to a port nobody listens on succeeded"),
+        }
+        sleep(pause);
+        drop(socket);
+        return Ok(());
+    }
+    socket.listen(16).context("listen() on the demo socket")?;
+    sleep(pause);
+    let mut client = TcpStream::connect(addr).context("connect() to the demo listener")?;
+    let (server, _) = socket.accept().context("accept() on the demo listener")?;
+    let mut server: TcpStream = server.into();
+    sleep(pause);
+    // A request and a reply: data moves in ESTABLISHED, no state changes.
+    client.write_all(b"hello\n").context("client write")?;
+    let mut buf = [0u8; 6];
+    server.read_exact(&mut buf).context("server read")?;
+    server.write_all(b"hi\n").context("server write")?;
+    let mut buf = [0u8; 3];
+    client.read_exact(&mut buf).context("client read")?;
+    sleep(pause);
+    match scenario {
+        Scenario::Normal => {
+            drop(client);
+            sleep(pause);
+            drop(server);
+        }
+        Scenario::ServerFirst => {
+            drop(server);
+            sleep(pause);
+            drop(client);
+        }
+        Scenario::Reset => {
+            SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .context("SO_LINGER 0 on the client")?;
+            drop(client);
+            sleep(pause);
+            drop(server);
+        }
+        Scenario::Refused => {}
+    }
+    sleep(pause);
+    drop(socket);
+    Ok(())
+}

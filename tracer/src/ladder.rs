@@ -1,0 +1,656 @@
+//! The ladder view: a connection drawn as a sequence diagram, client on the left, server on
+//! the right, time flowing down with the real offsets, arrows for the segments each state
+//! change implies.
+//!
+//! The tracepoint sees states, not packets, so every arrow is inferred from a transition:
+//! `ESTABLISHED -> FIN_WAIT1` means this side sent a FIN, `FIN_WAIT1 -> FIN_WAIT2` that an ACK
+//! arrived. A segment is drawn once, at whichever end's transition shows it first (on
+//! loopback the kernel reports the server's `LISTEN -> SYN_RECV` only when the handshake's
+//! last ACK arrives, so the client's `SYN_SENT -> ESTABLISHED` is the first sign of the
+//! SYN-ACK). When only one end is on this host, the other is a plain column and every
+//! segment this end sent or received is drawn.
+//!
+//! [`Ladder`] is the model; [`render_text`] draws it for a terminal and `svg` for a browser.
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt::Write as _,
+};
+
+use crate::{
+    decode::{ContextKind, SockAddr, TcpState, Transition, errno_name},
+    output::{WallClock, human_ns},
+    table::{CloseClass, Conn, Role, Tuple},
+};
+
+/// One end's column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// `client 127.0.0.1:52940`, `server 127.0.0.1:8080`, `remote 192.0.2.1:443`.
+    pub label: String,
+    /// `pid 7767 python3`, or empty.
+    pub detail: String,
+    /// The state before the first event (`CLOSE`, `LISTEN`); `None` for a remote column
+    /// (not on this host: nothing is known of its states).
+    pub initial: Option<TcpState>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    pub const fn other(self) -> Self {
+        match self {
+            Self::Left => Self::Right,
+            Self::Right => Self::Left,
+        }
+    }
+}
+
+/// A segment between the columns, inferred from a state change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arrow {
+    /// The sender's side.
+    pub from: Side,
+    /// `SYN`, `SYN-ACK`, `ACK`, `FIN`, `RST`.
+    pub label: &'static str,
+}
+
+/// One line of the diagram, on one side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Since the first event of the diagram.
+    pub offset_ns: u64,
+    pub side: Side,
+    /// The state this side entered, on the row of its transition.
+    pub state: Option<TcpState>,
+    pub arrow: Option<Arrow>,
+    /// A context event or an explanation: `RST received`, `expires in 60.00s`.
+    pub note: Option<String>,
+}
+
+/// A whole diagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ladder {
+    /// `127.0.0.1:52940 -> 127.0.0.1:8080`.
+    pub title: String,
+    /// Wall-clock time of the first event, `2026-11-23 22:01:09.992247`.
+    pub started: String,
+    pub left: Column,
+    pub right: Column,
+    pub rows: Vec<Row>,
+    /// How each side ended, lifetimes, what is unknown.
+    pub footer: Vec<String>,
+}
+
+/// What a transition says this side sent and received. Order matters: received first (a
+/// FIN arrives, then the ACK for it goes out).
+fn segments(
+    old: TcpState,
+    new: TcpState,
+    c: &Conn,
+) -> (&'static [&'static str], &'static [&'static str]) {
+    use TcpState::*;
+    match (old, new) {
+        (Close, SynSent) => (&[], &["SYN"]),
+        (SynSent, Established) => (&["SYN-ACK"], &["ACK"]),
+        (SynSent, SynRecv) | (Listen, SynRecv) => (&["SYN"], &["SYN-ACK"]),
+        (SynRecv, Established) => (&["ACK"], &[]),
+        (Established, FinWait1) | (SynRecv, FinWait1) | (CloseWait, LastAck) => (&[], &["FIN"]),
+        (Established, CloseWait) => (&["FIN"], &["ACK"]),
+        (FinWait1, FinWait2) | (Closing, _) | (LastAck, Close) => (&["ACK"], &[]),
+        (FinWait1, Closing) | (FinWait2, Close | TimeWait) => (&["FIN"], &["ACK"]),
+        (FinWait1, Close | TimeWait) if c.resets_received == 0 && c.resets_sent == 0 => {
+            (&["ACK", "FIN"], &["ACK"])
+        }
+        (_, Close) if c.resets_received > 0 => (&["RST"], &[]),
+        (_, Close) if c.resets_sent > 0 && old != Listen => (&[], &["RST"]),
+        _ => (&[], &[]),
+    }
+}
+
+/// A segment drawn, waiting for the other end's transition that shows it arrived (or was
+/// sent).
+struct Open {
+    from: Side,
+    label: &'static str,
+    /// `true`: drawn at the sender, the receiver's transition may match it; `false`: drawn at
+    /// the receiver (the sender showed nothing yet), the sender's may match it.
+    awaiting_recv: bool,
+}
+
+fn column(c: &Conn) -> Column {
+    let role = match c.role {
+        Role::Client => "client",
+        Role::Server => "server",
+        Role::Listener => "listener",
+        Role::Unknown => "socket",
+    };
+    Column {
+        label: format!("{role} {}", crate::output::endpoint(c.saddr, c.sport)),
+        detail: c.owner.as_ref().map_or_else(String::new, |o| {
+            format!("pid {} {}", o.pid, o.comm.as_str())
+        }),
+        initial: c.states.first().copied(),
+    }
+}
+
+fn remote_column(c: &Conn) -> Column {
+    Column {
+        label: format!("remote {}", crate::output::endpoint(c.daddr, c.dport)),
+        detail: match c.close {
+            Some(CloseClass::Refused) => "no socket: nobody listening",
+            Some(CloseClass::Timeout) => "never answered",
+            _ => "no socket traced (another host, or filtered out)",
+        }
+        .into(),
+        initial: None,
+    }
+}
+
+/// One row per state change and context event of `c`, on `side`.
+fn rows_of(c: &Conn, side: Side, out: &mut Vec<(u64, Side, Step)>) {
+    for i in 1..c.states.len() {
+        let Some(ts) = c.entered_ns[i] else { continue };
+        out.push((
+            ts,
+            side,
+            Step::Transition {
+                old: c.states[i - 1],
+                new: c.states[i],
+            },
+        ));
+    }
+    for n in &c.notes {
+        let text = match n.kind {
+            // Resets are arrows already (at the CLOSE they cause); the note says when.
+            ContextKind::SendReset => "RST sent".to_string(),
+            ContextKind::ReceiveReset => "RST received".to_string(),
+            ContextKind::Retransmit => "retransmit".to_string(),
+            ContextKind::RetransmitSynack => "SYN-ACK retransmit".to_string(),
+            ContextKind::Error => format!("error {}", errno_name(n.value)),
+            // Freeing is memory management, not protocol: left out of the diagram.
+            ContextKind::Destroy => continue,
+        };
+        out.push((n.ts_ns, side, Step::Note(text)));
+    }
+    if let Some(tw) = &c.time_wait
+        && tw.confirmed
+    {
+        let ts = c.end_ns();
+        let note = match tw.expires_ns {
+            Some(e) => format!(
+                "timewait socket, expires in {}",
+                human_ns(e.saturating_sub(ts))
+            ),
+            None => "timewait socket".into(),
+        };
+        out.push((ts, side, Step::TimeWait(note)));
+    }
+}
+
+enum Step {
+    Transition { old: TcpState, new: TcpState },
+    Note(String),
+    TimeWait(String),
+}
+
+/// Builds the diagram of one connection: both ends when `peer` is given (the same
+/// connection's socket at the other end, on this host), else `c` and a remote column.
+pub fn build(c: &Conn, peer: Option<&Conn>, clock: &WallClock) -> Ladder {
+    // The client (or the side that connected) on the left, as in textbooks.
+    let (left, right) = match peer {
+        Some(p) if p.role == Role::Client && c.role != Role::Client => (p, Some(c)),
+        _ => (c, peer),
+    };
+    let mut steps = Vec::new();
+    rows_of(left, Side::Left, &mut steps);
+    if let Some(r) = right {
+        rows_of(r, Side::Right, &mut steps);
+    }
+    // Stable: at equal times the left side's transitions stay first.
+    steps.sort_by_key(|(ts, _, _)| *ts);
+    let t0 = steps.first().map_or(0, |(ts, _, _)| *ts);
+
+    let two_sided = right.is_some();
+    let mut open: Vec<Open> = Vec::new();
+    let mut rows = Vec::new();
+    for (ts, side, step) in steps {
+        let offset_ns = ts - t0;
+        match step {
+            Step::Note(text) => rows.push(Row {
+                offset_ns,
+                side,
+                state: None,
+                arrow: None,
+                note: Some(text),
+            }),
+            Step::TimeWait(note) => rows.push(Row {
+                offset_ns,
+                side,
+                state: Some(TcpState::TimeWait),
+                arrow: None,
+                note: Some(note),
+            }),
+            Step::Transition { old, new } => {
+                let conn = if side == Side::Left {
+                    left
+                } else {
+                    right.unwrap_or(left)
+                };
+                let (received, sent) = segments(old, new, conn);
+                let mut first = Row {
+                    offset_ns,
+                    side,
+                    state: Some(new),
+                    arrow: None,
+                    note: None,
+                };
+                let mut extra = Vec::new();
+                let place = |arrow: Arrow, first: &mut Row, extra: &mut Vec<Row>| {
+                    if first.arrow.is_none() {
+                        first.arrow = Some(arrow);
+                    } else {
+                        extra.push(Row {
+                            offset_ns,
+                            side,
+                            state: None,
+                            arrow: Some(arrow),
+                            note: None,
+                        });
+                    }
+                };
+                for &label in received {
+                    let from = side.other();
+                    // Already drawn at the sender's transition?
+                    if let Some(i) = open
+                        .iter()
+                        .position(|o| o.from == from && o.label == label && o.awaiting_recv)
+                    {
+                        open.remove(i);
+                        continue;
+                    }
+                    if two_sided {
+                        open.push(Open {
+                            from,
+                            label,
+                            awaiting_recv: false,
+                        });
+                    }
+                    place(Arrow { from, label }, &mut first, &mut extra);
+                }
+                for &label in sent {
+                    if let Some(i) = open
+                        .iter()
+                        .position(|o| o.from == side && o.label == label && !o.awaiting_recv)
+                    {
+                        open.remove(i);
+                        continue;
+                    }
+                    if two_sided {
+                        open.push(Open {
+                            from: side,
+                            label,
+                            awaiting_recv: true,
+                        });
+                    }
+                    place(Arrow { from: side, label }, &mut first, &mut extra);
+                }
+                rows.push(first);
+                rows.extend(extra);
+            }
+        }
+    }
+
+    let mut footer = Vec::new();
+    for conn in [Some(left), right].into_iter().flatten() {
+        let mut line = format!(
+            "{}: close {}, lifetime {}",
+            column(conn).label,
+            conn.close.unwrap_or(CloseClass::Unknown).name(),
+            human_ns(conn.lifetime_ns()),
+        );
+        if conn.incomplete {
+            line.push_str(
+                ", incomplete (events missing: it started before the tracer or events were lost)",
+            );
+        }
+        footer.push(line);
+    }
+    footer.push(
+        "arrows are inferred from the state changes: the tracepoint sees states, not packets"
+            .into(),
+    );
+
+    Ladder {
+        title: format!(
+            "{} -> {}",
+            crate::output::endpoint(left.saddr, left.sport),
+            crate::output::endpoint(left.daddr, left.dport)
+        ),
+        started: clock
+            .utc(t0)
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string(),
+        left: column(left),
+        right: match right {
+            Some(r) => column(r),
+            None => remote_column(left),
+        },
+        rows,
+        footer,
+    }
+}
+
+/// Width of a state column.
+const STATE_W: usize = 13;
+/// Width of the space between the two columns, where the arrows go.
+const MID_W: usize = 34;
+/// Width of the time column.
+const TIME_W: usize = 10;
+
+/// The diagram for a terminal (monospace, UTF-8).
+pub fn render_text(l: &Ladder) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "── {}  (started {})", l.title, l.started);
+    let _ = writeln!(
+        s,
+        "{:>TIME_W$}  {:<w$}{}",
+        "",
+        l.left.label,
+        l.right.label,
+        w = STATE_W + MID_W + 2
+    );
+    if !l.left.detail.is_empty() || !l.right.detail.is_empty() {
+        let _ = writeln!(
+            s,
+            "{:>TIME_W$}  {:<w$}{}",
+            "",
+            l.left.detail,
+            l.right.detail,
+            w = STATE_W + MID_W + 2
+        );
+    }
+    let initial = |c: &Column| c.initial.map_or("", TcpState::name);
+    let _ = writeln!(
+        s,
+        "{:>TIME_W$}  {:<STATE_W$} {:MID_W$} {}",
+        "",
+        initial(&l.left),
+        "",
+        initial(&l.right)
+    );
+    for r in &l.rows {
+        let state = r.state.map_or("", TcpState::name);
+        let (lstate, rstate) = match r.side {
+            Side::Left => (state, ""),
+            Side::Right => ("", state),
+        };
+        // A context event (no state) is marked `!`, as in the timelines.
+        let note = r.note.as_ref().map(|n| {
+            if r.state.is_some() {
+                n.clone()
+            } else {
+                format!("! {n}")
+            }
+        });
+        let (mid, tail) = match (&r.arrow, r.side, note) {
+            (Some(a), _, note) => (arrow_text(a), note),
+            // The left column's notes go next to it, in the middle.
+            (None, Side::Left, Some(n)) => (n, None),
+            (None, _, note) => (String::new(), note),
+        };
+        let mut line = format!(
+            "{:>TIME_W$}  {:<STATE_W$} {} {:<STATE_W$}",
+            format!("+{}", human_ns(r.offset_ns)),
+            lstate,
+            pad(&mid, MID_W),
+            rstate
+        );
+        if let Some(t) = tail {
+            line.push_str("  ");
+            line.push_str(&t);
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+    for f in &l.footer {
+        let _ = writeln!(s, "{:>TIME_W$}  {f}", "");
+    }
+    s
+}
+
+/// `── SYN ─────────▶` or `◀──────── SYN-ACK ──`, [`MID_W`] wide.
+fn arrow_text(a: &Arrow) -> String {
+    let label = format!(" {} ", a.label);
+    let n = label.chars().count();
+    let dashes = MID_W.saturating_sub(n + 1);
+    match a.from {
+        Side::Left => format!("──{label}{}▶", "─".repeat(dashes.saturating_sub(2))),
+        Side::Right => format!("◀{}{label}──", "─".repeat(dashes.saturating_sub(2))),
+    }
+}
+
+/// Pads to `w` characters (not bytes: the arrows are multi-byte).
+fn pad(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    format!("{s}{}", " ".repeat(w.saturating_sub(n)))
+}
+
+/// Most finished connections held while their other end is still open.
+const MAX_HELD: usize = 4096;
+
+/// Pairs the two ends of a connection when both are on this host: a socket's record is
+/// held until the socket with the reversed 4-tuple finishes too, as long as that one is
+/// still open (it was seen in a transition and has not finished). No clock is involved, so
+/// a replay pairs exactly as the live run did.
+#[derive(Default)]
+pub struct Pairer {
+    /// Open sockets by their complete 4-tuple.
+    open: HashMap<Tuple, SockAddr>,
+    /// Finished, waiting for their other end, by their own tuple; `bool`: shown (passed the
+    /// output filters).
+    held: HashMap<Tuple, (Conn, bool)>,
+    /// Held tuples, oldest first (for the cap).
+    order: VecDeque<Tuple>,
+}
+
+/// A connection to draw: one end, and the other if it is on this host.
+pub type Pair = (Conn, Option<Conn>);
+
+impl Pairer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn transition(&mut self, t: &Transition) {
+        if t.sport != 0 && t.dport != 0 && t.new != TcpState::Close {
+            self.open
+                .insert((t.saddr, t.sport, t.daddr, t.dport), t.sock);
+        }
+    }
+
+    /// A finished connection; returns what can be drawn now. Listeners come back alone.
+    pub fn finished(&mut self, c: Conn, shown: bool) -> Vec<Pair> {
+        let Some(tuple) = c.tuple() else {
+            return if shown { vec![(c, None)] } else { Vec::new() };
+        };
+        if self.open.get(&tuple) == Some(&c.sock) {
+            self.open.remove(&tuple);
+        }
+        if c.role == Role::Listener {
+            return if shown { vec![(c, None)] } else { Vec::new() };
+        }
+        let rev = (tuple.2, tuple.3, tuple.0, tuple.1);
+        if let Some((peer, peer_shown)) = self.held.remove(&rev) {
+            self.order.retain(|t| *t != rev);
+            return if shown || peer_shown {
+                vec![(peer, Some(c))]
+            } else {
+                Vec::new()
+            };
+        }
+        if !self.open.contains_key(&rev) {
+            return if shown { vec![(c, None)] } else { Vec::new() };
+        }
+        let mut out = Vec::new();
+        if self.held.len() >= MAX_HELD
+            && let Some(oldest) = self.order.pop_front()
+            && let Some((old, old_shown)) = self.held.remove(&oldest)
+            && old_shown
+        {
+            out.push((old, None));
+        }
+        self.order.push_back(tuple);
+        self.held.insert(tuple, (c, shown));
+        out
+    }
+
+    /// At exit: everything still held, drawn alone.
+    pub fn flush(&mut self) -> Vec<Pair> {
+        self.order
+            .drain(..)
+            .filter_map(|t| self.held.remove(&t))
+            .filter(|(_, shown)| *shown)
+            .map(|(c, _)| (c, None))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Table, tests::tr};
+    use TcpState::*;
+
+    /// One loopback connection as this kernel reports it (client closes first): client at
+    /// address 1 (port 5), server child at 2 (port 80).
+    fn connection(t: &mut Table, p: &mut Pairer) -> Vec<Pair> {
+        let steps = [
+            tr(1, 0, Close, SynSent, 0, 80),
+            tr(1, 50, SynSent, Established, 5, 80),
+            tr(2, 60, Listen, SynRecv, 80, 5),
+            tr(2, 70, SynRecv, Established, 80, 5),
+            tr(1, 1000, Established, FinWait1, 5, 80),
+            tr(2, 1010, Established, CloseWait, 80, 5),
+            tr(2, 2000, CloseWait, LastAck, 80, 5),
+            tr(1, 2010, FinWait1, FinWait2, 5, 80),
+            tr(1, 2020, FinWait2, Close, 5, 80),
+            tr(2, 2030, LastAck, Close, 80, 5),
+        ];
+        let mut out = Vec::new();
+        for s in &steps {
+            p.transition(s);
+            t.apply(s);
+        }
+        // The server's record comes first (the client waits for its TIME_WAIT lookup).
+        let mut done = t.flush();
+        done.sort_by_key(|c| c.role != Role::Server);
+        for c in done {
+            out.extend(p.finished(c, true));
+        }
+        out
+    }
+
+    #[test]
+    fn both_ends_are_paired_and_each_segment_drawn_once() {
+        let (mut t, mut p) = (Table::new(), Pairer::new());
+        let pairs = connection(&mut t, &mut p);
+        assert_eq!(pairs.len(), 1, "held until the other end finished");
+        let (a, b) = &pairs[0];
+        let l = build(a, b.as_ref(), &WallClock::fixed(0));
+        assert!(l.left.label.starts_with("client 127.0.0.1:5"), "{l:?}");
+        assert!(l.right.label.starts_with("server 127.0.0.1:80"), "{l:?}");
+        let arrows: Vec<(Side, &str)> = l
+            .rows
+            .iter()
+            .filter_map(|r| r.arrow.as_ref().map(|a| (a.from, a.label)))
+            .collect();
+        use Side::*;
+        assert_eq!(
+            arrows,
+            [
+                (Left, "SYN"),
+                (Right, "SYN-ACK"),
+                (Left, "ACK"),
+                (Left, "FIN"),
+                (Right, "ACK"),
+                (Right, "FIN"),
+                (Left, "ACK"),
+            ]
+        );
+        let states: Vec<(Side, TcpState)> = l
+            .rows
+            .iter()
+            .filter_map(|r| r.state.map(|s| (r.side, s)))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (Left, SynSent),
+                (Left, Established),
+                (Right, SynRecv),
+                (Right, Established),
+                (Left, FinWait1),
+                (Right, CloseWait),
+                (Right, LastAck),
+                (Left, FinWait2),
+                (Left, Close),
+                (Right, Close),
+            ]
+        );
+        let text = render_text(&l);
+        assert!(text.contains("── SYN ──"), "{text}");
+        assert!(text.contains("◀") && text.contains("SYN-ACK ──"), "{text}");
+        assert!(text.contains("close active") && text.contains("close passive"));
+    }
+
+    #[test]
+    fn an_end_without_a_local_peer_is_drawn_alone() {
+        let (mut t, mut p) = (Table::new(), Pairer::new());
+        for s in [
+            tr(1, 0, Close, SynSent, 0, 80),
+            tr(1, 50, SynSent, Close, 5, 80),
+        ] {
+            p.transition(&s);
+            t.apply(&s);
+        }
+        let c = t.flush().pop().unwrap();
+        let pairs = p.finished(c, true);
+        assert_eq!(pairs.len(), 1);
+        assert!(pairs[0].1.is_none());
+        let l = build(&pairs[0].0, None, &WallClock::fixed(0));
+        assert_eq!(l.right.initial, None);
+        assert!(l.right.label.starts_with("remote 127.0.0.1:80"));
+        assert_eq!(l.rows.len(), 2);
+        // Not shown (filtered out): nothing to draw.
+        let s = tr(3, 0, Close, SynSent, 0, 80);
+        t.apply(&s);
+        t.apply(&tr(3, 9, SynSent, Close, 7, 80));
+        assert!(p.finished(t.flush().pop().unwrap(), false).is_empty());
+    }
+
+    #[test]
+    fn held_ends_are_bounded_and_flushed_at_exit() {
+        let mut p = Pairer::new();
+        let mut t = Table::new();
+        // A server child whose client is still open: held; flushed alone at exit.
+        for s in [
+            tr(1, 0, Close, SynSent, 0, 80),
+            tr(1, 5, SynSent, Established, 5, 80),
+            tr(2, 6, Listen, SynRecv, 80, 5),
+            tr(2, 7, SynRecv, Established, 80, 5),
+            tr(2, 8, Established, Close, 80, 5),
+        ] {
+            p.transition(&s);
+            t.apply(&s);
+        }
+        let server = t.flush().pop().unwrap();
+        assert!(p.finished(server, true).is_empty());
+        let rest = p.flush();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].0.role, Role::Server);
+    }
+}

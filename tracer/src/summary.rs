@@ -1,0 +1,514 @@
+//! `--summary`: what happened over the whole run, printed at exit and on SIGUSR1.
+//! Connections by role and close class, transitions by (old, new), duration histograms
+//! (log scale, with percentiles) and the busiest remote endpoints.
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::{
+    decode::{TcpState, Transition},
+    output::{DiagTransition, endpoint, human_ns},
+    table::{CloseClass, Conn, Role},
+};
+
+/// The durations summarised, in the order they are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// SYN_SENT → ESTABLISHED: the client's handshake (one round trip).
+    Handshake,
+    /// SYN_RECV → ESTABLISHED: a server's child socket until the handshake completed.
+    Accept,
+    /// Time in CLOSE_WAIT: the peer closed, the application had not yet.
+    CloseWait,
+    /// Time in FIN_WAIT2: waiting for the peer's FIN.
+    FinWait2,
+    /// Time in TIME_WAIT (from sock_diag: the timewait socket's life).
+    TimeWait,
+    /// First event to CLOSE, for complete connections (not listeners).
+    Lifetime,
+}
+
+impl Span {
+    pub const ALL: [Span; 6] = [
+        Self::Handshake,
+        Self::Accept,
+        Self::CloseWait,
+        Self::FinWait2,
+        Self::TimeWait,
+        Self::Lifetime,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Handshake => "handshake",
+            Self::Accept => "accept",
+            Self::CloseWait => "close_wait",
+            Self::FinWait2 => "fin_wait2",
+            Self::TimeWait => "time_wait",
+            Self::Lifetime => "lifetime",
+        }
+    }
+
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Handshake => "handshake (SYN_SENT -> ESTABLISHED)",
+            Self::Accept => "accept (SYN_RECV -> ESTABLISHED)",
+            Self::CloseWait => "in CLOSE_WAIT",
+            Self::FinWait2 => "in FIN_WAIT2",
+            Self::TimeWait => "in TIME_WAIT",
+            Self::Lifetime => "connection lifetime",
+        }
+    }
+}
+
+/// Largest duration kept exactly (longer ones are clamped): one day.
+const MAX_NS: u64 = 86_400 * 1_000_000_000;
+/// Remote endpoints counted individually; beyond this many, new ones are not (the top lists
+/// say so). Bounds memory under a scan or a SYN flood.
+const MAX_REMOTES: usize = 100_000;
+/// Entries in each top list.
+const TOP: usize = 5;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct RemoteCounts {
+    connections: u64,
+    resets: u64,
+}
+
+pub struct Summary {
+    first_ns: Option<u64>,
+    last_ns: u64,
+    by_role_close: BTreeMap<(&'static str, &'static str), u64>,
+    incomplete: u64,
+    transitions: BTreeMap<(TcpState, TcpState), u64>,
+    hists: Vec<Histogram<u64>>,
+    /// Exact maxima (the histogram rounds to 3 significant digits).
+    maxes: Vec<u64>,
+    remotes: HashMap<String, RemoteCounts>,
+    remotes_uncounted: u64,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Client => "client",
+        Role::Server => "server",
+        Role::Listener => "listener",
+        Role::Unknown => "unknown",
+    }
+}
+
+impl Summary {
+    pub fn new() -> Self {
+        let hist = || {
+            // 1 ns to a day, 3 significant digits: percentiles within 0.1%.
+            Histogram::new_with_bounds(1, MAX_NS, 3).expect("static histogram bounds are valid")
+        };
+        Self {
+            first_ns: None,
+            last_ns: 0,
+            by_role_close: BTreeMap::new(),
+            incomplete: 0,
+            transitions: BTreeMap::new(),
+            hists: Span::ALL.iter().map(|_| hist()).collect(),
+            maxes: vec![0; Span::ALL.len()],
+            remotes: HashMap::new(),
+            remotes_uncounted: 0,
+        }
+    }
+
+    fn seen(&mut self, ts: u64) {
+        self.first_ns.get_or_insert(ts);
+        self.last_ns = self.last_ns.max(ts);
+    }
+
+    fn record(&mut self, span: Span, ns: u64) {
+        let i = Span::ALL.iter().position(|s| *s == span).unwrap_or(0);
+        // Clamped into the histogram's range, so `record` cannot fail.
+        let _ = self.hists[i].record(ns.clamp(1, MAX_NS));
+        self.maxes[i] = self.maxes[i].max(ns);
+    }
+
+    pub fn transition(&mut self, t: &Transition) {
+        self.seen(t.ts_ns);
+        *self.transitions.entry((t.old, t.new)).or_default() += 1;
+    }
+
+    pub fn diag(&mut self, d: &DiagTransition) {
+        self.seen(d.ts_ns);
+        *self.transitions.entry((d.old, d.new)).or_default() += 1;
+        if d.old == TcpState::TimeWait
+            && let Some(ns) = d.in_old_ns
+        {
+            self.record(Span::TimeWait, ns);
+        }
+    }
+
+    pub fn connection(&mut self, c: &Conn) {
+        let close = c.close.unwrap_or(CloseClass::Unknown).name();
+        *self
+            .by_role_close
+            .entry((role_name(c.role), close))
+            .or_default() += 1;
+        if c.incomplete {
+            self.incomplete += 1;
+        }
+        for (i, d) in c.durations_ns().into_iter().enumerate() {
+            let Some(d) = d else { continue };
+            let (from, to) = (c.states[i], c.states[i + 1]);
+            match (from, to) {
+                (TcpState::SynSent, TcpState::Established) => self.record(Span::Handshake, d),
+                (TcpState::SynRecv, TcpState::Established) => self.record(Span::Accept, d),
+                (TcpState::CloseWait, _) => self.record(Span::CloseWait, d),
+                (TcpState::FinWait2, _) => self.record(Span::FinWait2, d),
+                _ => {}
+            }
+        }
+        if c.role == Role::Listener {
+            return;
+        }
+        if !c.incomplete {
+            self.record(Span::Lifetime, c.lifetime_ns());
+        }
+        // The remote endpoint: address and port for a client (the service it used), the
+        // address alone for a server (the peer's port is ephemeral).
+        let remote = match c.role {
+            Role::Server => c.daddr.to_string(),
+            _ => endpoint(c.daddr, c.dport),
+        };
+        let resets = u64::from(c.resets_received + c.resets_sent);
+        if let Some(r) = self.remotes.get_mut(&remote) {
+            r.connections += 1;
+            r.resets += resets;
+        } else if self.remotes.len() < MAX_REMOTES {
+            self.remotes.insert(
+                remote,
+                RemoteCounts {
+                    connections: 1,
+                    resets,
+                },
+            );
+        } else {
+            self.remotes_uncounted += 1;
+        }
+    }
+
+    fn top(&self, key: impl Fn(&RemoteCounts) -> u64) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .remotes
+            .iter()
+            .map(|(k, r)| (k.clone(), key(r)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        // Most first; ties by name so the output is stable.
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(TOP);
+        v
+    }
+
+    /// The summary as one JSON object (`"type":"summary"`).
+    pub fn record_json(&self) -> SummaryRecord {
+        let connections = self.by_role_close.values().sum();
+        SummaryRecord {
+            kind: "summary",
+            span_ns: self
+                .last_ns
+                .saturating_sub(self.first_ns.unwrap_or(self.last_ns)),
+            connections,
+            incomplete: self.incomplete,
+            by_role_close: self
+                .by_role_close
+                .iter()
+                .map(|(&(role, close), &count)| RoleClose { role, close, count })
+                .collect(),
+            transitions: self
+                .transitions
+                .iter()
+                .map(|(&(old, new), &count)| TransitionCount {
+                    old: old.name(),
+                    new: new.name(),
+                    count,
+                })
+                .collect(),
+            durations: Span::ALL
+                .iter()
+                .zip(self.hists.iter().zip(&self.maxes))
+                .filter(|(_, (h, _))| !h.is_empty())
+                .map(|(s, (h, &max))| DurationStats {
+                    name: s.name(),
+                    count: h.len(),
+                    // Within 0.1% (3 significant digits), never above the exact maximum.
+                    p50_ns: h.value_at_quantile(0.5).min(max),
+                    p90_ns: h.value_at_quantile(0.9).min(max),
+                    p99_ns: h.value_at_quantile(0.99).min(max),
+                    max_ns: max,
+                    buckets: decades(h)
+                        .into_iter()
+                        .map(|(le_ns, count)| Bucket { le_ns, count })
+                        .collect(),
+                })
+                .collect(),
+            top_remotes_by_connections: self
+                .top(|r| r.connections)
+                .into_iter()
+                .map(|(remote, count)| RemoteCount { remote, count })
+                .collect(),
+            top_remotes_by_resets: self
+                .top(|r| r.resets)
+                .into_iter()
+                .map(|(remote, count)| RemoteCount { remote, count })
+                .collect(),
+            remotes_not_counted: self.remotes_uncounted,
+        }
+    }
+
+    /// The summary for people.
+    pub fn render_text(&self) -> String {
+        let r = self.record_json();
+        let mut s = String::new();
+        let by_role = |role: &str| -> u64 {
+            r.by_role_close
+                .iter()
+                .filter(|x| x.role == role)
+                .map(|x| x.count)
+                .sum()
+        };
+        let _ = writeln!(
+            s,
+            "── summary over {}: {} connections closed (client {}, server {}, listener {}, unknown {}){}",
+            human_ns(r.span_ns),
+            r.connections,
+            by_role("client"),
+            by_role("server"),
+            by_role("listener"),
+            by_role("unknown"),
+            if r.incomplete > 0 {
+                format!(", {} incomplete", r.incomplete)
+            } else {
+                String::new()
+            }
+        );
+        if !r.by_role_close.is_empty() {
+            let _ = writeln!(s, "  close classes");
+            for x in &r.by_role_close {
+                let _ = writeln!(s, "    {:<9} {:<16} {:>9}", x.role, x.close, x.count);
+            }
+        }
+        if !r.transitions.is_empty() {
+            let _ = writeln!(s, "  transitions");
+            for t in &r.transitions {
+                let name = format!("{} -> {}", t.old, t.new);
+                let _ = writeln!(s, "    {name:<28} {:>9}", t.count);
+            }
+        }
+        if !r.durations.is_empty() {
+            let _ = writeln!(
+                s,
+                "  durations{:<32} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                "", "count", "p50", "p90", "p99", "max"
+            );
+            for d in &r.durations {
+                let label = Span::ALL
+                    .iter()
+                    .find(|s| s.name() == d.name)
+                    .map_or(d.name, |s| s.label());
+                let _ = writeln!(
+                    s,
+                    "    {label:<37} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                    d.count,
+                    human_ns(d.p50_ns),
+                    human_ns(d.p90_ns),
+                    human_ns(d.p99_ns),
+                    human_ns(d.max_ns)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  histograms (log scale: count of durations up to each bound)"
+            );
+            for d in &r.durations {
+                let _ = writeln!(s, "    {}", d.name);
+                let most = d.buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+                for b in &d.buckets {
+                    let bar = ((b.count * 40).div_ceil(most)) as usize;
+                    let _ = writeln!(
+                        s,
+                        "      ≤ {:>7} {:>9} {}",
+                        human_ns(b.le_ns),
+                        b.count,
+                        "█".repeat(bar)
+                    );
+                }
+            }
+        }
+        for (title, list) in [
+            ("top remotes by connections", &r.top_remotes_by_connections),
+            ("top remotes by resets", &r.top_remotes_by_resets),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(s, "  {title}");
+            for x in list {
+                let _ = writeln!(s, "    {:<46} {:>9}", x.remote, x.count);
+            }
+        }
+        if r.remotes_not_counted > 0 {
+            let _ = writeln!(
+                s,
+                "  ({} connections to further remotes not counted: over {MAX_REMOTES} distinct)",
+                r.remotes_not_counted
+            );
+        }
+        s
+    }
+}
+
+/// Counts per decade (≤ 1µs, ≤ 10µs, …) from the first non-empty to the last.
+fn decades(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut hi = 1_000u64;
+    let mut below = 0u64;
+    loop {
+        // Values are bucketed to 3 significant digits: the bound's bucket counts as ≤ it.
+        let upto = h.count_between(0, hi);
+        out.push((hi, upto - below));
+        below = upto;
+        if upto >= h.len() || hi >= MAX_NS {
+            break;
+        }
+        hi = hi.saturating_mul(10);
+    }
+    // Drop leading empty decades; trailing ones end at the max anyway.
+    let first = out.iter().position(|(_, n)| *n > 0).unwrap_or(0);
+    out.drain(..first);
+    out
+}
+
+#[derive(Debug, Serialize)]
+pub struct SummaryRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// From the first event to the last.
+    pub span_ns: u64,
+    pub connections: u64,
+    pub incomplete: u64,
+    pub by_role_close: Vec<RoleClose>,
+    pub transitions: Vec<TransitionCount>,
+    pub durations: Vec<DurationStats>,
+    pub top_remotes_by_connections: Vec<RemoteCount>,
+    pub top_remotes_by_resets: Vec<RemoteCount>,
+    pub remotes_not_counted: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RoleClose {
+    pub role: &'static str,
+    pub close: &'static str,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TransitionCount {
+    pub old: &'static str,
+    pub new: &'static str,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DurationStats {
+    pub name: &'static str,
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    /// Log scale: how many durations fall in (previous bound, `le_ns`].
+    pub buckets: Vec<Bucket>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Bucket {
+    pub le_ns: u64,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RemoteCount {
+    pub remote: String,
+    pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Table, tests::tr};
+    use TcpState::*;
+
+    #[test]
+    fn counts_percentiles_and_top_remotes() {
+        let mut s = Summary::new();
+        let mut t = Table::new();
+        // 100 clients whose handshakes take 1..=100 µs, closing first.
+        for i in 1..=100u64 {
+            let base = i * 1_000_000;
+            for x in [
+                tr(i, base, Close, SynSent, 0, 80),
+                tr(i, base + i * 1000, SynSent, Established, 5, 80),
+                tr(i, base + 500_000, Established, FinWait1, 5, 80),
+                tr(i, base + 600_000, FinWait1, FinWait2, 5, 80),
+                tr(i, base + 700_000, FinWait2, Close, 5, 80),
+            ] {
+                s.transition(&x);
+                t.apply(&x);
+            }
+        }
+        for c in t.flush() {
+            s.connection(&c);
+        }
+        let r = s.record_json();
+        assert_eq!(r.connections, 100);
+        assert_eq!(
+            (r.by_role_close[0].role, r.by_role_close[0].close),
+            ("client", "active")
+        );
+        let closes = r
+            .transitions
+            .iter()
+            .find(|x| (x.old, x.new) == ("FIN_WAIT2", "CLOSE"))
+            .unwrap();
+        assert_eq!(closes.count, 100);
+        let h = r.durations.iter().find(|d| d.name == "handshake").unwrap();
+        assert_eq!(h.count, 100);
+        // 3 significant digits: within 0.1%.
+        assert!(h.p50_ns.abs_diff(50_000) <= 50, "{}", h.p50_ns);
+        assert!(h.p99_ns.abs_diff(99_000) <= 100, "{}", h.p99_ns);
+        assert!(h.max_ns.abs_diff(100_000) <= 100, "{}", h.max_ns);
+        // Log-scale buckets: ≤10µs holds 10, ≤100µs the other 90.
+        let b: Vec<(u64, u64)> = h.buckets.iter().map(|b| (b.le_ns, b.count)).collect();
+        assert_eq!(b, [(1_000, 1), (10_000, 9), (100_000, 90)]);
+        let f2 = r.durations.iter().find(|d| d.name == "fin_wait2").unwrap();
+        assert_eq!((f2.count, f2.max_ns), (100, 100_000));
+        assert_eq!(r.top_remotes_by_connections[0].remote, "127.0.0.1:80");
+        assert_eq!(r.top_remotes_by_connections[0].count, 100);
+        assert!(r.top_remotes_by_resets.is_empty());
+        let text = s.render_text();
+        assert!(
+            text.contains("100 connections closed (client 100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("handshake (SYN_SENT -> ESTABLISHED)"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Replays of recordings made by `tracer --record` on a real kernel (tests/fixtures): golden
+//! files for the ladder, the timelines and the summary, and what a corrupt or truncated
+//! recording does. No root, no BPF: these run in a plain `cargo test`.
+//!
+//! The fixtures were made with `tracer demo SCENARIO --record tests/fixtures/SCENARIO.jsonl`
+//! and a run of 20 mixed connections (`mixed.jsonl`: see README "Tests"). After a deliberate
+//! change of output, regenerate the golden files with `UPDATE_GOLDEN=1 cargo test --test
+//! replay` and review the diff.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn tracer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(args)
+        // Wall-clock times in the output do not depend on where the test runs.
+        .env("TZ", "UTC")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run tracer")
+}
+
+fn replay(file: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["replay", file.to_str().unwrap(), "--color", "never"];
+    args.extend_from_slice(extra);
+    tracer(&args)
+}
+
+/// Compares with tests/golden/NAME, or writes it with UPDATE_GOLDEN=1.
+fn golden(name: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    if want != got {
+        panic!(
+            "{} differs from the output (UPDATE_GOLDEN=1 to accept it):\n--- want\n{want}\n--- got\n{got}",
+            path.display()
+        );
+    }
+}
+
+fn ok_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn ladders_of_the_demo_scenarios_match_their_golden_files() {
+    for s in ["normal", "server-first", "reset", "refused"] {
+        let out = replay(&fixture(&format!("{s}.jsonl")), &["--view", "ladder"]);
+        golden(&format!("{s}.ladder.txt"), &ok_stdout(&out));
+    }
+}
+
+#[test]
+fn timelines_and_summary_match_their_golden_files() {
+    let out = replay(&fixture("normal.jsonl"), &[]);
+    golden("normal.events.txt", &ok_stdout(&out));
+    let out = replay(&fixture("mixed.jsonl"), &["--summary", "-q"]);
+    golden("mixed.summary.txt", &ok_stdout(&out));
+}
+
+fn json_records(out: &Output) -> Vec<Value> {
+    ok_stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn the_mixed_run_replays_every_connection_with_its_close_class() {
+    let records = json_records(&replay(
+        &fixture("mixed.jsonl"),
+        &["-o", "json", "--summary"],
+    ));
+    let conns: Vec<&Value> = records
+        .iter()
+        .filter(|v| v["type"] == "connection")
+        .collect();
+    // 8 client-first closes, 6 server-first, 3 resets, 3 refused, 1 listener.
+    let count = |role: &str, close: &str| {
+        conns
+            .iter()
+            .filter(|v| v["role"] == role && v["close"] == close)
+            .count()
+    };
+    assert_eq!(conns.len(), 38, "{conns:#?}");
+    assert_eq!(count("client", "active"), 8);
+    assert_eq!(count("server", "passive"), 8);
+    assert_eq!(count("server", "active"), 6);
+    assert_eq!(count("client", "passive"), 6);
+    assert_eq!(count("client", "reset_sent"), 3);
+    assert_eq!(count("server", "reset_received"), 3);
+    assert_eq!(count("client", "refused"), 3);
+    assert_eq!(count("listener", "listener_closed"), 1);
+    // Every active closer's TIME_WAIT came from the recording's sock_diag facts.
+    let tw = conns
+        .iter()
+        .filter(|v| v["time_wait"]["confirmed"] == true)
+        .count();
+    assert_eq!(tw, 14);
+
+    let summary: Vec<&Value> = records.iter().filter(|v| v["type"] == "summary").collect();
+    assert_eq!(summary.len(), 1);
+    let s = summary[0];
+    assert_eq!(
+        (s["v"].as_u64(), s["connections"].as_u64()),
+        (Some(1), Some(38))
+    );
+    let handshake = s["durations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "handshake")
+        .unwrap();
+    assert_eq!(handshake["count"], 17);
+    let p50 = handshake["p50_ns"].as_u64().unwrap();
+    let p99 = handshake["p99_ns"].as_u64().unwrap();
+    assert!(p50 > 0 && p50 <= p99 && p99 <= handshake["max_ns"].as_u64().unwrap());
+}
+
+#[test]
+fn replay_applies_the_filters_as_the_kernel_would() {
+    let all = json_records(&replay(&fixture("mixed.jsonl"), &["-o", "json"]));
+    let port = all
+        .iter()
+        .find(|v| v["type"] == "connection" && v["role"] == "listener")
+        .unwrap()["sport"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    // Through CLOSE_WAIT: the 14 passive closers, nothing else.
+    let cw = json_records(&replay(
+        &fixture("mixed.jsonl"),
+        &["-o", "json", "--state", "CLOSE_WAIT"],
+    ));
+    let conns = cw.iter().filter(|v| v["type"] == "connection").count();
+    assert_eq!(conns, 14);
+    // A port nobody used: nothing at all.
+    let none = replay(&fixture("mixed.jsonl"), &["-o", "json", "-p", "1"]);
+    assert_eq!(ok_stdout(&none), "");
+    // The listener's port as the remote port: the clients only.
+    let clients = json_records(&replay(
+        &fixture("mixed.jsonl"),
+        &["-o", "json", "--rport", &port],
+    ));
+    assert!(
+        clients
+            .iter()
+            .filter(|v| v["type"] == "connection")
+            .all(|v| v["role"] == "client")
+    );
+    // Options that cannot apply to a recording are refused (exit 2), naming why.
+    let out = replay(&fixture("mixed.jsonl"), &["--netns", "4026531840"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no network namespace"));
+}
+
+#[test]
+fn a_corrupt_line_is_named_and_everything_before_it_is_shown() {
+    let text = std::fs::read_to_string(fixture("normal.jsonl")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[9] = "{\"type\":\"event\",\"kind\":0,";
+    let dir = std::env::temp_dir().join(format!("tracer-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("corrupt.jsonl");
+    std::fs::write(&bad, lines.join("\n") + "\n").unwrap();
+    let out = replay(&bad, &["-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 10: not a valid recording line"), "{err}");
+    assert!(
+        err.contains("everything before that line was shown"),
+        "{err}"
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let transitions = shown
+        .lines()
+        .filter(|l| l.contains("\"transition\""))
+        .count();
+    assert!(
+        transitions >= 5,
+        "the events before line 10 are shown: {shown}"
+    );
+
+    // Cut in the middle of a line: the last line is named as cut short.
+    let cut = dir.join("cut.jsonl");
+    std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let out = replay(&cut, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cut short"), "{err}");
+
+    // Cut at a line boundary: whole lines, no end line: a warning, exit 0.
+    let n = text.match_indices('\n').nth(15).unwrap().0 + 1;
+    let short = dir.join("short.jsonl");
+    std::fs::write(&short, &text[..n]).unwrap();
+    let out = replay(&short, &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no end line"));
+
+    // Not a recording at all.
+    let other = dir.join("other.jsonl");
+    std::fs::write(&other, "{\"v\":1,\"type\":\"transition\"}\n").unwrap();
+    let out = replay(&other, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
