@@ -262,6 +262,9 @@ pub enum Scenario {
     Reset,
     /// connect() to a port nobody listens on: SYN, RST, ECONNREFUSED.
     Refused,
+    /// Both ends shut down at the same instant, from two threads, until the FINs cross (a
+    /// few tries): FIN_WAIT1 -> CLOSING -> TIME_WAIT on both sides.
+    Simultaneous,
 }
 
 impl Scenario {
@@ -273,6 +276,9 @@ impl Scenario {
                 "a connection on loopback that the client aborts (SO_LINGER 0 then close: RST)"
             }
             Self::Refused => "a connect() to a loopback port nobody listens on",
+            Self::Simultaneous => {
+                "connections on loopback whose two ends shut down at once, until the FINs cross (only that one is drawn)"
+            }
         }
     }
 }

@@ -93,6 +93,9 @@ impl Demo {
             Scenario::Refused => {
                 "tracer: demo: nobody listened on the port, so the kernel answered the SYN with a RST: SYN_SENT -> CLOSE and ECONNREFUSED for connect()."
             }
+            Scenario::Simultaneous => {
+                "tracer: demo: both ends sent their FIN before receiving the other's: each went FIN_WAIT1 -> CLOSING (a FIN arrived while its own was unacknowledged) -> CLOSE, and both, having closed actively, hold a TIME_WAIT. On loopback the FINs cross only sometimes; the tries where they did not are not drawn."
+            }
         }
     }
 }
@@ -120,6 +123,12 @@ fn run(scenario: Scenario, pause: Duration, socket: Socket, port: u16) -> anyhow
     }
     socket.listen(16).context("listen() on the demo socket")?;
     sleep(pause);
+    if scenario == Scenario::Simultaneous {
+        simultaneous(&socket, addr)?;
+        sleep(pause);
+        drop(socket);
+        return Ok(());
+    }
     let mut client = TcpStream::connect(addr).context("connect() to the demo listener")?;
     let (server, _) = socket.accept().context("accept() on the demo listener")?;
     let mut server: TcpStream = server.into();
@@ -151,9 +160,67 @@ fn run(scenario: Scenario, pause: Duration, socket: Socket, port: u16) -> anyhow
             sleep(pause);
             drop(server);
         }
-        Scenario::Refused => {}
+        Scenario::Refused | Scenario::Simultaneous => {}
     }
     sleep(pause);
     drop(socket);
     Ok(())
+}
+
+/// Most tries at a simultaneous close (about 1 in 6 crossed on a 2-core machine here).
+const SIMULTANEOUS_TRIES: u32 = 100;
+
+/// Connections whose ends call shutdown(SHUT_WR) at the same instant from two threads, until
+/// one's FINs cross (its state passes CLOSING).
+fn simultaneous(listener: &Socket, addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..SIMULTANEOUS_TRIES {
+        let client = TcpStream::connect(addr).context("connect() to the demo listener")?;
+        let (server, _) = listener.accept().context("accept() on the demo listener")?;
+        let server: TcpStream = server.into();
+        let barrier = std::sync::Barrier::new(2);
+        let crossed = std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                barrier.wait();
+                server.shutdown(std::net::Shutdown::Write)
+            });
+            barrier.wait();
+            let mine = client.shutdown(std::net::Shutdown::Write);
+            let theirs = other.join().unwrap_or_else(|_| Ok(()));
+            mine.and(theirs)
+        });
+        crossed.context("shutdown()")?;
+        // Let the last ACKs land, then look: a crossed close is past CLOSING (or in it).
+        sleep(Duration::from_millis(5));
+        let state = tcp_state(&client);
+        drop((client, server));
+        if !matches!(state, Some(TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSE_WAIT)) {
+            return Ok(());
+        }
+    }
+    anyhow::bail!(
+        "the FINs did not cross in {SIMULTANEOUS_TRIES} tries (this needs 2 CPUs or more)"
+    )
+}
+
+const TCP_FIN_WAIT2: u8 = 5;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+
+/// The socket's TCP state (`tcpi_state` of TCP_INFO).
+fn tcp_state(s: &TcpStream) -> Option<u8> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: all-zero is a valid `tcp_info` (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid socket fd, and a buffer of `len` writable bytes that the kernel fills.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(info.tcpi_state)
 }

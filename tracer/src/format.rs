@@ -47,10 +47,11 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Field>> {
                 }
             }
             // `const void * skaddr`, `__u8 saddr[4]`, `__data_loc char[] name`: the name is the
-            // last identifier, before any array suffix.
+            // last identifier, before any array suffix. ASCII separators only: the slicing
+            // below assumes a one-byte separator.
             let decl = decl.trim();
             let base = decl.split('[').next()?.trim_end();
-            let split = base.rfind(|c: char| c.is_whitespace() || c == '*')?;
+            let split = base.rfind(|c: char| c.is_ascii_whitespace() || c == '*')?;
             let name = base[split + 1..].to_string();
             let ty = base[..=split].trim().to_string();
             if name.is_empty() {

@@ -627,6 +627,10 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             let d = demo::Demo::prepare(*scenario, *pause)?;
             // The demo's own connection only: its port, in the kernel.
             filter.ports = vec![d.port()];
+            if *scenario == cli::Scenario::Simultaneous {
+                // Only the try whose FINs crossed is drawn.
+                filter.states = vec![TcpState::Closing];
+            }
             Some(d)
         }
         _ => None,

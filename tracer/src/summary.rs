@@ -340,13 +340,13 @@ impl Summary {
                 let most = d.buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
                 for b in &d.buckets {
                     let bar = ((b.count * 40).div_ceil(most)) as usize;
-                    let _ = writeln!(
-                        s,
+                    let line = format!(
                         "      ≤ {:>7} {:>9} {}",
                         human_ns(b.le_ns),
                         b.count,
                         "█".repeat(bar)
                     );
+                    let _ = writeln!(s, "{}", line.trim_end());
                 }
             }
         }

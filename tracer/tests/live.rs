@@ -1852,4 +1852,17 @@ fn demo_scenarios_draw_their_ladders_and_svgs() {
         assert_eq!(svgs.len(), 1, "{scenario}: one diagram");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+    // The FINs cross after a few tries (the order of the rows varies from run to run).
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["demo", "simultaneous", "--color", "never"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("close simultaneous").count(), 2, "{text}");
+    assert_eq!(text.matches("CLOSING").count(), 2, "{text}");
 }
