@@ -7,6 +7,9 @@
 //! 3. `tracer-debian`: Debian's Rust (rustc-web + libstd-rust-web-dev-bpf, which ships a
 //!    prebuilt `core` for bpfel) linked into rustup by `cargo xtask`.
 //!
+//! A fuzzing build (`--cfg fuzzing`, set by cargo-fuzz for tracer/fuzz) skips the eBPF build and
+//! embeds an empty object instead.
+//!
 //! When none is usable, or `bpf-linker` is missing, the build stops with one message that names
 //! `cargo xtask build` instead of a wall of nested cargo output.
 use std::{env, path::Path, process::Command};
@@ -21,6 +24,16 @@ const HINT: &str = "run `cargo xtask build` once: it installs the eBPF toolchain
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=TRACER_EBPF_TOOLCHAIN");
     println!("cargo:rerun-if-env-changed=RUSTC_BOOTSTRAP");
+
+    if env::var_os("CARGO_CFG_FUZZING").is_some() {
+        // cargo-fuzz (tracer/fuzz) builds the library with `--cfg fuzzing` and sanitizer
+        // RUSTFLAGS, which the nested eBPF build would inherit and choke on. The fuzz targets
+        // only use the pure modules (decode, format), so embed an empty object: loading it
+        // fails, and nothing in a fuzz build loads it.
+        let out = Path::new(&env::var_os("OUT_DIR").context("OUT_DIR not set")?).join("tracer");
+        std::fs::write(&out, b"").with_context(|| format!("writing {}", out.display()))?;
+        return Ok(());
+    }
 
     let Some(toolchain) = choose_toolchain() else {
         println!(

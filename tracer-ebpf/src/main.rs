@@ -36,6 +36,10 @@ use tracer_common::{
     in_owner_context, kind, tcp,
 };
 
+/// Bytes one event takes in the ring buffer: its 8-byte header and the record (a multiple
+/// of 8, so no padding).
+const RECORD_STRIDE: u64 = 8 + core::mem::size_of::<Event>() as u64;
+
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes not yet consumed.
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
@@ -385,7 +389,12 @@ fn emit(cfg: &Config, f: &Fields, c: *mut Counters) {
     bump!(c, submitted);
     // Wake the reader only when a batch is pending: per-event wake-ups cost more than the
     // rest of the program together. Below the threshold the reader's timer picks events up.
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes {
+    // And only the record that crosses a multiple of the threshold wakes it: a reader that
+    // lags behind a full buffer would otherwise be woken by every event, exactly when it can
+    // least afford it (and the longer runs widen the window for recursion misses).
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let wb = cfg.wakeup_bytes;
+    let flags = if wb > 0 && avail >= wb && (avail - RECORD_STRIDE) / wb != avail / wb {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

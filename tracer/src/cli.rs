@@ -203,6 +203,13 @@ pub struct Args {
     #[arg(global = true, long, value_name = "DURATION", default_value = "10ms", value_parser = parse_poll)]
     pub poll_interval: Duration,
 
+    /// Scheduling priority (nice, -20 to 19) of the reader. Under a connection storm the
+    /// reader competes for CPU with the very threads making the storm; at the default fair
+    /// share it falls behind and the ring buffer overflows (losses are reported, but lost).
+    /// The default, -10, lets it keep up; 0 leaves it at the normal priority.
+    #[arg(global = true, long, value_name = "N", default_value_t = -10, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
+
     /// Use the portable program (runtime offsets, bpf_probe_read_kernel) even when the fast
     /// one fits this kernel. For testing the fallback path.
     #[arg(global = true, long, hide = true)]

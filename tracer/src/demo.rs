@@ -185,7 +185,9 @@ fn simultaneous(listener: &Socket, addr: SocketAddr) -> anyhow::Result<()> {
             });
             barrier.wait();
             let mine = client.shutdown(std::net::Shutdown::Write);
-            let theirs = other.join().unwrap_or_else(|_| Ok(()));
+            let theirs = other
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the server thread panicked")));
             mine.and(theirs)
         });
         crossed.context("shutdown()")?;

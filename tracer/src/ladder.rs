@@ -449,10 +449,10 @@ const MAX_HELD: usize = 4096;
 #[derive(Default)]
 pub struct Pairer {
     /// Open sockets by their complete 4-tuple.
-    open: HashMap<Tuple, SockAddr>,
+    open: HashMap<Tuple, SockAddr, foldhash::fast::RandomState>,
     /// Finished, waiting for their other end, by their own tuple; `bool`: shown (passed the
     /// output filters).
-    held: HashMap<Tuple, (Conn, bool)>,
+    held: HashMap<Tuple, (Conn, bool), foldhash::fast::RandomState>,
     /// Held tuples, oldest first (for the cap).
     order: VecDeque<Tuple>,
 }

@@ -692,6 +692,7 @@ async fn trace<S: Sink>(
         .with_context(|| format!("writing the recording {}", path.display()))?;
         pipe.start_recording(rec);
     }
+    set_nice(args.nice);
     let mut live = Live::start(opts)?;
     pipe.owners = match OwnerResolver::new() {
         Ok(o) => Some(o),
@@ -909,6 +910,21 @@ async fn trace<S: Sink>(
         let _ = writeln!(err, "{}", d.epilogue());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--nice`: the reader's priority (this thread; threads started later inherit it).
+fn set_nice(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority takes plain integers; PRIO_PROCESS with 0 is the calling thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r != 0 {
+        eprintln!(
+            "tracer: warning: could not set --nice {nice} ({}); under heavy load the reader may fall behind (losses are reported)",
+            io::Error::last_os_error()
+        );
+    }
 }
 
 /// Where the SVG diagrams and the recording went.

@@ -45,6 +45,34 @@ pub fn run(args: &Args, file: &Path) -> anyhow::Result<ExitCode> {
     with_pipeline!(args, clock, |pipe| replay(file, &header, reader, pipe))
 }
 
+/// Gives one recorded item to the pipeline, as the live loop did; `last_ts` follows the
+/// latest time seen (where a recording without an `end` line ends).
+pub fn feed<S: Sink>(pipe: &mut Pipeline<S>, item: Item, last_ts: &mut u64) -> io::Result<()> {
+    match item {
+        Item::Event(ev) => {
+            *last_ts = (*last_ts).max(ev.ts_ns);
+            pipe.raw_event(&ev)
+        }
+        Item::Fact(f) => pipe.fact(f),
+        Item::Diag(d) => pipe.diag(&d),
+        Item::Lost {
+            cause,
+            count,
+            total,
+        } => pipe.lost(cause, count, total),
+        Item::Settle(ts) => {
+            *last_ts = (*last_ts).max(ts);
+            pipe.settle(ts)
+        }
+        Item::Tick(ts) => {
+            *last_ts = (*last_ts).max(ts);
+            pipe.tick(ts)
+        }
+        // The caller notes the end; a second header is refused by the reader.
+        Item::End { .. } | Item::Header(_) => Ok(()),
+    }
+}
+
 /// What ended the replay.
 enum Outcome {
     /// The `end` line: the recording is whole.
@@ -68,38 +96,18 @@ fn replay<S: Sink, R: BufRead>(
     let mut end_ts = None;
     let mut reader = reader;
     for item in reader.by_ref() {
-        let step = match item {
+        let item = match item {
             Err(e) => {
                 outcome = Outcome::Bad(e);
                 break;
             }
-            Ok(Item::Event(ev)) => {
-                last_ts = last_ts.max(ev.ts_ns);
-                pipe.raw_event(&ev)
-            }
-            Ok(Item::Fact(f)) => pipe.fact(f),
-            Ok(Item::Diag(d)) => pipe.diag(&d),
-            Ok(Item::Lost {
-                cause,
-                count,
-                total,
-            }) => pipe.lost(cause, count, total),
-            Ok(Item::Settle(ts)) => {
-                last_ts = last_ts.max(ts);
-                pipe.settle(ts)
-            }
-            Ok(Item::Tick(ts)) => {
-                last_ts = last_ts.max(ts);
-                pipe.tick(ts)
-            }
-            Ok(Item::End { ts_ns, reason }) => {
-                end_ts = Some(ts_ns);
-                outcome = Outcome::Complete(reason);
-                Ok(())
-            }
-            // The reader refuses a second header.
-            Ok(Item::Header(_)) => Ok(()),
+            Ok(item) => item,
         };
+        if let Item::End { ts_ns, reason } = &item {
+            end_ts = Some(*ts_ns);
+            outcome = Outcome::Complete(reason.clone());
+        }
+        let step = feed(&mut pipe, item, &mut last_ts);
         match step {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {

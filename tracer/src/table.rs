@@ -16,6 +16,10 @@ use serde::Serialize;
 
 use crate::decode::{Comm, Context, ContextKind, Family, SockAddr, Task, TcpState, Transition};
 
+/// The table's maps: a fast hash, still seeded per process (remote peers choose ports and
+/// addresses, so the keys must not be predictable), several lookups per event.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// How long a closed socket's record waits for late context events (RST sent after CLOSE,
 /// error report) before it is released.
 pub const GRACE_NS: u64 = 20_000_000;
@@ -507,21 +511,21 @@ pub struct Applied {
 /// Every live socket, by kernel address, and the recently closed ones.
 #[derive(Debug, Default)]
 pub struct Table {
-    conns: HashMap<SockAddr, Conn>,
+    conns: Map<SockAddr, Conn>,
     /// Reached CLOSE, waiting for late events / TIME_WAIT lookup, with the time of the CLOSE.
-    closing: HashMap<SockAddr, (u64, Conn)>,
+    closing: Map<SockAddr, (u64, Conn)>,
     /// Closed sockets still waiting for their TIME_WAIT lookup whose address the kernel
     /// already gave to a new socket (fast connection churn): kept apart, found by tuple.
-    displaced: Vec<(u64, Conn)>,
+    displaced: Map<Tuple, (u64, Conn)>,
     /// Listening sockets by local port: accepted sockets inherit their owner.
-    listeners: HashMap<u16, Vec<SockAddr>>,
+    listeners: Map<u16, Vec<SockAddr>>,
     /// Complete 4-tuples of open and closing sockets, for events that carry no address.
-    by_tuple: HashMap<Tuple, SockAddr>,
+    by_tuple: Map<Tuple, SockAddr>,
     /// Sockets from the start-up dump not yet seen in an event, by tuple (sock_diag does not
     /// give the kernel address; the first event with that tuple adopts the entry).
-    seeded: HashMap<Tuple, Conn>,
+    seeded: Map<Tuple, Conn>,
     /// Seeded listeners by port, for accepted sockets to inherit from.
-    seeded_listeners: HashMap<u16, Vec<Tuple>>,
+    seeded_listeners: Map<u16, Vec<Tuple>>,
     /// Most sockets followed at once (open + seeded); beyond it the least recently active
     /// are evicted, counted in `evicted`. 0 = the default.
     pub max_conns: usize,
@@ -693,7 +697,7 @@ impl Table {
     pub fn time_wait_pending(&self) -> impl Iterator<Item = PendingTimeWait> + '_ {
         self.closing
             .values()
-            .chain(&self.displaced)
+            .chain(self.displaced.values())
             .filter(|(_, c)| c.time_wait_pending)
             .filter_map(|(_, c)| {
                 Some(PendingTimeWait {
@@ -873,11 +877,7 @@ impl Table {
         self.journal(Fact::TimeWait { sock, tuple, tw });
         let c = match self.closing.get_mut(&sock) {
             Some((_, c)) if c.tuple() == Some(tuple) => Some(c),
-            _ => self
-                .displaced
-                .iter_mut()
-                .map(|(_, c)| c)
-                .find(|c| c.time_wait_pending && c.tuple() == Some(tuple)),
+            _ => self.displaced.get_mut(&tuple).map(|(_, c)| c),
         };
         if let Some(c) = c {
             c.time_wait_pending = false;
@@ -892,8 +892,13 @@ impl Table {
         // child at LISTEN -> SYN_RECV; or connect() was retried). One still waiting for its
         // TIME_WAIT lookup waits on apart.
         if let Some((closed, c)) = self.closing.remove(&t.sock) {
-            if c.time_wait_pending && c.tuple().is_some() {
-                self.displaced.push((closed, c));
+            if c.time_wait_pending
+                && let Some(tuple) = c.tuple()
+            {
+                // A tuple already waiting there is older still: it is done.
+                if let Some((_, older)) = self.displaced.insert(tuple, (closed, c)) {
+                    finished.push(self.finish(older));
+                }
             } else {
                 finished.push(self.finish(c));
             }
@@ -1050,13 +1055,20 @@ impl Table {
                 out.push(self.finish(c));
             }
         }
-        let displaced = std::mem::take(&mut self.displaced);
-        for (closed, c) in displaced {
-            let waited = now_ns.saturating_sub(closed);
-            if waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !c.time_wait_pending) {
-                out.push(self.finish(c));
-            } else {
-                self.displaced.push((closed, c));
+        if !self.displaced.is_empty() {
+            let due: Vec<Tuple> = self
+                .displaced
+                .iter()
+                .filter(|(_, (closed, c))| {
+                    let waited = now_ns.saturating_sub(*closed);
+                    waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !c.time_wait_pending)
+                })
+                .map(|(t, _)| *t)
+                .collect();
+            for t in due {
+                if let Some((_, c)) = self.displaced.remove(&t) {
+                    out.push(self.finish(c));
+                }
             }
         }
         out.sort_by_key(|c| c.end_ns());

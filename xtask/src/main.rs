@@ -19,6 +19,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod fuzz;
+mod loadgen;
 mod vm;
 
 /// Must match `DEBIAN_TOOLCHAIN` in tracer/build.rs.
@@ -52,6 +55,8 @@ enum Cmd {
         /// Only the unit tests (no root, no kernel).
         #[arg(long)]
         unit_only: bool,
+        #[command(flatten)]
+        fuzz: fuzz::FuzzArgs,
     },
     /// Set up, then `cargo fmt --check` and clippy with -D warnings (host crates and eBPF crate).
     Lint,
@@ -66,6 +71,16 @@ enum Cmd {
     /// Set up, build release, and pack target/dist/tracer-VERSION-ARCH-linux.tar.gz: binary,
     /// man page, shell completions, systemd unit, licences, README.
     Dist,
+    /// Set up, build release, then benchmark tracer against untraced runs and the peers
+    /// (libbpf-tools tcpstates, bcc, bpftrace, perf) under loopback load; writes
+    /// target/bench/results.md and results.json.
+    Bench(bench::BenchArgs),
+    /// Set up, build release, then run tracer against 1,000,000 loopback connections and
+    /// report its peak RSS and its RSS after the churn.
+    Soak(bench::SoakArgs),
+    /// The load generator the benchmarks run (one JSON line on stdout).
+    #[command(hide = true)]
+    Loadgen(loadgen::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +95,10 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // The generator is spawned many times by the benchmarks: no set-up, no cd.
+    if let Cmd::Loadgen(args) = &cli.cmd {
+        return loadgen::main(args);
+    }
     let root = workspace_root()?;
     env::set_current_dir(&root).with_context(|| format!("cd {}", root.display()))?;
     let toolchain = setup()?;
@@ -108,11 +127,17 @@ fn run() -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("running {}", bin.display()))?;
             return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
         }
-        Cmd::Test { unit_only } => {
-            if unit_only {
+        Cmd::Test { unit_only, fuzz } => {
+            if fuzz.fuzz_only {
+                eprintln!("xtask: --fuzz-only: skipping the tests");
+            } else if unit_only {
                 status(cargo().args(["test", "--workspace", "--exclude", "tracer-ebpf"]))?;
             } else {
                 // The privileged tests are #[ignore]d for a plain `cargo test`; run them all here.
+                // tracer/tests/svg_browser.rs renders the SVG ladders in headless Chromium.
+                if !deb_installed("chromium") {
+                    apt_install(&["chromium"])?;
+                }
                 let mut c = cargo();
                 c.args([
                     "test",
@@ -144,8 +169,12 @@ fn run() -> anyhow::Result<ExitCode> {
                     status(&mut s)?;
                 }
             }
+            fuzz::run(&root, &fuzz)?;
         }
         Cmd::VmTest { kernels } => return vm::run(&root, &toolchain, kernels),
+        Cmd::Bench(args) => return bench::bench(&root, &mut cargo(), &args),
+        Cmd::Soak(args) => return bench::soak(&root, &mut cargo(), &args),
+        Cmd::Loadgen(args) => return loadgen::main(&args),
         Cmd::Dist => {
             status(cargo().args(["build", "--release"]))?;
             let tarball = dist(&root)?;
