@@ -9,6 +9,10 @@ use std::{
 
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use crate::cli::Scenario;
 
@@ -23,6 +27,8 @@ pub struct Demo {
     /// `listen()` happens while tracing, so the listener's own transitions show too.
     socket: Option<Socket>,
     port: u16,
+    /// Set by the tracer once it has seen a socket enter CLOSING (`simultaneous`).
+    pub crossed: Arc<AtomicBool>,
 }
 
 impl Demo {
@@ -49,6 +55,7 @@ impl Demo {
             pause,
             socket: Some(socket),
             port,
+            crossed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -59,6 +66,7 @@ impl Demo {
     /// Runs the scenario on a blocking thread.
     pub fn start(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
         let (scenario, pause, port) = (self.scenario, self.pause, self.port);
+        let crossed = self.crossed.clone();
         let socket = self.socket.take();
         let (tx, rx) = tokio::sync::oneshot::channel();
         // A thread of its own, named, so the diagram's owner reads `tracer-demo`.
@@ -66,7 +74,7 @@ impl Demo {
             .name("tracer-demo".into())
             .spawn(move || {
                 let r = match socket {
-                    Some(s) => run(scenario, pause, s, port),
+                    Some(s) => run(scenario, pause, s, port, &crossed),
                     None => Err(anyhow::anyhow!("the demo scenario was started twice")),
                 };
                 let _ = tx.send(r);
@@ -106,7 +114,13 @@ fn scenario_name(s: Scenario) -> String {
         .map_or_else(|| format!("{s:?}"), |v| v.get_name().to_string())
 }
 
-fn run(scenario: Scenario, pause: Duration, socket: Socket, port: u16) -> anyhow::Result<()> {
+fn run(
+    scenario: Scenario,
+    pause: Duration,
+    socket: Socket,
+    port: u16,
+    crossed: &AtomicBool,
+) -> anyhow::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     if scenario == Scenario::Refused {
         // The socket stays bound without listening: the port is ours, and a SYN to it is
@@ -124,7 +138,7 @@ fn run(scenario: Scenario, pause: Duration, socket: Socket, port: u16) -> anyhow
     socket.listen(16).context("listen() on the demo socket")?;
     sleep(pause);
     if scenario == Scenario::Simultaneous {
-        simultaneous(&socket, addr)?;
+        simultaneous(&socket, addr, crossed)?;
         sleep(pause);
         drop(socket);
         return Ok(());
@@ -172,31 +186,52 @@ const SIMULTANEOUS_TRIES: u32 = 100;
 
 /// Connections whose ends call shutdown(SHUT_WR) at the same instant from two threads, until
 /// one's FINs cross (its state passes CLOSING).
-fn simultaneous(listener: &Socket, addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..SIMULTANEOUS_TRIES {
+fn simultaneous(listener: &Socket, addr: SocketAddr, crossed: &AtomicBool) -> anyhow::Result<()> {
+    for i in 0..SIMULTANEOUS_TRIES {
+        // The FINs cross only if one arrives while the other end is inside its own
+        // shutdown() (holding its socket lock): sweep a small head start over the tries,
+        // given to either side in turn.
+        let head_start = Duration::from_nanos(u64::from(i / 2 % 25) * 400);
+        let client_waits = i % 2 == 0;
         let client = TcpStream::connect(addr).context("connect() to the demo listener")?;
         let (server, _) = listener.accept().context("accept() on the demo listener")?;
         let server: TcpStream = server.into();
-        let barrier = std::sync::Barrier::new(2);
-        let crossed = std::thread::scope(|s| {
+        // A spinning barrier: std's Barrier wakes the waiter through the scheduler, tens of
+        // microseconds after the other thread is already past it.
+        let ready = std::sync::atomic::AtomicU32::new(0);
+        let barrier = || {
+            ready.fetch_add(1, Ordering::AcqRel);
+            while ready.load(Ordering::Acquire) < 2 {
+                std::hint::spin_loop();
+            }
+        };
+        let shut = std::thread::scope(|s| {
             let other = s.spawn(|| {
-                barrier.wait();
+                barrier();
+                if !client_waits {
+                    spin(head_start);
+                }
                 server.shutdown(std::net::Shutdown::Write)
             });
-            barrier.wait();
+            barrier();
+            if client_waits {
+                spin(head_start);
+            }
             let mine = client.shutdown(std::net::Shutdown::Write);
             let theirs = other
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the server thread panicked")));
             mine.and(theirs)
         });
-        crossed.context("shutdown()")?;
-        // Let the last ACKs land, then look: a crossed close is past CLOSING (or in it).
-        sleep(Duration::from_millis(5));
-        let state = tcp_state(&client);
+        shut.context("shutdown()")?;
         drop((client, server));
-        if !matches!(state, Some(TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSE_WAIT)) {
-            return Ok(());
+        // The tracer itself says whether this try went through CLOSING (a socket's own
+        // state cannot tell: both ends of an ordinary close also end in CLOSE).
+        for _ in 0..CROSSED_WAIT_STEPS {
+            if crossed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            sleep(Duration::from_millis(5));
         }
     }
     anyhow::bail!(
@@ -204,25 +239,13 @@ fn simultaneous(listener: &Socket, addr: SocketAddr) -> anyhow::Result<()> {
     )
 }
 
-const TCP_FIN_WAIT2: u8 = 5;
-const TCP_CLOSE_WAIT: u8 = 8;
-const TCP_LAST_ACK: u8 = 9;
-
-/// The socket's TCP state (`tcpi_state` of TCP_INFO).
-fn tcp_state(s: &TcpStream) -> Option<u8> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: all-zero is a valid `tcp_info` (plain integers).
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: a valid socket fd, and a buffer of `len` writable bytes that the kernel fills.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &mut len,
-        )
-    };
-    (r == 0).then_some(info.tcpi_state)
+/// Busy-waits `d` (sleeping would take far longer than the microseconds needed).
+fn spin(d: Duration) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
 }
+
+/// How long a try waits for the tracer's verdict: 40 × 5 ms (the reader polls every 10 ms).
+const CROSSED_WAIT_STEPS: u32 = 40;

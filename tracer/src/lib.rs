@@ -85,6 +85,9 @@ pub struct Pipeline<S: Sink> {
     pub recorder: Option<Recorder<io::BufWriter<std::fs::File>>>,
     /// Something happened since the last `settle` line of the recording.
     unsettled: bool,
+    /// Transitions into CLOSING (a simultaneous close) seen: `tracer demo simultaneous`
+    /// waits for one.
+    pub closing_seen: u64,
 }
 
 /// A recording that cannot be written is an error the user must see, not a broken pipe.
@@ -116,6 +119,7 @@ impl<S: Sink> Pipeline<S> {
             clock: WallClock::now(),
             recorder: None,
             unsettled: false,
+            closing_seen: 0,
         }
     }
 
@@ -169,6 +173,9 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         }
         self.transitions += 1;
+        if t.new == TcpState::Closing {
+            self.closing_seen += 1;
+        }
         if let Some(m) = &self.metrics {
             m.transition(t);
         }
@@ -812,6 +819,11 @@ async fn trace<S: Sink>(
                 r.map(|()| None)
             }
             _ = poll.tick() => drain(live.ring.get_mut(), &mut pipe).map(|()| {
+                if let Some(d) = &demo
+                    && pipe.closing_seen > 0
+                {
+                    d.crossed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 // The demo ends when its sockets are all reported (or after a grace period).
                 scenario_done
                     .filter(|t| pipe.table.is_idle() || t.elapsed() > demo::SETTLE)

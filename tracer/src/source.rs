@@ -75,7 +75,11 @@ pub struct Live {
 impl Live {
     pub fn start(opts: &LiveOptions) -> anyhow::Result<Self> {
         check_privileges()?;
-        raise_memlock();
+        let memlock = raise_memlock();
+        // An EPERM from creating a map or loading a program: the memlock limit on kernels
+        // that charge it, missing privileges otherwise.
+        let hint = |e: aya::EbpfError| memlock.hint(anyhow!(e), opts.ring_bytes);
+        let hint_prog = |e: aya::programs::ProgramError| memlock.hint(anyhow!(e), opts.ring_bytes);
         let (tracefs, mounted_tracefs) = format::tracefs()?;
         let choice = match format::read_choice(&tracefs, "sock", "inet_sock_set_state")? {
             Choice::Fast if opts.force_portable => Choice::Portable(format::FAST),
@@ -150,7 +154,7 @@ impl Live {
             .map_max_entries(names::CGROUPS, size(opts.filter.cgroups.len()))
             .map_max_entries(names::NETNS, size(opts.filter.netns.len()))
             .load(EBPF_OBJECT)
-            .map_err(|e| privilege_hint(anyhow!(e)))
+            .map_err(hint)
             .context("loading the eBPF object")?;
 
         // The filter sets (each sized to its entries above).
@@ -189,14 +193,12 @@ impl Live {
             .program_mut(program)
             .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
-        prog.load()
-            .map_err(|e| privilege_hint(anyhow!(e)))
-            .with_context(|| {
-                format!(
-                    "loading program {program} (kernel {})",
-                    format::kernel_release()
-                )
-            })?;
+        prog.load().map_err(hint_prog).with_context(|| {
+            format!(
+                "loading program {program} (kernel {})",
+                format::kernel_release()
+            )
+        })?;
         prog.attach("sock", "inet_sock_set_state")
             .map_err(|e| privilege_hint(anyhow!(e)))
             .context("attaching to tracepoint sock:inet_sock_set_state")?;
@@ -214,7 +216,7 @@ impl Live {
                     .program_mut(prog_name)
                     .with_context(|| format!("program {prog_name} missing"))?
                     .try_into()?;
-                p.load().map_err(|e| privilege_hint(anyhow!(e)))?;
+                p.load().map_err(hint_prog)?;
                 p.attach(category, name)
                     .map_err(|e| privilege_hint(anyhow!(e)))?;
                 prog_fds.push(p.fd()?.as_fd().try_clone_to_owned()?);
@@ -393,26 +395,201 @@ fn check_privileges() -> anyhow::Result<()> {
 }
 
 fn privilege_hint(e: anyhow::Error) -> anyhow::Error {
-    let eperm = e.chain().any(|c| {
+    if is_eperm(&e) {
+        e.context(PRIVILEGE_HINT)
+    } else {
+        e
+    }
+}
+
+fn is_eperm(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
         c.downcast_ref::<io::Error>()
             .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
             || c.to_string().contains("Operation not permitted")
-    });
-    if eperm { e.context(PRIVILEGE_HINT) } else { e }
+    })
 }
 
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup.
-fn raise_memlock() {
+/// RLIMIT_MEMLOCK after `raise_memlock`: kernels before 5.11 charge the memory of BPF maps
+/// and programs to it (later ones to the memory cgroup), so an EPERM from creating a map or
+/// loading a program there is the limit, not privileges.
+#[derive(Debug)]
+struct Memlock {
+    /// `uname -r`.
+    release: String,
+    /// The soft limit in bytes, `None` if unlimited.
+    limit: Option<u64>,
+    /// Why it could not be raised to unlimited.
+    raise_error: Option<String>,
+}
+
+impl Memlock {
+    /// `e` with the reason for an EPERM in its chain, if there is one.
+    fn hint(&self, e: anyhow::Error, ring_bytes: u32) -> anyhow::Error {
+        if !is_eperm(&e) {
+            return e;
+        }
+        match self.message(ring_bytes) {
+            Some(m) => e.context(m),
+            None => e.context(PRIVILEGE_HINT),
+        }
+    }
+
+    /// The sentence for an EPERM when the memlock limit is the likely cause: a kernel that
+    /// charges it and a finite limit.
+    fn message(&self, ring_bytes: u32) -> Option<String> {
+        let limit = self.limit?;
+        if !charges_memlock(&self.release) {
+            return None;
+        }
+        let raise = match &self.raise_error {
+            Some(err) => format!(", could not be raised: {err}"),
+            None => String::new(),
+        };
+        Some(format!(
+            "the kernel ({}) charges BPF maps and programs to RLIMIT_MEMLOCK (currently {}{raise}), \
+             and the ring buffer alone needs {}: run as root (or with CAP_SYS_RESOURCE), raise \
+             it with `ulimit -l unlimited` or LimitMEMLOCK=infinity in the systemd unit, or use \
+             a smaller --ring-buffer-size",
+            self.release,
+            binary_size(limit),
+            binary_size(u64::from(ring_bytes))
+        ))
+    }
+}
+
+/// Kernels before 5.11 account BPF memory to RLIMIT_MEMLOCK (5.11 moved it to the memory
+/// cgroup). An unparsable release is assumed to be recent.
+fn charges_memlock(release: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) < (5, 11),
+        _ => false,
+    }
+}
+
+/// `64 KiB`, `8 MiB`, `1536 B`: exact binary units.
+fn binary_size(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// Raises RLIMIT_MEMLOCK to unlimited (needs CAP_SYS_RESOURCE beyond the hard limit) and
+/// reports what it is afterwards.
+fn raise_memlock() -> Memlock {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: `rlim` is a valid rlimit; failure only matters on old kernels, where map
-    // creation then fails with its own error.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        log::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            io::Error::last_os_error()
+    // SAFETY: `rlim` is a valid rlimit.
+    let raise_error = if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        let e = io::Error::last_os_error();
+        log::debug!("could not raise RLIMIT_MEMLOCK: {e}");
+        Some(if e.raw_os_error() == Some(libc::EPERM) {
+            format!("{e} without CAP_SYS_RESOURCE")
+        } else {
+            e.to_string()
+        })
+    } else {
+        None
+    };
+    let mut now = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit to a valid, writable `now`.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut now) } != 0
+        || now.rlim_cur == libc::RLIM_INFINITY
+    {
+        None
+    } else {
+        Some(now.rlim_cur)
+    };
+    Memlock {
+        release: format::kernel_release(),
+        limit,
+        raise_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memlock(release: &str, limit: Option<u64>, raise_error: Option<&str>) -> Memlock {
+        Memlock {
+            release: release.into(),
+            limit,
+            raise_error: raise_error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn kernels_before_5_11_charge_memlock() {
+        for r in [
+            "5.10.0-46-cloud-amd64",
+            "4.19.0-27-amd64",
+            "5.4.0",
+            "3.10.0-1160.el7",
+        ] {
+            assert!(charges_memlock(r), "{r}");
+        }
+        for r in [
+            "5.11.0",
+            "6.1.0-56-cloud-amd64",
+            "6.12.117+deb12-cloud-amd64",
+            "10.0",
+            "",
+        ] {
+            assert!(!charges_memlock(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_exact_binary_units() {
+        assert_eq!(binary_size(64 << 10), "64 KiB");
+        assert_eq!(binary_size(8 << 20), "8 MiB");
+        assert_eq!(binary_size(1 << 30), "1 GiB");
+        assert_eq!(binary_size(1536), "1536 B");
+        assert_eq!(binary_size(8 * 1024 * 1024 + 4096), "8196 KiB");
+    }
+
+    #[test]
+    fn eperm_names_the_memlock_limit_where_the_kernel_charges_it() {
+        let eperm =
+            || anyhow!(io::Error::from_raw_os_error(libc::EPERM)).context("creating map EVENTS");
+        let m = memlock(
+            "5.10.0-46-cloud-amd64",
+            Some(64 << 10),
+            Some("Operation not permitted (os error 1) without CAP_SYS_RESOURCE"),
         );
+        let e = format!("{:#}", m.hint(eperm(), 8 << 20));
+        assert_eq!(
+            e,
+            "the kernel (5.10.0-46-cloud-amd64) charges BPF maps and programs to RLIMIT_MEMLOCK \
+             (currently 64 KiB, could not be raised: Operation not permitted (os error 1) without \
+             CAP_SYS_RESOURCE), and the ring buffer alone needs 8 MiB: run as root (or with \
+             CAP_SYS_RESOURCE), raise it with `ulimit -l unlimited` or LimitMEMLOCK=infinity in \
+             the systemd unit, or use a smaller --ring-buffer-size: creating map EVENTS: \
+             Operation not permitted (os error 1)"
+        );
+        // Raised, or a kernel that charges the memory cgroup: privileges are the cause.
+        for m in [
+            memlock("5.10.0-46-cloud-amd64", None, None),
+            memlock("6.1.0-56-cloud-amd64", Some(64 << 10), Some("EPERM")),
+        ] {
+            let e = format!("{:#}", m.hint(eperm(), 8 << 20));
+            assert!(e.starts_with(PRIVILEGE_HINT), "{e}");
+        }
+        // Other errors pass unchanged.
+        let m = memlock("5.10.0", Some(64 << 10), None);
+        let e = m.hint(anyhow!(io::Error::from_raw_os_error(libc::EINVAL)), 4096);
+        assert_eq!(format!("{e:#}"), "Invalid argument (os error 22)");
     }
 }

@@ -562,6 +562,23 @@ fn stops_after_duration_and_when_stdout_closes() {
 }
 
 /// A listener port with nothing listening: connect() is refused with a RST.
+/// Whether the kernel has sock:inet_sk_error_report (5.15+), which carries a socket's error
+/// (`ECONNREFUSED`, `ECONNRESET`). Without it (5.10) tracer must say so on stderr; the
+/// connections then have no `error`.
+fn error_reports(stderr: &[String]) -> bool {
+    let there =
+        std::path::Path::new("/sys/kernel/tracing/events/sock/inet_sk_error_report").exists();
+    if !there {
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.contains("context events unavailable: sock:inet_sk_error_report")),
+            "{stderr:?}"
+        );
+    }
+    there
+}
+
 fn refused(v6: bool) {
     let (s, addr) = bound(v6);
     drop(s); // free the port again: nobody listens there
@@ -569,7 +586,7 @@ fn refused(v6: bool) {
     let err = TcpStream::connect(addr).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     t.wait_json(1, |v| v["type"] == "connection");
-    let (status, out, _) = t.stop();
+    let (status, out, stderr) = t.stop();
     assert!(status.success());
     let records: Vec<Value> = out
         .iter()
@@ -583,7 +600,12 @@ fn refused(v6: bool) {
         (c["role"].as_str(), c["close"].as_str()),
         (Some("client"), Some("refused"))
     );
-    assert_eq!(c["error"], "ECONNREFUSED");
+    let errors = error_reports(&stderr);
+    if errors {
+        assert_eq!(c["error"], "ECONNREFUSED");
+    } else {
+        assert!(c["error"].is_null(), "{c}");
+    }
     assert_eq!(c["resets_received"], 1);
     let kinds: Vec<&str> = c["events"]
         .as_array()
@@ -592,7 +614,7 @@ fn refused(v6: bool) {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert!(
-        kinds.contains(&"receive_reset") && kinds.contains(&"error"),
+        kinds.contains(&"receive_reset") && kinds.contains(&"error") == errors,
         "{kinds:?}"
     );
     assert!(c["time_wait"].is_null());
@@ -647,7 +669,7 @@ fn reset(v6: bool) {
     drop(server);
     drop(listener);
     t.wait_json(3, |v| v["type"] == "connection");
-    let (status, out, _) = t.stop();
+    let (status, out, stderr) = t.stop();
     assert!(status.success());
     let records: Vec<Value> = out
         .iter()
@@ -667,7 +689,11 @@ fn reset(v6: bool) {
         ["LISTEN", "SYN_RECV", "ESTABLISHED", "CLOSE"]
     );
     assert_eq!(server["close"], "reset_received", "{server}");
-    assert_eq!(server["error"], "ECONNRESET", "{records:#?}");
+    if error_reports(&stderr) {
+        assert_eq!(server["error"], "ECONNRESET", "{records:#?}");
+    } else {
+        assert!(server["error"].is_null(), "{server}");
+    }
     assert!(client["time_wait"].is_null() && server["time_wait"].is_null());
 }
 
@@ -1340,7 +1366,8 @@ fn runs_with_only_its_capabilities() {
             "--",
         ])
         .arg(env!("CARGO_BIN_EXE_tracer"))
-        .args(["-o", "json", "-p", &addr.port().to_string()])
+        // As the unit runs it: the priority comes from systemd's Nice=.
+        .args(["-o", "json", "--nice", "0", "-p", &addr.port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1852,7 +1879,12 @@ fn demo_scenarios_draw_their_ladders_and_svgs() {
         assert_eq!(svgs.len(), 1, "{scenario}: one diagram");
         std::fs::remove_dir_all(&dir).unwrap();
     }
-    // The FINs cross after a few tries (the order of the rows varies from run to run).
+    // The FINs cross after a few tries (the order of the rows varies from run to run); that
+    // takes two CPUs running both ends at once.
+    if thread::available_parallelism().map_or(1, usize::from) < 2 {
+        eprintln!("skipping `demo simultaneous`: it needs 2 CPUs");
+        return;
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
         .args(["demo", "simultaneous", "--color", "never"])
         .output()
@@ -1865,4 +1897,64 @@ fn demo_scenarios_draw_their_ladders_and_svgs() {
     );
     assert_eq!(text.matches("close simultaneous").count(), 2, "{text}");
     assert_eq!(text.matches("CLOSING").count(), 2, "{text}");
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn a_memlock_limit_it_cannot_raise_is_named_where_the_kernel_charges_it() {
+    require_root();
+    // RLIMIT_MEMLOCK fixed at `limit` (no CAP_SYS_RESOURCE to raise it): kernels before 5.11
+    // charge BPF maps to it, later ones do not.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let charges = (v.next().unwrap_or(0), v.next().unwrap_or(0)) < (5, 11);
+    let run = |limit: libc::rlim_t| {
+        const CAP_SYS_RESOURCE: libc::c_ulong = 24;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracer"));
+        cmd.args(["-o", "json", "-p", "9", "--duration", "1"]);
+        // SAFETY: setrlimit and prctl are async-signal-safe and touch only the child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                let l = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &l) != 0
+                    || libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let o = cmd.output().unwrap();
+        (o.status, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // 64 KiB, the old default.
+    let (status, e) = run(64 << 10);
+    if charges {
+        assert_eq!(status.code(), Some(1), "{e}");
+        assert!(
+            e.contains(&format!("the kernel ({}) charges BPF maps", release.trim()))
+                && e.contains("RLIMIT_MEMLOCK (currently 64 KiB, could not be raised")
+                && e.contains("ulimit -l unlimited")
+                && e.contains("--ring-buffer-size"),
+            "{e}"
+        );
+        let errors: Vec<&str> = e.lines().filter(|l| l.contains("error")).collect();
+        assert!(
+            errors.len() == 1 && errors[0].contains("RLIMIT_MEMLOCK"),
+            "one error line: {e}"
+        );
+        // The limit was the only problem: a large enough one works.
+        let (status, e) = run(256 << 20);
+        assert!(status.success(), "{e}");
+    } else {
+        assert!(
+            status.success(),
+            "the memory cgroup is charged, not memlock: {e}"
+        );
+    }
 }

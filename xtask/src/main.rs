@@ -64,7 +64,8 @@ enum Cmd {
     /// Debian's cloud kernels, extracted from their packages, with the test binaries in an
     /// initramfs. Prints a table kernel → result and writes target/vm/results.md.
     VmTest {
-        /// Debian kernel packages to test (default: the newest 6.1 and 6.12 cloud kernels).
+        /// Debian kernel packages to test (default: the newest 5.10 (bullseye), 6.1 and 6.12 cloud
+        /// kernels).
         #[arg(long = "kernel", value_name = "PACKAGE")]
         kernels: Vec<String>,
     },

@@ -3,7 +3,10 @@
 //! KVM guests fail on the machines this was built on, so the guests run under software
 //! emulation (`-accel tcg`); Debian's cloud kernels boot to `/init` in a few seconds there.
 //! Each kernel comes from its Debian package (`apt-get download` + `dpkg-deb -x`, nothing is
-//! installed on the host). The initramfs holds a static busybox, the tracer binary and the
+//! installed on the host): 6.1 and 6.12 from the host's bookworm sources, 5.10 from bullseye
+//! through a separate apt configuration under target/vm/apt-bullseye (its own sources, lists
+//! and cache, no apt.conf.d hooks; signatures checked against the system's Debian keyring), so
+//! the host's apt state is untouched. The initramfs holds a static busybox, the tracer binary and the
 //! integration-test binary with their shared libraries, and the two sock_diag modules (built
 //! as modules in those kernels). `/init` mounts what a real system has, except tracefs, which
 //! tracer mounts itself, and runs the tests.
@@ -27,7 +30,64 @@ const SKIP: [&str; 5] = [
     "completions_and_man",
 ];
 
-pub fn run(root: &Path, toolchain: &str, mut kernels: Vec<String>) -> anyhow::Result<ExitCode> {
+/// Where a kernel package is downloaded from.
+#[derive(Clone, Debug)]
+enum Archive {
+    /// The host's apt sources.
+    Host,
+    /// Debian bullseye, through the apt configuration file at this path (`APT_CONFIG`).
+    Bullseye(PathBuf),
+}
+
+impl Archive {
+    fn apt(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        if let Archive::Bullseye(conf) = self {
+            c.env("APT_CONFIG", conf);
+        }
+        c
+    }
+}
+
+/// A private apt configuration for Debian bullseye, which has the 5.10 kernels bookworm
+/// lacks, updated once; returns the path of its configuration file. APT_CONFIG is read
+/// before apt.conf.d, so `Dir::Etc::Parts` keeps the host's snippets (and their
+/// update hooks) out.
+fn bullseye(dir: &Path) -> anyhow::Result<Archive> {
+    let base = dir.join("apt-bullseye");
+    for d in ["lists/partial", "cache/archives/partial", "apt.conf.d"] {
+        fs::create_dir_all(base.join(d))?;
+    }
+    let b = base.display();
+    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    fs::write(
+        base.join("sources.list"),
+        format!(
+            "deb [signed-by={keyring}] http://deb.debian.org/debian bullseye main\n\
+             deb [signed-by={keyring}] http://deb.debian.org/debian-security bullseye-security main\n"
+        ),
+    )?;
+    let conf = base.join("apt.conf");
+    fs::write(
+        &conf,
+        format!(
+            "Dir::Etc::SourceList \"{b}/sources.list\";\n\
+             Dir::Etc::SourceParts \"/dev/null\";\n\
+             Dir::Etc::Parts \"{b}/apt.conf.d\";\n\
+             Dir::Etc::Preferences \"/dev/null\";\n\
+             Dir::Etc::PreferencesParts \"/dev/null\";\n\
+             Dir::State::Lists \"{b}/lists\";\n\
+             Dir::Cache \"{b}/cache\";\n\
+             Acquire::Languages \"none\";\n"
+        ),
+    )?;
+    let archive = Archive::Bullseye(conf);
+    eprintln!("xtask: apt-get update for bullseye (5.10 kernels) in {b}");
+    status(archive.apt("apt-get").args(["-q", "update"]))?;
+    Ok(archive)
+}
+
+pub fn run(root: &Path, toolchain: &str, kernels: Vec<String>) -> anyhow::Result<ExitCode> {
     let host_tools = ["qemu-system-x86", "busybox-static", "xz-utils"];
     let missing: Vec<&str> = host_tools
         .iter()
@@ -40,16 +100,38 @@ pub fn run(root: &Path, toolchain: &str, mut kernels: Vec<String>) -> anyhow::Re
         eprintln!("xtask: installing {} for the VM tests", missing.join(" "));
         apt_install(&missing)?;
     }
-    if kernels.is_empty() {
-        kernels = default_kernels()?;
-    }
-    let (tracer, live) = build_tests(root, toolchain)?;
     let dir = root.join("target/vm");
     fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
-    for pkg in &kernels {
+    let kernels = if kernels.is_empty() {
+        default_kernels(&dir, &mut rows)?
+    } else {
+        // Packages the host's sources do not have are looked up in bullseye.
+        let mut old = None;
+        let mut v = Vec::new();
+        for pkg in kernels {
+            let known = Command::new("apt-cache")
+                .args(["show", &pkg])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            let archive = if known {
+                Archive::Host
+            } else {
+                if old.is_none() {
+                    old = Some(bullseye(&dir)?);
+                }
+                old.clone().context("bullseye")?
+            };
+            v.push((pkg, archive));
+        }
+        v
+    };
+    let (tracer, live) = build_tests(root, toolchain)?;
+    for (pkg, archive) in &kernels {
         eprintln!("xtask: kernel {pkg}");
-        let row = match test_kernel(&dir, pkg, &tracer, &live) {
+        let row = match test_kernel(&dir, pkg, archive, &tracer, &live) {
             Ok(r) => r,
             Err(e) => (pkg.clone(), format!("error: {e:#}")),
         };
@@ -70,14 +152,50 @@ pub fn run(root: &Path, toolchain: &str, mut kernels: Vec<String>) -> anyhow::Re
     })
 }
 
-/// The newest bookworm 6.1 and 6.12 cloud kernels the archive has.
-fn default_kernels() -> anyhow::Result<Vec<String>> {
-    let out = Command::new("apt-cache")
-        .args([
-            "search",
-            "--names-only",
-            "^linux-image-6\\.(1\\.0|12\\.).*-cloud-amd64$",
-        ])
+/// The newest bullseye 5.10 and bookworm 6.1 and 6.12 cloud kernels the archives have. If
+/// bullseye cannot be reached, its row in the results says so and the others still run.
+fn default_kernels(
+    dir: &Path,
+    rows: &mut Vec<(String, String)>,
+) -> anyhow::Result<Vec<(String, Archive)>> {
+    let mut v = Vec::new();
+    match bullseye(dir).and_then(|a| {
+        let pkg = newest_cloud_kernels(
+            &a,
+            "^linux-image-5\\.10\\.0-.*-cloud-amd64$",
+            &["linux-image-5.10.0-"],
+        )?
+        .pop()
+        .context("no linux-image-5.10.0-*-cloud-amd64 in bullseye")?;
+        Ok((pkg, a))
+    }) {
+        Ok(k) => v.push(k),
+        Err(e) => {
+            eprintln!("xtask: no 5.10 kernel: {e:#}");
+            rows.push(("5.10 (Debian 11)".into(), format!("error: {e:#}")));
+        }
+    }
+    let host = newest_cloud_kernels(
+        &Archive::Host,
+        "^linux-image-6\\.(1\\.0|12\\.).*-cloud-amd64$",
+        &["linux-image-6.1.0-", "linux-image-6.12."],
+    )?;
+    if host.is_empty() {
+        bail!("no linux-image-6.1/6.12 cloud kernels found by apt-cache (run apt-get update?)");
+    }
+    v.extend(host.into_iter().map(|p| (p, Archive::Host)));
+    Ok(v)
+}
+
+/// For each prefix, the newest signed cloud kernel package matching `pattern`.
+fn newest_cloud_kernels(
+    archive: &Archive,
+    pattern: &str,
+    prefixes: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    let out = archive
+        .apt("apt-cache")
+        .args(["search", "--names-only", pattern])
         .output()
         .context("apt-cache search")?;
     let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -95,14 +213,7 @@ fn default_kernels() -> anyhow::Result<Vec<String>> {
         });
         v.last().map(|s| s.to_string())
     };
-    let v: Vec<String> = [newest("linux-image-6.1.0-"), newest("linux-image-6.12.")]
-        .into_iter()
-        .flatten()
-        .collect();
-    if v.is_empty() {
-        bail!("no linux-image-6.1/6.12 cloud kernels found by apt-cache (run apt-get update?)");
-    }
-    Ok(v)
+    Ok(prefixes.iter().filter_map(|p| newest(p)).collect())
 }
 
 /// Builds the tracer binary and the integration tests; returns their paths.
@@ -112,7 +223,31 @@ fn build_tests(root: &Path, toolchain: &str) -> anyhow::Result<(PathBuf, PathBuf
         c.env("TRACER_EBPF_TOOLCHAIN", toolchain).current_dir(root);
         c
     };
-    status(cargo().args(["build", "-p", "tracer"]))?;
+    // The executables' paths come from cargo's messages: CARGO_TARGET_DIR may move them.
+    let executable = |out: &std::process::Output, name: &str, kind: &str| -> Option<PathBuf> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&format!("\"name\":\"{name}\"")) && l.contains(kind))
+            .find_map(|l| {
+                let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+                Some(PathBuf::from(&l[at..at + l[at..].find('"')?]))
+            })
+    };
+    let out = cargo()
+        .args([
+            "build",
+            "-p",
+            "tracer",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building tracer")?;
+    if !out.status.success() {
+        bail!("building tracer failed ({})", out.status);
+    }
+    let tracer = executable(&out, "tracer", "\"kind\":[\"bin\"]")
+        .context("the tracer executable was not built")?;
     let out = cargo()
         .args([
             "test",
@@ -121,32 +256,31 @@ fn build_tests(root: &Path, toolchain: &str) -> anyhow::Result<(PathBuf, PathBuf
             "--test",
             "live",
             "--no-run",
-            "--message-format=json",
+            "--message-format=json-render-diagnostics",
         ])
         .stderr(Stdio::inherit())
         .output()
         .context("building the integration tests")?;
-    let live = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"executable\"") && l.contains("\"name\":\"live\""))
-        .find_map(|l| {
-            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
-            Some(PathBuf::from(&l[at..at + l[at..].find('"')?]))
-        })
+    if !out.status.success() {
+        bail!("building the integration tests failed ({})", out.status);
+    }
+    let live = executable(&out, "live", "\"kind\":[\"test\"]")
         .context("the live test executable was not built")?;
-    Ok((root.join("target/debug/tracer"), live))
+    Ok((tracer, live))
 }
 
 fn test_kernel(
     dir: &Path,
     pkg: &str,
+    archive: &Archive,
     tracer: &Path,
     live: &Path,
 ) -> anyhow::Result<(String, String)> {
     let kdir = dir.join(pkg);
     if !kdir.join("boot").is_dir() {
         status(
-            Command::new("apt-get")
+            archive
+                .apt("apt-get")
                 .args(["download", pkg])
                 .current_dir(dir),
         )?;
