@@ -133,6 +133,12 @@ impl Live {
                 Err(e) => unavailable.push(format!("{category}:{name} ({e:#})")),
             }
         }
+        if EBPF_OBJECT.is_empty() {
+            // Only a fuzzing build (`--cfg fuzzing`, tracer/build.rs) embeds no program.
+            bail!(
+                "this tracer was built without its eBPF program (a fuzzing build): build it with `cargo xtask build`"
+            );
+        }
         let log_level: u8 = if opts.bpf_log { 0xff } else { 0 };
         let ports_len = u32::try_from(port_flags.len().max(1)).unwrap_or(u32::MAX);
         let addrs_len = u32::try_from(opts.filter.cidrs.len().max(1)).unwrap_or(u32::MAX);
