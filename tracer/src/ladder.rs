@@ -122,11 +122,10 @@ struct Open {
 }
 
 fn column(c: &Conn) -> Column {
+    // "unknown socket" reads badly as a column title.
     let role = match c.role {
-        Role::Client => "client",
-        Role::Server => "server",
-        Role::Listener => "listener",
         Role::Unknown => "socket",
+        r => r.name(),
     };
     Column {
         label: format!("{role} {}", crate::output::endpoint(c.saddr, c.sport)),

@@ -940,7 +940,7 @@ fn set_nice(nice: i32) {
 }
 
 /// Where the SVG diagrams and the recording went.
-fn report_files<S: Sink>(args: &Args, pipe: &Pipeline<S>) {
+pub(crate) fn report_files<S: Sink>(args: &Args, pipe: &Pipeline<S>) {
     if let Some(dir) = &pipe.svg_dir {
         eprintln!(
             "tracer: wrote {} SVG diagram{} to {}",

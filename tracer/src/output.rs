@@ -650,6 +650,7 @@ impl<W: Write> Json<W> {
         let (sec, nanos) = (t.timestamp(), t.timestamp_subsec_nanos());
         let mut cache = self.second.borrow_mut();
         if nanos >= 1_000_000_000 {
+            // A leap second (nanos ≥ 1e9) is rare: format it in full.
             b.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::Nanos, true).as_bytes());
             return;
         }
@@ -662,17 +663,10 @@ impl<W: Write> Json<W> {
 
     /// RFC 3339 UTC with nanoseconds, as `to_rfc3339_opts(Nanos, true)` writes it.
     fn time(&self, ts_ns: u64) -> String {
-        let t = self.clock.utc(ts_ns);
-        let (sec, nanos) = (t.timestamp(), t.timestamp_subsec_nanos());
-        let mut cache = self.second.borrow_mut();
-        if cache.0 != sec || nanos >= 1_000_000_000 {
-            // A leap second (nanos ≥ 1e9) is rare: format it in full.
-            if nanos >= 1_000_000_000 {
-                return t.to_rfc3339_opts(SecondsFormat::Nanos, true);
-            }
-            *cache = (sec, t.format("%Y-%m-%dT%H:%M:%S").to_string());
-        }
-        format!("{}.{nanos:09}Z", cache.1)
+        let mut b = Vec::with_capacity(32);
+        self.write_time(&mut b, ts_ns);
+        // Only ASCII is written.
+        String::from_utf8_lossy(&b).into_owned()
     }
 }
 

@@ -16,8 +16,8 @@ use crate::{
     cli::Output,
     configure,
     output::{Json, Sink, Text, WallClock},
-    record::{Header, Item, ReadError, Reader},
-    text_color, with_pipeline,
+    record::{Item, ReadError, Reader},
+    report_files, text_color, with_pipeline,
 };
 
 pub fn run(args: &Args, file: &Path) -> anyhow::Result<ExitCode> {
@@ -42,7 +42,7 @@ pub fn run(args: &Args, file: &Path) -> anyhow::Result<ExitCode> {
         }
     );
     let clock = WallClock::fixed(i128::from(header.clock_offset_ns));
-    with_pipeline!(args, clock, |pipe| replay(file, &header, reader, pipe))
+    with_pipeline!(args, clock, |pipe| replay(args, file, reader, pipe))
 }
 
 /// Gives one recorded item to the pipeline, as the live loop did; `last_ts` follows the
@@ -85,8 +85,8 @@ enum Outcome {
 }
 
 fn replay<S: Sink, R: BufRead>(
+    args: &Args,
     file: &Path,
-    _header: &Header,
     reader: Reader<R>,
     mut pipe: Pipeline<S>,
 ) -> anyhow::Result<ExitCode> {
@@ -142,14 +142,7 @@ fn replay<S: Sink, R: BufRead>(
             String::new()
         },
     );
-    if let Some(dir) = &pipe.svg_dir {
-        eprintln!(
-            "tracer: wrote {} SVG diagram{} to {}",
-            pipe.svg_written,
-            if pipe.svg_written == 1 { "" } else { "s" },
-            dir.display()
-        );
-    }
+    report_files(args, &pipe);
     match outcome {
         Outcome::Complete(_) | Outcome::StdoutClosed => Ok(ExitCode::SUCCESS),
         Outcome::NoEnd => {

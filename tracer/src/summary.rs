@@ -98,15 +98,6 @@ impl Default for Summary {
     }
 }
 
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Client => "client",
-        Role::Server => "server",
-        Role::Listener => "listener",
-        Role::Unknown => "unknown",
-    }
-}
-
 impl Summary {
     pub fn new() -> Self {
         let hist = || {
@@ -157,7 +148,7 @@ impl Summary {
         let close = c.close.unwrap_or(CloseClass::Unknown).name();
         *self
             .by_role_close
-            .entry((role_name(c.role), close))
+            .entry((c.role.name(), close))
             .or_default() += 1;
         if c.incomplete {
             self.incomplete += 1;

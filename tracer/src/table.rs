@@ -557,6 +557,13 @@ pub enum Fact {
     },
 }
 
+/// Whether a record closed at `closed` is released at `now`: after the grace period, or
+/// after the longest TIME_WAIT wait while its lookup is still pending.
+fn released(closed: u64, c: &Conn, now_ns: u64) -> bool {
+    let waited = now_ns.saturating_sub(closed);
+    waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !c.time_wait_pending)
+}
+
 /// Default for [`Table::max_conns`]: about 100 MiB of timelines at most.
 pub const DEFAULT_MAX_CONNS: usize = 200_000;
 
@@ -1043,10 +1050,7 @@ impl Table {
         let due: Vec<SockAddr> = self
             .closing
             .iter()
-            .filter(|(_, (closed, c))| {
-                let waited = now_ns.saturating_sub(*closed);
-                waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !c.time_wait_pending)
-            })
+            .filter(|(_, (closed, c))| released(*closed, c, now_ns))
             .map(|(s, _)| *s)
             .collect();
         let mut out = Vec::with_capacity(due.len());
@@ -1059,10 +1063,7 @@ impl Table {
             let due: Vec<Tuple> = self
                 .displaced
                 .iter()
-                .filter(|(_, (closed, c))| {
-                    let waited = now_ns.saturating_sub(*closed);
-                    waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !c.time_wait_pending)
-                })
+                .filter(|(_, (closed, c))| released(*closed, c, now_ns))
                 .map(|(t, _)| *t)
                 .collect();
             for t in due {
