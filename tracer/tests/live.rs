@@ -16,6 +16,38 @@ use std::{
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
+/// Child processes hold a copy of every open file descriptor between their fork and their
+/// exec. A socket this process closes in that window is really closed (its FIN sent, its
+/// `close()` transition run) by the child at its exec: the kernel then reports the child as
+/// the task, and an owner assertion fails. Tests run in parallel, so spawning takes this
+/// lock exclusively and closing a connection whose owner is checked takes it shared.
+static FORK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+trait Locked {
+    fn spawn_locked(&mut self) -> std::io::Result<Child>;
+    fn output_locked(&mut self) -> std::io::Result<std::process::Output>;
+    fn status_locked(&mut self) -> std::io::Result<std::process::ExitStatus>;
+}
+
+impl Locked for Command {
+    fn spawn_locked(&mut self) -> std::io::Result<Child> {
+        let _g = FORK
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.spawn()
+    }
+    fn output_locked(&mut self) -> std::io::Result<std::process::Output> {
+        // As `output()` does: nothing in, both outputs collected.
+        self.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.spawn_locked()?.wait_with_output()
+    }
+    fn status_locked(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.spawn_locked()?.wait()
+    }
+}
+
 const NEEDS_ROOT: &str = "needs root and a BPF-capable kernel: run `cargo xtask test`";
 
 fn require_root() {
@@ -49,7 +81,7 @@ impl Tracer {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn_locked()
             .expect("spawn tracer");
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
@@ -180,6 +212,10 @@ fn one_connection(listener: Socket, addr: SocketAddr, first: FirstCloser) -> u16
         FirstCloser::Client => (client, server),
         FirstCloser::Server => (server, client),
     };
+    // No child may hold these sockets while they close (see FORK).
+    let _no_fork = FORK
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // A plain close(): shutdown() first would add the kernel's FIN_WAIT1 → FIN_WAIT1.
     drop(first_s);
     // The second closer sees EOF (the FIN), then closes.
@@ -533,7 +569,7 @@ fn stops_after_duration_and_when_stdout_closes() {
         .args(["-o", "json", "-p", &addr.port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_locked()
         .unwrap();
     let stderr = collect(child.stderr.take().unwrap());
     let start = Instant::now();
@@ -1033,7 +1069,7 @@ fn invalid_filter_values_exit_2_before_loading_anything() {
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
             .args(args)
-            .output()
+            .output_locked()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -1059,7 +1095,7 @@ fn owner_filtered(filter: &[String]) -> (Vec<Value>, u16) {
         .arg(format!(
             "exec 3<>/dev/tcp/127.0.0.1/{port}; read -t 5 -u 3 x; exec 3>&-"
         ))
-        .spawn()
+        .spawn_locked()
         .unwrap();
     let (mut s2, _) = listener.accept().unwrap();
     drop(ours);
@@ -1135,7 +1171,7 @@ struct Netns(String);
 impl Netns {
     fn new(tag: &str) -> Self {
         let name = format!("tracer-{tag}-{}", std::process::id());
-        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+        let ok = |c: &mut Command| assert!(c.status_locked().unwrap().success(), "{c:?}");
         ok(Command::new("ip").args(["netns", "add", &name]));
         ok(Command::new("ip").args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"]));
         Self(name)
@@ -1163,7 +1199,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status_locked();
     }
 }
 
@@ -1370,7 +1408,7 @@ fn runs_with_only_its_capabilities() {
         .args(["-o", "json", "--nice", "0", "-p", &addr.port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_locked()
         .expect("setpriv (util-linux)");
     let out = collect(child.stdout.take().unwrap());
     let err = collect(child.stderr.take().unwrap());
@@ -1410,7 +1448,7 @@ fn runs_with_only_its_capabilities() {
         ])
         .arg(env!("CARGO_BIN_EXE_tracer"))
         .args(["-p", "9"])
-        .output()
+        .output_locked()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
@@ -1424,13 +1462,13 @@ fn runs_with_only_its_capabilities() {
 fn completions_and_man_page_need_no_privileges() {
     let man = Command::new(env!("CARGO_BIN_EXE_tracer"))
         .arg("man")
-        .output()
+        .output_locked()
         .unwrap();
     assert!(man.status.success());
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH tracer 1"));
     let bash = Command::new(env!("CARGO_BIN_EXE_tracer"))
         .args(["completions", "bash"])
-        .output()
+        .output_locked()
         .unwrap();
     assert!(bash.status.success());
     assert!(String::from_utf8_lossy(&bash.stdout).contains("complete"));
@@ -1653,7 +1691,7 @@ fn the_connection_table_is_bounded() {
 fn every_help_example_works() {
     let help = Command::new(env!("CARGO_BIN_EXE_tracer"))
         .arg("--help")
-        .output()
+        .output_locked()
         .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
     let examples: Vec<Vec<String>> = help
@@ -1691,7 +1729,7 @@ fn every_help_example_works() {
         }
         let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
             .args(&args)
-            .output()
+            .output_locked()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "tracer {args:?}: {err}");
@@ -1761,7 +1799,7 @@ fn a_recording_replays_to_the_same_connection_records() {
         .collect();
     let replayed = Command::new(env!("CARGO_BIN_EXE_tracer"))
         .args(["replay", rec.to_str().unwrap(), "-o", "json", "--summary"])
-        .output()
+        .output_locked()
         .unwrap();
     assert!(
         replayed.status.success(),
@@ -1833,7 +1871,7 @@ fn demo_scenarios_draw_their_ladders_and_svgs() {
         let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
             .args(["demo", scenario, "--color", "never", "--svg"])
             .arg(&dir)
-            .output()
+            .output_locked()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -1887,7 +1925,7 @@ fn demo_scenarios_draw_their_ladders_and_svgs() {
     }
     let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
         .args(["demo", "simultaneous", "--color", "never"])
-        .output()
+        .output_locked()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -1929,7 +1967,7 @@ fn a_memlock_limit_it_cannot_raise_is_named_where_the_kernel_charges_it() {
                 Ok(())
             })
         };
-        let o = cmd.output().unwrap();
+        let o = cmd.output_locked().unwrap();
         (o.status, String::from_utf8_lossy(&o.stderr).into_owned())
     };
     // 64 KiB, the old default.
