@@ -197,9 +197,11 @@ pub struct Event {
     /// `bpf_get_current_pid_tgid()`: tgid in the high 32 bits, thread id in the low.
     /// The task on the CPU, which in softirq is not the socket's owner.
     pub pid_tgid: u64,
-    /// cgroup v2 id of the task on the CPU.
+    /// cgroup v2 id of the task on the CPU; only for transitions in the owner's context
+    /// ([`in_owner_context`]), 0 otherwise (it would never be used).
     pub cgroup_id: u64,
-    /// `bpf_get_current_uid_gid()`: gid high, uid low.
+    /// `bpf_get_current_uid_gid()`: gid high, uid low; like `cgroup_id`, 0 outside the
+    /// owner's context.
     pub uid_gid: u64,
     /// `comm` of the task on the CPU, NUL-padded.
     pub comm: [u8; 16],

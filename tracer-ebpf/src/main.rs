@@ -370,8 +370,15 @@ fn emit(cfg: &Config, f: &Fields, c: *mut Counters) {
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).skaddr = f.skaddr;
         (*ev).pid_tgid = bpf_get_current_pid_tgid();
-        (*ev).cgroup_id = bpf_get_current_cgroup_id();
-        (*ev).uid_gid = bpf_get_current_uid_gid();
+        // The uid and cgroup only make an owner, and only the task of a process-context
+        // transition is the socket's owner: elsewhere they would be read and never used.
+        if f.kind == kind::TRANSITION && in_owner_context(f.oldstate, f.newstate) {
+            (*ev).cgroup_id = bpf_get_current_cgroup_id();
+            (*ev).uid_gid = bpf_get_current_uid_gid();
+        } else {
+            (*ev).cgroup_id = 0;
+            (*ev).uid_gid = 0;
+        }
         let comm = core::ptr::addr_of_mut!((*ev).comm);
         if bpf_get_current_comm(comm.cast(), 16) != 0 {
             (*ev).comm = [0; 16];

@@ -8,7 +8,7 @@
 //! `→ TIME_WAIT` with the timer's expiry, and `TIME_WAIT → CLOSE` once the timewait socket is
 //! gone. Cost is bounded: dumps are rate-limited (less often when the table is large) and
 //! at most [`MAX_TRACKED`] timewait sockets are followed to their end.
-use std::{collections::HashMap, io, time::Duration};
+use std::{collections::HashMap, io};
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -241,6 +241,8 @@ pub struct TimeWaitTracker {
     last_dump_ns: Option<u64>,
     /// How many timewait sockets the last dump returned (sets the dump rate).
     last_size: usize,
+    /// How long the last dump took (sets the dump rate).
+    last_dump_cost_ns: u64,
     tracked: HashMap<Tuple, Tracked>,
     /// Timewait sockets confirmed but not followed (over [`MAX_TRACKED`]).
     pub untracked: u64,
@@ -252,6 +254,7 @@ impl TimeWaitTracker {
             diag: SockDiag::new()?,
             last_dump_ns: None,
             last_size: 0,
+            last_dump_cost_ns: 0,
             tracked: HashMap::new(),
             untracked: 0,
         })
@@ -262,33 +265,45 @@ impl TimeWaitTracker {
         self.tracked.len()
     }
 
-    fn min_interval(&self) -> Duration {
-        // A TIME_WAIT storm makes each dump large: look less often, still within ~1 s.
-        // Each dump walks the kernel's whole socket hash table, however few sockets match:
-        // at 50 ms intervals under churn it cost 15 % of the reader's CPU here. Every record
-        // waits up to 1.5 s, so 200 ms still gives it several lookups.
+    /// How long to wait after a dump before the next one. Each dump walks the kernel's
+    /// whole socket hash table (every namespace's sockets, however few match), so its cost
+    /// grows with the host's socket count, not with ours: at 50 ms intervals under churn it
+    /// cost 15 % of the reader's CPU here. So the interval follows the last dump's own
+    /// duration (at most ~2.5 % of the time in dumps), between 200 ms and 900 ms: every
+    /// closed record waits up to [`crate::table::TIME_WAIT_WAIT_NS`] (1.5 s) for its lookup,
+    /// which leaves it at least one lookup even at the longest interval.
+    fn min_interval_ns(&self) -> u64 {
+        let mut ns = self.last_dump_cost_ns.saturating_mul(40);
         if self.last_size > 10_000 {
-            Duration::from_millis(900)
-        } else {
-            Duration::from_millis(200)
+            // A TIME_WAIT storm of our own makes each reply large too.
+            ns = ns.max(900_000_000);
         }
+        ns.clamp(200_000_000, 900_000_000)
     }
 
     /// Looks up pending closers and ends of followed timewait sockets, when due; returns the
     /// transitions learned (→ TIME_WAIT, TIME_WAIT → CLOSE).
     pub fn poll(&mut self, now_ns: u64, table: &mut Table) -> io::Result<Vec<DiagTransition>> {
         let mut out = Vec::new();
-        let pending: Vec<_> = table.time_wait_pending().collect();
+        // Cheap checks first: this runs after every batch, the table can hold many records.
         let since = self.last_dump_ns.map(|l| now_ns.saturating_sub(l));
-        let due = match since {
-            None => true,
-            Some(s) if !pending.is_empty() => s >= self.min_interval().as_nanos() as u64,
-            Some(s) => !self.tracked.is_empty() && s >= 1_000_000_000,
+        let (for_pending, for_tracked) = match since {
+            None => (true, true),
+            Some(s) => (
+                s >= self.min_interval_ns(),
+                !self.tracked.is_empty() && s >= 1_000_000_000,
+            ),
         };
-        if !due || (pending.is_empty() && self.tracked.is_empty()) {
+        if !for_pending && !for_tracked {
             return Ok(out);
         }
+        let pending: Vec<_> = table.time_wait_pending().collect();
+        if pending.is_empty() && !for_tracked {
+            return Ok(out);
+        }
+        let started = std::time::Instant::now();
         let tw = self.diag.time_wait()?;
+        self.last_dump_cost_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_dump_ns = Some(now_ns);
         self.last_size = tw.len();
         for p in pending {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod output;
 pub mod record;
 pub mod replay;
+pub mod ring;
 pub mod source;
 pub mod summary;
 pub mod svg;
@@ -957,13 +958,8 @@ pub(crate) fn report_files<S: Sink>(args: &Args, pipe: &Pipeline<S>) {
     }
 }
 
-fn drain<S: Sink>(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    pipe: &mut Pipeline<S>,
-) -> io::Result<()> {
-    while let Some(item) = ring.next() {
-        pipe.record(&item)?;
-    }
+fn drain<S: Sink>(ring: &mut ring::Ring, pipe: &mut Pipeline<S>) -> io::Result<()> {
+    ring.drain(|record| pipe.record(record))?;
     pipe.settle(monotonic_ns())?;
     // Records released by `settle` (grace period over) must show now, not at the next event.
     pipe.sink.flush()

@@ -6,6 +6,8 @@ use std::{
     net::IpAddr,
 };
 
+#[cfg(test)]
+use crate::table::CloseClass;
 use anstyle::{AnsiColor, Style};
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::Serialize;
@@ -13,8 +15,7 @@ use serde::Serialize;
 use crate::{
     decode::{Comm, Context, ContextKind, Family, SockAddr, TcpState, Transition, errno_name},
     table::{
-        CloseClass, Conn, Note, Owner, OwnerSource, Role, SeenFrom, StuckGroup, StuckReport,
-        TimeWait, Unstuck,
+        Conn, Note, Owner, OwnerSource, Role, SeenFrom, StuckGroup, StuckReport, TimeWait, Unstuck,
     },
 };
 
@@ -580,65 +581,168 @@ impl<W: Write> Json<W> {
     ) -> io::Result<()> {
         let mut b = std::mem::take(&mut self.buf);
         b.clear();
-        let mut n = itoa::Buffer::new();
         b.extend_from_slice(b"{\"v\":1,\"type\":\"transition\",\"time\":\"");
         self.write_time(&mut b, t.ts_ns);
         b.extend_from_slice(b"\",\"ts_ns\":");
-        b.extend_from_slice(n.format(t.ts_ns).as_bytes());
-        b.extend_from_slice(b",\"sock\":\"0x");
-        hex16(&mut b, t.sock.0);
-        b.extend_from_slice(b"\",\"family\":\"");
-        b.extend_from_slice(match t.family {
-            Family::Ipv4 => b"ipv4",
-            Family::Ipv6 => b"ipv6",
-        });
-        b.extend_from_slice(b"\",\"saddr\":\"");
-        ip(&mut b, t.saddr)?;
-        b.extend_from_slice(b"\",\"sport\":");
-        b.extend_from_slice(n.format(t.sport).as_bytes());
-        b.extend_from_slice(b",\"daddr\":\"");
-        ip(&mut b, t.daddr)?;
-        b.extend_from_slice(b"\",\"dport\":");
-        b.extend_from_slice(n.format(t.dport).as_bytes());
+        put_u64(&mut b, t.ts_ns);
+        b.extend_from_slice(b",\"sock\":");
+        put_sock(&mut b, t.sock);
+        put_tuple(&mut b, Some(t.family), t.saddr, t.sport, t.daddr, t.dport)?;
         b.extend_from_slice(b",\"old\":\"");
         b.extend_from_slice(t.old.name().as_bytes());
         b.extend_from_slice(b"\",\"new\":\"");
         b.extend_from_slice(t.new.name().as_bytes());
         b.extend_from_slice(b"\",\"in_old_ns\":");
-        match in_old_ns {
-            Some(v) => b.extend_from_slice(n.format(v).as_bytes()),
-            None => b.extend_from_slice(b"null"),
-        }
+        put_opt_u64(&mut b, in_old_ns);
         b.extend_from_slice(b",\"pid\":");
-        b.extend_from_slice(n.format(t.task.pid).as_bytes());
+        put_u64(&mut b, t.task.pid.into());
         b.extend_from_slice(b",\"tid\":");
-        b.extend_from_slice(n.format(t.task.tid).as_bytes());
+        put_u64(&mut b, t.task.tid.into());
         b.extend_from_slice(b",\"comm\":");
-        serde_json::to_writer(&mut b, &*t.task.comm.as_str())?;
+        put_comm(&mut b, &t.task.comm)?;
         b.extend_from_slice(b",\"cpu\":");
-        b.extend_from_slice(n.format(t.cpu).as_bytes());
+        put_u64(&mut b, t.cpu.into());
         b.extend_from_slice(b",\"owner\":");
-        match owner {
-            None => b.extend_from_slice(b"null"),
-            Some(o) => {
-                b.extend_from_slice(b"{\"pid\":");
-                b.extend_from_slice(n.format(o.pid).as_bytes());
-                b.extend_from_slice(b",\"comm\":");
-                serde_json::to_writer(&mut b, &*o.comm.as_str())?;
-                b.extend_from_slice(b",\"uid\":");
-                b.extend_from_slice(n.format(o.uid).as_bytes());
-                b.extend_from_slice(b",\"cgroup_id\":");
-                b.extend_from_slice(n.format(o.cgroup_id).as_bytes());
-                b.extend_from_slice(b",\"source\":\"");
-                b.extend_from_slice(match o.source {
-                    OwnerSource::Event => b"event".as_slice(),
-                    OwnerSource::Inherited => b"inherited",
-                    OwnerSource::Procfs => b"procfs",
-                });
-                b.extend_from_slice(b"\"}");
-            }
-        }
+        put_owner(&mut b, owner)?;
         b.extend_from_slice(b",\"source\":\"tracepoint\"}\n");
+        let r = self.out.write_all(&b);
+        self.buf = b;
+        r
+    }
+
+    /// The context event record by hand, as [`Self::fast_transition`]; same bytes as
+    /// [`EventJson`] (a test compares).
+    fn fast_event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        let mut b = std::mem::take(&mut self.buf);
+        b.clear();
+        b.extend_from_slice(b"{\"v\":1,\"type\":\"event\",\"kind\":\"");
+        b.extend_from_slice(c.kind.name().as_bytes());
+        b.extend_from_slice(b"\",\"time\":\"");
+        self.write_time(&mut b, c.ts_ns);
+        b.extend_from_slice(b"\",\"ts_ns\":");
+        put_u64(&mut b, c.ts_ns);
+        b.extend_from_slice(b",\"sock\":");
+        match c.sock {
+            Some(s) => put_sock(&mut b, s),
+            None => b.extend_from_slice(b"null"),
+        }
+        put_tuple(&mut b, c.family, c.saddr, c.sport, c.daddr, c.dport)?;
+        b.extend_from_slice(b",\"state\":");
+        put_opt_state(&mut b, c.state);
+        put_errno(&mut b, c.kind, c.value)?;
+        b.extend_from_slice(b",\"value\":");
+        put_i64(&mut b, c.value.into());
+        b.extend_from_slice(b",\"pid\":");
+        put_u64(&mut b, c.task.pid.into());
+        b.extend_from_slice(b",\"tid\":");
+        put_u64(&mut b, c.task.tid.into());
+        b.extend_from_slice(b",\"comm\":");
+        put_comm(&mut b, &c.task.comm)?;
+        b.extend_from_slice(b",\"cpu\":");
+        put_u64(&mut b, c.cpu.into());
+        b.extend_from_slice(b",\"owner\":");
+        put_owner(&mut b, owner)?;
+        b.extend_from_slice(b"}\n");
+        let r = self.out.write_all(&b);
+        self.buf = b;
+        r
+    }
+
+    /// The connection record by hand (one per socket, and the longest record); same bytes
+    /// as [`ConnectionJson`] (a test compares).
+    fn fast_connection(&mut self, c: &Conn) -> io::Result<()> {
+        let mut b = std::mem::take(&mut self.buf);
+        b.clear();
+        b.extend_from_slice(b"{\"v\":1,\"type\":\"connection\",\"sock\":");
+        put_sock(&mut b, c.sock);
+        put_tuple(&mut b, Some(c.family), c.saddr, c.sport, c.daddr, c.dport)?;
+        b.extend_from_slice(b",\"role\":\"");
+        b.extend_from_slice(c.role.name().as_bytes());
+        b.extend_from_slice(b"\",\"states\":[");
+        for (i, s) in c.states.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.push(b'"');
+            b.extend_from_slice(s.name().as_bytes());
+            b.push(b'"');
+        }
+        b.extend_from_slice(b"],\"durations_ns\":[");
+        for (i, d) in c.durations().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            put_opt_u64(&mut b, d);
+        }
+        b.extend_from_slice(b"],\"start_ns\":");
+        put_u64(&mut b, c.start_ns());
+        b.extend_from_slice(b",\"end_ns\":");
+        put_u64(&mut b, c.end_ns());
+        b.extend_from_slice(b",\"lifetime_ns\":");
+        put_u64(&mut b, c.lifetime_ns());
+        b.extend_from_slice(b",\"start_time\":\"");
+        self.write_time(&mut b, c.start_ns());
+        b.extend_from_slice(b"\",\"incomplete\":");
+        b.extend_from_slice(if c.incomplete { b"true" } else { b"false" });
+        b.extend_from_slice(b",\"owner\":");
+        put_owner(&mut b, c.owner.as_ref())?;
+        b.extend_from_slice(b",\"close\":");
+        match c.close {
+            Some(k) => {
+                b.push(b'"');
+                b.extend_from_slice(k.name().as_bytes());
+                b.push(b'"');
+            }
+            None => b.extend_from_slice(b"null"),
+        }
+        b.extend_from_slice(b",\"events\":[");
+        for (i, n) in c.notes.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(b"{\"kind\":\"");
+            b.extend_from_slice(n.kind.name().as_bytes());
+            b.extend_from_slice(b"\",\"ts_ns\":");
+            put_u64(&mut b, n.ts_ns);
+            b.extend_from_slice(b",\"state\":");
+            put_opt_state(&mut b, n.state);
+            put_errno(&mut b, n.kind, n.value)?;
+            b.extend_from_slice(b",\"value\":");
+            put_i64(&mut b, n.value.into());
+            b.push(b'}');
+        }
+        for (key, v) in [
+            (b"],\"events_dropped\":".as_slice(), c.notes_dropped),
+            (b",\"retransmits\":", c.retransmits),
+            (b",\"syn_retransmits\":", c.syn_retransmits),
+            (b",\"synack_retransmits\":", c.synack_retransmits),
+            (b",\"resets_sent\":", c.resets_sent),
+            (b",\"resets_received\":", c.resets_received),
+        ] {
+            b.extend_from_slice(key);
+            put_u64(&mut b, v.into());
+        }
+        b.extend_from_slice(b",\"error\":");
+        match c.error {
+            Some(e) => put_str(&mut b, &errno_name(e))?,
+            None => b.extend_from_slice(b"null"),
+        }
+        b.extend_from_slice(b",\"time_wait\":");
+        match c.time_wait {
+            Some(tw) => {
+                b.extend_from_slice(if tw.confirmed {
+                    b"{\"confirmed\":true,\"expires_ns\":"
+                } else {
+                    b"{\"confirmed\":false,\"expires_ns\":"
+                });
+                put_opt_u64(&mut b, tw.expires_ns);
+                b.push(b'}');
+            }
+            None => b.extend_from_slice(b"null"),
+        }
+        b.extend_from_slice(b",\"seen_from\":\"");
+        b.extend_from_slice(c.seen_from.name().as_bytes());
+        b.extend_from_slice(b"\"}\n");
         let r = self.out.write_all(&b);
         self.buf = b;
         r
@@ -676,6 +780,132 @@ fn hex16(b: &mut Vec<u8>, n: u64) {
     for i in (0..16).rev() {
         b.push(DIGITS[((n >> (i * 4)) & 0xf) as usize]);
     }
+}
+
+// ---- Hand-written JSON pieces. Each writes what serde_json writes for the same value. ----
+
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn put_i64(b: &mut Vec<u8>, v: i64) {
+    b.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn put_opt_u64(b: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => put_u64(b, v),
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+fn put_opt_state(b: &mut Vec<u8>, s: Option<TcpState>) {
+    match s {
+        Some(s) => {
+            b.push(b'"');
+            b.extend_from_slice(s.name().as_bytes());
+            b.push(b'"');
+        }
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+/// `"0x…"`: a socket address as [`SockAddr`]'s `Display` writes it.
+fn put_sock(b: &mut Vec<u8>, s: SockAddr) {
+    b.extend_from_slice(b"\"0x");
+    hex16(b, s.0);
+    b.push(b'"');
+}
+
+/// Bytes a JSON string may hold as they are: printable ASCII but `"` and `\\`.
+fn plain(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
+}
+
+/// `s` as a JSON string. The common case (plain ASCII) is copied; anything else goes
+/// through serde_json's escaping.
+fn put_str(b: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    if plain(s.as_bytes()) {
+        b.push(b'"');
+        b.extend_from_slice(s.as_bytes());
+        b.push(b'"');
+        Ok(())
+    } else {
+        Ok(serde_json::to_writer(b, s)?)
+    }
+}
+
+/// A task name as a JSON string ([`Comm::as_str`], without building a string when it is
+/// plain ASCII, as nearly every one is).
+fn put_comm(b: &mut Vec<u8>, c: &Comm) -> io::Result<()> {
+    let end = c.0.iter().position(|&x| x == 0).unwrap_or(c.0.len());
+    let bytes = &c.0[..end];
+    if plain(bytes) {
+        b.push(b'"');
+        b.extend_from_slice(bytes);
+        b.push(b'"');
+        Ok(())
+    } else {
+        put_str(b, &c.as_str())
+    }
+}
+
+fn put_owner(b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
+    let Some(o) = owner else {
+        b.extend_from_slice(b"null");
+        return Ok(());
+    };
+    b.extend_from_slice(b"{\"pid\":");
+    put_u64(b, o.pid.into());
+    b.extend_from_slice(b",\"comm\":");
+    put_comm(b, &o.comm)?;
+    b.extend_from_slice(b",\"uid\":");
+    put_u64(b, o.uid.into());
+    b.extend_from_slice(b",\"cgroup_id\":");
+    put_u64(b, o.cgroup_id);
+    b.extend_from_slice(b",\"source\":\"");
+    b.extend_from_slice(match o.source {
+        OwnerSource::Event => b"event".as_slice(),
+        OwnerSource::Inherited => b"inherited",
+        OwnerSource::Procfs => b"procfs",
+    });
+    b.extend_from_slice(b"\"}");
+    Ok(())
+}
+
+/// `,"family":…,"saddr":…,"sport":…,"daddr":…,"dport":…`
+fn put_tuple(
+    b: &mut Vec<u8>,
+    family: Option<Family>,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+) -> io::Result<()> {
+    b.extend_from_slice(match family {
+        Some(Family::Ipv4) => b",\"family\":\"ipv4\",\"saddr\":\"".as_slice(),
+        Some(Family::Ipv6) => b",\"family\":\"ipv6\",\"saddr\":\"",
+        None => b",\"family\":null,\"saddr\":\"",
+    });
+    ip(b, saddr)?;
+    b.extend_from_slice(b"\",\"sport\":");
+    put_u64(b, sport.into());
+    b.extend_from_slice(b",\"daddr\":\"");
+    ip(b, daddr)?;
+    b.extend_from_slice(b"\",\"dport\":");
+    put_u64(b, dport.into());
+    Ok(())
+}
+
+/// `,"errno":"…"` for error reports (skipped otherwise, as serde skips `None`).
+fn put_errno(b: &mut Vec<u8>, kind: ContextKind, value: i32) -> io::Result<()> {
+    if let Some(e) = errno_of(kind, value) {
+        b.extend_from_slice(b",\"errno\":");
+        put_str(b, &e)?;
+    }
+    Ok(())
 }
 
 /// An address as its `Display` writes it; IPv4 without the formatting machinery.
@@ -721,6 +951,7 @@ struct TransitionJson<'a> {
     expires_ns: Option<u64>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct EventJson<'a> {
     #[serde(rename = "type")]
@@ -745,6 +976,7 @@ struct EventJson<'a> {
     owner: Option<&'a Owner>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct NoteJson {
     kind: ContextKind,
@@ -755,6 +987,7 @@ struct NoteJson {
     value: i32,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct ConnectionJson<'a> {
     #[serde(rename = "type")]
@@ -881,19 +1114,10 @@ impl<W: Write> Json<W> {
         };
         self.emit(&rec)
     }
-}
 
-impl<W: Write> Sink for Json<W> {
-    fn transition(
-        &mut self,
-        t: &Transition,
-        in_old_ns: Option<u64>,
-        owner: Option<&Owner>,
-    ) -> io::Result<()> {
-        self.fast_transition(t, in_old_ns, owner)
-    }
-
-    fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+    /// The serde reference of [`Self::fast_event`].
+    #[cfg(test)]
+    fn serde_event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
         let rec = EventJson {
             ty: "event",
             kind: c.kind,
@@ -917,32 +1141,9 @@ impl<W: Write> Sink for Json<W> {
         self.emit(&rec)
     }
 
-    fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
-        let rec = TransitionJson {
-            ty: "transition",
-            time: self.time(d.ts_ns),
-            ts_ns: d.ts_ns,
-            sock: d.sock,
-            family: d.family,
-            saddr: d.saddr,
-            sport: d.sport,
-            daddr: d.daddr,
-            dport: d.dport,
-            old: d.old,
-            new: d.new,
-            in_old_ns: d.in_old_ns,
-            pid: None,
-            tid: None,
-            comm: None,
-            cpu: None,
-            owner: d.owner.as_ref(),
-            source: "sock_diag",
-            expires_ns: d.expires_ns,
-        };
-        self.emit(&rec)
-    }
-
-    fn connection(&mut self, c: &Conn) -> io::Result<()> {
+    /// The serde reference of [`Self::fast_connection`].
+    #[cfg(test)]
+    fn serde_connection(&mut self, c: &Conn) -> io::Result<()> {
         let rec = ConnectionJson {
             ty: "connection",
             sock: c.sock,
@@ -983,6 +1184,50 @@ impl<W: Write> Sink for Json<W> {
             seen_from: c.seen_from,
         };
         self.emit(&rec)
+    }
+}
+
+impl<W: Write> Sink for Json<W> {
+    fn transition(
+        &mut self,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> io::Result<()> {
+        self.fast_transition(t, in_old_ns, owner)
+    }
+
+    fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        self.fast_event(c, owner)
+    }
+
+    fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        let rec = TransitionJson {
+            ty: "transition",
+            time: self.time(d.ts_ns),
+            ts_ns: d.ts_ns,
+            sock: d.sock,
+            family: d.family,
+            saddr: d.saddr,
+            sport: d.sport,
+            daddr: d.daddr,
+            dport: d.dport,
+            old: d.old,
+            new: d.new,
+            in_old_ns: d.in_old_ns,
+            pid: None,
+            tid: None,
+            comm: None,
+            cpu: None,
+            owner: d.owner.as_ref(),
+            source: "sock_diag",
+            expires_ns: d.expires_ns,
+        };
+        self.emit(&rec)
+    }
+
+    fn connection(&mut self, c: &Conn) -> io::Result<()> {
+        self.fast_connection(c)
     }
 
     fn stuck(&mut self, r: &StuckReport) -> io::Result<()> {
@@ -1066,7 +1311,7 @@ mod tests {
 
     const OFFSET: i128 = 1_700_000_000_000_000_000;
 
-    fn client() -> (Vec<(Transition, Option<u64>)>, Conn) {
+    pub(super) fn client() -> (Vec<(Transition, Option<u64>)>, Conn) {
         let mut t = Table::new();
         let evs = [
             tr(0xffff_8881_0000_1000, 1_000, Close, SynSent, 0, 8080),
@@ -1467,6 +1712,90 @@ mod time_tests {
             fast.transition(t, in_old, o).unwrap();
             let mut slow = Json::new(Vec::new(), clock);
             slow.serde_transition(t, in_old, o).unwrap();
+            assert_eq!(
+                String::from_utf8(fast.out).unwrap(),
+                String::from_utf8(slow.out).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn the_hand_written_event_and_connection_records_are_serdes_byte_for_byte() {
+        use crate::table::tests::ctx;
+        let clock = WallClock::fixed(1_795_475_125_841_852_172);
+        let owner = Owner {
+            pid: 42,
+            comm: Comm(*b"we\"ird\\\xff\n\0\0\0\0\0\0\0"),
+            uid: 1000,
+            cgroup_id: 1 << 40,
+            source: OwnerSource::Procfs,
+        };
+        let mut events = [
+            ctx(Some(0x10), 1, ContextKind::Destroy, None, 0),
+            ctx(None, 999_999_999, ContextKind::Error, None, 111),
+            ctx(
+                Some(7),
+                5,
+                ContextKind::SendReset,
+                Some(TcpState::Established),
+                -3,
+            ),
+            ctx(None, 6, ContextKind::Error, None, 100_000),
+        ];
+        events[1].family = None;
+        events[2].family = Some(Family::Ipv6);
+        events[2].saddr = "fd00::1".parse().unwrap();
+        events[2].daddr = "::ffff:10.0.0.1".parse().unwrap();
+        events[3].task.comm = owner.comm;
+        for (c, o) in events.iter().zip([None, Some(&owner), None, Some(&owner)]) {
+            let mut fast = Json::new(Vec::new(), clock);
+            fast.event(c, o).unwrap();
+            let mut slow = Json::new(Vec::new(), clock);
+            slow.serde_event(c, o).unwrap();
+            assert_eq!(
+                String::from_utf8(fast.out).unwrap(),
+                String::from_utf8(slow.out).unwrap()
+            );
+        }
+
+        let plain = super::tests::client().1;
+        let mut full = plain.clone();
+        full.owner = Some(owner);
+        full.close = Some(CloseClass::OrphanTimeout);
+        full.incomplete = true;
+        full.entered_ns[2] = None;
+        full.error = Some(104);
+        full.time_wait = Some(TimeWait {
+            confirmed: true,
+            expires_ns: Some(60_000_000_000),
+        });
+        full.notes = events
+            .iter()
+            .map(|e| Note {
+                kind: e.kind,
+                ts_ns: e.ts_ns,
+                state: e.state,
+                value: e.value,
+            })
+            .collect();
+        full.notes_dropped = 3;
+        full.retransmits = 1;
+        full.resets_received = 2;
+        full.seen_from = SeenFrom::Dump;
+        full.family = Family::Ipv6;
+        full.saddr = "::1".parse().unwrap();
+        let mut unconfirmed = plain.clone();
+        unconfirmed.time_wait = Some(TimeWait {
+            confirmed: false,
+            expires_ns: None,
+        });
+        unconfirmed.states.truncate(1);
+        unconfirmed.entered_ns.truncate(1);
+        for c in [&plain, &full, &unconfirmed] {
+            let mut fast = Json::new(Vec::new(), clock);
+            fast.connection(c).unwrap();
+            let mut slow = Json::new(Vec::new(), clock);
+            slow.serde_connection(c).unwrap();
             assert_eq!(
                 String::from_utf8(fast.out).unwrap(),
                 String::from_utf8(slow.out).unwrap()

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::TracePoint,
 };
 use tokio::io::unix::AsyncFd;
@@ -22,6 +22,7 @@ use crate::{
     decode::Family,
     filter::{Filter, comm_key},
     format::{self, Choice},
+    ring::Ring,
 };
 
 /// The eBPF object built by `tracer/build.rs` (aya-build), embedded at compile time.
@@ -57,7 +58,7 @@ pub struct Totals {
 pub struct Live {
     /// Owns the program and its link: dropping it detaches the program.
     ebpf: Option<Ebpf>,
-    pub ring: AsyncFd<RingBuf<MapData>>,
+    pub ring: AsyncFd<Ring>,
     counters: PerCpuArray<MapData, Counters>,
     /// Duplicates of the programs' fds, so their counters stay readable after detaching.
     prog_fds: Vec<OwnedFd>,
@@ -234,9 +235,14 @@ impl Live {
             }
         }
 
-        let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
-        // SAFETY: the RingBuf owns its fd and the AsyncFd owns the RingBuf, so the fd stays open
-        // for as long as it is registered.
+        let ring = match ebpf.take_map(names::EVENTS).context("EVENTS map missing")? {
+            aya::maps::Map::RingBuf(m) => m,
+            _ => bail!("the EVENTS map is not a ring buffer"),
+        };
+        let ring = Ring::new(ring, opts.ring_bytes as usize)
+            .map_err(|e| anyhow!("mapping the ring buffer: {e}"))?;
+        // SAFETY: the Ring owns the map's fd and the AsyncFd owns the Ring, so the fd stays
+        // open for as long as it is registered.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
         let counters = PerCpuArray::try_from(

@@ -220,6 +220,15 @@ pub enum SeenFrom {
     Dump,
 }
 
+impl SeenFrom {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Events => "events",
+            Self::Dump => "dump",
+        }
+    }
+}
+
 /// Stuck reports of a socket in its current state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StuckTrack {
@@ -361,13 +370,14 @@ impl Conn {
 
     /// Time spent in each state but the last; `None` where the entry time is unknown.
     pub fn durations_ns(&self) -> Vec<Option<u64>> {
+        self.durations().collect()
+    }
+
+    /// [`Self::durations_ns`] without collecting them.
+    pub fn durations(&self) -> impl Iterator<Item = Option<u64>> + '_ {
         self.entered_ns
             .windows(2)
-            .map(|w| match (w[0], w[1]) {
-                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-                _ => None,
-            })
-            .collect()
+            .map(|w| Some(w[1]?.saturating_sub(w[0]?)))
     }
 
     pub fn lifetime_ns(&self) -> u64 {
