@@ -194,7 +194,7 @@ pub struct Args {
 
     /// Most connections followed at once; beyond it the least recently active are dropped
     /// (reported as incomplete connection records and counted at exit). Bounds memory
-    /// (about 500 bytes a connection).
+    /// (about 400 bytes a socket).
     #[arg(global = true, long, value_name = "N", default_value_t = crate::table::DEFAULT_MAX_CONNS, value_parser = parse_max_conns)]
     pub max_connections: usize,
 

@@ -152,7 +152,9 @@ fn remote_column(c: &Conn) -> Column {
 /// One row per state change and context event of `c`, on `side`.
 fn rows_of(c: &Conn, side: Side, out: &mut Vec<(u64, Side, Step)>) {
     for i in 1..c.states.len() {
-        let Some(ts) = c.entered_ns[i] else { continue };
+        let Some(ts) = c.entered_ns.get(i) else {
+            continue;
+        };
         out.push((
             ts,
             side,

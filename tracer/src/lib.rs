@@ -381,7 +381,7 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         for c in expired {
-            self.connection(c)?;
+            self.connection(*c)?;
         }
         Ok(())
     }
@@ -465,8 +465,8 @@ impl<S: Sink> Pipeline<S> {
     /// At exit: one last TIME_WAIT lookup, then every record still held back.
     pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
         self.settle(now_ns.saturating_add(crate::table::TIME_WAIT_WAIT_NS / 2))?;
-        for c in self.table.flush() {
-            self.connection(c)?;
+        for c in self.table.expire(u64::MAX) {
+            self.connection(*c)?;
         }
         if let Some(p) = &mut self.pairer {
             for pair in p.flush() {
