@@ -269,11 +269,11 @@ impl TimeWaitTracker {
     /// whole socket hash table (every namespace's sockets, however few match), so its cost
     /// grows with the host's socket count, not with ours: at 50 ms intervals under churn it
     /// cost 15 % of the reader's CPU here. So the interval follows the last dump's own
-    /// duration (at most ~2.5 % of the time in dumps), between 200 ms and 900 ms: every
+    /// duration (at most ~1 % of the time in dumps), between 200 ms and 900 ms: every
     /// closed record waits up to [`crate::table::TIME_WAIT_WAIT_NS`] (1.5 s) for its lookup,
     /// which leaves it at least one lookup even at the longest interval.
     fn min_interval_ns(&self) -> u64 {
-        let mut ns = self.last_dump_cost_ns.saturating_mul(40);
+        let mut ns = self.last_dump_cost_ns.saturating_mul(100);
         if self.last_size > 10_000 {
             // A TIME_WAIT storm of our own makes each reply large too.
             ns = ns.max(900_000_000);

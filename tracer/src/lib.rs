@@ -50,6 +50,8 @@ const COUNTER_INTERVAL: Duration = Duration::from_millis(250);
 /// live loader and a recording feed it the same way.
 pub struct Pipeline<S: Sink> {
     pub table: Table,
+    /// `settle` looks for records to release from this time on ([`table::EXPIRE_EVERY_NS`]).
+    next_expire_ns: u64,
     pub sink: S,
     pub transitions: u64,
     pub events: u64,
@@ -57,6 +59,9 @@ pub struct Pipeline<S: Sink> {
     pub decode_errors: u64,
     /// TIME_WAIT from sock_diag; `None` with --no-timewait (or after it failed).
     pub time_wait: Option<TimeWaitTracker>,
+    /// Live, without TIME_WAIT lookups: closed records must not wait for one (1.5 s each
+    /// before this was set). A replay leaves it off: its lookups are in the recording.
+    pub no_time_wait_lookups: bool,
     /// Owners from sock_diag + /proc for sockets without a process-context event.
     pub owners: Option<OwnerResolver>,
     /// What to show (`--state`; the other filters ran in the kernel).
@@ -121,6 +126,8 @@ impl<S: Sink> Pipeline<S> {
             recorder: None,
             unsettled: false,
             closing_seen: 0,
+            next_expire_ns: 0,
+            no_time_wait_lookups: false,
         }
     }
 
@@ -357,10 +364,21 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         let learned = match &mut self.time_wait {
-            None => Vec::new(),
+            None => {
+                if self.no_time_wait_lookups {
+                    // Nobody will look these up: they are done waiting (a fact, so a replay
+                    // releases them at the same moment).
+                    let pending: Vec<_> = self.table.time_wait_pending().collect();
+                    for p in pending {
+                        self.table.set_time_wait(p.sock, p.tuple, None);
+                    }
+                }
+                Vec::new()
+            }
             Some(tw) => tw.poll(now_ns, &mut self.table).unwrap_or_else(|e| {
                 eprintln!("tracer: TIME_WAIT lookups via sock_diag stopped: {e}");
                 self.time_wait = None;
+                self.no_time_wait_lookups = true;
                 Vec::new()
             }),
         };
@@ -372,7 +390,12 @@ impl<S: Sink> Pipeline<S> {
         for d in &learned {
             self.diag(d)?;
         }
-        let expired = self.table.expire(now_ns);
+        let expired = if now_ns >= self.next_expire_ns {
+            self.next_expire_ns = now_ns.saturating_add(table::EXPIRE_EVERY_NS);
+            self.table.expire(now_ns)
+        } else {
+            Vec::new()
+        };
         if self.recorder.is_some() && (self.unsettled || facts || !expired.is_empty()) {
             self.unsettled = false;
             if let Some(r) = &mut self.recorder {
@@ -741,6 +764,7 @@ async fn trace<S: Sink>(
             }
         };
     }
+    pipe.no_time_wait_lookups = pipe.time_wait.is_none();
     if let Some(ns) = pipe.stuck_ns {
         match enrich::seed(&mut pipe.table, &opts.filter, monotonic_ns()) {
             Ok(n) => eprintln!(

@@ -1581,6 +1581,31 @@ fn losses_are_counted_captured_plus_lost_is_what_the_kernel_emitted() {
 
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn without_time_wait_lookups_an_active_closer_is_reported_at_once() {
+    // With lookups, an active closer's record waits (up to 1.5 s) for sock_diag to confirm
+    // its TIME_WAIT. Without them it must not wait for a lookup nobody makes.
+    let (listener, addr) = bound(false);
+    let t = Tracer::start(&[
+        "-o",
+        "json",
+        "--no-timewait",
+        "-p",
+        &addr.port().to_string(),
+    ]);
+    let cport = one_connection(listener, addr, FirstCloser::Client);
+    let closed = Instant::now();
+    t.wait_json(1, |v| v["type"] == "connection" && v["sport"] == cport);
+    let waited = closed.elapsed();
+    let (status, _, err) = t.stop();
+    assert!(status.success(), "{err:?}");
+    assert!(
+        waited < Duration::from_millis(700),
+        "the client's record came {waited:?} after its close"
+    );
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn a_small_ring_wraps_many_times_without_garbling_a_record() {
     // A 16 KiB ring holds about 136 events: 200 connections go round it about 18 times, and
     // every lap has one record straddling the end (tracer maps the data pages once and joins
