@@ -181,6 +181,11 @@ pub struct Text<W: Write> {
     color: bool,
     timelines: bool,
     header_done: bool,
+    /// The line being written (reused: no allocation per row).
+    line: Vec<u8>,
+    /// The last wall-clock second shown, as local `HH:MM:SS` (time zones are looked up once
+    /// a second, not once a row).
+    second: std::cell::RefCell<(i64, String)>,
 }
 
 impl<W: Write> Text<W> {
@@ -191,6 +196,8 @@ impl<W: Write> Text<W> {
             color,
             timelines,
             header_done: false,
+            line: Vec::with_capacity(256),
+            second: std::cell::RefCell::new((i64::MIN, String::new())),
         }
     }
 
@@ -230,22 +237,100 @@ impl<W: Write> Text<W> {
         local: (IpAddr, u16),
         remote: (IpAddr, u16),
     ) -> String {
-        let time = self
-            .clock
-            .utc(ts_ns)
-            .with_timezone(&Local)
-            .format("%H:%M:%S%.6f");
-        let sock = sock.map_or_else(|| "-".to_string(), |s| s.to_string());
-        let (pid, comm) = match (owner, on_cpu) {
-            (Some(o), _) => (o.pid.to_string(), o.comm.as_str().into_owned()),
-            (None, Some((pid, comm))) => (pid.to_string(), format!("*{}", comm.as_str())),
-            (None, None) => ("-".into(), "-".into()),
-        };
-        format!(
-            "{time} {sock:<18} {pid:<7} {comm:<16} {local:<ADDR_W$} {remote:<ADDR_W$}",
-            local = endpoint(local.0, local.1),
-            remote = endpoint(remote.0, remote.1),
-        )
+        let mut b = Vec::with_capacity(128);
+        self.write_prefix(&mut b, ts_ns, sock, owner, on_cpu, local, remote);
+        // Only UTF-8 is written.
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// [`Self::prefix`] appended to `b`, without formatting machinery: a row per event.
+    #[allow(clippy::too_many_arguments)]
+    fn write_prefix(
+        &self,
+        b: &mut Vec<u8>,
+        ts_ns: u64,
+        sock: Option<SockAddr>,
+        owner: Option<&Owner>,
+        on_cpu: Option<(u32, &Comm)>,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) {
+        // Local `%H:%M:%S%.6f`: the second from chrono when it changes, then microseconds.
+        let wall = i64::try_from(self.clock.offset_ns() + i128::from(ts_ns)).unwrap_or(i64::MAX);
+        let (sec, nanos) = (
+            wall.div_euclid(1_000_000_000),
+            wall.rem_euclid(1_000_000_000),
+        );
+        {
+            let mut cache = self.second.borrow_mut();
+            if cache.0 != sec {
+                let t = self.clock.utc(ts_ns).with_timezone(&Local);
+                *cache = (sec, t.format("%H:%M:%S").to_string());
+            }
+            b.extend_from_slice(cache.1.as_bytes());
+        }
+        b.push(b'.');
+        let mut digits = [b'0'; 6];
+        let mut n = nanos / 1_000;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        b.extend_from_slice(&digits);
+        b.push(b' ');
+        let start = b.len();
+        match sock {
+            Some(s) => {
+                b.extend_from_slice(b"0x");
+                hex16(b, s.0);
+            }
+            None => b.push(b'-'),
+        }
+        pad(b, start, 18);
+        b.push(b' ');
+        let start = b.len();
+        match (owner, on_cpu) {
+            (Some(o), _) => {
+                put_u64(b, o.pid.into());
+                pad(b, start, 7);
+                b.push(b' ');
+                let start = b.len();
+                b.extend_from_slice(o.comm.as_str().as_bytes());
+                pad(b, start, 16);
+            }
+            (None, Some((pid, comm))) => {
+                put_u64(b, pid.into());
+                pad(b, start, 7);
+                b.push(b' ');
+                let start = b.len();
+                b.push(b'*');
+                b.extend_from_slice(comm.as_str().as_bytes());
+                pad(b, start, 16);
+            }
+            (None, None) => {
+                b.push(b'-');
+                pad(b, start, 7);
+                b.extend_from_slice(b" -");
+                pad(b, start + 8, 16);
+            }
+        }
+        for (addr, port) in [local, remote] {
+            b.push(b' ');
+            let start = b.len();
+            match addr {
+                IpAddr::V4(_) => {
+                    let _ = ip(b, addr);
+                }
+                IpAddr::V6(_) => {
+                    b.push(b'[');
+                    let _ = ip(b, addr);
+                    b.push(b']');
+                }
+            }
+            b.push(b':');
+            put_u64(b, port.into());
+            pad(b, start, ADDR_W);
+        }
     }
 
     fn state_pair(&self, old: TcpState, new: TcpState) -> String {
@@ -271,7 +356,10 @@ impl<W: Write> Sink for Text<W> {
         owner: Option<&Owner>,
     ) -> io::Result<()> {
         self.header()?;
-        let prefix = self.prefix(
+        let mut b = std::mem::take(&mut self.line);
+        b.clear();
+        self.write_prefix(
+            &mut b,
             t.ts_ns,
             Some(t.sock),
             owner,
@@ -279,9 +367,25 @@ impl<W: Write> Sink for Text<W> {
             (t.saddr, t.sport),
             (t.daddr, t.dport),
         );
-        let pair = self.state_pair(t.old, t.new);
-        let in_old = in_old_ns.map_or_else(|| "-".to_string(), human_ns);
-        writeln!(self.out, "{prefix} {pair} {in_old}")
+        b.push(b' ');
+        if self.color {
+            b.extend_from_slice(self.state_pair(t.old, t.new).as_bytes());
+        } else {
+            let start = b.len();
+            b.extend_from_slice(t.old.name().as_bytes());
+            b.extend_from_slice(b" -> ");
+            b.extend_from_slice(t.new.name().as_bytes());
+            pad(&mut b, start, 28);
+        }
+        b.push(b' ');
+        match in_old_ns {
+            Some(ns) => b.extend_from_slice(human_ns(ns).as_bytes()),
+            None => b.push(b'-'),
+        }
+        b.push(b'\n');
+        let r = self.out.write_all(&b);
+        self.line = b;
+        r
     }
 
     fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
@@ -812,6 +916,18 @@ impl<W: Write> Json<W> {
         // Only ASCII is written.
         String::from_utf8_lossy(&b).into_owned()
     }
+}
+
+/// Spaces after what was written since `start`, up to `width` characters (as `{:<width}`
+/// pads: by characters, not bytes).
+fn pad(b: &mut Vec<u8>, start: usize, width: usize) {
+    let written = &b[start..];
+    let chars = if written.is_ascii() {
+        written.len()
+    } else {
+        String::from_utf8_lossy(written).chars().count()
+    };
+    b.resize(b.len() + width.saturating_sub(chars), b' ');
 }
 
 /// `n` as 16 lowercase hex digits.
@@ -1852,6 +1968,87 @@ mod time_tests {
             );
             assert_eq!(fast, slow);
         }
+    }
+
+    /// The text row as it was written with `format!` (the reference for the hand-written one).
+    fn reference_row(
+        clock: WallClock,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> String {
+        let time = clock
+            .utc(t.ts_ns)
+            .with_timezone(&Local)
+            .format("%H:%M:%S%.6f");
+        let sock = t.sock.to_string();
+        let (pid, comm) = match owner {
+            Some(o) => (o.pid.to_string(), o.comm.as_str().into_owned()),
+            None => (t.task.pid.to_string(), format!("*{}", t.task.comm.as_str())),
+        };
+        let prefix = format!(
+            "{time} {sock:<18} {pid:<7} {comm:<16} {local:<ADDR_W$} {remote:<ADDR_W$}",
+            local = endpoint(t.saddr, t.sport),
+            remote = endpoint(t.daddr, t.dport),
+        );
+        let width = t.old.name().len() + 4 + t.new.name().len();
+        let pair = format!(
+            "{} -> {}{}",
+            t.old.name(),
+            t.new.name(),
+            " ".repeat(28usize.saturating_sub(width))
+        );
+        let in_old = in_old_ns.map_or_else(|| "-".to_string(), human_ns);
+        format!("{prefix} {pair} {in_old}\n")
+    }
+
+    #[test]
+    fn the_hand_written_text_row_is_the_formatted_one() {
+        use crate::table::tests::tr;
+        let clock = WallClock::fixed(1_795_475_125_841_852_172);
+        let owner = Owner {
+            pid: 42,
+            comm: Comm(*b"\xc3\xa9t\xc3\xa9\xff-long-nam\0"),
+            uid: 0,
+            cgroup_id: 0,
+            source: OwnerSource::Event,
+        };
+        let mut v6 = tr(
+            u64::MAX,
+            1_597_174_506_244,
+            TcpState::SynSent,
+            TcpState::Established,
+            5,
+            80,
+        );
+        v6.family = Family::Ipv6;
+        v6.saddr = "2001:db8:1234:5678:9abc:def0:1234:5678".parse().unwrap();
+        v6.daddr = "::1".parse().unwrap();
+        v6.task.comm = owner.comm;
+        let v4 = tr(
+            1,
+            999_999_999,
+            TcpState::NewSynRecv,
+            TcpState::Established,
+            0,
+            65535,
+        );
+        let mut sink = Text::new(Vec::new(), clock, false, true);
+        sink.header_done = true;
+        let mut want = String::new();
+        for (i, ts) in [0u64, 999, 1_000, 999_999_999, 1_000_000_001, 61_000_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            for (t, o) in [(&v4, None), (&v6, Some(&owner)), (&v6, None)] {
+                let mut t = *t;
+                t.ts_ns += ts * 7;
+                let in_old = (i % 3 != 0).then_some(ts);
+                sink.transition(&t, in_old, o).unwrap();
+                want.push_str(&reference_row(clock, &t, in_old, o));
+            }
+        }
+        assert_eq!(String::from_utf8(sink.out).unwrap(), want);
     }
 
     #[test]
