@@ -70,6 +70,8 @@ pub mod kind {
 pub mod names {
     /// Ring buffer carrying [`super::Event`]s.
     pub const EVENTS: &str = "EVENTS";
+    /// `tcp_destroy_sock` with direct loads, for the layout [`super::CtxLayout::DESTROY_FAST`].
+    pub const DESTROY_FAST_PROGRAM: &str = "tcp_destroy_sock_fast";
     /// Per-CPU [`super::Counters`], one entry per program, indexed by its kind.
     pub const COUNTERS: &str = "COUNTERS";
     /// Ports (`u16` → [`super::PORT_LOCAL`] | [`super::PORT_REMOTE`]) for `--port`,
@@ -360,6 +362,27 @@ pub struct CtxLayout {
 const _: () = assert!(core::mem::size_of::<CtxLayout>() == 56);
 
 impl CtxLayout {
+    /// `tcp:tcp_destroy_sock` as every kernel since 5.10 lays it out (skaddr, sport, dport,
+    /// family, saddr[4], daddr[4], saddr_v6[16], daddr_v6[16], sock_cookie): the loader
+    /// attaches [`names::DESTROY_FAST_PROGRAM`] (direct loads at these constant offsets)
+    /// when the running kernel's format gives exactly this, the generic program otherwise.
+    pub const DESTROY_FAST: Self = Self {
+        skaddr: 8,
+        state: ABSENT,
+        value: ABSENT,
+        family: 20,
+        sport: 16,
+        dport: 18,
+        saddr: 22,
+        daddr: 26,
+        saddr_v6: 30,
+        daddr_v6: 46,
+        protocol: ABSENT,
+        sockaddr: 0,
+        enabled: 1,
+        _pad: 0,
+    };
+
     pub const NONE: Self = Self {
         skaddr: ABSENT,
         state: ABSENT,

@@ -114,6 +114,18 @@ macro_rules! bump {
 trait Record {
     /// Reads a `T` at byte offset `off` of the record; `Err` if it could not be read.
     fn read<T: Copy>(&self, off: u32) -> Result<T, ()>;
+
+    /// The 4 bytes at `off` as a `u32` in memory order, `off` only 2-byte aligned.
+    #[inline(always)]
+    fn read_u32_at2(&self, off: u32) -> Result<u32, ()> {
+        self.read(off)
+    }
+
+    /// The 8 bytes at `off` as a `u64` in memory order, `off` only 2-byte aligned.
+    #[inline(always)]
+    fn read_u64_at2(&self, off: u32) -> Result<u64, ()> {
+        self.read(off)
+    }
 }
 
 /// Direct loads; `off` must be a compile-time constant once inlined (verifier rule).
@@ -123,10 +135,40 @@ impl Record for Direct {
     #[inline(always)]
     fn read<T: Copy>(&self, off: u32) -> Result<T, ()> {
         // SAFETY: the pointer is the tracepoint context and every offset used with `Direct`
-        // is a constant from `tracer_common::layout`, which the loader checked against the
-        // kernel's `format` file before choosing this program; the verifier re-checks the
-        // access against the record size. Volatile keeps it one load of exactly `T`.
+        // is a constant from `tracer_common` (`FAST_LAYOUT`, `CtxLayout::DESTROY_FAST`),
+        // which the loader checked against the kernel's `format` file before choosing the
+        // program; the verifier re-checks the access against the record size. Volatile keeps
+        // it one load of exactly `T`.
         Ok(unsafe { core::ptr::read_volatile(self.0.add(off as usize).cast::<T>()) })
+    }
+
+    // The verifier refuses a context load not aligned to its own size, and some records
+    // (tcp_destroy_sock's addresses, at 22, 26, 30, 46) are only 2-byte aligned: read them
+    // as u16 words, put together in memory order.
+    #[inline(always)]
+    fn read_u32_at2(&self, off: u32) -> Result<u32, ()> {
+        let (a, b) = (
+            u32::from(self.read::<u16>(off)?),
+            u32::from(self.read::<u16>(off + 2)?),
+        );
+        Ok(if cfg!(target_endian = "big") {
+            (a << 16) | b
+        } else {
+            a | (b << 16)
+        })
+    }
+
+    #[inline(always)]
+    fn read_u64_at2(&self, off: u32) -> Result<u64, ()> {
+        let (a, b) = (
+            u64::from(self.read_u32_at2(off)?),
+            u64::from(self.read_u32_at2(off + 4)?),
+        );
+        Ok(if cfg!(target_endian = "big") {
+            (a << 32) | b
+        } else {
+            a | (b << 32)
+        })
     }
 }
 
@@ -480,7 +522,7 @@ context_program!(
 
 /// Reads an optional field: `Ok(None)` when the tracepoint has no such field.
 #[inline(always)]
-fn opt<T: Copy>(rec: &Probe, off: i32) -> Result<Option<T>, ()> {
+fn opt<T: Copy>(rec: &impl Record, off: i32) -> Result<Option<T>, ()> {
     if off < 0 {
         Ok(None)
     } else {
@@ -488,8 +530,27 @@ fn opt<T: Copy>(rec: &Probe, off: i32) -> Result<Option<T>, ()> {
     }
 }
 
+/// `tcp_destroy_sock` with direct loads at the constant offsets of
+/// [`CtxLayout::DESTROY_FAST`]: it runs for every socket freed, and the generic program's
+/// `bpf_probe_read_kernel` per field made it cost more than a transition.
+#[tracepoint(category = "tcp", name = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock_fast(ctx: TracePointContext) -> u32 {
+    context_with(
+        &ctx,
+        &Direct(ctx.as_ptr().cast()),
+        &CtxLayout::DESTROY_FAST,
+        kind::DESTROY_SOCK,
+    );
+    0
+}
+
 #[inline(always)]
 fn context(ctx: &TracePointContext, l: &CtxLayout, kind: u32) {
+    context_with(ctx, &Probe(ctx.as_ptr().cast()), l, kind);
+}
+
+#[inline(always)]
+fn context_with<R: Record>(ctx: &TracePointContext, rec: &R, l: &CtxLayout, kind: u32) {
     if l.enabled == 0 {
         return;
     }
@@ -497,7 +558,7 @@ fn context(ctx: &TracePointContext, l: &CtxLayout, kind: u32) {
         return;
     };
     bump!(c, context_seen);
-    if context_fill(&Probe(ctx.as_ptr().cast()), l, kind, c).is_err() {
+    if context_fill(rec, l, kind, c).is_err() {
         bump!(c, lost_read_error);
         debug!(
             ctx,
@@ -507,7 +568,7 @@ fn context(ctx: &TracePointContext, l: &CtxLayout, kind: u32) {
 }
 
 #[inline(always)]
-fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32, c: *mut Counters) -> Result<(), ()> {
+fn context_fill<R: Record>(rec: &R, l: &CtxLayout, kind: u32, c: *mut Counters) -> Result<(), ()> {
     if let Some(p) = opt::<u16>(rec, l.protocol)?
         && p != IPPROTO_TCP
     {
@@ -538,12 +599,12 @@ fn context_fill(rec: &Probe, l: &CtxLayout, kind: u32, c: *mut Counters) -> Resu
         sport = opt::<u16>(rec, l.sport)?.unwrap_or(0);
         dport = opt::<u16>(rec, l.dport)?.unwrap_or(0);
         if family == AF_INET && l.saddr >= 0 && l.daddr >= 0 {
-            saddr = [v4_word(opt::<u32>(rec, l.saddr)?.unwrap_or(0)), 0];
-            daddr = [v4_word(opt::<u32>(rec, l.daddr)?.unwrap_or(0)), 0];
+            saddr = [v4_word(rec.read_u32_at2(l.saddr as u32)?), 0];
+            daddr = [v4_word(rec.read_u32_at2(l.daddr as u32)?), 0];
         } else if l.saddr_v6 >= 0 && l.daddr_v6 >= 0 {
             let (s, d) = (l.saddr_v6 as u32, l.daddr_v6 as u32);
-            saddr = [rec.read::<u64>(s)?, rec.read::<u64>(s + 8)?];
-            daddr = [rec.read::<u64>(d)?, rec.read::<u64>(d + 8)?];
+            saddr = [rec.read_u64_at2(s)?, rec.read_u64_at2(s + 8)?];
+            daddr = [rec.read_u64_at2(d)?, rec.read_u64_at2(d + 8)?];
         } else {
             saddr = [0, 0];
             daddr = [0, 0];

@@ -367,6 +367,10 @@ mod tests {
             assert_eq!(l.skaddr, 8, "{f}");
             assert_eq!(l.enabled, 1);
         }
+        // The direct-load program's constant layout is this kernel's, field for field.
+        let l =
+            ctx_layout(&parse(&fixture("linux-6.18-tcp_destroy_sock.format")).unwrap()).unwrap();
+        assert_eq!(l, tracer_common::CtxLayout::DESTROY_FAST);
     }
 
     #[test]

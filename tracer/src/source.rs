@@ -14,8 +14,8 @@ use aya::{
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    AF_INET, AF_INET6, AddrKey, Config, Counters, NetnsOffsets, OWNER_CGROUP, OWNER_COMM,
-    OWNER_PID, names,
+    AF_INET, AF_INET6, AddrKey, Config, Counters, CtxLayout, NetnsOffsets, OWNER_CGROUP,
+    OWNER_COMM, OWNER_PID, names,
 };
 
 use crate::{
@@ -217,7 +217,17 @@ impl Live {
         ];
 
         let mut context_programs = Vec::new();
-        for (prog_name, category, name, _, _) in &ctx_layouts {
+        for (prog_name, category, name, _, l) in &ctx_layouts {
+            // tcp_destroy_sock runs for every socket freed: direct loads where its layout is
+            // the one every kernel since 5.10 has (checked field by field).
+            let prog_name = if *name == "tcp_destroy_sock"
+                && *l == CtxLayout::DESTROY_FAST
+                && !opts.force_portable
+            {
+                names::DESTROY_FAST_PROGRAM
+            } else {
+                prog_name
+            };
             let attached = (|| -> anyhow::Result<()> {
                 let p: &mut TracePoint = ebpf
                     .program_mut(prog_name)

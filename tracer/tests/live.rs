@@ -1581,6 +1581,53 @@ fn losses_are_counted_captured_plus_lost_is_what_the_kernel_emitted() {
 
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn destroy_events_carry_the_sockets_tuple_with_both_programs() {
+    // tcp_destroy_sock is read by direct loads (2-byte-aligned addresses put together from
+    // u16 words) where the layout is the known one, by bpf_probe_read_kernel otherwise
+    // (`--force-portable`): both must give every socket's own tuple.
+    for extra in [&[][..], &["--force-portable"][..]] {
+        for v6 in [false, true] {
+            let (listener, addr) = bound(v6);
+            let port = addr.port().to_string();
+            let mut args = vec!["-o", "json", "--no-timewait", "-p", &port];
+            args.extend_from_slice(extra);
+            let t = Tracer::start(&args);
+            let cport = one_connection(listener, addr, FirstCloser::Client);
+            t.wait_json(3, |v| v["type"] == "event" && v["kind"] == "destroy");
+            let (status, out, err) = t.stop();
+            assert!(status.success(), "{err:?}");
+            let ip = addr.ip().to_string();
+            let destroys: Vec<(String, u64, String, u64)> = out
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|v| v["type"] == "event" && v["kind"] == "destroy")
+                .map(|v| {
+                    (
+                        v["saddr"].as_str().unwrap().to_string(),
+                        v["sport"].as_u64().unwrap(),
+                        v["daddr"].as_str().unwrap().to_string(),
+                        v["dport"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            let (p, c) = (u64::from(addr.port()), u64::from(cport));
+            let any = if v6 { "::" } else { "0.0.0.0" }.to_string();
+            for want in [
+                (ip.clone(), c, ip.clone(), p),
+                (ip.clone(), p, ip.clone(), c),
+                (ip.clone(), p, any, 0),
+            ] {
+                assert!(
+                    destroys.contains(&want),
+                    "{extra:?} v6={v6}: no destroy event {want:?} in {destroys:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn without_time_wait_lookups_an_active_closer_is_reported_at_once() {
     // With lookups, an active closer's record waits (up to 1.5 s) for sock_diag to confirm
     // its TIME_WAIT. Without them it must not wait for a lookup nobody makes.
