@@ -31,9 +31,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, AddrKey, Config, Counters, CtxLayout, Event, FAST_LAYOUT, IPPROTO_TCP, KOwner,
-    NetnsOffsets, OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE, RuntimeLayout,
-    in_owner_context, kind, tcp,
+    AF_INET, AF_INET6, AddrKey, Config, Counters, CtxLayout, Event, FAST_LAYOUT, IPPROTO_TCP,
+    KOwner, NetnsOffsets, OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE,
+    RuntimeLayout, in_owner_context, kind, tcp,
 };
 
 /// Bytes one event takes in the ring buffer: its 8-byte header and the record (a multiple
@@ -451,6 +451,16 @@ fn emit(cfg: &Config, f: &Fields, c: *mut Counters) {
     entry.submit(u64::from(flags));
 }
 
+/// The IPv4 address (as read from memory, for [`v4_word`]) of a v4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) held as two words in memory order.
+#[inline(always)]
+fn v4_mapped(a: &[u64; 2]) -> Option<u32> {
+    // SAFETY: two u64 words are 16 plain bytes, in memory order.
+    let b = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(*a) };
+    let mapped = b[..10].iter().all(|&x| x == 0) && b[10] == 0xff && b[11] == 0xff;
+    mapped.then(|| u32::from_ne_bytes([b[12], b[13], b[14], b[15]]))
+}
+
 /// The 8-byte word whose memory holds the 4 address bytes of `v` (as read from the record)
 /// followed by zeros.
 #[inline(always)]
@@ -574,7 +584,7 @@ fn context_fill<R: Record>(rec: &R, l: &CtxLayout, kind: u32, c: *mut Counters) 
     {
         return Ok(());
     }
-    let (family, sport, dport, saddr, daddr);
+    let (mut family, sport, dport, saddr, daddr);
     if l.sockaddr != 0 {
         // struct sockaddr_in / sockaddr_in6 in a 28-byte array (tcp_send_reset, 6.10+).
         let (s, d) = (l.saddr, l.daddr);
@@ -603,8 +613,20 @@ fn context_fill<R: Record>(rec: &R, l: &CtxLayout, kind: u32, c: *mut Counters) 
             daddr = [v4_word(rec.read_u32_at2(l.daddr as u32)?), 0];
         } else if l.saddr_v6 >= 0 && l.daddr_v6 >= 0 {
             let (s, d) = (l.saddr_v6 as u32, l.daddr_v6 as u32);
-            saddr = [rec.read_u64_at2(s)?, rec.read_u64_at2(s + 8)?];
-            daddr = [rec.read_u64_at2(d)?, rec.read_u64_at2(d + 8)?];
+            let s6 = [rec.read_u64_at2(s)?, rec.read_u64_at2(s + 8)?];
+            let d6 = [rec.read_u64_at2(d)?, rec.read_u64_at2(d + 8)?];
+            (family, saddr, daddr) = if l.family < 0 {
+                // No `family` field (the tcp_* events of older kernels, e.g. 5.10): the kernel stores an
+                // IPv4 socket's addresses v4-mapped in the v6 fields. Without this the event
+                // had no family (dropped by -4/-6) and its addresses showed as 0.0.0.0.
+                match (v4_mapped(&s6), v4_mapped(&d6)) {
+                    (Some(s4), Some(d4)) => (AF_INET, [v4_word(s4), 0], [v4_word(d4), 0]),
+                    _ if s6 != [0, 0] || d6 != [0, 0] => (AF_INET6, s6, d6),
+                    _ => (family, s6, d6),
+                }
+            } else {
+                (family, s6, d6)
+            };
         } else {
             saddr = [0, 0];
             daddr = [0, 0];

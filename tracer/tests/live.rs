@@ -1698,13 +1698,22 @@ fn a_small_ring_wraps_many_times_without_garbling_a_record() {
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(of_type(&records, "lost").is_empty(), "{err:?}");
-    assert_eq!(of_type(&records, "transition").len(), 10 * n + 2);
+    // Paced so the reader keeps up here; under emulation (vm-test) it may not: then every
+    // missing event must be reported lost, and the timelines it cut marked incomplete.
+    let lost: usize = of_type(&records, "lost")
+        .iter()
+        .map(|l| l["count"].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(
+        of_type(&records, "transition").len() + lost,
+        10 * n + 2,
+        "{err:?}"
+    );
     let conns = of_type(&records, "connection");
-    let states = |role: &str| -> Vec<Value> {
+    let complete = |role: &str| -> Vec<Value> {
         conns
             .iter()
-            .filter(|c| c["role"] == role)
+            .filter(|c| c["role"] == role && c["incomplete"] == false)
             .map(|c| c["states"].clone())
             .collect()
     };
@@ -1724,8 +1733,15 @@ fn a_small_ring_wraps_many_times_without_garbling_a_record() {
         "LAST_ACK",
         "CLOSE"
     ]);
-    assert_eq!(states("client"), vec![client; n]);
-    assert_eq!(states("server"), vec![server; n]);
+    // A garbled record would break a timeline: every complete one is exact.
+    let (clients, servers) = (complete("client"), complete("server"));
+    assert!(clients.iter().all(|s| *s == client), "{clients:?}");
+    assert!(servers.iter().all(|s| *s == server), "{servers:?}");
+    if lost == 0 {
+        assert_eq!((clients.len(), servers.len()), (n, n));
+    } else {
+        assert!(clients.len() + servers.len() > n, "{err:?}");
+    }
 }
 
 /// Ids of the BPF programs a process holds (from /proc/PID/fdinfo: `prog_id:`).
