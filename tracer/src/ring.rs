@@ -130,10 +130,16 @@ impl Ring {
     pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<usize> {
         let mut n = 0;
         let mut published = self.pos;
+        // The producer position is read again only when we catch up with it: the kernel
+        // writes it on every reservation, and reading it per record would pull its cache line
+        // away from the producing CPU each time (as writing ours did).
+        let mut prod = self.producer_pos().load(Ordering::Acquire);
         let result = loop {
-            let prod = self.producer_pos().load(Ordering::Acquire);
             if self.pos == prod {
-                break Ok(());
+                prod = self.producer_pos().load(Ordering::Acquire);
+                if self.pos == prod {
+                    break Ok(());
+                }
             }
             let off = self.pos & self.mask;
             // SAFETY: `off` < size and records and the size are multiples of 8, so the
@@ -186,7 +192,7 @@ impl Ring {
                 }
                 n += 1;
             }
-            self.pos += (HEADER + len).next_multiple_of(8);
+            self.pos = self.pos.wrapping_add((HEADER + len).next_multiple_of(8));
             if self.pos.wrapping_sub(published) >= PUBLISH_BYTES {
                 self.consumer_pos().store(self.pos, Ordering::Release);
                 published = self.pos;
