@@ -1518,7 +1518,8 @@ impl Drop for TracefsCount {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn losses_are_counted_captured_plus_lost_is_what_the_kernel_emitted() {
-    // A 4 KiB ring buffer (about 36 events) read once a second, and a burst of connections:
+    // A 4 KiB ring buffer (about 34 events) and a burst of connections while the tracer is
+    // stopped (SIGSTOP: its reader is fast enough to keep up with a 4 KiB ring otherwise):
     // most events cannot be handed over, and every one of them must be counted.
     let (listener, addr) = bound(false);
     let port = addr.port();
@@ -1537,13 +1538,40 @@ fn losses_are_counted_captured_plus_lost_is_what_the_kernel_emitted() {
     ]);
     listener.listen(128).unwrap();
     let listener: std::net::TcpListener = listener.into();
+    // Connections open across the gap: their handshakes are seen, their first close steps
+    // are lost, their last ones seen again: timelines with a hole, to be marked incomplete.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let c = TcpStream::connect(addr).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        open.push((c, s));
+    }
+    thread::sleep(Duration::from_millis(1200));
     let n = 300;
+    // No child may hold these sockets while they close (see FORK).
+    let no_fork = FORK
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(t.child.id() as i32, libc::SIGSTOP) };
     for _ in 0..n {
         let c = TcpStream::connect(addr).unwrap();
         let (s, _) = listener.accept().unwrap();
         drop(c);
         drop(s);
     }
+    for (c, _) in &open {
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(t.child.id() as i32, libc::SIGCONT) };
+    // The reader polls once a second: let it empty the ring before the last steps.
+    thread::sleep(Duration::from_millis(1500));
+    for (c, s) in open {
+        drop(s);
+        drop(c);
+    }
+    drop(no_fork);
     drop(listener);
     thread::sleep(Duration::from_millis(1500));
     let (status, out, err) = t.stop();
