@@ -390,13 +390,16 @@ impl<S: Sink> Pipeline<S> {
         for d in &learned {
             self.diag(d)?;
         }
-        let expired = if now_ns >= self.next_expire_ns {
+        // Every run of `expire` is a settle line in a recording, and nothing else moves
+        // `next_expire_ns`, so a replay skips and runs exactly where this run did.
+        let run_expire = now_ns >= self.next_expire_ns && self.table.holds_closed();
+        let expired = if run_expire {
             self.next_expire_ns = now_ns.saturating_add(table::EXPIRE_EVERY_NS);
             self.table.expire(now_ns)
         } else {
             Vec::new()
         };
-        if self.recorder.is_some() && (self.unsettled || facts || !expired.is_empty()) {
+        if self.recorder.is_some() && (self.unsettled || facts || run_expire) {
             self.unsettled = false;
             if let Some(r) = &mut self.recorder {
                 r.line(&record::Line::Settle { ts_ns: now_ns })

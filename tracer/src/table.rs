@@ -775,6 +775,11 @@ impl Table {
             && self.seeded.is_empty()
     }
 
+    /// Closed records are held back (for late events or a TIME_WAIT lookup).
+    pub fn holds_closed(&self) -> bool {
+        !self.closing.is_empty() || !self.displaced.is_empty()
+    }
+
     /// Open sockets (not yet at CLOSE).
     pub fn len(&self) -> usize {
         self.conns.len()
