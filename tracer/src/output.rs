@@ -6,16 +6,17 @@ use std::{
     net::IpAddr,
 };
 
-#[cfg(test)]
-use crate::table::CloseClass;
 use anstyle::{AnsiColor, Style};
 use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
 use crate::{
-    decode::{Comm, Context, ContextKind, Family, SockAddr, TcpState, Transition, errno_name},
+    decode::{
+        Comm, Context, ContextKind, Family, SockAddr, Task, TcpState, Transition, errno_name,
+    },
     table::{
-        Conn, Note, Owner, OwnerSource, Role, SeenFrom, StuckGroup, StuckReport, TimeWait, Unstuck,
+        CloseClass, Conn, Note, Owner, OwnerSource, Role, SeenFrom, StuckGroup, StuckReport,
+        TimeWait, Unstuck,
     },
 };
 
@@ -71,6 +72,49 @@ impl WallClock {
     pub fn utc(&self, mono_ns: u64) -> DateTime<Utc> {
         let ns = i64::try_from(self.offset_ns + i128::from(mono_ns)).unwrap_or(i64::MAX);
         DateTime::from_timestamp_nanos(ns)
+    }
+}
+
+/// The last wall-clock second a sink formatted: formatting a date (and looking up the time
+/// zone) costs more than the rest of a record, and records come many per second.
+struct SecondCache(std::cell::RefCell<(i64, String)>);
+
+impl SecondCache {
+    fn new() -> Self {
+        Self(std::cell::RefCell::new((i64::MIN, String::new())))
+    }
+
+    /// Appends the second holding `ts_ns` as `format` writes it (run only when the second
+    /// changes) and returns the nanoseconds within that second.
+    fn write(
+        &self,
+        b: &mut Vec<u8>,
+        clock: &WallClock,
+        ts_ns: u64,
+        format: impl FnOnce(DateTime<Utc>) -> String,
+    ) -> u64 {
+        // The wall time in ns, as `WallClock::utc` computes it.
+        let wall = i64::try_from(clock.offset_ns() + i128::from(ts_ns)).unwrap_or(i64::MAX);
+        let (sec, nanos) = (
+            wall.div_euclid(1_000_000_000),
+            wall.rem_euclid(1_000_000_000),
+        );
+        let mut cache = self.0.borrow_mut();
+        if cache.0 != sec {
+            *cache = (sec, format(clock.utc(ts_ns)));
+        }
+        b.extend_from_slice(cache.1.as_bytes());
+        nanos as u64
+    }
+}
+
+/// `n` in exactly `width` decimal digits, zero-padded (its low digits if longer).
+fn put_zero_padded(b: &mut Vec<u8>, mut n: u64, width: usize) {
+    let start = b.len();
+    b.resize(start + width, b'0');
+    for d in b[start..].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -183,9 +227,8 @@ pub struct Text<W: Write> {
     header_done: bool,
     /// The line being written (reused: no allocation per row).
     line: Vec<u8>,
-    /// The last wall-clock second shown, as local `HH:MM:SS` (time zones are looked up once
-    /// a second, not once a row).
-    second: std::cell::RefCell<(i64, String)>,
+    /// The last wall-clock second shown, as local `HH:MM:SS`.
+    second: SecondCache,
 }
 
 impl<W: Write> Text<W> {
@@ -197,7 +240,7 @@ impl<W: Write> Text<W> {
             timelines,
             header_done: false,
             line: Vec::with_capacity(256),
-            second: std::cell::RefCell::new((i64::MIN, String::new())),
+            second: SecondCache::new(),
         }
     }
 
@@ -255,28 +298,12 @@ impl<W: Write> Text<W> {
         local: (IpAddr, u16),
         remote: (IpAddr, u16),
     ) {
-        // Local `%H:%M:%S%.6f`: the second from chrono when it changes, then microseconds.
-        let wall = i64::try_from(self.clock.offset_ns() + i128::from(ts_ns)).unwrap_or(i64::MAX);
-        let (sec, nanos) = (
-            wall.div_euclid(1_000_000_000),
-            wall.rem_euclid(1_000_000_000),
-        );
-        {
-            let mut cache = self.second.borrow_mut();
-            if cache.0 != sec {
-                let t = self.clock.utc(ts_ns).with_timezone(&Local);
-                *cache = (sec, t.format("%H:%M:%S").to_string());
-            }
-            b.extend_from_slice(cache.1.as_bytes());
-        }
+        // Local `%H:%M:%S%.6f`.
+        let nanos = self.second.write(b, &self.clock, ts_ns, |t| {
+            t.with_timezone(&Local).format("%H:%M:%S").to_string()
+        });
         b.push(b'.');
-        let mut digits = [b'0'; 6];
-        let mut n = nanos / 1_000;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        b.extend_from_slice(&digits);
+        put_zero_padded(b, nanos / 1_000, 6);
         b.push(b' ');
         let start = b.len();
         match sock {
@@ -288,32 +315,28 @@ impl<W: Write> Text<W> {
         }
         pad(b, start, 18);
         b.push(b' ');
+        // PID and COMM: the owner's, else `*` and the task on the CPU, else `-`.
+        let who = match (owner, on_cpu) {
+            (Some(o), _) => Some((o.pid, "", &o.comm)),
+            (None, Some((pid, comm))) => Some((pid, "*", comm)),
+            (None, None) => None,
+        };
         let start = b.len();
-        match (owner, on_cpu) {
-            (Some(o), _) => {
-                put_u64(b, o.pid.into());
-                pad(b, start, 7);
-                b.push(b' ');
-                let start = b.len();
-                b.extend_from_slice(o.comm.as_str().as_bytes());
-                pad(b, start, 16);
-            }
-            (None, Some((pid, comm))) => {
-                put_u64(b, pid.into());
-                pad(b, start, 7);
-                b.push(b' ');
-                let start = b.len();
-                b.push(b'*');
-                b.extend_from_slice(comm.as_str().as_bytes());
-                pad(b, start, 16);
-            }
-            (None, None) => {
-                b.push(b'-');
-                pad(b, start, 7);
-                b.extend_from_slice(b" -");
-                pad(b, start + 8, 16);
-            }
+        match who {
+            Some((pid, _, _)) => put_u64(b, pid.into()),
+            None => b.push(b'-'),
         }
+        pad(b, start, 7);
+        b.push(b' ');
+        let start = b.len();
+        match who {
+            Some((_, mark, comm)) => {
+                b.extend_from_slice(mark.as_bytes());
+                b.extend_from_slice(comm.as_str().as_bytes());
+            }
+            None => b.push(b'-'),
+        }
+        pad(b, start, 16);
         for (addr, port) in [local, remote] {
             b.push(b' ');
             let start = b.len();
@@ -646,9 +669,8 @@ pub struct Json<W: Write> {
     /// Records not yet written: each is formatted straight into it, and it goes to `out`
     /// in chunks of [`JSON_CHUNK`] (one copy less than a record buffer plus a `BufWriter`).
     buf: Vec<u8>,
-    /// The last second formatted (`2026-11-23T22:01:09`): formatting a date per event costs
-    /// more than the rest of the record, and events come many per second.
-    second: std::cell::RefCell<(i64, String)>,
+    /// The last second formatted (`2026-11-23T22:01:09`).
+    second: SecondCache,
 }
 
 impl<W: Write> Json<W> {
@@ -657,7 +679,7 @@ impl<W: Write> Json<W> {
             out,
             clock,
             buf: Vec::with_capacity(JSON_CHUNK + 4096),
-            second: std::cell::RefCell::new((i64::MIN, String::new())),
+            second: SecondCache::new(),
         }
     }
 
@@ -733,16 +755,7 @@ impl<W: Write> Json<W> {
             b.extend_from_slice(t.new.name().as_bytes());
             b.extend_from_slice(b"\",\"in_old_ns\":");
             put_opt_u64(b, in_old_ns);
-            b.extend_from_slice(b",\"pid\":");
-            put_u64(b, t.task.pid.into());
-            b.extend_from_slice(b",\"tid\":");
-            put_u64(b, t.task.tid.into());
-            b.extend_from_slice(b",\"comm\":");
-            put_comm(b, &t.task.comm)?;
-            b.extend_from_slice(b",\"cpu\":");
-            put_u64(b, t.cpu.into());
-            b.extend_from_slice(b",\"owner\":");
-            put_owner(b, owner)?;
+            put_task(b, &t.task, t.cpu, owner)?;
             b.extend_from_slice(b",\"source\":\"tracepoint\"}\n");
             Ok(())
         })
@@ -765,20 +778,11 @@ impl<W: Write> Json<W> {
             }
             put_tuple(b, c.family, c.saddr, c.sport, c.daddr, c.dport)?;
             b.extend_from_slice(b",\"state\":");
-            put_opt_state(b, c.state);
+            put_opt_name(b, c.state.map(TcpState::name));
             put_errno(b, c.kind, c.value)?;
             b.extend_from_slice(b",\"value\":");
             put_i64(b, c.value.into());
-            b.extend_from_slice(b",\"pid\":");
-            put_u64(b, c.task.pid.into());
-            b.extend_from_slice(b",\"tid\":");
-            put_u64(b, c.task.tid.into());
-            b.extend_from_slice(b",\"comm\":");
-            put_comm(b, &c.task.comm)?;
-            b.extend_from_slice(b",\"cpu\":");
-            put_u64(b, c.cpu.into());
-            b.extend_from_slice(b",\"owner\":");
-            put_owner(b, owner)?;
+            put_task(b, &c.task, c.cpu, owner)?;
             b.extend_from_slice(b"}\n");
             Ok(())
         })
@@ -798,9 +802,7 @@ impl<W: Write> Json<W> {
                 if i > 0 {
                     b.push(b',');
                 }
-                b.push(b'"');
-                b.extend_from_slice(s.name().as_bytes());
-                b.push(b'"');
+                put_name(b, s.name());
             }
             b.extend_from_slice(b"],\"durations_ns\":[");
             for (i, d) in c.durations().enumerate() {
@@ -822,14 +824,7 @@ impl<W: Write> Json<W> {
             b.extend_from_slice(b",\"owner\":");
             put_owner(b, c.owner.as_ref())?;
             b.extend_from_slice(b",\"close\":");
-            match c.close {
-                Some(k) => {
-                    b.push(b'"');
-                    b.extend_from_slice(k.name().as_bytes());
-                    b.push(b'"');
-                }
-                None => b.extend_from_slice(b"null"),
-            }
+            put_opt_name(b, c.close.map(CloseClass::name));
             b.extend_from_slice(b",\"events\":[");
             for (i, n) in c.notes.iter().enumerate() {
                 if i > 0 {
@@ -840,7 +835,7 @@ impl<W: Write> Json<W> {
                 b.extend_from_slice(b"\",\"ts_ns\":");
                 put_u64(b, n.ts_ns);
                 b.extend_from_slice(b",\"state\":");
-                put_opt_state(b, n.state);
+                put_opt_name(b, n.state.map(TcpState::name));
                 put_errno(b, n.kind, n.value)?;
                 b.extend_from_slice(b",\"value\":");
                 put_i64(b, n.value.into());
@@ -884,28 +879,11 @@ impl<W: Write> Json<W> {
 
     /// [`Self::time`] appended to `b` without allocating.
     fn write_time(&self, b: &mut Vec<u8>, ts_ns: u64) {
-        // The wall time in ns, as `WallClock::utc` computes it; within the cached second only
-        // the nanoseconds are new, and no calendar arithmetic is needed.
-        let wall = i64::try_from(self.clock.offset_ns() + i128::from(ts_ns)).unwrap_or(i64::MAX);
-        let (sec, nanos) = (
-            wall.div_euclid(1_000_000_000),
-            wall.rem_euclid(1_000_000_000),
-        );
-        let mut cache = self.second.borrow_mut();
-        if cache.0 != sec {
-            let t = self.clock.utc(ts_ns);
-            *cache = (sec, t.format("%Y-%m-%dT%H:%M:%S").to_string());
-        }
-        b.extend_from_slice(cache.1.as_bytes());
-        // `.` and nine digits, zero-padded, then `Z`.
-        let mut digits = [b'0'; 9];
-        let mut n = nanos as u64;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
+        let nanos = self.second.write(b, &self.clock, ts_ns, |t| {
+            t.format("%Y-%m-%dT%H:%M:%S").to_string()
+        });
         b.push(b'.');
-        b.extend_from_slice(&digits);
+        put_zero_padded(b, nanos, 9);
         b.push(b'Z');
     }
 
@@ -955,13 +933,17 @@ fn put_opt_u64(b: &mut Vec<u8>, v: Option<u64>) {
     }
 }
 
-fn put_opt_state(b: &mut Vec<u8>, s: Option<TcpState>) {
-    match s {
-        Some(s) => {
-            b.push(b'"');
-            b.extend_from_slice(s.name().as_bytes());
-            b.push(b'"');
-        }
+/// `s` between quotes, as is: a name of ours (a state, a kind, a class) or a string already
+/// found [`plain`], which JSON needs no escapes for.
+fn put_name(b: &mut Vec<u8>, name: &str) {
+    b.push(b'"');
+    b.extend_from_slice(name.as_bytes());
+    b.push(b'"');
+}
+
+fn put_opt_name(b: &mut Vec<u8>, name: Option<&str>) {
+    match name {
+        Some(n) => put_name(b, n),
         None => b.extend_from_slice(b"null"),
     }
 }
@@ -984,9 +966,7 @@ fn plain(bytes: &[u8]) -> bool {
 /// through serde_json's escaping.
 fn put_str(b: &mut Vec<u8>, s: &str) -> io::Result<()> {
     if plain(s.as_bytes()) {
-        b.push(b'"');
-        b.extend_from_slice(s.as_bytes());
-        b.push(b'"');
+        put_name(b, s);
         Ok(())
     } else {
         Ok(serde_json::to_writer(b, s)?)
@@ -997,14 +977,9 @@ fn put_str(b: &mut Vec<u8>, s: &str) -> io::Result<()> {
 /// plain ASCII, as nearly every one is).
 fn put_comm(b: &mut Vec<u8>, c: &Comm) -> io::Result<()> {
     let end = c.0.iter().position(|&x| x == 0).unwrap_or(c.0.len());
-    let bytes = &c.0[..end];
-    if plain(bytes) {
-        b.push(b'"');
-        b.extend_from_slice(bytes);
-        b.push(b'"');
-        Ok(())
-    } else {
-        put_str(b, &c.as_str())
+    match std::str::from_utf8(&c.0[..end]) {
+        Ok(s) => put_str(b, s),
+        Err(_) => put_str(b, &c.as_str()),
     }
 }
 
@@ -1029,6 +1004,20 @@ fn put_owner(b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
     });
     b.extend_from_slice(b"\"}");
     Ok(())
+}
+
+/// `,"pid":…,"tid":…,"comm":…,"cpu":…,"owner":…`: the task on the CPU and the owner.
+fn put_task(b: &mut Vec<u8>, task: &Task, cpu: u32, owner: Option<&Owner>) -> io::Result<()> {
+    b.extend_from_slice(b",\"pid\":");
+    put_u64(b, task.pid.into());
+    b.extend_from_slice(b",\"tid\":");
+    put_u64(b, task.tid.into());
+    b.extend_from_slice(b",\"comm\":");
+    put_comm(b, &task.comm)?;
+    b.extend_from_slice(b",\"cpu\":");
+    put_u64(b, cpu.into());
+    b.extend_from_slice(b",\"owner\":");
+    put_owner(b, owner)
 }
 
 /// `,"family":…,"saddr":…,"sport":…,"daddr":…,"dport":…`

@@ -225,6 +225,17 @@ fn one_connection(listener: Socket, addr: SocketAddr, first: FirstCloser) -> u16
     cport
 }
 
+/// How a client's and an accepted socket's timelines begin, and how the side that closes
+/// first (active) and second (passive) end.
+const CLIENT_OPEN: [&str; 2] = ["CLOSE", "SYN_SENT"];
+const SERVER_OPEN: [&str; 2] = ["LISTEN", "SYN_RECV"];
+const ACTIVE_CLOSE: [&str; 4] = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"];
+const PASSIVE_CLOSE: [&str; 4] = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"];
+
+fn timeline(head: &[&str], tail: &[&str]) -> Vec<String> {
+    head.iter().chain(tail).map(|s| s.to_string()).collect()
+}
+
 fn states(v: &Value) -> Vec<String> {
     v["states"]
         .as_array()
@@ -315,17 +326,12 @@ fn assert_connection(v6: bool, first: FirstCloser, extra: &[&str]) {
     };
     let (client, server, listener) = (by_role("client"), by_role("server"), by_role("listener"));
 
-    let active = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"];
-    let passive = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"];
     let (c_tail, s_tail) = match first {
-        FirstCloser::Client => (active, passive),
-        FirstCloser::Server => (passive, active),
+        FirstCloser::Client => (ACTIVE_CLOSE, PASSIVE_CLOSE),
+        FirstCloser::Server => (PASSIVE_CLOSE, ACTIVE_CLOSE),
     };
-    let expect = |head: &[&str], tail: &[&str]| -> Vec<String> {
-        head.iter().chain(tail).map(|s| s.to_string()).collect()
-    };
-    assert_eq!(states(client), expect(&["CLOSE", "SYN_SENT"], &c_tail));
-    assert_eq!(states(server), expect(&["LISTEN", "SYN_RECV"], &s_tail));
+    assert_eq!(states(client), timeline(&CLIENT_OPEN, &c_tail));
+    assert_eq!(states(server), timeline(&SERVER_OPEN, &s_tail));
     assert_eq!(states(listener), ["CLOSE", "LISTEN", "CLOSE"]);
 
     // The 4-tuple, filled in as it became known.
@@ -1738,29 +1744,15 @@ fn a_small_ring_wraps_many_times_without_garbling_a_record() {
         "{err:?}"
     );
     let conns = of_type(&records, "connection");
-    let complete = |role: &str| -> Vec<Value> {
+    let complete = |role: &str| -> Vec<Vec<String>> {
         conns
             .iter()
             .filter(|c| c["role"] == role && c["incomplete"] == false)
-            .map(|c| c["states"].clone())
+            .map(|c| states(c))
             .collect()
     };
-    let client = serde_json::json!([
-        "CLOSE",
-        "SYN_SENT",
-        "ESTABLISHED",
-        "FIN_WAIT1",
-        "FIN_WAIT2",
-        "CLOSE"
-    ]);
-    let server = serde_json::json!([
-        "LISTEN",
-        "SYN_RECV",
-        "ESTABLISHED",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "CLOSE"
-    ]);
+    let client = timeline(&CLIENT_OPEN, &ACTIVE_CLOSE);
+    let server = timeline(&SERVER_OPEN, &PASSIVE_CLOSE);
     // A garbled record would break a timeline: every complete one is exact.
     let (clients, servers) = (complete("client"), complete("server"));
     assert!(clients.iter().all(|s| *s == client), "{clients:?}");
