@@ -78,6 +78,9 @@ pub enum Tool {
     Bpftrace,
     /// `perf record -e sock:inet_sock_set_state -a`.
     Perf,
+    /// `-o json` of the build given with `--compare`: an A/B of two builds in one run.
+    #[value(skip)]
+    CompareJson,
 }
 
 impl Tool {
@@ -92,13 +95,18 @@ impl Tool {
             Self::Bcc => "bcc tcpstates-bpfcc",
             Self::Bpftrace => "bpftrace",
             Self::Perf => "perf record",
+            Self::CompareJson => "tracer -o json [--compare]",
         }
     }
 
     fn is_tracer(self) -> bool {
         matches!(
             self,
-            Self::TracerJson | Self::TracerText | Self::TracerQuiet | Self::TracerJsonNoEvents
+            Self::TracerJson
+                | Self::TracerText
+                | Self::TracerQuiet
+                | Self::TracerJsonNoEvents
+                | Self::CompareJson
         )
     }
 
@@ -154,6 +162,11 @@ pub struct BenchArgs {
     /// The tracer binary (default: build it with `cargo build --release -p tracer`).
     #[arg(long)]
     pub tracer: Option<PathBuf>,
+    /// Another tracer build to run with `-o json` beside the others, interleaved with them
+    /// ("tracer -o json [--compare]"): an A/B of a change, measured in one run so the
+    /// machine's noise hits both alike.
+    #[arg(long, value_name = "TRACER")]
+    pub compare: Option<PathBuf>,
     /// Keep each run's output file in target/bench/runs/ (they can be hundreds of MB).
     #[arg(long)]
     pub keep_output: bool,
@@ -202,7 +215,13 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
     let tools: Vec<Tool> = if args.tools.is_empty() {
         Tool::ALL.to_vec()
     } else {
-        let mut t = args.tools.clone();
+        args.tools.clone()
+    };
+    let tools: Vec<Tool> = {
+        let mut t = tools;
+        if args.compare.is_some() {
+            t.push(Tool::CompareJson);
+        }
         t.sort();
         t.dedup();
         t
@@ -224,8 +243,18 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
     }
     ensure_tracefs()?;
     let _stats = BpfStats::enable()?;
+    let compare = match &args.compare {
+        Some(p) => {
+            let dst = out.join("tracer-compare");
+            fs::copy(p, &dst)
+                .with_context(|| format!("copying {} to {}", p.display(), dst.display()))?;
+            Some(dst)
+        }
+        None => None,
+    };
     let ctx = Ctx {
         tracer,
+        compare,
         runs_dir,
         keep_output: args.keep_output,
         family: args.family,
@@ -268,7 +297,12 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
             tools: tools
                 .iter()
                 .copied()
-                .filter(|t| matches!(t, Tool::Untraced | Tool::TracerJson | Tool::Tcpstates))
+                .filter(|t| {
+                    matches!(
+                        t,
+                        Tool::Untraced | Tool::TracerJson | Tool::CompareJson | Tool::Tcpstates
+                    )
+                })
                 .collect(),
             reps: 1,
         });
@@ -282,7 +316,7 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
             tools: tools
                 .iter()
                 .copied()
-                .filter(|t| matches!(t, Tool::Untraced | Tool::TracerJson))
+                .filter(|t| matches!(t, Tool::Untraced | Tool::TracerJson | Tool::CompareJson))
                 .collect(),
             reps: 1,
         });
@@ -544,6 +578,8 @@ pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result
 
 struct Ctx {
     tracer: Option<PathBuf>,
+    /// `--compare`: the second build.
+    compare: Option<PathBuf>,
     runs_dir: PathBuf,
     keep_output: bool,
     family: Family,
@@ -799,6 +835,12 @@ fn tool_command(ctx: &Ctx, tool: Tool, out: &Path) -> anyhow::Result<(Command, F
             c.arg("-q");
             c
         }
+        Tool::CompareJson => {
+            let bin = ctx.compare.as_ref().context("no --compare binary")?;
+            let mut c = Command::new(bin);
+            c.args(["--color", "never", "-o", "json"]);
+            c
+        }
         Tool::TracerJsonNoEvents => {
             let mut c = tracer()?;
             c.args(["-o", "json", "--no-events"]);
@@ -981,7 +1023,7 @@ fn count_output(
     };
     Ok(match tool {
         Tool::Untraced => (None, "", None),
-        Tool::TracerJson | Tool::TracerJsonNoEvents => {
+        Tool::TracerJson | Tool::TracerJsonNoEvents | Tool::CompareJson => {
             #[derive(Deserialize)]
             struct T {
                 sport: u16,
@@ -1589,13 +1631,41 @@ struct Summary {
     kernel_events: u64,
     lost_reported: Option<u64>,
     recursion_misses: Option<u64>,
-    prog_ns_per_run: Option<f64>,
+    prog_ns_per_run: Option<Spread>,
     all_progs_ns_per_event: Option<f64>,
-    cpu_s_per_m_events: Option<f64>,
+    cpu_s_per_m_events: Option<Spread>,
     peak_rss_kib: Option<u64>,
     startup_s: Option<f64>,
     max_lag_s: f64,
     captured_from: &'static str,
+}
+
+/// Mean, least and most of a figure over the runs: on a shared machine one slow run can
+/// move a mean a long way (the in-kernel time of one build measured 283–543 ns in six runs).
+#[derive(Clone, Copy, Debug, Serialize)]
+struct Spread {
+    mean: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(v: &[f64]) -> Option<Self> {
+        Some(Self {
+            mean: mean(v)?,
+            min: v.iter().copied().reduce(f64::min)?,
+            max: v.iter().copied().reduce(f64::max)?,
+        })
+    }
+
+    /// `mean (min–max)` with `p` decimals; the mean alone for a single run.
+    fn show(s: Option<Self>, p: usize) -> String {
+        match s {
+            None => "–".into(),
+            Some(s) if s.min == s.max => format!("{:.p$}", s.mean),
+            Some(s) => format!("{:.p$} ({:.p$}–{:.p$})", s.mean, s.min, s.max),
+        }
+    }
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -1619,9 +1689,10 @@ fn summarise(workloads: &[Workload], runs: &[RunResult]) -> Vec<Summary> {
             if rs.is_empty() {
                 continue;
             }
-            let f = |g: &dyn Fn(&RunResult) -> Option<f64>| {
-                mean(&rs.iter().filter_map(|r| g(r)).collect::<Vec<_>>())
+            let each = |g: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<f64> {
+                rs.iter().filter_map(|r| g(r)).collect()
             };
+            let f = |g: &dyn Fn(&RunResult) -> Option<f64>| mean(&each(g));
             let sum = |g: &dyn Fn(&RunResult) -> Option<u64>| {
                 rs.iter().map(|r| g(r)).sum::<Option<u64>>()
             };
@@ -1640,9 +1711,9 @@ fn summarise(workloads: &[Workload], runs: &[RunResult]) -> Vec<Summary> {
                 kernel_events: rs.iter().map(|r| r.kernel_events).sum(),
                 lost_reported: sum(&|r| r.lost_reported),
                 recursion_misses: sum(&|r| r.recursion_misses),
-                prog_ns_per_run: f(&|r| r.prog_ns_per_run),
+                prog_ns_per_run: Spread::of(&each(&|r| r.prog_ns_per_run)),
                 all_progs_ns_per_event: f(&|r| r.all_progs_ns_per_event),
-                cpu_s_per_m_events: f(&|r| r.cpu_s_per_m_events),
+                cpu_s_per_m_events: Spread::of(&each(&|r| r.cpu_s_per_m_events)),
                 peak_rss_kib: rs.iter().filter_map(|r| r.peak_rss_kib).max(),
                 startup_s: f(&|r| r.startup_s),
                 max_lag_s: rs.iter().map(|r| r.max_lag_s).fold(0.0, f64::max),
@@ -1691,9 +1762,9 @@ fn markdown(r: &Report) -> String {
                 .map_or_else(|| "–".into(), |v| v.to_string()),
             x.recursion_misses
                 .map_or_else(|| "–".into(), |v| v.to_string()),
-            o(x.prog_ns_per_run, 0),
+            Spread::show(x.prog_ns_per_run, 0),
             o(x.all_progs_ns_per_event, 0),
-            o(x.cpu_s_per_m_events, 3),
+            Spread::show(x.cpu_s_per_m_events, 2),
             o(x.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
             o(x.startup_s, 3),
         );
