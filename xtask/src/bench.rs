@@ -35,7 +35,7 @@ use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::loadgen::{self, Closer, Family};
+use crate::loadgen::{self, Family};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -139,16 +139,9 @@ pub struct BenchArgs {
     /// bpftrace, linux-perf).
     #[arg(long)]
     pub peers: bool,
-    /// Generator client threads (and as many server threads).
-    #[arg(short = 'c', long, default_value_t = 4)]
-    pub concurrency: usize,
-    #[arg(long, value_enum, default_value_t = Family::V4)]
-    pub family: Family,
-    #[arg(long, value_enum, default_value_t = Closer::Client)]
-    pub close: Closer,
-    /// Close with RSTs (SO_LINGER 0): 6 transitions per connection instead of 10.
-    #[arg(long)]
-    pub rst: bool,
+    /// The generator's connections (see `cargo xtask loadgen --help`).
+    #[command(flatten)]
+    pub shape: loadgen::Shape,
     /// Also a sustained workload at this many connections per second (untraced, tracer
     /// -o json and libbpf-tools tcpstates when selected; one run each).
     #[arg(long, value_name = "CONNS_PER_S")]
@@ -257,15 +250,12 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
         compare,
         runs_dir,
         keep_output: args.keep_output,
-        family: args.family,
+        family: args.shape.family,
     };
 
     let base = |conns: u64| loadgen::Args {
         conns,
-        concurrency: args.concurrency,
-        family: args.family,
-        close: args.close,
-        rst: args.rst,
+        shape: args.shape,
         port: listen_port(),
         rate: None,
         hold: None,
@@ -399,10 +389,7 @@ pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result
     ensure_tracefs()?;
     let gen_args = loadgen::Args {
         conns: args.conns,
-        concurrency: args.concurrency,
-        family: Family::V4,
-        close: Closer::Client,
-        rst: false,
+        shape: loadgen::Shape::plain(args.concurrency),
         port: listen_port(),
         rate: None,
         hold: None,

@@ -60,11 +60,10 @@ pub enum Closer {
     Server,
 }
 
-#[derive(clap::Args, Clone, Debug)]
-pub struct Args {
-    /// Connections to make (complete: handshake and close).
-    #[arg(short = 'n', long, default_value_t = 10_000)]
-    pub conns: u64,
+/// What each connection looks like and how many run at once: the options `loadgen` and
+/// `bench` share.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct Shape {
     /// Client threads (and as many server threads); blocking sockets.
     #[arg(short = 'c', long, default_value_t = 4)]
     pub concurrency: usize,
@@ -74,9 +73,31 @@ pub struct Args {
     /// Which side closes first.
     #[arg(long, value_enum, default_value_t = Closer::Client)]
     pub close: Closer,
-    /// Close with an RST (SO_LINGER 0) instead of a FIN.
+    /// Close with an RST (SO_LINGER 0) instead of a FIN: 6 transitions per connection
+    /// instead of 10.
     #[arg(long)]
     pub rst: bool,
+}
+
+impl Shape {
+    /// `concurrency` threads of plain IPv4 connections closed by the client with a FIN.
+    pub fn plain(concurrency: usize) -> Self {
+        Self {
+            concurrency,
+            family: Family::V4,
+            close: Closer::Client,
+            rst: false,
+        }
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Connections to make (complete: handshake and close).
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    pub conns: u64,
+    #[command(flatten)]
+    pub shape: Shape,
     /// First listener port (keep it outside the ephemeral range).
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
@@ -115,7 +136,7 @@ impl Args {
 
     /// Transitions the kernel emits for `conns` completed connections on these listeners.
     pub fn expected_transitions(&self, conns: u64) -> u64 {
-        let per_conn = if self.rst { 6 } else { 10 };
+        let per_conn = if self.shape.rst { 6 } else { 10 };
         per_conn * conns + 2 * self.listeners()
     }
 
@@ -125,14 +146,14 @@ impl Args {
             "--conns".into(),
             self.conns.to_string(),
             "--concurrency".into(),
-            self.concurrency.to_string(),
+            self.shape.concurrency.to_string(),
             "--family".into(),
-            match self.family {
+            match self.shape.family {
                 Family::V4 => "4".into(),
                 Family::V6 => "6".into(),
             },
             "--close".into(),
-            match self.close {
+            match self.shape.close {
                 Closer::Client => "client".into(),
                 Closer::Server => "server".into(),
             },
@@ -143,7 +164,7 @@ impl Args {
             "--progress".into(),
             self.progress.to_string(),
         ];
-        if self.rst {
+        if self.shape.rst {
             v.push("--rst".into());
         }
         if let Some(r) = self.rate {
@@ -185,7 +206,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     if args.conns == 0 || args.conns > MAX_CONNS {
         bail!("--conns must be 1..={MAX_CONNS}");
     }
-    if args.concurrency == 0 || args.concurrency > 256 {
+    if args.shape.concurrency == 0 || args.shape.concurrency > 256 {
         bail!("--concurrency must be 1..=256");
     }
     if let Some(r) = args.rate
@@ -359,7 +380,7 @@ struct Shared {
 }
 
 fn run(args: &Args) -> anyhow::Result<Report> {
-    let ip: IpAddr = match args.family {
+    let ip: IpAddr = match args.shape.family {
         Family::V4 => Ipv4Addr::LOCALHOST.into(),
         Family::V6 => Ipv6Addr::LOCALHOST.into(),
     };
@@ -377,7 +398,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         max_lag_us: AtomicU64::new(0),
         timed_out: AtomicBool::new(false),
     });
-    let c = args.concurrency;
+    let c = args.shape.concurrency;
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.max_secs);
 
@@ -497,7 +518,7 @@ fn client(
     start: Instant,
     deadline: Instant,
 ) {
-    let c = a.concurrency as u64;
+    let c = a.shape.concurrency as u64;
     let mut held = Vec::new();
     let mut j = t as u64;
     while j < a.conns {
@@ -522,8 +543,8 @@ fn client(
                 if a.hold.is_some() {
                     held.push(s);
                 } else {
-                    match a.close {
-                        Closer::Client => close_first(s, a.rst),
+                    match a.shape.close {
+                        Closer::Client => close_first(s, a.shape.rst),
                         Closer::Server => {
                             drain(&mut s);
                             drop(s);
@@ -546,8 +567,8 @@ fn client(
             thread::sleep(Duration::from_millis(5));
         }
         for mut s in held {
-            match a.close {
-                Closer::Client => close_first(s, a.rst),
+            match a.shape.close {
+                Closer::Client => close_first(s, a.shape.rst),
                 Closer::Server => {
                     drain(&mut s);
                     drop(s);
@@ -570,12 +591,12 @@ fn server(l: &TcpListener, sh: &Shared, a: &Args) {
                     held.push(s);
                     continue;
                 }
-                match a.close {
+                match a.shape.close {
                     Closer::Client => {
                         drain(&mut s);
                         drop(s);
                     }
-                    Closer::Server => close_first(s, a.rst),
+                    Closer::Server => close_first(s, a.shape.rst),
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -598,12 +619,12 @@ fn server(l: &TcpListener, sh: &Shared, a: &Args) {
             thread::sleep(Duration::from_millis(5));
         }
         for mut s in held {
-            match a.close {
+            match a.shape.close {
                 Closer::Client => {
                     drain(&mut s);
                     drop(s);
                 }
-                Closer::Server => close_first(s, a.rst),
+                Closer::Server => close_first(s, a.shape.rst),
             }
         }
     }
@@ -625,7 +646,7 @@ fn hold_over_children(args: &Args) -> anyhow::Result<Report> {
         a.port = port;
         a.no_netns = true;
         a.child = true;
-        a.concurrency = args.concurrency.min(2);
+        a.shape.concurrency = args.shape.concurrency.min(2);
         a.progress = 0.0;
         let mut cli = a.to_cli();
         cli.push("--child".into());
