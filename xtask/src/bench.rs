@@ -205,20 +205,16 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
     let out = root.join(&args.out);
     let runs_dir = out.join("runs");
     fs::create_dir_all(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
-    let tools: Vec<Tool> = if args.tools.is_empty() {
+    let mut tools: Vec<Tool> = if args.tools.is_empty() {
         Tool::ALL.to_vec()
     } else {
         args.tools.clone()
     };
-    let tools: Vec<Tool> = {
-        let mut t = tools;
-        if args.compare.is_some() {
-            t.push(Tool::CompareJson);
-        }
-        t.sort();
-        t.dedup();
-        t
-    };
+    if args.compare.is_some() {
+        tools.push(Tool::CompareJson);
+    }
+    tools.sort();
+    tools.dedup();
     if args.peers {
         install_peers(&tools)?;
     }
