@@ -77,15 +77,27 @@ impl WallClock {
 
 /// The last wall-clock second a sink formatted: formatting a date (and looking up the time
 /// zone) costs more than the rest of a record, and records come many per second.
-struct SecondCache(std::cell::RefCell<(i64, String)>);
+struct SecondCache(std::cell::RefCell<CachedSecond>);
+
+struct CachedSecond {
+    /// The monotonic times that fall in the cached second: `[start, end)`; empty at first.
+    start: u64,
+    end: u64,
+    text: String,
+}
 
 impl SecondCache {
     fn new() -> Self {
-        Self(std::cell::RefCell::new((i64::MIN, String::new())))
+        Self(std::cell::RefCell::new(CachedSecond {
+            start: 0,
+            end: 0,
+            text: String::new(),
+        }))
     }
 
     /// Appends the second holding `ts_ns` as `format` writes it (run only when the second
-    /// changes) and returns the nanoseconds within that second.
+    /// changes) and returns the nanoseconds within that second. Within the cached second
+    /// this is a range check and a copy: the wall-clock arithmetic runs once a second.
     fn write(
         &self,
         b: &mut Vec<u8>,
@@ -93,29 +105,40 @@ impl SecondCache {
         ts_ns: u64,
         format: impl FnOnce(DateTime<Utc>) -> String,
     ) -> u64 {
-        // The wall time in ns, as `WallClock::utc` computes it.
-        let wall = i64::try_from(clock.offset_ns() + i128::from(ts_ns)).unwrap_or(i64::MAX);
-        let (sec, nanos) = (
-            wall.div_euclid(1_000_000_000),
-            wall.rem_euclid(1_000_000_000),
-        );
         let mut cache = self.0.borrow_mut();
-        if cache.0 != sec {
-            *cache = (sec, format(clock.utc(ts_ns)));
+        if !(cache.start..cache.end).contains(&ts_ns) {
+            // The wall time in ns, as `WallClock::utc` computes it.
+            let wall = i64::try_from(clock.offset_ns() + i128::from(ts_ns)).unwrap_or(i64::MAX);
+            let nanos = wall.rem_euclid(1_000_000_000) as u64;
+            // The monotonic start of this wall second; none (nothing cached) if it would
+            // be before boot.
+            let (start, end) = match ts_ns.checked_sub(nanos) {
+                Some(start) => (start, start.saturating_add(1_000_000_000)),
+                None => (0, 0),
+            };
+            *cache = CachedSecond {
+                start,
+                end,
+                text: format(clock.utc(ts_ns)),
+            };
+            b.extend_from_slice(cache.text.as_bytes());
+            return nanos;
         }
-        b.extend_from_slice(cache.1.as_bytes());
-        nanos as u64
+        b.extend_from_slice(cache.text.as_bytes());
+        ts_ns - cache.start
     }
 }
 
-/// `n` in exactly `width` decimal digits, zero-padded (its low digits if longer).
+/// `n` in exactly `width` (at most 20) decimal digits, zero-padded (its low digits if
+/// longer).
 fn put_zero_padded(b: &mut Vec<u8>, mut n: u64, width: usize) {
-    let start = b.len();
-    b.resize(start + width, b'0');
-    for d in b[start..].iter_mut().rev() {
+    let mut out = [b'0'; 20];
+    let width = width.min(out.len());
+    for d in out[..width].iter_mut().rev() {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
     }
+    b.extend_from_slice(&out[..width]);
 }
 
 /// A transition the tracepoint cannot show, learned from netlink sock_diag: a closed
@@ -671,6 +694,7 @@ pub struct Json<W: Write> {
     buf: Vec<u8>,
     /// The last second formatted (`2026-11-23T22:01:09`).
     second: SecondCache,
+    owners: OwnerCache,
 }
 
 impl<W: Write> Json<W> {
@@ -680,6 +704,7 @@ impl<W: Write> Json<W> {
             clock,
             buf: Vec::with_capacity(JSON_CHUNK + 4096),
             second: SecondCache::new(),
+            owners: OwnerCache::new(),
         }
     }
 
@@ -755,7 +780,9 @@ impl<W: Write> Json<W> {
             b.extend_from_slice(t.new.name().as_bytes());
             b.extend_from_slice(b"\",\"in_old_ns\":");
             put_opt_u64(b, in_old_ns);
-            put_task(b, &t.task, t.cpu, owner)?;
+            put_task(b, &t.task, t.cpu)?;
+            b.extend_from_slice(b",\"owner\":");
+            this.owners.put(b, owner)?;
             b.extend_from_slice(b",\"source\":\"tracepoint\"}\n");
             Ok(())
         })
@@ -782,7 +809,9 @@ impl<W: Write> Json<W> {
             put_errno(b, c.kind, c.value)?;
             b.extend_from_slice(b",\"value\":");
             put_i64(b, c.value.into());
-            put_task(b, &c.task, c.cpu, owner)?;
+            put_task(b, &c.task, c.cpu)?;
+            b.extend_from_slice(b",\"owner\":");
+            this.owners.put(b, owner)?;
             b.extend_from_slice(b"}\n");
             Ok(())
         })
@@ -822,7 +851,7 @@ impl<W: Write> Json<W> {
             b.extend_from_slice(b"\",\"incomplete\":");
             b.extend_from_slice(if c.incomplete { b"true" } else { b"false" });
             b.extend_from_slice(b",\"owner\":");
-            put_owner(b, c.owner.as_ref())?;
+            this.owners.put(b, c.owner.as_ref())?;
             b.extend_from_slice(b",\"close\":");
             put_opt_name(b, c.close.map(CloseClass::name));
             b.extend_from_slice(b",\"events\":[");
@@ -908,12 +937,15 @@ fn pad(b: &mut Vec<u8>, start: usize, width: usize) {
     b.resize(b.len() + width.saturating_sub(chars), b' ');
 }
 
-/// `n` as 16 lowercase hex digits.
+/// `n` as 16 lowercase hex digits (put together on the stack and appended at once: one
+/// capacity check instead of sixteen).
 fn hex16(b: &mut Vec<u8>, n: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..16).rev() {
-        b.push(DIGITS[((n >> (i * 4)) & 0xf) as usize]);
+    let mut out = [0u8; 16];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((n >> ((15 - i) * 4)) & 0xf) as usize];
     }
+    b.extend_from_slice(&out);
 }
 
 // ---- Hand-written JSON pieces. Each writes what serde_json writes for the same value. ----
@@ -956,10 +988,19 @@ fn put_sock(b: &mut Vec<u8>, s: SockAddr) {
 }
 
 /// Bytes a JSON string may hold as they are: printable ASCII but `"` and `\\`.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x20;
+    while c < 0x7f {
+        t[c] = c != b'"' as usize && c != b'\\' as usize;
+        c += 1;
+    }
+    t
+};
+
+/// Whether JSON can hold `bytes` as they are (see [`PLAIN`]).
 fn plain(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
+    bytes.iter().all(|&c| PLAIN[usize::from(c)])
 }
 
 /// `s` as a JSON string. The common case (plain ASCII) is copied; anything else goes
@@ -973,14 +1014,25 @@ fn put_str(b: &mut Vec<u8>, s: &str) -> io::Result<()> {
     }
 }
 
-/// A task name as a JSON string ([`Comm::as_str`], without building a string when it is
-/// plain ASCII, as nearly every one is).
+/// A task name as a JSON string ([`Comm::as_str`]). Nearly every one is plain ASCII: that is
+/// checked and copied in one pass, without UTF-8 validation or a string; anything else goes
+/// through [`Comm::as_str`] and serde's escaping.
 fn put_comm(b: &mut Vec<u8>, c: &Comm) -> io::Result<()> {
-    let end = c.0.iter().position(|&x| x == 0).unwrap_or(c.0.len());
-    match std::str::from_utf8(&c.0[..end]) {
-        Ok(s) => put_str(b, s),
-        Err(_) => put_str(b, &c.as_str()),
+    // Quotes and up to 16 bytes, put together on the stack as they are checked.
+    let mut out = [b'"'; 18];
+    let mut n = 0;
+    for &x in &c.0 {
+        if x == 0 {
+            break;
+        }
+        if !PLAIN[usize::from(x)] {
+            return put_str(b, &c.as_str());
+        }
+        n += 1;
+        out[n] = x;
     }
+    b.extend_from_slice(&out[..n + 2]);
+    Ok(())
 }
 
 fn put_owner(b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
@@ -1006,8 +1058,8 @@ fn put_owner(b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
     Ok(())
 }
 
-/// `,"pid":…,"tid":…,"comm":…,"cpu":…,"owner":…`: the task on the CPU and the owner.
-fn put_task(b: &mut Vec<u8>, task: &Task, cpu: u32, owner: Option<&Owner>) -> io::Result<()> {
+/// `,"pid":…,"tid":…,"comm":…,"cpu":…`: the task on the CPU (the owner follows it).
+fn put_task(b: &mut Vec<u8>, task: &Task, cpu: u32) -> io::Result<()> {
     b.extend_from_slice(b",\"pid\":");
     put_u64(b, task.pid.into());
     b.extend_from_slice(b",\"tid\":");
@@ -1016,8 +1068,40 @@ fn put_task(b: &mut Vec<u8>, task: &Task, cpu: u32, owner: Option<&Owner>) -> io
     put_comm(b, &task.comm)?;
     b.extend_from_slice(b",\"cpu\":");
     put_u64(b, cpu.into());
-    b.extend_from_slice(b",\"owner\":");
-    put_owner(b, owner)
+    Ok(())
+}
+
+/// Owner objects as [`put_owner`] wrote them, in slots picked by pid and source: a
+/// process's sockets repeat its owner in every record (an accepted socket's inherited one
+/// beside it), so most records copy it instead of formatting five fields again.
+struct OwnerCache(std::cell::RefCell<[(Option<Owner>, Vec<u8>); OWNER_SLOTS]>);
+
+const OWNER_SLOTS: usize = 16;
+
+impl OwnerCache {
+    fn new() -> Self {
+        Self(std::cell::RefCell::new(std::array::from_fn(|_| {
+            (None, Vec::new())
+        })))
+    }
+
+    /// Appends `owner` (or `null`) as [`put_owner`] writes it.
+    fn put(&self, b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
+        let Some(o) = owner else {
+            b.extend_from_slice(b"null");
+            return Ok(());
+        };
+        let mut slots = self.0.borrow_mut();
+        let i = (o.pid as usize * 3 + o.source as usize) % OWNER_SLOTS;
+        let (cached, bytes) = &mut slots[i];
+        if *cached != Some(*o) {
+            bytes.clear();
+            put_owner(bytes, Some(o))?;
+            *cached = Some(*o);
+        }
+        b.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// `,"family":…,"saddr":…,"sport":…,"daddr":…,"dport":…`
@@ -1053,17 +1137,40 @@ fn put_errno(b: &mut Vec<u8>, kind: ContextKind, value: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Each byte value's decimal digits (unused ones zero) and their count.
+const OCTETS: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut v = 0;
+    while v < 256 {
+        let d = [(v / 100) as u8, (v / 10 % 10) as u8, (v % 10) as u8];
+        t[v] = if v >= 100 {
+            [b'0' + d[0], b'0' + d[1], b'0' + d[2], 3]
+        } else if v >= 10 {
+            [b'0' + d[1], b'0' + d[2], 0, 2]
+        } else {
+            [b'0' + d[2], 0, 0, 1]
+        };
+        v += 1;
+    }
+    t
+};
+
 /// An address as its `Display` writes it; IPv4 without the formatting machinery.
 fn ip(b: &mut Vec<u8>, a: IpAddr) -> io::Result<()> {
     match a {
         IpAddr::V4(v4) => {
-            let mut n = itoa::Buffer::new();
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    b.push(b'.');
-                }
-                b.extend_from_slice(n.format(o).as_bytes());
+            // At most 15 bytes, put together on the stack from the octets' digits
+            // ([`OCTETS`]) and appended at once.
+            let mut out = [0u8; 16];
+            let mut n = 0;
+            for o in v4.octets() {
+                let [d0, d1, d2, len] = OCTETS[usize::from(o)];
+                out[n..n + 4].copy_from_slice(&[d0, d1, d2, b'.']);
+                n += usize::from(len);
+                out[n] = b'.';
+                n += 1;
             }
+            b.extend_from_slice(&out[..n - 1]);
             Ok(())
         }
         IpAddr::V6(v6) => write!(b, "{v6}"),
@@ -1870,6 +1977,69 @@ mod time_tests {
     }
 
     #[test]
+    fn one_sink_over_many_records_stays_serdes_byte_for_byte() {
+        // The fast writer's caches (the current second, owners by slot) and lookup tables
+        // (IPv4 octets, plain bytes) over a long run: owners that share a slot in turn,
+        // times back and forth across second boundaries, every octet value, odd names.
+        use crate::table::tests::tr;
+        let clock = WallClock::fixed(1_795_475_125_841_852_172);
+        let comms = [
+            Comm(*b"loadgen\0\0\0\0\0\0\0\0\0"),
+            Comm(*b"exactly16bytes!!"),
+            Comm(*b"we\"ird\\\xff\n\0\0\0\0\0\0\0"),
+            Comm(*b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
+            Comm(*b"caf\xc3\xa9\0\0\0\0\0\0\0\0\0\0\0"),
+        ];
+        let sources = [
+            OwnerSource::Event,
+            OwnerSource::Inherited,
+            OwnerSource::Procfs,
+        ];
+        let mut fast = Json::new(Vec::new(), clock);
+        let mut slow = Json::new(Vec::new(), clock);
+        let mut ts: u64 = 1_000_000_000 - 3;
+        for i in 0u32..600 {
+            // Forward by odd steps, sometimes back over a second boundary.
+            ts = if i % 7 == 3 {
+                ts.saturating_sub(1_000_000_001)
+            } else {
+                ts + 333_333_337 * u64::from(i % 4)
+            };
+            let mut t = tr(
+                0xffff_8881_0000_0000 + u64::from(i),
+                ts,
+                TcpState::Established,
+                TcpState::FinWait1,
+                (i * 7) as u16,
+                65100,
+            );
+            let o = (i % 255) as u8;
+            t.saddr = IpAddr::V4([o, 255 - o, o / 10, 0].into());
+            t.daddr = IpAddr::V4([10, o % 100, 100, o].into());
+            t.task.comm = comms[i as usize % comms.len()];
+            let owner = Owner {
+                // Pids 16 apart share a slot.
+                pid: 100 + 16 * (i % 3),
+                comm: comms[(i / 3) as usize % comms.len()],
+                uid: i % 2,
+                cgroup_id: u64::from(i % 5),
+                source: sources[(i / 2) as usize % sources.len()],
+            };
+            let owner = (i % 11 != 0).then_some(owner);
+            fast.transition(&t, Some(u64::from(i)), owner.as_ref())
+                .unwrap();
+            slow.serde_transition(&t, Some(u64::from(i)), owner.as_ref())
+                .unwrap();
+        }
+        let fast = String::from_utf8(fast.into_inner().unwrap()).unwrap();
+        let slow = String::from_utf8(slow.into_inner().unwrap()).unwrap();
+        assert_eq!(fast.lines().count(), 600);
+        for (f, s) in fast.lines().zip(slow.lines()) {
+            assert_eq!(f, s);
+        }
+    }
+
+    #[test]
     fn the_hand_written_event_and_connection_records_are_serdes_byte_for_byte() {
         use crate::table::tests::ctx;
         let clock = WallClock::fixed(1_795_475_125_841_852_172);
@@ -2054,6 +2224,30 @@ mod time_tests {
         ] {
             let want = clock.utc(ts).to_rfc3339_opts(SecondsFormat::Nanos, true);
             assert_eq!(j.time(ts), want);
+        }
+        // One sink (one cached second) over times back and forth across second boundaries,
+        // with clocks whose wall seconds start anywhere in the monotonic one.
+        for offset in [
+            0i128,
+            1,
+            158_147_828,
+            999_999_999,
+            -1_795_475_125_841_852_172,
+        ] {
+            let clock = WallClock::fixed(1_795_475_125_841_852_172 + offset);
+            let j = Json::new(Vec::new(), clock);
+            let mut ts: u64 = 5_000_000_000;
+            for i in 0u64..400 {
+                ts = match i % 5 {
+                    0 => ts - 999_999_999,
+                    1 => ts + 1,
+                    2 => ts + 499_999_999,
+                    3 => ts - 1,
+                    _ => ts + 700_000_003,
+                };
+                let want = clock.utc(ts).to_rfc3339_opts(SecondsFormat::Nanos, true);
+                assert_eq!(j.time(ts), want, "ts {ts}, offset {offset}");
+            }
         }
     }
 }
