@@ -42,7 +42,7 @@ Examples:
   tracer -p 8080                 only connections with port 8080 on either side
   tracer -o json -p 443 -p 80    JSON Lines, ports 443 and 80
   tracer -6 --duration 30s       IPv6 only, stop after 30 seconds
-  tracer -o json | jq 'select(.type==\"connection\")'   finished connections only
+  tracer -o json --view connections   one JSON record per finished connection (like tcplife)
   tracer stuck 30s               only connections stuck 30 s or more, with their owners
   tracer --stuck 2m --state CLOSE_WAIT -p 8080    CLOSE_WAIT leaks on port 8080
   tracer --addr 10.0.0.0/8 --rport 443            outgoing HTTPS to 10/8
@@ -144,10 +144,12 @@ pub struct Args {
     pub duration: Option<Duration>,
 
     /// How connections are shown: `events` (every transition as it happens, then a timeline
-    /// per connection when it closes; the default) or `ladder` (each connection, when it
-    /// closes, as a sequence diagram: client on the left, server on the right when both ends
-    /// are on this host, the segments each state change implies as arrows, real time
-    /// offsets). Ladder is text only.
+    /// per connection when it closes; the default), `connections` (only each connection's
+    /// record when it closes: its timeline in text, its `connection` record in JSON; one
+    /// record per socket instead of one per transition, like tcplife, and the cheapest view
+    /// on a busy host) or `ladder` (each connection, when it closes, as a sequence diagram:
+    /// client on the left, server on the right when both ends are on this host, the segments
+    /// each state change implies as arrows, real time offsets). Ladder is text only.
     #[arg(global = true, long, value_enum, value_name = "VIEW")]
     pub view: Option<View>,
 
@@ -295,6 +297,8 @@ impl Scenario {
 pub enum View {
     /// Every transition as it happens, then each connection's timeline.
     Events,
+    /// Only each connection's record (timeline) when it closes: one record per socket.
+    Connections,
     /// Each finished connection as a sequence diagram of both ends.
     Ladder,
 }
@@ -344,6 +348,11 @@ impl Args {
 
     /// Checks across options that clap cannot express; the message names the fix.
     pub fn check(&self) -> Result<(), String> {
+        if self.view() == View::Connections && self.no_timeline && self.output == Output::Text {
+            return Err(
+                "--no-timeline leaves --view connections nothing to show: drop one of them".into(),
+            );
+        }
         if self.view() == View::Ladder && self.output == Output::Json {
             return Err(
                 "the ladder view is text only: drop `-o json`, or use `--svg DIR` for diagrams next to JSON output".into(),

@@ -31,7 +31,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::{Args, ColorChoice, Output},
+    cli::{Args, ColorChoice, Output, View},
     decode::{Decoded, TcpState},
     enrich::{OwnerResolver, TimeWaitTracker},
     filter::Filter,
@@ -77,8 +77,9 @@ pub struct Pipeline<S: Sink> {
     pub metrics: Option<metrics::Metrics>,
     /// `--summary`.
     pub summary: Option<Summary>,
-    /// `--view ladder`: connections drawn as ladders instead of per-event lines and timelines.
-    pub ladder_view: bool,
+    /// `--view`: per-event records and timelines (events), timelines only (connections), or
+    /// ladders instead of both (ladder).
+    pub view: View,
     /// `--svg DIR`: one SVG ladder per finished connection.
     pub svg_dir: Option<PathBuf>,
     /// SVG files written.
@@ -118,7 +119,7 @@ impl<S: Sink> Pipeline<S> {
             stuck_ns: None,
             metrics: None,
             summary: None,
-            ladder_view: false,
+            view: View::Events,
             svg_dir: None,
             svg_written: 0,
             pairer: None,
@@ -135,6 +136,11 @@ impl<S: Sink> Pipeline<S> {
     pub fn start_recording(&mut self, rec: Recorder<io::BufWriter<std::fs::File>>) {
         self.recorder = Some(rec);
         self.table.journal = Some(Vec::new());
+    }
+
+    /// Whether per-event records (transitions, context events) are shown.
+    fn shows_events(&self) -> bool {
+        !self.quiet && self.view == View::Events
     }
 
     /// One ring-buffer record.
@@ -205,7 +211,7 @@ impl<S: Sink> Pipeline<S> {
         {
             self.sink.unstuck(t, u, applied.owner.as_ref())?;
         }
-        if self.quiet || self.ladder_view || !shown {
+        if !self.shows_events() || !shown {
             return Ok(());
         }
         self.sink
@@ -236,7 +242,7 @@ impl<S: Sink> Pipeline<S> {
             || c.sock
                 .is_some_and(|s| self.table.passed_through(s, &self.filter.states)))
             && (!self.user_filter || self.filter.matches_owner(owner.as_ref()));
-        if self.quiet || self.ladder_view || !shown {
+        if !self.shows_events() || !shown {
             return Ok(());
         }
         self.sink.event(c, owner.as_ref())
@@ -260,7 +266,7 @@ impl<S: Sink> Pipeline<S> {
                 Ok(())
             };
         };
-        if print && !self.ladder_view {
+        if print && self.view != View::Ladder {
             self.sink.connection(&c)?;
         }
         for pair in pairer.finished(c, wanted) {
@@ -271,7 +277,7 @@ impl<S: Sink> Pipeline<S> {
 
     /// A connection (one end, or both) as a ladder on the sink and/or an SVG file.
     fn draw(&mut self, (a, b): ladder::Pair) -> io::Result<()> {
-        let print = self.ladder_view && !self.quiet;
+        let print = self.view == View::Ladder && !self.quiet;
         if a.role == table::Role::Listener {
             // A listener has no other end: its timeline says it all.
             return if print {
@@ -312,7 +318,7 @@ impl<S: Sink> Pipeline<S> {
         if let Some(s) = &mut self.summary {
             s.diag(d);
         }
-        if !self.quiet && !self.ladder_view && self.filter.matches_owner(d.owner.as_ref()) {
+        if self.shows_events() && self.filter.matches_owner(d.owner.as_ref()) {
             self.sink.diag_transition(d)?;
         }
         Ok(())
@@ -622,13 +628,13 @@ pub fn configure<S: Sink>(
         .stuck_threshold()
         .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
     pipe.summary = args.summary.then(Summary::new);
-    pipe.ladder_view = args.view() == cli::View::Ladder;
+    pipe.view = args.view();
     if let Some(dir) = &args.svg {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the --svg directory {}", dir.display()))?;
         pipe.svg_dir = Some(dir.clone());
     }
-    if pipe.ladder_view || pipe.svg_dir.is_some() {
+    if pipe.view == View::Ladder || pipe.svg_dir.is_some() {
         pipe.pairer = Some(Pairer::new());
     }
     Ok(pipe)

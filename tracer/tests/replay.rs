@@ -141,6 +141,39 @@ fn the_mixed_run_replays_every_connection_with_its_close_class() {
 }
 
 #[test]
+fn the_connections_view_shows_only_the_connection_records() {
+    // JSON: exactly the `connection` records of the events view, in the same order.
+    let all = json_records(&replay(&fixture("mixed.jsonl"), &["-o", "json"]));
+    let want: Vec<&Value> = all.iter().filter(|v| v["type"] == "connection").collect();
+    let got = json_records(&replay(
+        &fixture("mixed.jsonl"),
+        &["-o", "json", "--view", "connections"],
+    ));
+    assert_eq!(want.len(), 38);
+    assert_eq!(got.iter().collect::<Vec<_>>(), want);
+    // Text: the timeline blocks of the events view, without the header and event rows.
+    let events = ok_stdout(&replay(&fixture("normal.jsonl"), &[]));
+    let blocks: String = events
+        .split_inclusive('\n')
+        .skip_while(|l| !l.starts_with("── "))
+        .filter(|l| l.starts_with("── ") || l.starts_with("   "))
+        .collect();
+    let text = ok_stdout(&replay(
+        &fixture("normal.jsonl"),
+        &["--view", "connections"],
+    ));
+    assert!(text.starts_with("── "), "{text}");
+    assert_eq!(text, blocks);
+    // Without timelines the text view would show nothing: refused, naming the conflict.
+    let out = replay(
+        &fixture("normal.jsonl"),
+        &["--view", "connections", "--no-timeline"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-timeline"));
+}
+
+#[test]
 fn replay_applies_the_filters_as_the_kernel_would() {
     let all = json_records(&replay(&fixture("mixed.jsonl"), &["-o", "json"]));
     let port = all
