@@ -1,7 +1,6 @@
 //! Sinks: how transitions, finished connections and losses are shown. Adding a view means
 //! adding a [`Sink`]; the table does not change.
 use std::{
-    fmt::Write as _,
     io::{self, Write},
     net::IpAddr,
 };
@@ -203,6 +202,15 @@ pub trait Sink {
 
 /// `1.25ms`, `52.3µs`, `3.20s`, `2m05s`: short and unambiguous.
 pub fn human_ns(ns: u64) -> String {
+    let mut b = Vec::with_capacity(16);
+    put_human_ns(&mut b, ns);
+    // Only UTF-8 is written.
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// [`human_ns`] as it was written with float formatting: the reference for the integer one,
+/// and what it falls back to where the two could round differently.
+fn human_ns_float(ns: u64) -> String {
     let f = ns as f64;
     match ns {
         0..=999 => format!("{ns}ns"),
@@ -220,6 +228,58 @@ pub fn human_ns(ns: u64) -> String {
     }
 }
 
+/// [`human_ns`] appended to `b`, in integers: a duration is in most text rows and timeline
+/// lines, and float formatting cost more than the rest of the row.
+fn put_human_ns(b: &mut Vec<u8>, ns: u64) {
+    // The unit of the last digit shown (in ns), the digits after the point, the suffix.
+    let (unit, decimals, suffix): (u64, usize, &[u8]) = match ns {
+        0..=999 => {
+            put_u64(b, ns);
+            b.extend_from_slice(b"ns");
+            return;
+        }
+        1_000..=999_999 => (100, 1, "µs".as_bytes()),
+        1_000_000..=999_999_999 => (10_000, 2, b"ms"),
+        1_000_000_000..=59_999_999_999 => (10_000_000, 2, b"s"),
+        _ => {
+            b.extend_from_slice(human_ns_float(ns).as_bytes());
+            return;
+        }
+    };
+    if ns % unit == unit / 2 {
+        // Exactly half-way in decimal: which way it goes depends on the float's binary
+        // value, so ask the float formatter, as before. Elsewhere the decimal value is far
+        // enough from a half (at least 1e-6 relative) that the float's error cannot matter.
+        b.extend_from_slice(human_ns_float(ns).as_bytes());
+        return;
+    }
+    let r = (ns + unit / 2) / unit;
+    let scale = if decimals == 1 { 10 } else { 100 };
+    put_u64(b, r / scale);
+    b.push(b'.');
+    put_zero_padded(b, r % scale, decimals);
+    b.extend_from_slice(suffix);
+}
+
+/// `0x…` as [`SockAddr`]'s `Display` writes it (16 hex digits).
+fn put_sock_text(b: &mut Vec<u8>, s: SockAddr) {
+    b.extend_from_slice(b"0x");
+    hex16(b, s.0);
+}
+
+/// [`endpoint`] appended to `b`.
+fn put_endpoint(b: &mut Vec<u8>, addr: IpAddr, port: u16) {
+    if addr.is_ipv6() {
+        b.push(b'[');
+        let _ = ip(b, addr);
+        b.push(b']');
+    } else {
+        let _ = ip(b, addr);
+    }
+    b.push(b':');
+    put_u64(b, port.into());
+}
+
 pub fn endpoint(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
@@ -229,15 +289,39 @@ pub fn endpoint(addr: IpAddr, port: u16) -> String {
 
 /// What a context event says, in a few words (`RST received`, `error ECONNREFUSED`).
 fn describe(kind: ContextKind, state: Option<TcpState>, value: i32) -> String {
-    let in_state = state.map(|s| format!(" in {s}")).unwrap_or_default();
+    let mut b = Vec::with_capacity(32);
+    put_describe(&mut b, kind, state, value);
+    // Only UTF-8 is written.
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// [`describe`] appended to `b`.
+fn put_describe(b: &mut Vec<u8>, kind: ContextKind, state: Option<TcpState>, value: i32) {
+    let in_state = |b: &mut Vec<u8>| {
+        if let Some(s) = state {
+            b.extend_from_slice(b" in ");
+            b.extend_from_slice(s.name().as_bytes());
+        }
+    };
     match kind {
-        ContextKind::SendReset => format!("RST sent{in_state}"),
-        ContextKind::ReceiveReset => "RST received".into(),
-        ContextKind::Retransmit if state == Some(TcpState::SynSent) => "SYN retransmitted".into(),
-        ContextKind::Retransmit => format!("retransmit{in_state}"),
-        ContextKind::RetransmitSynack => "SYN-ACK retransmitted".into(),
-        ContextKind::Error => format!("error {}", errno_name(value)),
-        ContextKind::Destroy => "socket freed".into(),
+        ContextKind::SendReset => {
+            b.extend_from_slice(b"RST sent");
+            in_state(b);
+        }
+        ContextKind::ReceiveReset => b.extend_from_slice(b"RST received"),
+        ContextKind::Retransmit if state == Some(TcpState::SynSent) => {
+            b.extend_from_slice(b"SYN retransmitted");
+        }
+        ContextKind::Retransmit => {
+            b.extend_from_slice(b"retransmit");
+            in_state(b);
+        }
+        ContextKind::RetransmitSynack => b.extend_from_slice(b"SYN-ACK retransmitted"),
+        ContextKind::Error => {
+            b.extend_from_slice(b"error ");
+            b.extend_from_slice(errno_name(value).as_bytes());
+        }
+        ContextKind::Destroy => b.extend_from_slice(b"socket freed"),
     }
 }
 
@@ -250,6 +334,8 @@ pub struct Text<W: Write> {
     header_done: bool,
     /// The line being written (reused: no allocation per row).
     line: Vec<u8>,
+    /// The timeline block being written (reused likewise).
+    block: Vec<u8>,
     /// The last wall-clock second shown, as local `HH:MM:SS`.
     second: SecondCache,
 }
@@ -263,6 +349,7 @@ impl<W: Write> Text<W> {
             timelines,
             header_done: false,
             line: Vec::with_capacity(256),
+            block: Vec::with_capacity(1024),
             second: SecondCache::new(),
         }
     }
@@ -379,6 +466,146 @@ impl<W: Write> Text<W> {
         }
     }
 
+    /// `text` in style `s` (nothing around it without colour), as `{s}{text}{s:#}`.
+    fn put_styled(&self, b: &mut Vec<u8>, s: Style, text: &[u8]) {
+        if self.color {
+            let _ = write!(b, "{s}");
+            b.extend_from_slice(text);
+            let _ = write!(b, "{s:#}");
+        } else {
+            b.extend_from_slice(text);
+        }
+    }
+
+    /// The timeline block of a finished connection, written without `format!` or
+    /// allocations (it was most of the text output's cost); the same bytes as the
+    /// `format!` version it replaced (a test compares).
+    fn write_block(&self, b: &mut Vec<u8>, c: &Conn) {
+        // The header line, bold.
+        let mut head = Vec::with_capacity(160);
+        head.extend_from_slice("── ".as_bytes());
+        put_sock_text(&mut head, c.sock);
+        head.push(b' ');
+        head.extend_from_slice(c.role.name().as_bytes());
+        head.push(b' ');
+        if c.role == Role::Listener {
+            head.extend_from_slice(b"listening on ");
+            put_endpoint(&mut head, c.saddr, c.sport);
+        } else {
+            put_endpoint(&mut head, c.saddr, c.sport);
+            head.extend_from_slice(b" -> ");
+            put_endpoint(&mut head, c.daddr, c.dport);
+        }
+        if let Some(o) = c.owner {
+            head.extend_from_slice(b"  owner ");
+            put_u64(&mut head, o.pid.into());
+            head.extend_from_slice(b" (");
+            head.extend_from_slice(o.comm.as_str().as_bytes());
+            head.push(b')');
+        }
+        if let Some(k) = c.close {
+            head.extend_from_slice(b"  close ");
+            head.extend_from_slice(k.name().as_bytes());
+        }
+        head.extend_from_slice(b"  lifetime ");
+        put_human_ns(&mut head, c.lifetime_ns());
+        if c.incomplete {
+            head.extend_from_slice(b"  (incomplete: events before or within it were not seen)");
+        }
+        self.put_styled(b, self.style(Style::new().bold()), &head);
+        b.push(b'\n');
+
+        let dim = self.style(Style::new().dimmed());
+        let start = c.start_ns();
+        // `   ` then the offset from the start (`?` if unknown), right-aligned in 10.
+        let offset = |b: &mut Vec<u8>, ts: Option<u64>| {
+            b.extend_from_slice(b"   ");
+            let mut o = Vec::with_capacity(16);
+            match ts {
+                Some(e) => {
+                    o.push(b'+');
+                    put_human_ns(&mut o, e.saturating_sub(start));
+                }
+                None => o.push(b'?'),
+            }
+            let chars = std::str::from_utf8(&o).map_or(o.len(), |s| s.chars().count());
+            let mut padded = vec![b' '; 10usize.saturating_sub(chars)];
+            padded.extend_from_slice(&o);
+            self.put_styled(b, dim, &padded);
+        };
+        // States and context events, in time order (an event at the same time as a state
+        // comes after it).
+        let mut notes = c.notes.iter().peekable();
+        let emit_notes =
+            |b: &mut Vec<u8>,
+             until: Option<u64>,
+             notes: &mut std::iter::Peekable<std::slice::Iter<'_, Note>>| {
+                while let Some(n) = notes.next_if(|n| until.is_none_or(|u| n.ts_ns < u)) {
+                    offset(b, Some(n.ts_ns));
+                    b.extend_from_slice(b"  ! ");
+                    put_describe(b, n.kind, n.state, n.value);
+                    b.push(b'\n');
+                }
+            };
+        let mut durations = c.durations();
+        for (state, entered) in c.states.iter().zip(c.entered_ns.iter()) {
+            if entered.is_some() {
+                emit_notes(b, entered, &mut notes);
+            }
+            offset(b, entered);
+            b.extend_from_slice(b"  ");
+            let mut name = [b' '; 12];
+            let n = state.name().len().min(12);
+            name[..n].copy_from_slice(&state.name().as_bytes()[..n]);
+            let name: &[u8] = if state.name().len() > 12 {
+                state.name().as_bytes()
+            } else {
+                &name
+            };
+            self.put_styled(b, self.state_style(*state), name);
+            b.push(b' ');
+            match durations.next() {
+                Some(Some(d)) => put_human_ns(b, d),
+                Some(None) => b.push(b'?'),
+                None => {}
+            }
+            // The line ends trimmed, as `trim_end` left it.
+            while b.last() == Some(&b' ') {
+                b.pop();
+            }
+            b.push(b'\n');
+        }
+        emit_notes(b, None, &mut notes);
+        if c.notes_dropped > 0 {
+            b.extend_from_slice(b"   ");
+            b.extend_from_slice(&[b' '; 10]);
+            b.extend_from_slice("  ! … ".as_bytes());
+            put_u64(b, c.notes_dropped.into());
+            b.extend_from_slice(b" more events not kept\n");
+        }
+        if let Some(TimeWait {
+            confirmed: true,
+            expires_ns,
+        }) = c.time_wait
+        {
+            b.extend_from_slice(b"   ");
+            let mut o = vec![b'+'];
+            put_human_ns(&mut o, c.end_ns().saturating_sub(start));
+            let chars = std::str::from_utf8(&o).map_or(o.len(), |s| s.chars().count());
+            b.resize(b.len() + 10usize.saturating_sub(chars), b' ');
+            b.extend_from_slice(&o);
+            b.extend_from_slice(b"  ");
+            self.put_styled(b, self.state_style(TcpState::TimeWait), b"TIME_WAIT   ");
+            b.push(b' ');
+            if let Some(e) = expires_ns {
+                b.extend_from_slice(b"(expires in ");
+                put_human_ns(b, e.saturating_sub(c.end_ns()));
+                b.push(b')');
+            }
+            b.push(b'\n');
+        }
+    }
+
     fn state_pair(&self, old: TcpState, new: TcpState) -> String {
         let (os, ns) = (self.state_style(old), self.state_style(new));
         // Pad the plain names, then wrap them in colour, so columns line up either way.
@@ -425,7 +652,7 @@ impl<W: Write> Sink for Text<W> {
         }
         b.push(b' ');
         match in_old_ns {
-            Some(ns) => b.extend_from_slice(human_ns(ns).as_bytes()),
+            Some(ns) => put_human_ns(&mut b, ns),
             None => b.push(b'-'),
         }
         b.push(b'\n');
@@ -481,101 +708,12 @@ impl<W: Write> Sink for Text<W> {
         if !self.timelines {
             return Ok(());
         }
-        let b = self.style(Style::new().bold());
-        let dim = self.style(Style::new().dimmed());
-        let mut block = String::new();
-        let peer = match c.role {
-            Role::Listener => format!("listening on {}", endpoint(c.saddr, c.sport)),
-            _ => format!(
-                "{} -> {}",
-                endpoint(c.saddr, c.sport),
-                endpoint(c.daddr, c.dport)
-            ),
-        };
-        let owner = c
-            .owner
-            .map_or_else(String::new, |o| format!("  owner {} ({})", o.pid, o.comm));
-        let close = c
-            .close
-            .map_or_else(String::new, |k| format!("  close {}", k.name()));
-        let _ = writeln!(
-            block,
-            "{b}── {} {} {peer}{owner}{close}  lifetime {}{}{b:#}",
-            c.sock,
-            c.role.name(),
-            human_ns(c.lifetime_ns()),
-            if c.incomplete {
-                "  (incomplete: events before or within it were not seen)"
-            } else {
-                ""
-            },
-        );
-        let start = c.start_ns();
-        let offset = |ts: Option<u64>| {
-            ts.map_or_else(
-                || "?".to_string(),
-                |e| format!("+{}", human_ns(e.saturating_sub(start))),
-            )
-        };
-        let durations = c.durations_ns();
-        // States and context events, in time order (an event at the same time as a state
-        // comes after it).
-        let mut notes = c.notes.iter().peekable();
-        let emit_notes =
-            |block: &mut String,
-             until: Option<u64>,
-             notes: &mut std::iter::Peekable<std::slice::Iter<'_, Note>>| {
-                while let Some(n) = notes.next_if(|n| until.is_none_or(|u| n.ts_ns < u)) {
-                    let _ = writeln!(
-                        block,
-                        "   {dim}{:>10}{dim:#}  ! {}",
-                        offset(Some(n.ts_ns)),
-                        describe(n.kind, n.state, n.value)
-                    );
-                }
-            };
-        for (i, (state, entered)) in c.states.iter().zip(c.entered_ns.iter()).enumerate() {
-            if entered.is_some() {
-                emit_notes(&mut block, entered, &mut notes);
-            }
-            let dur = match durations.get(i) {
-                Some(Some(d)) => human_ns(*d),
-                Some(None) => "?".to_string(),
-                None => String::new(),
-            };
-            let s = self.state_style(*state);
-            let line = format!(
-                "   {dim}{:>10}{dim:#}  {s}{:<12}{s:#} {dur}",
-                offset(entered),
-                state.name()
-            );
-            let _ = writeln!(block, "{}", line.trim_end());
-        }
-        emit_notes(&mut block, None, &mut notes);
-        if c.notes_dropped > 0 {
-            let _ = writeln!(
-                block,
-                "   {:>10}  ! … {} more events not kept",
-                "", c.notes_dropped
-            );
-        }
-        if let Some(TimeWait {
-            confirmed: true,
-            expires_ns,
-        }) = c.time_wait
-        {
-            let s = self.state_style(TcpState::TimeWait);
-            let left = expires_ns.map_or_else(String::new, |e| {
-                format!("(expires in {})", human_ns(e.saturating_sub(c.end_ns())))
-            });
-            let _ = writeln!(
-                block,
-                "   {:>10}  {s}{:<12}{s:#} {left}",
-                offset(Some(c.end_ns())),
-                "TIME_WAIT"
-            );
-        }
-        self.out.write_all(block.as_bytes())
+        let mut b = std::mem::take(&mut self.block);
+        b.clear();
+        self.write_block(&mut b, c);
+        let r = self.out.write_all(&b);
+        self.block = b;
+        r
     }
 
     fn stuck(&mut self, r: &StuckReport) -> io::Result<()> {
@@ -1925,6 +2063,7 @@ mod tests {
 mod time_tests {
     use super::*;
     use chrono::SecondsFormat;
+    use std::fmt::Write as _;
 
     #[test]
     fn the_hand_written_transition_record_is_serdes_byte_for_byte() {
@@ -2126,6 +2265,249 @@ mod time_tests {
                 "{fast}"
             );
             assert_eq!(fast, slow);
+        }
+    }
+
+    /// The timeline block as it was written with `format!` (the reference for
+    /// `Text::write_block`).
+    fn reference_block<W: Write>(this: &Text<W>, c: &Conn) -> String {
+        let b = this.style(Style::new().bold());
+        let dim = this.style(Style::new().dimmed());
+        let mut block = String::new();
+        let peer = match c.role {
+            Role::Listener => format!("listening on {}", endpoint(c.saddr, c.sport)),
+            _ => format!(
+                "{} -> {}",
+                endpoint(c.saddr, c.sport),
+                endpoint(c.daddr, c.dport)
+            ),
+        };
+        let owner = c
+            .owner
+            .map_or_else(String::new, |o| format!("  owner {} ({})", o.pid, o.comm));
+        let close = c
+            .close
+            .map_or_else(String::new, |k| format!("  close {}", k.name()));
+        let _ = writeln!(
+            block,
+            "{b}── {} {} {peer}{owner}{close}  lifetime {}{}{b:#}",
+            c.sock,
+            c.role.name(),
+            human_ns(c.lifetime_ns()),
+            if c.incomplete {
+                "  (incomplete: events before or within it were not seen)"
+            } else {
+                ""
+            },
+        );
+        let start = c.start_ns();
+        let offset = |ts: Option<u64>| {
+            ts.map_or_else(
+                || "?".to_string(),
+                |e| format!("+{}", human_ns(e.saturating_sub(start))),
+            )
+        };
+        let durations = c.durations_ns();
+        // States and context events, in time order (an event at the same time as a state
+        // comes after it).
+        let mut notes = c.notes.iter().peekable();
+        let emit_notes =
+            |block: &mut String,
+             until: Option<u64>,
+             notes: &mut std::iter::Peekable<std::slice::Iter<'_, Note>>| {
+                while let Some(n) = notes.next_if(|n| until.is_none_or(|u| n.ts_ns < u)) {
+                    let _ = writeln!(
+                        block,
+                        "   {dim}{:>10}{dim:#}  ! {}",
+                        offset(Some(n.ts_ns)),
+                        describe(n.kind, n.state, n.value)
+                    );
+                }
+            };
+        for (i, (state, entered)) in c.states.iter().zip(c.entered_ns.iter()).enumerate() {
+            if entered.is_some() {
+                emit_notes(&mut block, entered, &mut notes);
+            }
+            let dur = match durations.get(i) {
+                Some(Some(d)) => human_ns(*d),
+                Some(None) => "?".to_string(),
+                None => String::new(),
+            };
+            let s = this.state_style(*state);
+            let line = format!(
+                "   {dim}{:>10}{dim:#}  {s}{:<12}{s:#} {dur}",
+                offset(entered),
+                state.name()
+            );
+            let _ = writeln!(block, "{}", line.trim_end());
+        }
+        emit_notes(&mut block, None, &mut notes);
+        if c.notes_dropped > 0 {
+            let _ = writeln!(
+                block,
+                "   {:>10}  ! … {} more events not kept",
+                "", c.notes_dropped
+            );
+        }
+        if let Some(TimeWait {
+            confirmed: true,
+            expires_ns,
+        }) = c.time_wait
+        {
+            let s = this.state_style(TcpState::TimeWait);
+            let left = expires_ns.map_or_else(String::new, |e| {
+                format!("(expires in {})", human_ns(e.saturating_sub(c.end_ns())))
+            });
+            let _ = writeln!(
+                block,
+                "   {:>10}  {s}{:<12}{s:#} {left}",
+                offset(Some(c.end_ns())),
+                "TIME_WAIT"
+            );
+        }
+        block
+    }
+
+    #[test]
+    fn the_hand_written_timeline_block_is_the_formatted_one() {
+        use crate::table::{
+            Table,
+            tests::{ctx, tr},
+        };
+        let clock = WallClock::fixed(1_795_475_125_841_852_172);
+        let (evs, client) = super::tests::client();
+        let mut conns = vec![client.clone()];
+        // Incomplete, odd owner name, IPv6, every kind of note, dropped notes, TIME_WAIT
+        // with and without its expiry, every duration range (and the half-way values
+        // where the float formatter decides), a listener.
+        let mut t = Table::new();
+        for (i, (e, _)) in evs.iter().enumerate() {
+            t.apply(e);
+            let kind = [
+                ContextKind::SendReset,
+                ContextKind::ReceiveReset,
+                ContextKind::Retransmit,
+                ContextKind::RetransmitSynack,
+                ContextKind::Error,
+            ][i];
+            let state = [None, Some(TcpState::SynSent)][i % 2];
+            t.context(&ctx(Some(e.sock.0), e.ts_ns + 1, kind, state, 111));
+        }
+        t.context(&ctx(
+            Some(evs[0].0.sock.0),
+            evs[4].0.ts_ns,
+            ContextKind::Destroy,
+            None,
+            0,
+        ));
+        let mut c = t.flush().remove(0);
+        assert!(c.notes.len() >= 5, "{c:?}");
+        c.incomplete = true;
+        c.owner = Some(Owner {
+            pid: 7,
+            comm: Comm(*b"\xc3\xa9t\xc3\xa9\xff-long-nam\0"),
+            uid: 0,
+            cgroup_id: 0,
+            source: OwnerSource::Inherited,
+        });
+        c.saddr = "fd00::1".parse().unwrap();
+        c.daddr = "::ffff:10.0.0.1".parse().unwrap();
+        c.family = Family::Ipv6;
+        c.notes_dropped = 3;
+        c.time_wait = Some(TimeWait {
+            confirmed: true,
+            expires_ns: Some(60_000_000_000),
+        });
+        conns.push(c.clone());
+        c.time_wait = Some(TimeWait {
+            confirmed: true,
+            expires_ns: None,
+        });
+        c.entered_ns.set(1, None);
+        conns.push(c.clone());
+        for (i, d) in [
+            0u64,
+            999,
+            1_000,
+            1_050,
+            1_150,
+            999_949,
+            999_950,
+            999_999,
+            1_000_000,
+            1_005_000,
+            1_015_000,
+            999_994_999,
+            999_995_000,
+            1_000_000_000,
+            1_005_000_000,
+            59_994_999_999,
+            59_995_000_000,
+            60_000_000_000,
+            3_600_000_000_000,
+            u64::MAX / 2,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut c = client.clone();
+            let base = c.entered_ns.get(1).unwrap_or(0);
+            let n = c.entered_ns.len();
+            c.entered_ns.set(n - 1, Some(base + d));
+            c.entered_ns.set(n - 2, Some(base + d / 2 + i as u64));
+            conns.push(c);
+        }
+        t = Table::new();
+        t.apply(&tr(
+            0xffff_8881_0000_2000,
+            5,
+            TcpState::Close,
+            TcpState::Listen,
+            80,
+            0,
+        ));
+        t.apply(&tr(
+            0xffff_8881_0000_2000,
+            9_000_000,
+            TcpState::Listen,
+            TcpState::Close,
+            80,
+            0,
+        ));
+        conns.extend(t.flush());
+        for color in [false, true] {
+            let mut text = Text::new(Vec::new(), clock, color, true);
+            let mut want = String::new();
+            for c in &conns {
+                want.push_str(&reference_block(&text, c));
+                text.connection(c).unwrap();
+            }
+            assert_eq!(String::from_utf8(text.out).unwrap(), want, "color {color}");
+        }
+    }
+
+    #[test]
+    fn integer_durations_are_the_float_formatted_ones() {
+        let mut values: Vec<u64> = Vec::new();
+        for edge in [0u64, 1_000, 1_000_000, 1_000_000_000, 60_000_000_000] {
+            values.extend(edge.saturating_sub(20_000)..edge + 20_000);
+        }
+        // Every rounding boundary of each range, and a spread of others.
+        for unit in [100u64, 10_000, 10_000_000] {
+            for k in 0..2_000u64 {
+                let v = k * unit * 37 + unit / 2;
+                values.extend([v - 1, v, v + 1]);
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x % 70_000_000_000);
+        }
+        for v in values {
+            assert_eq!(human_ns(v), human_ns_float(v), "{v}");
         }
     }
 

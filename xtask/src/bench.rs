@@ -70,6 +70,9 @@ pub enum Tool {
     TracerQuiet,
     /// `tracer -o json --no-events > file`: transitions only, no context tracepoints.
     TracerJsonNoEvents,
+    /// `tracer -o json --view connections > file`: one record per connection, no
+    /// transition or event records.
+    TracerJsonConnections,
     /// libbpf-tools `tcpstates > file`.
     Tcpstates,
     /// bcc `tcpstates-bpfcc > file`.
@@ -91,6 +94,7 @@ impl Tool {
             Self::TracerText => "tracer (text)",
             Self::TracerQuiet => "tracer -q",
             Self::TracerJsonNoEvents => "tracer -o json --no-events",
+            Self::TracerJsonConnections => "tracer -o json --view connections",
             Self::Tcpstates => "libbpf-tools tcpstates",
             Self::Bcc => "bcc tcpstates-bpfcc",
             Self::Bpftrace => "bpftrace",
@@ -106,16 +110,18 @@ impl Tool {
                 | Self::TracerText
                 | Self::TracerQuiet
                 | Self::TracerJsonNoEvents
+                | Self::TracerJsonConnections
                 | Self::CompareJson
         )
     }
 
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Untraced,
         Self::TracerJson,
         Self::TracerText,
         Self::TracerQuiet,
         Self::TracerJsonNoEvents,
+        Self::TracerJsonConnections,
         Self::Tcpstates,
         Self::Bcc,
         Self::Bpftrace,
@@ -829,6 +835,11 @@ fn tool_command(ctx: &Ctx, tool: Tool, out: &Path) -> anyhow::Result<(Command, F
             c.args(["-o", "json", "--no-events"]);
             c
         }
+        Tool::TracerJsonConnections => {
+            let mut c = tracer()?;
+            c.args(["-o", "json", "--view", "connections"]);
+            c
+        }
         Tool::Tcpstates => Command::new("/usr/sbin/tcpstates"),
         Tool::Bcc => {
             let mut c = Command::new("/usr/sbin/tcpstates-bpfcc");
@@ -1027,6 +1038,47 @@ fn count_output(
                 }
             }
             (Some(n), "JSON transition records on the ports", exit.lost)
+        }
+        Tool::TracerJsonConnections => {
+            #[derive(Deserialize)]
+            struct C {
+                sport: u16,
+                dport: u16,
+                states: Vec<String>,
+                durations_ns: Vec<Option<u64>>,
+                incomplete: bool,
+            }
+            let mut n = 0;
+            for l in lines()? {
+                let l = l.context("reading tracer output")?;
+                let head = &l[..l.len().min(48)];
+                if !head.windows(19).any(|w| w == br#""type":"connection""#) {
+                    continue;
+                }
+                let c: C = serde_json::from_slice(&l).context("parsing a connection record")?;
+                if !(ours(c.sport) || ours(c.dport)) {
+                    continue;
+                }
+                let steps = c.states.len().saturating_sub(1) as u64;
+                n += if c.incomplete {
+                    // A state the tracer did not see entered has null durations on both
+                    // sides (and one unseen transition): counting only steps with known
+                    // durations is a lower bound.
+                    c.durations_ns
+                        .iter()
+                        .skip(1)
+                        .filter(|d| d.is_some())
+                        .count() as u64
+                        + u64::from(steps > 0)
+                } else {
+                    steps
+                };
+            }
+            (
+                Some(n),
+                "state changes in the connection records on the ports (exact for complete records, a lower bound for incomplete ones)",
+                exit.lost,
+            )
         }
         Tool::TracerText => {
             let mut n = 0;
