@@ -270,8 +270,6 @@ pub struct Conn {
     /// Set at finalisation.
     pub close: Option<CloseClass>,
     pub time_wait: Option<TimeWait>,
-    /// An active closer waiting for its TIME_WAIT lookup.
-    pub time_wait_pending: bool,
     /// /proc owner lookups tried for this socket (it had no owner).
     pub owner_lookups: u8,
     /// Where tracer first learned of it.
@@ -400,7 +398,6 @@ impl Conn {
             error: None,
             close: None,
             time_wait: None,
-            time_wait_pending: false,
             owner_lookups: 0,
             seen_from,
             first_seen_ns,
@@ -589,11 +586,11 @@ pub struct Table {
     /// and with timelines inline a resize briefly held both arrays (2.5× the table's memory
     /// at its peak); records also move between maps as a pointer.
     conns: Map<SockAddr, Box<Conn>>,
-    /// Reached CLOSE, waiting for late events / TIME_WAIT lookup, with the time of the CLOSE.
-    closing: Map<SockAddr, (u64, Box<Conn>)>,
+    /// Reached CLOSE, waiting for late events / TIME_WAIT lookup.
+    closing: Map<SockAddr, Held>,
     /// Closed sockets still waiting for their TIME_WAIT lookup whose address the kernel
     /// already gave to a new socket (fast connection churn): kept apart, found by tuple.
-    displaced: Map<Tuple, (u64, Box<Conn>)>,
+    displaced: Map<Tuple, Held>,
     /// Listening sockets by local port: accepted sockets inherit their owner.
     listeners: Map<u16, Vec<SockAddr>>,
     /// Complete 4-tuples of open and closing sockets, for events that carry no address.
@@ -634,11 +631,25 @@ pub enum Fact {
     },
 }
 
-/// Whether a record closed at `closed` is released at `now`: after the grace period, or
-/// after the longest TIME_WAIT wait while its lookup is still pending.
-fn released(closed: u64, c: &Conn, now_ns: u64) -> bool {
-    let waited = now_ns.saturating_sub(closed);
-    waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !c.time_wait_pending)
+/// A closed record held back before it is released, with what decides when: kept beside
+/// the record, not in it, so the release scan (every few milliseconds, over every held
+/// record) reads the maps' own memory instead of every record's.
+#[derive(Debug)]
+struct Held {
+    /// When it reached CLOSE.
+    closed: u64,
+    /// An active closer waiting for its TIME_WAIT lookup.
+    pending: bool,
+    conn: Box<Conn>,
+}
+
+impl Held {
+    /// Whether it is released at `now`: after the grace period, or after the longest
+    /// TIME_WAIT wait while its lookup is still pending.
+    fn released(&self, now_ns: u64) -> bool {
+        let waited = now_ns.saturating_sub(self.closed);
+        waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !self.pending)
+    }
 }
 
 /// Default for [`Table::max_conns`]: about 100 MiB of timelines at most (about 400 bytes a
@@ -799,8 +810,9 @@ impl Table {
         self.closing
             .values()
             .chain(self.displaced.values())
-            .filter(|(_, c)| c.time_wait_pending)
-            .filter_map(|(_, c)| {
+            .filter(|h| h.pending)
+            .filter_map(|h| {
+                let c = &h.conn;
                 Some(PendingTimeWait {
                     sock: c.sock,
                     tuple: c.tuple()?,
@@ -944,7 +956,7 @@ impl Table {
     pub fn passed_through(&self, sock: SockAddr, states: &[TcpState]) -> bool {
         self.conns
             .get(&sock)
-            .or_else(|| self.closing.get(&sock).map(|(_, c)| c))
+            .or_else(|| self.closing.get(&sock).map(|h| &h.conn))
             .is_some_and(|c| c.states.iter().any(|s| states.contains(s)))
     }
 
@@ -976,13 +988,13 @@ impl Table {
     /// The result of a TIME_WAIT lookup for a closed socket.
     pub fn set_time_wait(&mut self, sock: SockAddr, tuple: Tuple, tw: Option<TimeWait>) {
         self.journal(Fact::TimeWait { sock, tuple, tw });
-        let c = match self.closing.get_mut(&sock) {
-            Some((_, c)) if c.tuple() == Some(tuple) => Some(c),
-            _ => self.displaced.get_mut(&tuple).map(|(_, c)| c),
+        let held = match self.closing.get_mut(&sock) {
+            Some(h) if h.conn.tuple() == Some(tuple) => Some(h),
+            _ => self.displaced.get_mut(&tuple),
         };
-        if let Some(c) = c {
-            c.time_wait_pending = false;
-            c.time_wait = tw;
+        if let Some(h) = held {
+            h.pending = false;
+            h.conn.time_wait = tw;
         }
     }
 
@@ -992,16 +1004,16 @@ impl Table {
         // shows a new life (the kernel freed it and reallocated: a new client, or an accepted
         // child at LISTEN -> SYN_RECV; or connect() was retried). One still waiting for its
         // TIME_WAIT lookup waits on apart.
-        if let Some((closed, c)) = self.closing.remove(&t.sock) {
-            if c.time_wait_pending
-                && let Some(tuple) = c.tuple()
+        if let Some(held) = self.closing.remove(&t.sock) {
+            if held.pending
+                && let Some(tuple) = held.conn.tuple()
             {
                 // A tuple already waiting there is older still: it is done.
-                if let Some((_, older)) = self.displaced.insert(tuple, (closed, c)) {
-                    finished.push(*self.finish(older));
+                if let Some(older) = self.displaced.insert(tuple, held) {
+                    finished.push(*self.finish(older.conn));
                 }
             } else {
-                finished.push(*self.finish(c));
+                finished.push(*self.finish(held.conn));
             }
         }
         let mut in_old_ns = None;
@@ -1104,10 +1116,14 @@ impl Table {
             self.forget_listener(t.sport, t.sock);
         }
         if t.new == TcpState::Close
-            && let Some(mut c) = self.conns.remove(&t.sock)
+            && let Some(c) = self.conns.remove(&t.sock)
         {
-            c.time_wait_pending = c.may_enter_time_wait();
-            self.closing.insert(t.sock, (t.ts_ns, c));
+            let held = Held {
+                closed: t.ts_ns,
+                pending: c.may_enter_time_wait(),
+                conn: c,
+            };
+            self.closing.insert(t.sock, held);
         }
         Applied {
             in_old_ns,
@@ -1128,13 +1144,13 @@ impl Table {
             conn.note(c);
             return conn.owner;
         }
-        if let Some((_, conn)) = self.closing.get_mut(&sock) {
-            conn.note(c);
+        if let Some(held) = self.closing.get_mut(&sock) {
+            held.conn.note(c);
             if matches!(c.kind, ContextKind::SendReset | ContextKind::ReceiveReset) {
                 // An aborted connection has no TIME_WAIT to look up.
-                conn.time_wait_pending = false;
+                held.pending = false;
             }
-            return conn.owner;
+            return held.conn.owner;
         }
         None
     }
@@ -1142,33 +1158,22 @@ impl Table {
     /// Releases closed connections whose grace period (or TIME_WAIT lookup) is over.
     /// Boxed: a burst of closes can release the whole table at once, and unboxing them
     /// all into one vector would briefly hold every timeline twice.
-    /// It walks every closed record: see [`EXPIRE_EVERY_NS`].
+    /// It walks every closed record (in one pass that takes out the released ones, reading
+    /// only the maps: see [`Held`]), at most every [`EXPIRE_EVERY_NS`].
     pub fn expire(&mut self, now_ns: u64) -> Vec<Box<Conn>> {
-        let due: Vec<SockAddr> = self
+        let mut due: Vec<Box<Conn>> = self
             .closing
-            .iter()
-            .filter(|(_, (closed, c))| released(*closed, c, now_ns))
-            .map(|(s, _)| *s)
+            .extract_if(|_, h| h.released(now_ns))
+            .map(|(_, h)| h.conn)
             .collect();
-        let mut out = Vec::with_capacity(due.len());
-        for s in due {
-            if let Some((_, c)) = self.closing.remove(&s) {
-                out.push(self.finish(c));
-            }
-        }
         if !self.displaced.is_empty() {
-            let due: Vec<Tuple> = self
-                .displaced
-                .iter()
-                .filter(|(_, (closed, c))| released(*closed, c, now_ns))
-                .map(|(t, _)| *t)
-                .collect();
-            for t in due {
-                if let Some((_, c)) = self.displaced.remove(&t) {
-                    out.push(self.finish(c));
-                }
-            }
+            due.extend(
+                self.displaced
+                    .extract_if(|_, h| h.released(now_ns))
+                    .map(|(_, h)| h.conn),
+            );
         }
+        let mut out: Vec<Box<Conn>> = due.into_iter().map(|c| self.finish(c)).collect();
         out.sort_by_key(|c| c.end_ns());
         out
     }
@@ -1184,7 +1189,6 @@ impl Table {
         {
             self.by_tuple.remove(&t);
         }
-        c.time_wait_pending = false;
         c.close = Some(c.classify());
         c
     }
