@@ -261,6 +261,23 @@ fn put_human_ns(b: &mut Vec<u8>, ns: u64) {
     b.extend_from_slice(suffix);
 }
 
+/// A timeline's offset column: `+` and the time since `start` (`?` if unknown),
+/// right-aligned in 10 characters, as `{:>10}` pads (by characters: `µ` is two bytes).
+fn offset_column(ts: Option<u64>, start: u64) -> Vec<u8> {
+    let mut o = Vec::with_capacity(16);
+    match ts {
+        Some(e) => {
+            o.push(b'+');
+            put_human_ns(&mut o, e.saturating_sub(start));
+        }
+        None => o.push(b'?'),
+    }
+    let chars = std::str::from_utf8(&o).map_or(o.len(), |s| s.chars().count());
+    let mut padded = vec![b' '; 10usize.saturating_sub(chars)];
+    padded.extend_from_slice(&o);
+    padded
+}
+
 /// `0x…` as [`SockAddr`]'s `Display` writes it (16 hex digits).
 fn put_sock_text(b: &mut Vec<u8>, s: SockAddr) {
     b.extend_from_slice(b"0x");
@@ -517,21 +534,10 @@ impl<W: Write> Text<W> {
 
         let dim = self.style(Style::new().dimmed());
         let start = c.start_ns();
-        // `   ` then the offset from the start (`?` if unknown), right-aligned in 10.
+        // `   ` then the offset from the start (`?` if unknown), right-aligned in 10, dim.
         let offset = |b: &mut Vec<u8>, ts: Option<u64>| {
             b.extend_from_slice(b"   ");
-            let mut o = Vec::with_capacity(16);
-            match ts {
-                Some(e) => {
-                    o.push(b'+');
-                    put_human_ns(&mut o, e.saturating_sub(start));
-                }
-                None => o.push(b'?'),
-            }
-            let chars = std::str::from_utf8(&o).map_or(o.len(), |s| s.chars().count());
-            let mut padded = vec![b' '; 10usize.saturating_sub(chars)];
-            padded.extend_from_slice(&o);
-            self.put_styled(b, dim, &padded);
+            self.put_styled(b, dim, &offset_column(ts, start));
         };
         // States and context events, in time order (an event at the same time as a state
         // comes after it).
@@ -589,11 +595,7 @@ impl<W: Write> Text<W> {
         }) = c.time_wait
         {
             b.extend_from_slice(b"   ");
-            let mut o = vec![b'+'];
-            put_human_ns(&mut o, c.end_ns().saturating_sub(start));
-            let chars = std::str::from_utf8(&o).map_or(o.len(), |s| s.chars().count());
-            b.resize(b.len() + 10usize.saturating_sub(chars), b' ');
-            b.extend_from_slice(&o);
+            b.extend_from_slice(&offset_column(Some(c.end_ns()), start));
             b.extend_from_slice(b"  ");
             self.put_styled(b, self.state_style(TcpState::TimeWait), b"TIME_WAIT   ");
             b.push(b' ');
@@ -922,6 +924,38 @@ impl<W: Write> Json<W> {
             b.extend_from_slice(b",\"owner\":");
             this.owners.put(b, owner)?;
             b.extend_from_slice(b",\"source\":\"tracepoint\"}\n");
+            Ok(())
+        })
+    }
+
+    /// A transition learned from sock_diag (→ TIME_WAIT, TIME_WAIT → CLOSE: two per active
+    /// closer on a busy host) by hand, as [`Self::fast_transition`]; the same bytes as
+    /// [`TransitionJson`] with `source` `sock_diag` (a test compares).
+    fn fast_diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        self.record(|this, b| {
+            b.extend_from_slice(b"{\"v\":1,\"type\":\"transition\",\"time\":\"");
+            this.write_time(b, d.ts_ns);
+            b.extend_from_slice(b"\",\"ts_ns\":");
+            put_u64(b, d.ts_ns);
+            b.extend_from_slice(b",\"sock\":");
+            put_sock(b, d.sock);
+            put_tuple(b, Some(d.family), d.saddr, d.sport, d.daddr, d.dport)?;
+            b.extend_from_slice(b",\"old\":\"");
+            b.extend_from_slice(d.old.name().as_bytes());
+            b.extend_from_slice(b"\",\"new\":\"");
+            b.extend_from_slice(d.new.name().as_bytes());
+            b.extend_from_slice(b"\",\"in_old_ns\":");
+            put_opt_u64(b, d.in_old_ns);
+            b.extend_from_slice(
+                b",\"pid\":null,\"tid\":null,\"comm\":null,\"cpu\":null,\"owner\":",
+            );
+            this.owners.put(b, d.owner.as_ref())?;
+            b.extend_from_slice(b",\"source\":\"sock_diag\"");
+            if let Some(e) = d.expires_ns {
+                b.extend_from_slice(b",\"expires_ns\":");
+                put_u64(b, e);
+            }
+            b.extend_from_slice(b"}\n");
             Ok(())
         })
     }
@@ -1315,6 +1349,8 @@ fn ip(b: &mut Vec<u8>, a: IpAddr) -> io::Result<()> {
     }
 }
 
+/// The transition record as serde writes it: the reference for the hand-written ones.
+#[cfg(test)]
 #[derive(Serialize)]
 struct TransitionJson<'a> {
     #[serde(rename = "type")]
@@ -1505,6 +1541,33 @@ impl<W: Write> Json<W> {
         self.emit(&rec)
     }
 
+    /// The serde reference of [`Self::fast_diag_transition`].
+    #[cfg(test)]
+    fn serde_diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        let rec = TransitionJson {
+            ty: "transition",
+            time: self.time(d.ts_ns),
+            ts_ns: d.ts_ns,
+            sock: d.sock,
+            family: d.family,
+            saddr: d.saddr,
+            sport: d.sport,
+            daddr: d.daddr,
+            dport: d.dport,
+            old: d.old,
+            new: d.new,
+            in_old_ns: d.in_old_ns,
+            pid: None,
+            tid: None,
+            comm: None,
+            cpu: None,
+            owner: d.owner.as_ref(),
+            source: "sock_diag",
+            expires_ns: d.expires_ns,
+        };
+        self.emit(&rec)
+    }
+
     /// The serde reference of [`Self::fast_event`].
     #[cfg(test)]
     fn serde_event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
@@ -1592,28 +1655,7 @@ impl<W: Write> Sink for Json<W> {
     }
 
     fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
-        let rec = TransitionJson {
-            ty: "transition",
-            time: self.time(d.ts_ns),
-            ts_ns: d.ts_ns,
-            sock: d.sock,
-            family: d.family,
-            saddr: d.saddr,
-            sport: d.sport,
-            daddr: d.daddr,
-            dport: d.dport,
-            old: d.old,
-            new: d.new,
-            in_old_ns: d.in_old_ns,
-            pid: None,
-            tid: None,
-            comm: None,
-            cpu: None,
-            owner: d.owner.as_ref(),
-            source: "sock_diag",
-            expires_ns: d.expires_ns,
-        };
-        self.emit(&rec)
+        self.fast_diag_transition(d)
     }
 
     fn connection(&mut self, c: &Conn) -> io::Result<()> {
@@ -2176,6 +2218,57 @@ mod time_tests {
         for (f, s) in fast.lines().zip(slow.lines()) {
             assert_eq!(f, s);
         }
+    }
+
+    #[test]
+    fn the_hand_written_sock_diag_transition_is_serdes_byte_for_byte() {
+        let clock = WallClock::fixed(1_795_475_125_841_852_172);
+        let owner = Owner {
+            pid: 42,
+            comm: Comm(*b"we\"ird\\\xff\n\0\0\0\0\0\0\0"),
+            uid: 1000,
+            cgroup_id: 1 << 40,
+            source: OwnerSource::Event,
+        };
+        let start = DiagTransition {
+            ts_ns: 1_597_174_506_244,
+            sock: SockAddr(0xffff_8881_0000_0040),
+            family: Family::Ipv4,
+            saddr: "127.0.0.1".parse().unwrap(),
+            sport: 40000,
+            daddr: "10.1.2.3".parse().unwrap(),
+            dport: 443,
+            old: TcpState::FinWait2,
+            new: TcpState::TimeWait,
+            expires_ns: Some(1_657_174_506_244),
+            in_old_ns: None,
+            owner: Some(owner),
+        };
+        let end = DiagTransition {
+            ts_ns: 1_657_200_000_000,
+            family: Family::Ipv6,
+            saddr: "fd00::1".parse().unwrap(),
+            daddr: "::ffff:10.0.0.1".parse().unwrap(),
+            old: TcpState::TimeWait,
+            new: TcpState::Close,
+            expires_ns: None,
+            in_old_ns: Some(60_025_493_756),
+            owner: None,
+            ..start
+        };
+        let mut fast = Json::new(Vec::new(), clock);
+        let mut slow = Json::new(Vec::new(), clock);
+        for d in [start, end, start] {
+            fast.diag_transition(&d).unwrap();
+            slow.serde_diag_transition(&d).unwrap();
+        }
+        let fast = String::from_utf8(fast.into_inner().unwrap()).unwrap();
+        let slow = String::from_utf8(slow.into_inner().unwrap()).unwrap();
+        assert!(
+            fast.contains("\"source\":\"sock_diag\",\"expires_ns\":"),
+            "{fast}"
+        );
+        assert_eq!(fast, slow);
     }
 
     #[test]
