@@ -897,6 +897,33 @@ impl<W: Write> Json<W> {
         })
     }
 
+    /// A transition record's keys from its start through `in_old_ns`, the same for both
+    /// sources.
+    fn transition_head(
+        &self,
+        b: &mut Vec<u8>,
+        ts_ns: u64,
+        sock: SockAddr,
+        (family, saddr, sport, daddr, dport): (Family, IpAddr, u16, IpAddr, u16),
+        (old, new): (TcpState, TcpState),
+        in_old_ns: Option<u64>,
+    ) -> io::Result<()> {
+        b.extend_from_slice(b"{\"v\":1,\"type\":\"transition\",\"time\":\"");
+        self.write_time(b, ts_ns);
+        b.extend_from_slice(b"\",\"ts_ns\":");
+        put_u64(b, ts_ns);
+        b.extend_from_slice(b",\"sock\":");
+        put_sock(b, sock);
+        put_tuple(b, Some(family), saddr, sport, daddr, dport)?;
+        b.extend_from_slice(b",\"old\":\"");
+        b.extend_from_slice(old.name().as_bytes());
+        b.extend_from_slice(b"\",\"new\":\"");
+        b.extend_from_slice(new.name().as_bytes());
+        b.extend_from_slice(b"\",\"in_old_ns\":");
+        put_opt_u64(b, in_old_ns);
+        Ok(())
+    }
+
     /// The transition record, written by hand: it is most of the output at high rates, and
     /// this is several times cheaper than serde's generic path (no per-field escaping of
     /// known-safe keys, no allocations). Same bytes as [`TransitionJson`] (a test compares).
@@ -907,19 +934,14 @@ impl<W: Write> Json<W> {
         owner: Option<&Owner>,
     ) -> io::Result<()> {
         self.record(|this, b| {
-            b.extend_from_slice(b"{\"v\":1,\"type\":\"transition\",\"time\":\"");
-            this.write_time(b, t.ts_ns);
-            b.extend_from_slice(b"\",\"ts_ns\":");
-            put_u64(b, t.ts_ns);
-            b.extend_from_slice(b",\"sock\":");
-            put_sock(b, t.sock);
-            put_tuple(b, Some(t.family), t.saddr, t.sport, t.daddr, t.dport)?;
-            b.extend_from_slice(b",\"old\":\"");
-            b.extend_from_slice(t.old.name().as_bytes());
-            b.extend_from_slice(b"\",\"new\":\"");
-            b.extend_from_slice(t.new.name().as_bytes());
-            b.extend_from_slice(b"\",\"in_old_ns\":");
-            put_opt_u64(b, in_old_ns);
+            this.transition_head(
+                b,
+                t.ts_ns,
+                t.sock,
+                (t.family, t.saddr, t.sport, t.daddr, t.dport),
+                (t.old, t.new),
+                in_old_ns,
+            )?;
             put_task(b, &t.task, t.cpu)?;
             b.extend_from_slice(b",\"owner\":");
             this.owners.put(b, owner)?;
@@ -933,19 +955,14 @@ impl<W: Write> Json<W> {
     /// [`TransitionJson`] with `source` `sock_diag` (a test compares).
     fn fast_diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
         self.record(|this, b| {
-            b.extend_from_slice(b"{\"v\":1,\"type\":\"transition\",\"time\":\"");
-            this.write_time(b, d.ts_ns);
-            b.extend_from_slice(b"\",\"ts_ns\":");
-            put_u64(b, d.ts_ns);
-            b.extend_from_slice(b",\"sock\":");
-            put_sock(b, d.sock);
-            put_tuple(b, Some(d.family), d.saddr, d.sport, d.daddr, d.dport)?;
-            b.extend_from_slice(b",\"old\":\"");
-            b.extend_from_slice(d.old.name().as_bytes());
-            b.extend_from_slice(b"\",\"new\":\"");
-            b.extend_from_slice(d.new.name().as_bytes());
-            b.extend_from_slice(b"\",\"in_old_ns\":");
-            put_opt_u64(b, d.in_old_ns);
+            this.transition_head(
+                b,
+                d.ts_ns,
+                d.sock,
+                (d.family, d.saddr, d.sport, d.daddr, d.dport),
+                (d.old, d.new),
+                d.in_old_ns,
+            )?;
             b.extend_from_slice(
                 b",\"pid\":null,\"tid\":null,\"comm\":null,\"cpu\":null,\"owner\":",
             );
@@ -2107,17 +2124,22 @@ mod time_tests {
     use chrono::SecondsFormat;
     use std::fmt::Write as _;
 
-    #[test]
-    fn the_hand_written_transition_record_is_serdes_byte_for_byte() {
-        use crate::table::tests::tr;
-        let clock = WallClock::fixed(1_795_475_125_841_852_172);
-        let owner = Owner {
+    /// An owner whose name needs every kind of JSON escape and is not valid UTF-8.
+    fn odd_owner(source: OwnerSource) -> Owner {
+        Owner {
             pid: 42,
             comm: Comm(*b"we\"ird\\\xff\n\0\0\0\0\0\0\0"),
             uid: 1000,
             cgroup_id: 1 << 40,
-            source: OwnerSource::Inherited,
-        };
+            source,
+        }
+    }
+
+    #[test]
+    fn the_hand_written_transition_record_is_serdes_byte_for_byte() {
+        use crate::table::tests::tr;
+        let clock = WallClock::fixed(1_795_475_125_841_852_172);
+        let owner = odd_owner(OwnerSource::Inherited);
         let mut v6 = tr(
             0xffff_8881_0000_0040,
             1_597_174_506_244,
@@ -2223,13 +2245,7 @@ mod time_tests {
     #[test]
     fn the_hand_written_sock_diag_transition_is_serdes_byte_for_byte() {
         let clock = WallClock::fixed(1_795_475_125_841_852_172);
-        let owner = Owner {
-            pid: 42,
-            comm: Comm(*b"we\"ird\\\xff\n\0\0\0\0\0\0\0"),
-            uid: 1000,
-            cgroup_id: 1 << 40,
-            source: OwnerSource::Event,
-        };
+        let owner = odd_owner(OwnerSource::Event);
         let start = DiagTransition {
             ts_ns: 1_597_174_506_244,
             sock: SockAddr(0xffff_8881_0000_0040),
@@ -2275,13 +2291,7 @@ mod time_tests {
     fn the_hand_written_event_and_connection_records_are_serdes_byte_for_byte() {
         use crate::table::tests::ctx;
         let clock = WallClock::fixed(1_795_475_125_841_852_172);
-        let owner = Owner {
-            pid: 42,
-            comm: Comm(*b"we\"ird\\\xff\n\0\0\0\0\0\0\0"),
-            uid: 1000,
-            cgroup_id: 1 << 40,
-            source: OwnerSource::Procfs,
-        };
+        let owner = odd_owner(OwnerSource::Procfs);
         let mut events = [
             ctx(Some(0x10), 1, ContextKind::Destroy, None, 0),
             ctx(None, 999_999_999, ContextKind::Error, None, 111),

@@ -1015,6 +1015,20 @@ fn count_output(
         let f = File::open(out).with_context(|| format!("opening {}", out.display()))?;
         Ok(BufReader::with_capacity(1 << 20, f).split(b'\n'))
     };
+    // tracer's JSON records of one type, picked by a cheap check before parsing (the type is
+    // near the start of the line).
+    let records = |ty: &str| -> anyhow::Result<_> {
+        let key = format!(r#""type":"{ty}""#).into_bytes();
+        Ok(lines()?.filter_map(move |l| match l {
+            Ok(l) => {
+                let head = &l[..l.len().min(48)];
+                head.windows(key.len())
+                    .any(|w| w == key.as_slice())
+                    .then_some(Ok(l))
+            }
+            Err(e) => Some(Err(anyhow::Error::from(e).context("reading tracer output"))),
+        }))
+    };
     Ok(match tool {
         Tool::Untraced => (None, "", None),
         Tool::TracerJson | Tool::TracerJsonNoEvents | Tool::CompareJson => {
@@ -1025,14 +1039,8 @@ fn count_output(
                 source: String,
             }
             let mut n = 0;
-            for l in lines()? {
-                let l = l.context("reading tracer output")?;
-                // Cheap pre-check before parsing: the record type is near the start.
-                let head = &l[..l.len().min(48)];
-                if !head.windows(19).any(|w| w == br#""type":"transition""#) {
-                    continue;
-                }
-                let t: T = serde_json::from_slice(&l).context("parsing a transition record")?;
+            for l in records("transition")? {
+                let t: T = serde_json::from_slice(&l?).context("parsing a transition record")?;
                 if t.source == "tracepoint" && (ours(t.sport) || ours(t.dport)) {
                     n += 1;
                 }
@@ -1049,13 +1057,8 @@ fn count_output(
                 incomplete: bool,
             }
             let mut n = 0;
-            for l in lines()? {
-                let l = l.context("reading tracer output")?;
-                let head = &l[..l.len().min(48)];
-                if !head.windows(19).any(|w| w == br#""type":"connection""#) {
-                    continue;
-                }
-                let c: C = serde_json::from_slice(&l).context("parsing a connection record")?;
+            for l in records("connection")? {
+                let c: C = serde_json::from_slice(&l?).context("parsing a connection record")?;
                 if !(ours(c.sport) || ours(c.dport)) {
                     continue;
                 }
