@@ -560,15 +560,17 @@ impl<W: Write> Text<W> {
             }
             offset(b, entered);
             b.extend_from_slice(b"  ");
-            let mut name = [b' '; 12];
-            let n = state.name().len().min(12);
-            name[..n].copy_from_slice(&state.name().as_bytes()[..n]);
-            let name: &[u8] = if state.name().len() > 12 {
-                state.name().as_bytes()
-            } else {
-                &name
+            // The name left-aligned in 12, as `{:<12}` pads (a longer one as it is).
+            let name = state.name().as_bytes();
+            let mut padded = [b' '; 12];
+            let shown: &[u8] = match padded.get_mut(..name.len()) {
+                Some(p) => {
+                    p.copy_from_slice(name);
+                    &padded
+                }
+                None => name,
             };
-            self.put_styled(b, self.state_style(*state), name);
+            self.put_styled(b, self.state_style(*state), shown);
             b.push(b' ');
             match durations.next() {
                 Some(Some(d)) => put_human_ns(b, d),
