@@ -1104,6 +1104,12 @@ fn owner_filtered(filter: &[String]) -> (Vec<Value>, u16) {
         .spawn_locked()
         .unwrap();
     let (mut s2, _) = listener.accept().unwrap();
+    // No child may hold these sockets while they close (see FORK): a child of another test
+    // forked at that moment would be the closing task, and the owner filter would drop the
+    // connection (seen once in CI: the listener and the last accepted socket missing).
+    let no_fork = FORK
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     drop(ours);
     drop(s1);
     s2.write_all(b"x\n").unwrap();
@@ -1112,6 +1118,7 @@ fn owner_filtered(filter: &[String]) -> (Vec<Value>, u16) {
     let _ = s2.read(&mut b);
     drop(s2);
     drop(listener);
+    drop(no_fork);
     thread::sleep(Duration::from_millis(300));
     let (status, out, err) = t.stop();
     assert!(status.success(), "{err:?}");
