@@ -297,11 +297,12 @@ fn put_endpoint(b: &mut Vec<u8>, addr: IpAddr, port: u16) {
     put_u64(b, port.into());
 }
 
+/// `addr:port`, an IPv6 address in brackets.
 pub fn endpoint(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
+    let mut b = Vec::with_capacity(48);
+    put_endpoint(&mut b, addr, port);
+    // Only ASCII is written.
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// What a context event says, in a few words (`RST received`, `error ECONNREFUSED`).
@@ -434,10 +435,7 @@ impl<W: Write> Text<W> {
         b.push(b' ');
         let start = b.len();
         match sock {
-            Some(s) => {
-                b.extend_from_slice(b"0x");
-                hex16(b, s.0);
-            }
+            Some(s) => put_sock_text(b, s),
             None => b.push(b'-'),
         }
         pad(b, start, 18);
@@ -467,18 +465,7 @@ impl<W: Write> Text<W> {
         for (addr, port) in [local, remote] {
             b.push(b' ');
             let start = b.len();
-            match addr {
-                IpAddr::V4(_) => {
-                    let _ = ip(b, addr);
-                }
-                IpAddr::V6(_) => {
-                    b.push(b'[');
-                    let _ = ip(b, addr);
-                    b.push(b']');
-                }
-            }
-            b.push(b':');
-            put_u64(b, port.into());
+            put_endpoint(b, addr, port);
             pad(b, start, ADDR_W);
         }
     }
@@ -1173,8 +1160,8 @@ fn put_opt_name(b: &mut Vec<u8>, name: Option<&str>) {
 
 /// `"0x…"`: a socket address as [`SockAddr`]'s `Display` writes it.
 fn put_sock(b: &mut Vec<u8>, s: SockAddr) {
-    b.extend_from_slice(b"\"0x");
-    hex16(b, s.0);
+    b.push(b'"');
+    put_sock_text(b, s);
     b.push(b'"');
 }
 
