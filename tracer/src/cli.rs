@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{
     decode::{Family, TcpState},
     filter::{CgroupId, Cidr, Filter, netns_inode},
+    pipeline::View,
 };
 
 const ABOUT: &str = "Show the Linux kernel's TCP state machine live: every state transition, per-connection timelines.";
@@ -290,17 +291,6 @@ impl Scenario {
             }
         }
     }
-}
-
-/// `--view`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum View {
-    /// Every transition as it happens, then each connection's timeline.
-    Events,
-    /// Only each connection's record (timeline) when it closes: one record per socket.
-    Connections,
-    /// Each finished connection as a sequence diagram of both ends.
-    Ladder,
 }
 
 impl Args {

@@ -358,6 +358,29 @@ pub fn errno_name(e: i32) -> String {
     }
 }
 
+/// Events the kernel could not hand over, by cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LostCause {
+    /// The ring buffer was full (the reader fell behind).
+    RingbufFull,
+    /// The kernel skipped the program because it was already running on that CPU (a
+    /// softirq transition interrupting a process-context one): `recursion_misses`.
+    Recursion,
+    /// The portable program could not read a field of the record.
+    ReadError,
+}
+
+impl LostCause {
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::RingbufFull => "ring buffer full (raise --ring-buffer-size)",
+            Self::Recursion => "program skipped by the kernel while already running on that CPU",
+            Self::ReadError => "record field could not be read",
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

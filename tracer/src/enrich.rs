@@ -23,7 +23,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use crate::{
     decode::{Comm, Family, TcpState},
     filter::Filter,
-    output::DiagTransition,
+    table::DiagTransition,
     table::{Owner, OwnerSource, Seed, Table, TimeWait, Tuple},
 };
 

@@ -17,8 +17,9 @@ use prometheus_client::{
 };
 
 use crate::{
+    decode::LostCause,
     decode::{Context, ContextKind, TcpState, Transition},
-    output::{DiagTransition, LostCause},
+    table::DiagTransition,
     table::{CloseClass, Conn, Role},
 };
 

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use tracer_common::Event;
 
 use crate::{
+    decode::LostCause,
     decode::{Comm, Family, SockAddr, TcpState},
-    output::{DiagTransition, LostCause},
+    table::DiagTransition,
     table::{Fact, Owner, OwnerSource, Seed, TimeWait},
 };
 

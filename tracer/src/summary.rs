@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use crate::{
     decode::{TcpState, Transition},
-    output::{DiagTransition, endpoint, human_ns},
+    table::DiagTransition,
     table::{CloseClass, Conn, Role},
+    units::{endpoint, human_ns},
 };
 
 /// The durations summarised, in the order they are shown.

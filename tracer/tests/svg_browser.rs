@@ -23,8 +23,7 @@ use std::{
 use serde_json::Value;
 use tracer::{
     decode::TcpState,
-    ladder::{Arrow, Column, Ladder, Row, Side},
-    svg,
+    ladder::{Arrow, Column, Ladder, Row, Side, svg},
 };
 
 const NEEDS_CHROMIUM: &str = "needs Chromium: install it (`apt-get install chromium` on Debian) or run `cargo xtask test`, which does; CHROMIUM=/path/to/binary picks another";

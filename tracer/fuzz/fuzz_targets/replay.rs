@@ -8,12 +8,11 @@ use std::io;
 
 use libfuzzer_sys::fuzz_target;
 use tracer::{
-    Pipeline,
-    cli::View,
+    clock::WallClock,
     ladder::Pairer,
-    output::{Json, Text, WallClock},
+    output::{Json, Text},
+    pipeline::{Pipeline, View},
     record::{Item, Reader},
-    replay::feed,
     summary::Summary,
 };
 
@@ -36,9 +35,9 @@ fuzz_target!(|data: &[u8]| {
     for item in Reader::new(data) {
         let Ok(item) = item else { break };
         let end = matches!(item, Item::End { .. });
-        let _ = feed(&mut json, item.clone(), &mut last_j);
-        let _ = feed(&mut rows, item.clone(), &mut last_r);
-        let _ = feed(&mut text, item, &mut last_t);
+        let _ = json.feed(item.clone(), &mut last_j);
+        let _ = rows.feed(item.clone(), &mut last_r);
+        let _ = text.feed(item, &mut last_t);
         if end {
             break;
         }

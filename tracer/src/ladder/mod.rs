@@ -10,16 +10,17 @@
 //! SYN-ACK). When only one end is on this host, the other is a plain column and every
 //! segment this end sent or received is drawn.
 //!
-//! [`Ladder`] is the model; [`render_text`] draws it for a terminal and `svg` for a browser.
-use std::{
-    collections::{HashMap, VecDeque},
-    fmt::Write as _,
-};
+//! [`Ladder`] is the model; [`text::render`] draws it for a terminal and `svg` for a browser.
+use std::collections::{HashMap, VecDeque};
+
+pub mod svg;
+pub mod text;
 
 use crate::{
+    clock::WallClock,
     decode::{ContextKind, SockAddr, TcpState, Transition, errno_name},
-    output::{WallClock, human_ns},
     table::{CloseClass, Conn, Role, Tuple},
+    units::human_ns,
 };
 
 /// One end's column.
@@ -128,7 +129,7 @@ fn column(c: &Conn) -> Column {
         r => r.name(),
     };
     Column {
-        label: format!("{role} {}", crate::output::endpoint(c.saddr, c.sport)),
+        label: format!("{role} {}", crate::units::endpoint(c.saddr, c.sport)),
         detail: c.owner.as_ref().map_or_else(String::new, |o| {
             format!("pid {} {}", o.pid, o.comm.as_str())
         }),
@@ -138,7 +139,7 @@ fn column(c: &Conn) -> Column {
 
 fn remote_column(c: &Conn) -> Column {
     Column {
-        label: format!("remote {}", crate::output::endpoint(c.daddr, c.dport)),
+        label: format!("remote {}", crate::units::endpoint(c.daddr, c.dport)),
         detail: match c.close {
             Some(CloseClass::Refused) => "no socket: nobody listening",
             Some(CloseClass::Timeout) => "never answered",
@@ -328,8 +329,8 @@ pub fn build(c: &Conn, peer: Option<&Conn>, clock: &WallClock) -> Ladder {
     Ladder {
         title: format!(
             "{} -> {}",
-            crate::output::endpoint(left.saddr, left.sport),
-            crate::output::endpoint(left.daddr, left.dport)
+            crate::units::endpoint(left.saddr, left.sport),
+            crate::units::endpoint(left.daddr, left.dport)
         ),
         started: clock
             .utc(t0)
@@ -344,100 +345,6 @@ pub fn build(c: &Conn, peer: Option<&Conn>, clock: &WallClock) -> Ladder {
         rows,
         footer,
     }
-}
-
-/// Width of a state column.
-const STATE_W: usize = 13;
-/// Width of the space between the two columns, where the arrows go.
-const MID_W: usize = 34;
-/// Width of the time column.
-const TIME_W: usize = 10;
-
-/// The diagram for a terminal (monospace, UTF-8).
-pub fn render_text(l: &Ladder) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "── {}  (started {})", l.title, l.started);
-    let _ = writeln!(
-        s,
-        "{:>TIME_W$}  {:<w$}{}",
-        "",
-        l.left.label,
-        l.right.label,
-        w = STATE_W + MID_W + 2
-    );
-    if !l.left.detail.is_empty() || !l.right.detail.is_empty() {
-        let _ = writeln!(
-            s,
-            "{:>TIME_W$}  {:<w$}{}",
-            "",
-            l.left.detail,
-            l.right.detail,
-            w = STATE_W + MID_W + 2
-        );
-    }
-    let initial = |c: &Column| c.initial.map_or("", TcpState::name);
-    let _ = writeln!(
-        s,
-        "{:>TIME_W$}  {:<STATE_W$} {:MID_W$} {}",
-        "",
-        initial(&l.left),
-        "",
-        initial(&l.right)
-    );
-    for r in &l.rows {
-        let state = r.state.map_or("", TcpState::name);
-        let (lstate, rstate) = match r.side {
-            Side::Left => (state, ""),
-            Side::Right => ("", state),
-        };
-        // A context event (no state) is marked `!`, as in the timelines.
-        let note = r.note.as_ref().map(|n| {
-            if r.state.is_some() {
-                n.clone()
-            } else {
-                format!("! {n}")
-            }
-        });
-        let (mid, tail) = match (&r.arrow, r.side, note) {
-            (Some(a), _, note) => (arrow_text(a), note),
-            // The left column's notes go next to it, in the middle.
-            (None, Side::Left, Some(n)) => (n, None),
-            (None, _, note) => (String::new(), note),
-        };
-        let mut line = format!(
-            "{:>TIME_W$}  {:<STATE_W$} {} {:<STATE_W$}",
-            format!("+{}", human_ns(r.offset_ns)),
-            lstate,
-            pad(&mid, MID_W),
-            rstate
-        );
-        if let Some(t) = tail {
-            line.push_str("  ");
-            line.push_str(&t);
-        }
-        let _ = writeln!(s, "{}", line.trim_end());
-    }
-    for f in &l.footer {
-        let _ = writeln!(s, "{:>TIME_W$}  {f}", "");
-    }
-    s
-}
-
-/// `── SYN ─────────▶` or `◀──────── SYN-ACK ──`, [`MID_W`] wide.
-fn arrow_text(a: &Arrow) -> String {
-    let label = format!(" {} ", a.label);
-    let n = label.chars().count();
-    let dashes = MID_W.saturating_sub(n + 1);
-    match a.from {
-        Side::Left => format!("──{label}{}▶", "─".repeat(dashes.saturating_sub(2))),
-        Side::Right => format!("◀{}{label}──", "─".repeat(dashes.saturating_sub(2))),
-    }
-}
-
-/// Pads to `w` characters (not bytes: the arrows are multi-byte).
-fn pad(s: &str, w: usize) -> String {
-    let n = s.chars().count();
-    format!("{s}{}", " ".repeat(w.saturating_sub(n)))
 }
 
 /// Most finished connections held while their other end is still open.
@@ -521,137 +428,4 @@ impl Pairer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::table::{Table, tests::tr};
-    use TcpState::*;
-
-    /// One loopback connection as this kernel reports it (client closes first): client at
-    /// address 1 (port 5), server child at 2 (port 80).
-    fn connection(t: &mut Table, p: &mut Pairer) -> Vec<Pair> {
-        let steps = [
-            tr(1, 0, Close, SynSent, 0, 80),
-            tr(1, 50, SynSent, Established, 5, 80),
-            tr(2, 60, Listen, SynRecv, 80, 5),
-            tr(2, 70, SynRecv, Established, 80, 5),
-            tr(1, 1000, Established, FinWait1, 5, 80),
-            tr(2, 1010, Established, CloseWait, 80, 5),
-            tr(2, 2000, CloseWait, LastAck, 80, 5),
-            tr(1, 2010, FinWait1, FinWait2, 5, 80),
-            tr(1, 2020, FinWait2, Close, 5, 80),
-            tr(2, 2030, LastAck, Close, 80, 5),
-        ];
-        let mut out = Vec::new();
-        for s in &steps {
-            p.transition(s);
-            t.apply(s);
-        }
-        // The server's record comes first (the client waits for its TIME_WAIT lookup).
-        let mut done = t.flush();
-        done.sort_by_key(|c| c.role != Role::Server);
-        for c in done {
-            out.extend(p.finished(c, true));
-        }
-        out
-    }
-
-    #[test]
-    fn both_ends_are_paired_and_each_segment_drawn_once() {
-        let (mut t, mut p) = (Table::new(), Pairer::new());
-        let pairs = connection(&mut t, &mut p);
-        assert_eq!(pairs.len(), 1, "held until the other end finished");
-        let (a, b) = &pairs[0];
-        let l = build(a, b.as_ref(), &WallClock::fixed(0));
-        assert!(l.left.label.starts_with("client 127.0.0.1:5"), "{l:?}");
-        assert!(l.right.label.starts_with("server 127.0.0.1:80"), "{l:?}");
-        let arrows: Vec<(Side, &str)> = l
-            .rows
-            .iter()
-            .filter_map(|r| r.arrow.as_ref().map(|a| (a.from, a.label)))
-            .collect();
-        use Side::*;
-        assert_eq!(
-            arrows,
-            [
-                (Left, "SYN"),
-                (Right, "SYN-ACK"),
-                (Left, "ACK"),
-                (Left, "FIN"),
-                (Right, "ACK"),
-                (Right, "FIN"),
-                (Left, "ACK"),
-            ]
-        );
-        let states: Vec<(Side, TcpState)> = l
-            .rows
-            .iter()
-            .filter_map(|r| r.state.map(|s| (r.side, s)))
-            .collect();
-        assert_eq!(
-            states,
-            [
-                (Left, SynSent),
-                (Left, Established),
-                (Right, SynRecv),
-                (Right, Established),
-                (Left, FinWait1),
-                (Right, CloseWait),
-                (Right, LastAck),
-                (Left, FinWait2),
-                (Left, Close),
-                (Right, Close),
-            ]
-        );
-        let text = render_text(&l);
-        assert!(text.contains("── SYN ──"), "{text}");
-        assert!(text.contains("◀") && text.contains("SYN-ACK ──"), "{text}");
-        assert!(text.contains("close active") && text.contains("close passive"));
-    }
-
-    #[test]
-    fn an_end_without_a_local_peer_is_drawn_alone() {
-        let (mut t, mut p) = (Table::new(), Pairer::new());
-        for s in [
-            tr(1, 0, Close, SynSent, 0, 80),
-            tr(1, 50, SynSent, Close, 5, 80),
-        ] {
-            p.transition(&s);
-            t.apply(&s);
-        }
-        let c = t.flush().pop().unwrap();
-        let pairs = p.finished(c, true);
-        assert_eq!(pairs.len(), 1);
-        assert!(pairs[0].1.is_none());
-        let l = build(&pairs[0].0, None, &WallClock::fixed(0));
-        assert_eq!(l.right.initial, None);
-        assert!(l.right.label.starts_with("remote 127.0.0.1:80"));
-        assert_eq!(l.rows.len(), 2);
-        // Not shown (filtered out): nothing to draw.
-        let s = tr(3, 0, Close, SynSent, 0, 80);
-        t.apply(&s);
-        t.apply(&tr(3, 9, SynSent, Close, 7, 80));
-        assert!(p.finished(t.flush().pop().unwrap(), false).is_empty());
-    }
-
-    #[test]
-    fn held_ends_are_bounded_and_flushed_at_exit() {
-        let mut p = Pairer::new();
-        let mut t = Table::new();
-        // A server child whose client is still open: held; flushed alone at exit.
-        for s in [
-            tr(1, 0, Close, SynSent, 0, 80),
-            tr(1, 5, SynSent, Established, 5, 80),
-            tr(2, 6, Listen, SynRecv, 80, 5),
-            tr(2, 7, SynRecv, Established, 80, 5),
-            tr(2, 8, Established, Close, 80, 5),
-        ] {
-            p.transition(&s);
-            t.apply(&s);
-        }
-        let server = t.flush().pop().unwrap();
-        assert!(p.finished(server, true).is_empty());
-        let rest = p.flush();
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].0.role, Role::Server);
-    }
-}
+mod tests;

@@ -10,14 +10,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use super::{report_files, with_pipeline};
 use crate::{
-    Pipeline,
     cli::Args,
-    cli::Output,
-    configure,
-    output::{Json, Sink, Text, WallClock},
+    clock::WallClock,
+    output::Sink,
+    pipeline::Pipeline,
     record::{Item, ReadError, Reader},
-    report_files, text_color, with_pipeline,
 };
 
 pub fn run(args: &Args, file: &Path) -> anyhow::Result<ExitCode> {
@@ -43,34 +42,6 @@ pub fn run(args: &Args, file: &Path) -> anyhow::Result<ExitCode> {
     );
     let clock = WallClock::fixed(i128::from(header.clock_offset_ns));
     with_pipeline!(args, clock, |pipe| replay(args, file, reader, pipe))
-}
-
-/// Gives one recorded item to the pipeline, as the live loop did; `last_ts` follows the
-/// latest time seen (where a recording without an `end` line ends).
-pub fn feed<S: Sink>(pipe: &mut Pipeline<S>, item: Item, last_ts: &mut u64) -> io::Result<()> {
-    match item {
-        Item::Event(ev) => {
-            *last_ts = (*last_ts).max(ev.ts_ns);
-            pipe.raw_event(&ev)
-        }
-        Item::Fact(f) => pipe.fact(f),
-        Item::Diag(d) => pipe.diag(&d),
-        Item::Lost {
-            cause,
-            count,
-            total,
-        } => pipe.lost(cause, count, total),
-        Item::Settle(ts) => {
-            *last_ts = (*last_ts).max(ts);
-            pipe.settle(ts)
-        }
-        Item::Tick(ts) => {
-            *last_ts = (*last_ts).max(ts);
-            pipe.tick(ts)
-        }
-        // The caller notes the end; a second header is refused by the reader.
-        Item::End { .. } | Item::Header(_) => Ok(()),
-    }
 }
 
 /// What ended the replay.
@@ -107,7 +78,7 @@ fn replay<S: Sink, R: BufRead>(
             end_ts = Some(*ts_ns);
             outcome = Outcome::Complete(reason.clone());
         }
-        let step = feed(&mut pipe, item, &mut last_ts);
+        let step = pipe.feed(item, &mut last_ts);
         match step {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {

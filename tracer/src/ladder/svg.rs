@@ -1,5 +1,5 @@
 //! The ladder view as an SVG sequence diagram (`--svg DIR`): the same content as
-//! [`crate::ladder::render_text`], for a browser or a slide.
+//! [`super::text::render`], for a browser or a slide.
 //!
 //! A standalone SVG 1.1 document: no scripts, no external fonts or stylesheets, presentation
 //! attributes only (so viewers without CSS support draw it the same). Rows are evenly spaced
@@ -14,7 +14,7 @@ use std::fmt::{self, Write as _};
 use crate::{
     decode::TcpState,
     ladder::{Arrow, Column, Ladder, Row, Side},
-    output::human_ns,
+    units::human_ns,
 };
 
 /// Monospace first (the layout assumes fixed-width glyphs), from what Linux, macOS and

@@ -7,16 +7,23 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::TracePoint,
 };
+
 use tokio::io::unix::AsyncFd;
+
 use tracer_common::{
     AF_INET, AF_INET6, AddrKey, Config, Counters, CtxLayout, NetnsOffsets, OWNER_CGROUP,
     OWNER_COMM, OWNER_PID, names,
 };
+
+mod privileges;
+
+use privileges::{check_privileges, privilege_hint, raise_memlock};
 
 use crate::{
     decode::Family,
@@ -381,237 +388,5 @@ fn spawn_bpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
                 }
             }))
         }
-    }
-}
-
-const PRIVILEGE_HINT: &str = "tracer needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8): run it with sudo";
-
-/// Fails early, with the fix, when the process lacks the capabilities to load BPF (as
-/// non-root, or as root with a reduced capability set, e.g. under systemd).
-fn check_privileges() -> anyhow::Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    const CAP_SYS_ADMIN: u64 = 21;
-    const CAP_PERFMON: u64 = 38;
-    const CAP_BPF: u64 = 39;
-    let has = |c: u64| eff & (1 << c) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
-    }
-    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-        .into_iter()
-        .filter(|(c, _)| !has(*c))
-        .map(|(_, n)| n)
-        .collect();
-    // SAFETY: geteuid has no preconditions.
-    let who = if unsafe { libc::geteuid() } == 0 {
-        "running as root but"
-    } else {
-        "not running as root and"
-    };
-    bail!("{who} missing {}: {PRIVILEGE_HINT}", missing.join(" and "))
-}
-
-fn privilege_hint(e: anyhow::Error) -> anyhow::Error {
-    if is_eperm(&e) {
-        e.context(PRIVILEGE_HINT)
-    } else {
-        e
-    }
-}
-
-fn is_eperm(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
-            || c.to_string().contains("Operation not permitted")
-    })
-}
-
-/// RLIMIT_MEMLOCK after `raise_memlock`: kernels before 5.11 charge the memory of BPF maps
-/// and programs to it (later ones to the memory cgroup), so an EPERM from creating a map or
-/// loading a program there is the limit, not privileges.
-#[derive(Debug)]
-struct Memlock {
-    /// `uname -r`.
-    release: String,
-    /// The soft limit in bytes, `None` if unlimited.
-    limit: Option<u64>,
-    /// Why it could not be raised to unlimited.
-    raise_error: Option<String>,
-}
-
-impl Memlock {
-    /// `e` with the reason for an EPERM in its chain, if there is one.
-    fn hint(&self, e: anyhow::Error, ring_bytes: u32) -> anyhow::Error {
-        if !is_eperm(&e) {
-            return e;
-        }
-        match self.message(ring_bytes) {
-            Some(m) => e.context(m),
-            None => e.context(PRIVILEGE_HINT),
-        }
-    }
-
-    /// The sentence for an EPERM when the memlock limit is the likely cause: a kernel that
-    /// charges it and a finite limit.
-    fn message(&self, ring_bytes: u32) -> Option<String> {
-        let limit = self.limit?;
-        if !charges_memlock(&self.release) {
-            return None;
-        }
-        let raise = match &self.raise_error {
-            Some(err) => format!(", could not be raised: {err}"),
-            None => String::new(),
-        };
-        Some(format!(
-            "the kernel ({}) charges BPF maps and programs to RLIMIT_MEMLOCK (currently {}{raise}), \
-             and the ring buffer alone needs {}: run as root (or with CAP_SYS_RESOURCE), raise \
-             it with `ulimit -l unlimited` or LimitMEMLOCK=infinity in the systemd unit, or use \
-             a smaller --ring-buffer-size",
-            self.release,
-            binary_size(limit),
-            binary_size(u64::from(ring_bytes))
-        ))
-    }
-}
-
-/// Kernels before 5.11 account BPF memory to RLIMIT_MEMLOCK (5.11 moved it to the memory
-/// cgroup). An unparsable release is assumed to be recent.
-fn charges_memlock(release: &str) -> bool {
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) < (5, 11),
-        _ => false,
-    }
-}
-
-/// `64 KiB`, `8 MiB`, `1536 B`: exact binary units.
-fn binary_size(bytes: u64) -> String {
-    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{} {unit}", bytes >> shift);
-        }
-    }
-    format!("{bytes} B")
-}
-
-/// Raises RLIMIT_MEMLOCK to unlimited (needs CAP_SYS_RESOURCE beyond the hard limit) and
-/// reports what it is afterwards.
-fn raise_memlock() -> Memlock {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: `rlim` is a valid rlimit.
-    let raise_error = if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        let e = io::Error::last_os_error();
-        log::debug!("could not raise RLIMIT_MEMLOCK: {e}");
-        Some(if e.raw_os_error() == Some(libc::EPERM) {
-            format!("{e} without CAP_SYS_RESOURCE")
-        } else {
-            e.to_string()
-        })
-    } else {
-        None
-    };
-    let mut now = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit to a valid, writable `now`.
-    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut now) } != 0
-        || now.rlim_cur == libc::RLIM_INFINITY
-    {
-        None
-    } else {
-        Some(now.rlim_cur)
-    };
-    Memlock {
-        release: format::kernel_release(),
-        limit,
-        raise_error,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn memlock(release: &str, limit: Option<u64>, raise_error: Option<&str>) -> Memlock {
-        Memlock {
-            release: release.into(),
-            limit,
-            raise_error: raise_error.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn kernels_before_5_11_charge_memlock() {
-        for r in [
-            "5.10.0-46-cloud-amd64",
-            "4.19.0-27-amd64",
-            "5.4.0",
-            "3.10.0-1160.el7",
-        ] {
-            assert!(charges_memlock(r), "{r}");
-        }
-        for r in [
-            "5.11.0",
-            "6.1.0-56-cloud-amd64",
-            "6.12.117+deb12-cloud-amd64",
-            "10.0",
-            "",
-        ] {
-            assert!(!charges_memlock(r), "{r}");
-        }
-    }
-
-    #[test]
-    fn sizes_are_exact_binary_units() {
-        assert_eq!(binary_size(64 << 10), "64 KiB");
-        assert_eq!(binary_size(8 << 20), "8 MiB");
-        assert_eq!(binary_size(1 << 30), "1 GiB");
-        assert_eq!(binary_size(1536), "1536 B");
-        assert_eq!(binary_size(8 * 1024 * 1024 + 4096), "8196 KiB");
-    }
-
-    #[test]
-    fn eperm_names_the_memlock_limit_where_the_kernel_charges_it() {
-        let eperm =
-            || anyhow!(io::Error::from_raw_os_error(libc::EPERM)).context("creating map EVENTS");
-        let m = memlock(
-            "5.10.0-46-cloud-amd64",
-            Some(64 << 10),
-            Some("Operation not permitted (os error 1) without CAP_SYS_RESOURCE"),
-        );
-        let e = format!("{:#}", m.hint(eperm(), 8 << 20));
-        assert_eq!(
-            e,
-            "the kernel (5.10.0-46-cloud-amd64) charges BPF maps and programs to RLIMIT_MEMLOCK \
-             (currently 64 KiB, could not be raised: Operation not permitted (os error 1) without \
-             CAP_SYS_RESOURCE), and the ring buffer alone needs 8 MiB: run as root (or with \
-             CAP_SYS_RESOURCE), raise it with `ulimit -l unlimited` or LimitMEMLOCK=infinity in \
-             the systemd unit, or use a smaller --ring-buffer-size: creating map EVENTS: \
-             Operation not permitted (os error 1)"
-        );
-        // Raised, or a kernel that charges the memory cgroup: privileges are the cause.
-        for m in [
-            memlock("5.10.0-46-cloud-amd64", None, None),
-            memlock("6.1.0-56-cloud-amd64", Some(64 << 10), Some("EPERM")),
-        ] {
-            let e = format!("{:#}", m.hint(eperm(), 8 << 20));
-            assert!(e.starts_with(PRIVILEGE_HINT), "{e}");
-        }
-        // Other errors pass unchanged.
-        let m = memlock("5.10.0", Some(64 << 10), None);
-        let e = m.hint(anyhow!(io::Error::from_raw_os_error(libc::EINVAL)), 4096);
-        assert_eq!(format!("{e:#}"), "Invalid argument (os error 22)");
     }
 }

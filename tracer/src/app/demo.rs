@@ -48,7 +48,7 @@ impl Demo {
             "tracer: demo `{}`: {}, on 127.0.0.1:{port}, pausing {} between steps",
             scenario_name(scenario),
             scenario.describe(),
-            crate::output::human_ns(pause.as_nanos().min(u128::from(u64::MAX)) as u64)
+            crate::units::human_ns(pause.as_nanos().min(u128::from(u64::MAX)) as u64)
         );
         Ok(Self {
             scenario,

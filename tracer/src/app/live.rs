@@ -1,0 +1,419 @@
+//! Live tracing: attach the programs and the enrichers, run the event loop, report at the end.
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{demo, report_files, with_pipeline};
+use crate::{
+    cli::{self, Args},
+    clock::{WallClock, monotonic_ns},
+    decode::{LostCause, TcpState},
+    enrich::{self, OwnerResolver, TimeWaitTracker},
+    filter::Filter,
+    metrics,
+    output::Sink,
+    pipeline::Pipeline,
+    record::{self, Recorder},
+    ring,
+    source::{Live, LiveOptions, Totals},
+    units,
+};
+
+/// How often the kernel counters (losses) are checked while running.
+const COUNTER_INTERVAL: Duration = Duration::from_millis(250);
+
+pub(super) async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    let mut filter = args.filter();
+    let demo = match &args.command {
+        Some(cli::Command::Demo { scenario, pause }) => {
+            let d = demo::Demo::prepare(*scenario, *pause)?;
+            // The demo's own connection only: its port, in the kernel.
+            filter.ports = vec![d.port()];
+            if *scenario == cli::Scenario::Simultaneous {
+                // Only the try whose FINs crossed is drawn.
+                filter.states = vec![TcpState::Closing];
+            }
+            Some(d)
+        }
+        _ => None,
+    };
+    let opts = LiveOptions {
+        filter,
+        ring_bytes: args.ring_buffer_size,
+        bpf_log: args.bpf_log,
+        force_portable: args.force_portable,
+        context_events: !args.no_events,
+    };
+    let clock = WallClock::now();
+    with_pipeline!(&args, clock, |pipe| trace(&args, &opts, pipe, clock, demo)
+        .await)
+}
+
+/// Why the main loop ended.
+enum Stop {
+    Signal(&'static str),
+    Duration,
+    StdoutClosed,
+    DemoDone,
+}
+
+/// The recording's first line, for this host and run.
+fn recording_header(filter: &Filter, clock: &WallClock) -> record::Header {
+    // uname(2)'s release and nodename, as the kernel shows them.
+    let proc = |f: &str| {
+        std::fs::read_to_string(f).map_or_else(|_| String::new(), |s| s.trim().to_string())
+    };
+    record::Header {
+        format: record::FORMAT.into(),
+        v: record::VERSION,
+        tracer: env!("CARGO_PKG_VERSION").into(),
+        kernel: proc("/proc/sys/kernel/osrelease"),
+        hostname: proc("/proc/sys/kernel/hostname"),
+        clock_offset_ns: i64::try_from(clock.offset_ns()).unwrap_or(i64::MAX),
+        started: chrono::Utc::now().to_rfc3339(),
+        command: std::env::args().collect(),
+        filters: filter.describe(),
+    }
+}
+
+/// Attach, run until told to stop, then report: the three stages of a live run.
+async fn trace<S: Sink>(
+    args: &Args,
+    opts: &LiveOptions,
+    mut pipe: Pipeline<S>,
+    clock: WallClock,
+    mut demo: Option<demo::Demo>,
+) -> anyhow::Result<ExitCode> {
+    let mut live = attach(args, opts, &mut pipe, &clock).await?;
+    let (stop, mut losses) = event_loop(args, &mut live, &mut pipe, demo.as_mut()).await?;
+    final_report(args, opts, live, &mut pipe, stop, &mut losses)?;
+    if let Some(d) = &demo {
+        eprintln!("{}", d.epilogue());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything before the first event: the recording file, the programs, the enrichers, the
+/// start-up dump for `--stuck`, and the lines that say what is attached.
+async fn attach<S: Sink>(
+    args: &Args,
+    opts: &LiveOptions,
+    pipe: &mut Pipeline<S>,
+    clock: &WallClock,
+) -> anyhow::Result<Live> {
+    // The recording file first: a bad path fails before anything is loaded.
+    if let Some(path) = &args.record {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("creating the recording {}", path.display()))?;
+        let rec = Recorder::new(
+            io::BufWriter::with_capacity(256 << 10, file),
+            &recording_header(&opts.filter, clock),
+        )
+        .with_context(|| format!("writing the recording {}", path.display()))?;
+        pipe.start_recording(rec);
+    }
+    set_nice(args.nice);
+    let live = Live::start(opts)?;
+    pipe.owners = match OwnerResolver::new() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            eprintln!(
+                "tracer: owners of sockets older than the tracer will not be resolved: sock_diag unavailable ({e})"
+            );
+            None
+        }
+    };
+    pipe.filter = opts.filter.clone();
+    if let Some(addr) = args.metrics {
+        let m = metrics::Metrics::new();
+        let local = m.serve(addr).await?;
+        eprintln!("tracer: Prometheus metrics on http://{local}/metrics");
+        pipe.metrics = Some(m);
+    }
+    // TIME_WAIT lookups, unless nothing would show them (quiet and no metrics).
+    let nothing_would_show = pipe.quiet
+        && pipe.metrics.is_none()
+        && pipe.summary.is_none()
+        && pipe.recorder.is_none()
+        && pipe.svg_dir.is_none();
+    if !args.no_timewait && !nothing_would_show {
+        pipe.time_wait = match TimeWaitTracker::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!(
+                    "tracer: TIME_WAIT will not be shown: netlink sock_diag unavailable ({e})"
+                );
+                None
+            }
+        };
+    }
+    pipe.no_time_wait_lookups = pipe.time_wait.is_none();
+    if let Some(ns) = pipe.stuck_ns {
+        match enrich::seed(&mut pipe.table, &opts.filter, monotonic_ns()) {
+            Ok(n) => eprintln!(
+                "tracer: reporting connections stuck for {} or more; {n} existing sockets seeded from sock_diag (their age counts from now)",
+                units::human_ns(ns)
+            ),
+            Err(e) => eprintln!(
+                "tracer: warning: could not list existing sockets (sock_diag: {e}); only connections seen from now on can be found stuck"
+            ),
+        }
+    }
+    // The seeds belong before every event in a recording.
+    pipe.write_journal()?;
+    if live.mounted_tracefs {
+        eprintln!("tracer: tracefs was not mounted; mounted it at /sys/kernel/tracing");
+    }
+    eprintln!(
+        "tracer: attached to sock:inet_sock_set_state ({} program{}, ring buffer {} KiB){}; Ctrl-C to stop",
+        live.program,
+        if live.portable {
+            ", runtime offsets for this kernel's layout"
+        } else {
+            ""
+        },
+        opts.ring_bytes >> 10,
+        match opts.filter.describe() {
+            d if d.is_empty() => String::new(),
+            d => format!(", {d}"),
+        },
+    );
+    if !live.context_programs.is_empty() {
+        eprintln!(
+            "tracer: context events from {}",
+            live.context_programs.join(", ")
+        );
+    }
+    for u in &live.unavailable {
+        eprintln!("tracer: warning: context events unavailable: {u}");
+    }
+    Ok(live)
+}
+
+/// Reads the ring buffer, checks the kernel's counters and stuck connections, and answers
+/// signals, until something says stop.
+async fn event_loop<S: Sink>(
+    args: &Args,
+    live: &mut Live,
+    pipe: &mut Pipeline<S>,
+    demo: Option<&mut demo::Demo>,
+) -> anyhow::Result<(Stop, LossTracker)> {
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut poll = tokio::time::interval(args.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut counters = tokio::time::interval(COUNTER_INTERVAL);
+    counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut losses = LossTracker::default();
+    let mut ticks: u64 = 0;
+
+    // The demo's scenario runs on a blocking thread once the programs are attached.
+    let crossed = demo.as_ref().map(|d| d.crossed.clone());
+    let mut scenario = demo.map(|d| d.start());
+    let mut scenario_done: Option<std::time::Instant> = None;
+
+    let stop = loop {
+        let step: io::Result<Option<Stop>> = tokio::select! {
+            res = async {
+                match &mut scenario {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            }, if scenario.is_some() && scenario_done.is_none() => {
+                scenario_done = Some(std::time::Instant::now());
+                res.context("the demo scenario panicked")?
+                    .context("running the demo scenario")?;
+                Ok(None)
+            }
+            guard = live.ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                // Drain fully before clearing readiness: a wake-up may cover many records.
+                let r = drain(guard.get_inner_mut(), pipe);
+                guard.clear_ready();
+                r.map(|()| None)
+            }
+            _ = poll.tick() => drain(live.ring.get_mut(), pipe).map(|()| {
+                if let Some(c) = &crossed
+                    && pipe.closing_seen > 0
+                {
+                    c.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                // The demo ends when its sockets are all reported (or after a grace period).
+                scenario_done
+                    .filter(|t| pipe.table.is_idle() || t.elapsed() > demo::SETTLE)
+                    .map(|_| Stop::DemoDone)
+            }),
+            _ = counters.tick() => {
+                let totals = live.totals()?;
+                losses
+                    .report(&totals, pipe)
+                    .and_then(|()| pipe.tick(monotonic_ns()))
+                    .map(|()| {
+                        ticks += 1;
+                        if ticks.is_multiple_of(4) {
+                            pipe.update_gauges(monotonic_ns());
+                        }
+                    })
+                    .and_then(|()| pipe.sink.flush())
+                    .map(|()| None)
+            }
+            _ = sigusr1.recv() => pipe.stuck_summary(monotonic_ns()).map(|()| None),
+            _ = sigint.recv() => Ok(Some(Stop::Signal("SIGINT"))),
+            _ = sigterm.recv() => Ok(Some(Stop::Signal("SIGTERM"))),
+            _ = sighup.recv() => Ok(Some(Stop::Signal("SIGHUP"))),
+            () = &mut deadline => Ok(Some(Stop::Duration)),
+        };
+        match step {
+            Ok(None) => {}
+            Ok(Some(stop)) => break stop,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break Stop::StdoutClosed,
+            Err(e) => return Err(e).context("writing output"),
+        }
+    };
+    Ok((stop, losses))
+}
+
+/// Detaches first so nothing new arrives, drains what is left, writes every record still
+/// held back, and prints the exit line with the kernel's final counts.
+fn final_report<S: Sink>(
+    args: &Args,
+    opts: &LiveOptions,
+    mut live: Live,
+    pipe: &mut Pipeline<S>,
+    stop: Stop,
+    losses: &mut LossTracker,
+) -> anyhow::Result<()> {
+    live.detach();
+    let final_write = drain(live.ring.get_mut(), pipe).and_then(|()| pipe.finish(monotonic_ns()));
+    let totals = live.totals()?;
+    let why = match stop {
+        Stop::Signal(s) => s.to_string(),
+        Stop::Duration => "duration reached".into(),
+        Stop::StdoutClosed => "stdout closed".into(),
+        Stop::DemoDone => "demo done".into(),
+    };
+    let final_write = final_write
+        .and_then(|()| losses.report(&totals, pipe))
+        .and_then(|()| pipe.end_recording(monotonic_ns(), &why))
+        .and_then(|()| pipe.sink.flush());
+    drop(live);
+    match (&stop, final_write) {
+        (_, Ok(())) | (Stop::StdoutClosed, Err(_)) => {}
+        (_, Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        (_, Err(e)) => return Err(e).context("writing output"),
+    }
+
+    let lost = totals.lost_ringbuf_full + totals.recursion_misses + totals.lost_read_error;
+    let seen = totals.seen + totals.context_seen;
+    let filtered = if opts.filter.describe().is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", filtered out in the kernel: {} of {seen} TCP events",
+            seen.saturating_sub(totals.submitted)
+        )
+    };
+    let mut err = io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "tracer: stopped ({why}): {} transitions, {} context events, {} connections closed, {} still open{}{}, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}{filtered}",
+        pipe.transitions,
+        pipe.events,
+        pipe.connections,
+        pipe.table.len(),
+        pipe.time_wait
+            .as_ref()
+            .map_or_else(String::new, |t| format!(", {} in TIME_WAIT", t.tracked())),
+        if pipe.table.evicted > 0 {
+            format!(
+                ", {} evicted to stay within --max-connections",
+                pipe.table.evicted
+            )
+        } else {
+            String::new()
+        },
+        totals.lost_ringbuf_full,
+        totals.recursion_misses,
+        totals.lost_read_error,
+        if pipe.decode_errors > 0 {
+            format!(", {} undecodable", pipe.decode_errors)
+        } else {
+            String::new()
+        },
+    );
+    drop(err);
+    report_files(args, pipe);
+    Ok(())
+}
+
+/// Losses already reported, per cause, so each report says what is new.
+#[derive(Default)]
+struct LossTracker {
+    reported: Totals,
+}
+
+impl LossTracker {
+    fn report<S: Sink>(&mut self, now: &Totals, pipe: &mut Pipeline<S>) -> io::Result<()> {
+        let pairs = [
+            (
+                LostCause::RingbufFull,
+                now.lost_ringbuf_full,
+                &mut self.reported.lost_ringbuf_full,
+            ),
+            (
+                LostCause::Recursion,
+                now.recursion_misses,
+                &mut self.reported.recursion_misses,
+            ),
+            (
+                LostCause::ReadError,
+                now.lost_read_error,
+                &mut self.reported.lost_read_error,
+            ),
+        ];
+        for (cause, total, reported) in pairs {
+            if total > *reported {
+                pipe.lost(cause, total - *reported, total)?;
+                *reported = total;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `--nice`: the reader's priority (this thread; threads started later inherit it).
+fn set_nice(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority takes plain integers; PRIO_PROCESS with 0 is the calling thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r != 0 {
+        eprintln!(
+            "tracer: warning: could not set --nice {nice} ({}); under heavy load the reader may fall behind (losses are reported)",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn drain<S: Sink>(ring: &mut ring::Ring, pipe: &mut Pipeline<S>) -> io::Result<()> {
+    ring.drain(|record| pipe.record(record))?;
+    pipe.settle(monotonic_ns())?;
+    // Records released by `settle` (grace period over) must show now, not at the next event.
+    pipe.sink.flush()
+}

@@ -1,0 +1,655 @@
+//! The JSON Lines sink (schema in the README). Hot records are written by hand; the serde
+//! structs they must match byte for byte are in `reference` (tests only).
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use serde::Serialize;
+
+use super::{SecondCache, Sink};
+use crate::{
+    clock::WallClock,
+    decode::{
+        Comm, Context, ContextKind, Family, LostCause, SockAddr, Task, TcpState, Transition,
+        errno_name,
+    },
+    table::{
+        CloseClass, Conn, DiagTransition, Owner, OwnerSource, Role, SeenFrom, StuckGroup,
+        StuckReport, Unstuck,
+    },
+    units::*,
+};
+
+/// The JSON Lines schema version (`"v"` in every record). Bumped when a key changes meaning or
+/// disappears; adding keys does not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Bytes of records [`Json`] collects before writing them out.
+const JSON_CHUNK: usize = 64 << 10;
+
+/// JSON Lines, one object per record (schema in the README).
+pub struct Json<W: Write> {
+    out: W,
+    clock: WallClock,
+    /// Records not yet written: each is formatted straight into it, and it goes to `out`
+    /// in chunks of [`JSON_CHUNK`] (one copy less than a record buffer plus a `BufWriter`).
+    buf: Vec<u8>,
+    /// The last second formatted (`2026-11-23T22:01:09`).
+    second: SecondCache,
+    owners: OwnerCache,
+}
+
+impl<W: Write> Json<W> {
+    pub fn new(out: W, clock: WallClock) -> Self {
+        Self {
+            out,
+            clock,
+            buf: Vec::with_capacity(JSON_CHUNK + 4096),
+            second: SecondCache::new(),
+            owners: OwnerCache::new(),
+        }
+    }
+
+    /// Everything written so far, with what is still buffered.
+    pub fn into_inner(mut self) -> io::Result<W> {
+        self.flush_buf()?;
+        Ok(self.out)
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Appends one record, written by `f` (a failed one leaves nothing behind), and writes
+    /// the buffer out once it holds a chunk.
+    fn record(&mut self, f: impl FnOnce(&Self, &mut Vec<u8>) -> io::Result<()>) -> io::Result<()> {
+        let mut b = std::mem::take(&mut self.buf);
+        let start = b.len();
+        let r = f(self, &mut b);
+        if r.is_err() {
+            b.truncate(start);
+        }
+        self.buf = b;
+        r?;
+        if self.buf.len() >= JSON_CHUNK {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    /// One record through serde: `{"v":1,…}` then a newline. Every record leads with the
+    /// schema version.
+    pub(super) fn emit<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
+        /// `{"v":1,` with [`SCHEMA_VERSION`].
+        const LEAD: &[u8] = b"{\"v\":1,";
+        const _: () = assert!(SCHEMA_VERSION == 1, "update LEAD");
+        self.record(|_, b| {
+            let start = b.len();
+            serde_json::to_writer(&mut *b, v)?;
+            b.push(b'\n');
+            // `v` is a non-empty struct, serialised as `{…}`: its `{` gives way to the version.
+            if b.get(start) == Some(&b'{') {
+                b.splice(start..=start, LEAD.iter().copied());
+            }
+            Ok(())
+        })
+    }
+
+    /// A transition record's keys from its start through `in_old_ns`, the same for both
+    /// sources.
+    fn transition_head(
+        &self,
+        b: &mut Vec<u8>,
+        ts_ns: u64,
+        sock: SockAddr,
+        (family, saddr, sport, daddr, dport): (Family, IpAddr, u16, IpAddr, u16),
+        (old, new): (TcpState, TcpState),
+        in_old_ns: Option<u64>,
+    ) -> io::Result<()> {
+        b.extend_from_slice(b"{\"v\":1,\"type\":\"transition\",\"time\":\"");
+        self.write_time(b, ts_ns);
+        b.extend_from_slice(b"\",\"ts_ns\":");
+        put_u64(b, ts_ns);
+        b.extend_from_slice(b",\"sock\":");
+        put_sock(b, sock);
+        put_tuple(b, Some(family), saddr, sport, daddr, dport)?;
+        b.extend_from_slice(b",\"old\":\"");
+        b.extend_from_slice(old.name().as_bytes());
+        b.extend_from_slice(b"\",\"new\":\"");
+        b.extend_from_slice(new.name().as_bytes());
+        b.extend_from_slice(b"\",\"in_old_ns\":");
+        put_opt_u64(b, in_old_ns);
+        Ok(())
+    }
+
+    /// The transition record, written by hand: it is most of the output at high rates, and
+    /// this is several times cheaper than serde's generic path (no per-field escaping of
+    /// known-safe keys, no allocations). Same bytes as [`TransitionJson`] (a test compares).
+    fn fast_transition(
+        &mut self,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> io::Result<()> {
+        self.record(|this, b| {
+            this.transition_head(
+                b,
+                t.ts_ns,
+                t.sock,
+                (t.family, t.saddr, t.sport, t.daddr, t.dport),
+                (t.old, t.new),
+                in_old_ns,
+            )?;
+            put_task(b, &t.task, t.cpu)?;
+            b.extend_from_slice(b",\"owner\":");
+            this.owners.put(b, owner)?;
+            b.extend_from_slice(b",\"source\":\"tracepoint\"}\n");
+            Ok(())
+        })
+    }
+
+    /// A transition learned from sock_diag (→ TIME_WAIT, TIME_WAIT → CLOSE: two per active
+    /// closer on a busy host) by hand, as [`Self::fast_transition`]; the same bytes as
+    /// [`TransitionJson`] with `source` `sock_diag` (a test compares).
+    fn fast_diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        self.record(|this, b| {
+            this.transition_head(
+                b,
+                d.ts_ns,
+                d.sock,
+                (d.family, d.saddr, d.sport, d.daddr, d.dport),
+                (d.old, d.new),
+                d.in_old_ns,
+            )?;
+            b.extend_from_slice(
+                b",\"pid\":null,\"tid\":null,\"comm\":null,\"cpu\":null,\"owner\":",
+            );
+            this.owners.put(b, d.owner.as_ref())?;
+            b.extend_from_slice(b",\"source\":\"sock_diag\"");
+            if let Some(e) = d.expires_ns {
+                b.extend_from_slice(b",\"expires_ns\":");
+                put_u64(b, e);
+            }
+            b.extend_from_slice(b"}\n");
+            Ok(())
+        })
+    }
+
+    /// The context event record by hand, as [`Self::fast_transition`]; same bytes as
+    /// [`EventJson`] (a test compares).
+    fn fast_event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        self.record(|this, b| {
+            b.extend_from_slice(b"{\"v\":1,\"type\":\"event\",\"kind\":\"");
+            b.extend_from_slice(c.kind.name().as_bytes());
+            b.extend_from_slice(b"\",\"time\":\"");
+            this.write_time(b, c.ts_ns);
+            b.extend_from_slice(b"\",\"ts_ns\":");
+            put_u64(b, c.ts_ns);
+            b.extend_from_slice(b",\"sock\":");
+            match c.sock {
+                Some(s) => put_sock(b, s),
+                None => b.extend_from_slice(b"null"),
+            }
+            put_tuple(b, c.family, c.saddr, c.sport, c.daddr, c.dport)?;
+            b.extend_from_slice(b",\"state\":");
+            put_opt_name(b, c.state.map(TcpState::name));
+            put_errno(b, c.kind, c.value)?;
+            b.extend_from_slice(b",\"value\":");
+            put_i64(b, c.value.into());
+            put_task(b, &c.task, c.cpu)?;
+            b.extend_from_slice(b",\"owner\":");
+            this.owners.put(b, owner)?;
+            b.extend_from_slice(b"}\n");
+            Ok(())
+        })
+    }
+
+    /// The connection record by hand (one per socket, and the longest record); same bytes
+    /// as [`ConnectionJson`] (a test compares).
+    fn fast_connection(&mut self, c: &Conn) -> io::Result<()> {
+        self.record(|this, b| {
+            b.extend_from_slice(b"{\"v\":1,\"type\":\"connection\",\"sock\":");
+            put_sock(b, c.sock);
+            put_tuple(b, Some(c.family), c.saddr, c.sport, c.daddr, c.dport)?;
+            b.extend_from_slice(b",\"role\":\"");
+            b.extend_from_slice(c.role.name().as_bytes());
+            b.extend_from_slice(b"\",\"states\":[");
+            for (i, s) in c.states.iter().enumerate() {
+                if i > 0 {
+                    b.push(b',');
+                }
+                put_name(b, s.name());
+            }
+            b.extend_from_slice(b"],\"durations_ns\":[");
+            for (i, d) in c.durations().enumerate() {
+                if i > 0 {
+                    b.push(b',');
+                }
+                put_opt_u64(b, d);
+            }
+            b.extend_from_slice(b"],\"start_ns\":");
+            put_u64(b, c.start_ns());
+            b.extend_from_slice(b",\"end_ns\":");
+            put_u64(b, c.end_ns());
+            b.extend_from_slice(b",\"lifetime_ns\":");
+            put_u64(b, c.lifetime_ns());
+            b.extend_from_slice(b",\"start_time\":\"");
+            this.write_time(b, c.start_ns());
+            b.extend_from_slice(b"\",\"incomplete\":");
+            b.extend_from_slice(if c.incomplete { b"true" } else { b"false" });
+            b.extend_from_slice(b",\"owner\":");
+            this.owners.put(b, c.owner.as_ref())?;
+            b.extend_from_slice(b",\"close\":");
+            put_opt_name(b, c.close.map(CloseClass::name));
+            b.extend_from_slice(b",\"events\":[");
+            for (i, n) in c.notes.iter().enumerate() {
+                if i > 0 {
+                    b.push(b',');
+                }
+                b.extend_from_slice(b"{\"kind\":\"");
+                b.extend_from_slice(n.kind.name().as_bytes());
+                b.extend_from_slice(b"\",\"ts_ns\":");
+                put_u64(b, n.ts_ns);
+                b.extend_from_slice(b",\"state\":");
+                put_opt_name(b, n.state.map(TcpState::name));
+                put_errno(b, n.kind, n.value)?;
+                b.extend_from_slice(b",\"value\":");
+                put_i64(b, n.value.into());
+                b.push(b'}');
+            }
+            for (key, v) in [
+                (b"],\"events_dropped\":".as_slice(), c.notes_dropped),
+                (b",\"retransmits\":", c.retransmits),
+                (b",\"syn_retransmits\":", c.syn_retransmits),
+                (b",\"synack_retransmits\":", c.synack_retransmits),
+                (b",\"resets_sent\":", c.resets_sent),
+                (b",\"resets_received\":", c.resets_received),
+            ] {
+                b.extend_from_slice(key);
+                put_u64(b, v.into());
+            }
+            b.extend_from_slice(b",\"error\":");
+            match c.error {
+                Some(e) => put_str(b, &errno_name(e))?,
+                None => b.extend_from_slice(b"null"),
+            }
+            b.extend_from_slice(b",\"time_wait\":");
+            match c.time_wait {
+                Some(tw) => {
+                    b.extend_from_slice(if tw.confirmed {
+                        b"{\"confirmed\":true,\"expires_ns\":"
+                    } else {
+                        b"{\"confirmed\":false,\"expires_ns\":"
+                    });
+                    put_opt_u64(b, tw.expires_ns);
+                    b.push(b'}');
+                }
+                None => b.extend_from_slice(b"null"),
+            }
+            b.extend_from_slice(b",\"seen_from\":\"");
+            b.extend_from_slice(c.seen_from.name().as_bytes());
+            b.extend_from_slice(b"\"}\n");
+            Ok(())
+        })
+    }
+
+    /// [`Self::time`] appended to `b` without allocating.
+    fn write_time(&self, b: &mut Vec<u8>, ts_ns: u64) {
+        let nanos = self.second.write(b, &self.clock, ts_ns, |t| {
+            t.format("%Y-%m-%dT%H:%M:%S").to_string()
+        });
+        b.push(b'.');
+        put_zero_padded(b, nanos, 9);
+        b.push(b'Z');
+    }
+
+    /// RFC 3339 UTC with nanoseconds, as `to_rfc3339_opts(Nanos, true)` writes it.
+    pub(super) fn time(&self, ts_ns: u64) -> String {
+        let mut b = Vec::with_capacity(32);
+        self.write_time(&mut b, ts_ns);
+        // Only ASCII is written.
+        String::from_utf8_lossy(&b).into_owned()
+    }
+}
+
+fn put_opt_u64(b: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => put_u64(b, v),
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+/// `s` between quotes, as is: a name of ours (a state, a kind, a class) or a string already
+/// found [`plain`], which JSON needs no escapes for.
+fn put_name(b: &mut Vec<u8>, name: &str) {
+    b.push(b'"');
+    b.extend_from_slice(name.as_bytes());
+    b.push(b'"');
+}
+
+fn put_opt_name(b: &mut Vec<u8>, name: Option<&str>) {
+    match name {
+        Some(n) => put_name(b, n),
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+/// `"0x…"`: a socket address as [`SockAddr`]'s `Display` writes it.
+fn put_sock(b: &mut Vec<u8>, s: SockAddr) {
+    b.push(b'"');
+    put_sock_text(b, s);
+    b.push(b'"');
+}
+
+/// Bytes a JSON string may hold as they are: printable ASCII but `"` and `\\`.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x20;
+    while c < 0x7f {
+        t[c] = c != b'"' as usize && c != b'\\' as usize;
+        c += 1;
+    }
+    t
+};
+
+/// Whether JSON can hold `bytes` as they are (see [`PLAIN`]).
+fn plain(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&c| PLAIN[usize::from(c)])
+}
+
+/// `s` as a JSON string. The common case (plain ASCII) is copied; anything else goes
+/// through serde_json's escaping.
+fn put_str(b: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    if plain(s.as_bytes()) {
+        put_name(b, s);
+        Ok(())
+    } else {
+        Ok(serde_json::to_writer(b, s)?)
+    }
+}
+
+/// A task name as a JSON string ([`Comm::as_str`]). Nearly every one is plain ASCII: that is
+/// checked and copied in one pass, without UTF-8 validation or a string; anything else goes
+/// through [`Comm::as_str`] and serde's escaping.
+fn put_comm(b: &mut Vec<u8>, c: &Comm) -> io::Result<()> {
+    // Quotes and up to 16 bytes, put together on the stack as they are checked.
+    let mut out = [b'"'; 18];
+    let mut n = 0;
+    for &x in &c.0 {
+        if x == 0 {
+            break;
+        }
+        if !PLAIN[usize::from(x)] {
+            return put_str(b, &c.as_str());
+        }
+        n += 1;
+        out[n] = x;
+    }
+    b.extend_from_slice(&out[..n + 2]);
+    Ok(())
+}
+
+fn put_owner(b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
+    let Some(o) = owner else {
+        b.extend_from_slice(b"null");
+        return Ok(());
+    };
+    b.extend_from_slice(b"{\"pid\":");
+    put_u64(b, o.pid.into());
+    b.extend_from_slice(b",\"comm\":");
+    put_comm(b, &o.comm)?;
+    b.extend_from_slice(b",\"uid\":");
+    put_u64(b, o.uid.into());
+    b.extend_from_slice(b",\"cgroup_id\":");
+    put_u64(b, o.cgroup_id);
+    b.extend_from_slice(b",\"source\":\"");
+    b.extend_from_slice(match o.source {
+        OwnerSource::Event => b"event".as_slice(),
+        OwnerSource::Inherited => b"inherited",
+        OwnerSource::Procfs => b"procfs",
+    });
+    b.extend_from_slice(b"\"}");
+    Ok(())
+}
+
+/// `,"pid":…,"tid":…,"comm":…,"cpu":…`: the task on the CPU (the owner follows it).
+fn put_task(b: &mut Vec<u8>, task: &Task, cpu: u32) -> io::Result<()> {
+    b.extend_from_slice(b",\"pid\":");
+    put_u64(b, task.pid.into());
+    b.extend_from_slice(b",\"tid\":");
+    put_u64(b, task.tid.into());
+    b.extend_from_slice(b",\"comm\":");
+    put_comm(b, &task.comm)?;
+    b.extend_from_slice(b",\"cpu\":");
+    put_u64(b, cpu.into());
+    Ok(())
+}
+
+/// Owner objects as [`put_owner`] wrote them, in slots picked by pid and source: a
+/// process's sockets repeat its owner in every record (an accepted socket's inherited one
+/// beside it), so most records copy it instead of formatting five fields again.
+struct OwnerCache(std::cell::RefCell<[(Option<Owner>, Vec<u8>); OWNER_SLOTS]>);
+
+const OWNER_SLOTS: usize = 16;
+
+impl OwnerCache {
+    fn new() -> Self {
+        Self(std::cell::RefCell::new(std::array::from_fn(|_| {
+            (None, Vec::new())
+        })))
+    }
+
+    /// Appends `owner` (or `null`) as [`put_owner`] writes it.
+    fn put(&self, b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
+        let Some(o) = owner else {
+            b.extend_from_slice(b"null");
+            return Ok(());
+        };
+        let mut slots = self.0.borrow_mut();
+        let i = (o.pid as usize * 3 + o.source as usize) % OWNER_SLOTS;
+        let (cached, bytes) = &mut slots[i];
+        if *cached != Some(*o) {
+            bytes.clear();
+            put_owner(bytes, Some(o))?;
+            *cached = Some(*o);
+        }
+        b.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// `,"family":…,"saddr":…,"sport":…,"daddr":…,"dport":…`
+fn put_tuple(
+    b: &mut Vec<u8>,
+    family: Option<Family>,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+) -> io::Result<()> {
+    b.extend_from_slice(match family {
+        Some(Family::Ipv4) => b",\"family\":\"ipv4\",\"saddr\":\"".as_slice(),
+        Some(Family::Ipv6) => b",\"family\":\"ipv6\",\"saddr\":\"",
+        None => b",\"family\":null,\"saddr\":\"",
+    });
+    ip(b, saddr)?;
+    b.extend_from_slice(b"\",\"sport\":");
+    put_u64(b, sport.into());
+    b.extend_from_slice(b",\"daddr\":\"");
+    ip(b, daddr)?;
+    b.extend_from_slice(b"\",\"dport\":");
+    put_u64(b, dport.into());
+    Ok(())
+}
+
+/// `,"errno":"…"` for error reports (skipped otherwise, as serde skips `None`).
+fn put_errno(b: &mut Vec<u8>, kind: ContextKind, value: i32) -> io::Result<()> {
+    if let Some(e) = errno_of(kind, value) {
+        b.extend_from_slice(b",\"errno\":");
+        put_str(b, &e)?;
+    }
+    Ok(())
+}
+
+pub(super) fn errno_of(kind: ContextKind, value: i32) -> Option<String> {
+    (kind == ContextKind::Error).then(|| errno_name(value))
+}
+
+#[derive(Serialize)]
+struct StuckJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    sock: Option<SockAddr>,
+    state: TcpState,
+    age_ns: u64,
+    /// The socket predates the tracer: it has been stuck at least `age_ns`.
+    age_at_least: bool,
+    report: u32,
+    owner: Option<&'a Owner>,
+    family: Family,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    role: Role,
+    states: &'a [TcpState],
+    seen_from: SeenFrom,
+}
+
+#[derive(Serialize)]
+struct UnstuckJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    time: String,
+    ts_ns: u64,
+    sock: SockAddr,
+    state: TcpState,
+    new: TcpState,
+    age_ns: u64,
+    age_at_least: bool,
+    reports: u32,
+    owner: Option<&'a Owner>,
+    family: Family,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+}
+
+#[derive(Serialize)]
+struct StuckSummaryJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    threshold_ns: u64,
+    groups: &'a [StuckGroup],
+}
+
+#[derive(Serialize)]
+struct LostJson {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    count: u64,
+    cause: LostCause,
+    total: u64,
+}
+
+impl<W: Write> Sink for Json<W> {
+    fn transition(
+        &mut self,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> io::Result<()> {
+        self.fast_transition(t, in_old_ns, owner)
+    }
+
+    fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        self.fast_event(c, owner)
+    }
+
+    fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        self.fast_diag_transition(d)
+    }
+
+    fn connection(&mut self, c: &Conn) -> io::Result<()> {
+        self.fast_connection(c)
+    }
+
+    fn stuck(&mut self, r: &StuckReport) -> io::Result<()> {
+        let c = &r.conn;
+        self.emit(&StuckJson {
+            ty: "stuck",
+            sock: (c.sock.0 != 0).then_some(c.sock),
+            state: r.state,
+            age_ns: r.age_ns,
+            age_at_least: r.age_at_least,
+            report: r.report,
+            owner: c.owner.as_ref(),
+            family: c.family,
+            saddr: c.saddr,
+            sport: c.sport,
+            daddr: c.daddr,
+            dport: c.dport,
+            role: c.role,
+            states: &c.states,
+            seen_from: c.seen_from,
+        })
+    }
+
+    fn unstuck(&mut self, t: &Transition, u: &Unstuck, owner: Option<&Owner>) -> io::Result<()> {
+        self.emit(&UnstuckJson {
+            ty: "unstuck",
+            time: self.time(t.ts_ns),
+            ts_ns: t.ts_ns,
+            sock: t.sock,
+            state: u.state,
+            new: t.new,
+            age_ns: u.age_ns,
+            age_at_least: u.age_at_least,
+            reports: u.reports,
+            owner,
+            family: t.family,
+            saddr: t.saddr,
+            sport: t.sport,
+            daddr: t.daddr,
+            dport: t.dport,
+        })
+    }
+
+    fn stuck_summary(&mut self, groups: &[StuckGroup], threshold_ns: u64) -> io::Result<()> {
+        self.emit(&StuckSummaryJson {
+            ty: "stuck_summary",
+            threshold_ns,
+            groups,
+        })
+    }
+
+    fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()> {
+        self.emit(&LostJson {
+            ty: "lost",
+            count,
+            cause,
+            total,
+        })
+    }
+
+    /// The ladder view is text only (the CLI refuses `--view ladder -o json`); the JSON
+    /// connection records carry the same states and times.
+    fn ladder(&mut self, _l: &crate::ladder::Ladder) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn summary(&mut self, s: &crate::summary::Summary) -> io::Result<()> {
+        self.emit(&s.record_json())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_buf()?;
+        self.out.flush()
+    }
+}

@@ -1,0 +1,243 @@
+//! The serde versions of the hand-written JSON records: the reference the tests compare the
+//! hand-written bytes with.
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use serde::Serialize;
+
+use super::json::{Json, errno_of};
+use crate::{
+    decode::{Comm, Context, ContextKind, Family, SockAddr, TcpState, Transition, errno_name},
+    table::{CloseClass, Conn, DiagTransition, Owner, Role, SeenFrom, TimeWait},
+};
+
+/// The transition record as serde writes it: the reference for the hand-written ones.
+#[cfg(test)]
+#[derive(Serialize)]
+struct TransitionJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    time: String,
+    ts_ns: u64,
+    sock: SockAddr,
+    family: Family,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    old: TcpState,
+    new: TcpState,
+    in_old_ns: Option<u64>,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    comm: Option<&'a Comm>,
+    cpu: Option<u32>,
+    owner: Option<&'a Owner>,
+    /// `tracepoint` or `sock_diag`.
+    source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_ns: Option<u64>,
+}
+
+#[cfg(test)]
+#[derive(Serialize)]
+struct EventJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    kind: ContextKind,
+    time: String,
+    ts_ns: u64,
+    sock: Option<SockAddr>,
+    family: Option<Family>,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<String>,
+    value: i32,
+    pid: u32,
+    tid: u32,
+    comm: &'a Comm,
+    cpu: u32,
+    owner: Option<&'a Owner>,
+}
+
+#[cfg(test)]
+#[derive(Serialize)]
+struct NoteJson {
+    kind: ContextKind,
+    ts_ns: u64,
+    state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<String>,
+    value: i32,
+}
+
+#[cfg(test)]
+#[derive(Serialize)]
+struct ConnectionJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    sock: SockAddr,
+    family: Family,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    role: Role,
+    states: &'a [TcpState],
+    durations_ns: Vec<Option<u64>>,
+    start_ns: u64,
+    end_ns: u64,
+    lifetime_ns: u64,
+    start_time: String,
+    incomplete: bool,
+    owner: Option<&'a Owner>,
+    close: Option<CloseClass>,
+    events: Vec<NoteJson>,
+    events_dropped: u32,
+    retransmits: u32,
+    syn_retransmits: u32,
+    synack_retransmits: u32,
+    resets_sent: u32,
+    resets_received: u32,
+    error: Option<String>,
+    time_wait: Option<TimeWait>,
+    seen_from: SeenFrom,
+}
+
+impl<W: Write> Json<W> {
+    /// The transition record through serde: the reference [`Self::fast_transition`] must match.
+    #[cfg(test)]
+    pub(super) fn serde_transition(
+        &mut self,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> io::Result<()> {
+        let rec = TransitionJson {
+            ty: "transition",
+            time: self.time(t.ts_ns),
+            ts_ns: t.ts_ns,
+            sock: t.sock,
+            family: t.family,
+            saddr: t.saddr,
+            sport: t.sport,
+            daddr: t.daddr,
+            dport: t.dport,
+            old: t.old,
+            new: t.new,
+            in_old_ns,
+            pid: Some(t.task.pid),
+            tid: Some(t.task.tid),
+            comm: Some(&t.task.comm),
+            cpu: Some(t.cpu),
+            owner,
+            source: "tracepoint",
+            expires_ns: None,
+        };
+        self.emit(&rec)
+    }
+
+    /// The serde reference of [`Self::fast_diag_transition`].
+    #[cfg(test)]
+    pub(super) fn serde_diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        let rec = TransitionJson {
+            ty: "transition",
+            time: self.time(d.ts_ns),
+            ts_ns: d.ts_ns,
+            sock: d.sock,
+            family: d.family,
+            saddr: d.saddr,
+            sport: d.sport,
+            daddr: d.daddr,
+            dport: d.dport,
+            old: d.old,
+            new: d.new,
+            in_old_ns: d.in_old_ns,
+            pid: None,
+            tid: None,
+            comm: None,
+            cpu: None,
+            owner: d.owner.as_ref(),
+            source: "sock_diag",
+            expires_ns: d.expires_ns,
+        };
+        self.emit(&rec)
+    }
+
+    /// The serde reference of [`Self::fast_event`].
+    #[cfg(test)]
+    pub(super) fn serde_event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        let rec = EventJson {
+            ty: "event",
+            kind: c.kind,
+            time: self.time(c.ts_ns),
+            ts_ns: c.ts_ns,
+            sock: c.sock,
+            family: c.family,
+            saddr: c.saddr,
+            sport: c.sport,
+            daddr: c.daddr,
+            dport: c.dport,
+            state: c.state,
+            errno: errno_of(c.kind, c.value),
+            value: c.value,
+            pid: c.task.pid,
+            tid: c.task.tid,
+            comm: &c.task.comm,
+            cpu: c.cpu,
+            owner,
+        };
+        self.emit(&rec)
+    }
+
+    /// The serde reference of [`Self::fast_connection`].
+    #[cfg(test)]
+    pub(super) fn serde_connection(&mut self, c: &Conn) -> io::Result<()> {
+        let rec = ConnectionJson {
+            ty: "connection",
+            sock: c.sock,
+            family: c.family,
+            saddr: c.saddr,
+            sport: c.sport,
+            daddr: c.daddr,
+            dport: c.dport,
+            role: c.role,
+            states: &c.states,
+            durations_ns: c.durations_ns(),
+            start_ns: c.start_ns(),
+            end_ns: c.end_ns(),
+            lifetime_ns: c.lifetime_ns(),
+            start_time: self.time(c.start_ns()),
+            incomplete: c.incomplete,
+            owner: c.owner.as_ref(),
+            close: c.close,
+            events: c
+                .notes
+                .iter()
+                .map(|n| NoteJson {
+                    kind: n.kind,
+                    ts_ns: n.ts_ns,
+                    state: n.state,
+                    errno: errno_of(n.kind, n.value),
+                    value: n.value,
+                })
+                .collect(),
+            events_dropped: c.notes_dropped,
+            retransmits: c.retransmits,
+            syn_retransmits: c.syn_retransmits,
+            synack_retransmits: c.synack_retransmits,
+            resets_sent: c.resets_sent,
+            resets_received: c.resets_received,
+            error: c.error.map(errno_name),
+            time_wait: c.time_wait,
+            seen_from: c.seen_from,
+        };
+        self.emit(&rec)
+    }
+}

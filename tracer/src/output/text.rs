@@ -1,0 +1,549 @@
+//! The text sink: tcpstates-like rows, and a timeline block per finished connection.
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use anstyle::{AnsiColor, Style};
+use chrono::Local;
+
+use super::{SecondCache, Sink};
+use crate::{
+    clock::WallClock,
+    decode::{Comm, Context, ContextKind, LostCause, SockAddr, TcpState, Transition, errno_name},
+    table::{Conn, DiagTransition, Note, Owner, Role, StuckGroup, StuckReport, TimeWait, Unstuck},
+    units::*,
+};
+
+/// Human-readable lines, tcpstates-like, plus a timeline block per finished connection.
+pub struct Text<W: Write> {
+    pub(super) out: W,
+    clock: WallClock,
+    color: bool,
+    timelines: bool,
+    pub(super) header_done: bool,
+    /// The line being written (reused: no allocation per row).
+    line: Vec<u8>,
+    /// The timeline block being written (reused likewise).
+    block: Vec<u8>,
+    /// The last wall-clock second shown, as local `HH:MM:SS`.
+    second: SecondCache,
+}
+
+impl<W: Write> Text<W> {
+    pub fn new(out: W, clock: WallClock, color: bool, timelines: bool) -> Self {
+        Self {
+            out,
+            clock,
+            color,
+            timelines,
+            header_done: false,
+            line: Vec::with_capacity(256),
+            block: Vec::with_capacity(1024),
+            second: SecondCache::new(),
+        }
+    }
+
+    pub(super) fn style(&self, s: Style) -> Style {
+        if self.color { s } else { Style::new() }
+    }
+
+    pub(super) fn state_style(&self, s: TcpState) -> Style {
+        use TcpState::*;
+        let c = match s {
+            SynSent | SynRecv | NewSynRecv | Listen => AnsiColor::Cyan,
+            Established => AnsiColor::Green,
+            FinWait1 | FinWait2 | CloseWait | LastAck | Closing | TimeWait => AnsiColor::Yellow,
+            Close => AnsiColor::Red,
+        };
+        self.style(Style::new().fg_color(Some(c.into())))
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        if !self.header_done {
+            let b = self.style(Style::new().bold());
+            writeln!(self.out, "{b}{TEXT_HEADER}{b:#}")?;
+            self.header_done = true;
+        }
+        Ok(())
+    }
+
+    /// TIME, SOCK, PID, COMM, LOCAL, REMOTE: the owner when known, else `*` and the task on
+    /// the CPU.
+    #[allow(clippy::too_many_arguments)]
+    fn prefix(
+        &self,
+        ts_ns: u64,
+        sock: Option<SockAddr>,
+        owner: Option<&Owner>,
+        on_cpu: Option<(u32, &Comm)>,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) -> String {
+        let mut b = Vec::with_capacity(128);
+        self.write_prefix(&mut b, ts_ns, sock, owner, on_cpu, local, remote);
+        // Only UTF-8 is written.
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// [`Self::prefix`] appended to `b`, without formatting machinery: a row per event.
+    #[allow(clippy::too_many_arguments)]
+    fn write_prefix(
+        &self,
+        b: &mut Vec<u8>,
+        ts_ns: u64,
+        sock: Option<SockAddr>,
+        owner: Option<&Owner>,
+        on_cpu: Option<(u32, &Comm)>,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) {
+        // Local `%H:%M:%S%.6f`.
+        let nanos = self.second.write(b, &self.clock, ts_ns, |t| {
+            t.with_timezone(&Local).format("%H:%M:%S").to_string()
+        });
+        b.push(b'.');
+        put_zero_padded(b, nanos / 1_000, 6);
+        b.push(b' ');
+        let start = b.len();
+        match sock {
+            Some(s) => put_sock_text(b, s),
+            None => b.push(b'-'),
+        }
+        pad(b, start, 18);
+        b.push(b' ');
+        // PID and COMM: the owner's, else `*` and the task on the CPU, else `-`.
+        let who = match (owner, on_cpu) {
+            (Some(o), _) => Some((o.pid, "", &o.comm)),
+            (None, Some((pid, comm))) => Some((pid, "*", comm)),
+            (None, None) => None,
+        };
+        let start = b.len();
+        match who {
+            Some((pid, _, _)) => put_u64(b, pid.into()),
+            None => b.push(b'-'),
+        }
+        pad(b, start, 7);
+        b.push(b' ');
+        let start = b.len();
+        match who {
+            Some((_, mark, comm)) => {
+                b.extend_from_slice(mark.as_bytes());
+                b.extend_from_slice(comm.as_str().as_bytes());
+            }
+            None => b.push(b'-'),
+        }
+        pad(b, start, 16);
+        for (addr, port) in [local, remote] {
+            b.push(b' ');
+            let start = b.len();
+            put_endpoint(b, addr, port);
+            pad(b, start, ADDR_W);
+        }
+    }
+
+    /// `text` in style `s` (nothing around it without colour), as `{s}{text}{s:#}`.
+    fn put_styled(&self, b: &mut Vec<u8>, s: Style, text: &[u8]) {
+        if self.color {
+            let _ = write!(b, "{s}");
+            b.extend_from_slice(text);
+            let _ = write!(b, "{s:#}");
+        } else {
+            b.extend_from_slice(text);
+        }
+    }
+
+    /// The timeline block of a finished connection, written without `format!` or
+    /// allocations (it was most of the text output's cost); the same bytes as the
+    /// `format!` version it replaced (a test compares).
+    fn write_block(&self, b: &mut Vec<u8>, c: &Conn) {
+        // The header line, bold.
+        let mut head = Vec::with_capacity(160);
+        head.extend_from_slice("── ".as_bytes());
+        put_sock_text(&mut head, c.sock);
+        head.push(b' ');
+        head.extend_from_slice(c.role.name().as_bytes());
+        head.push(b' ');
+        if c.role == Role::Listener {
+            head.extend_from_slice(b"listening on ");
+            put_endpoint(&mut head, c.saddr, c.sport);
+        } else {
+            put_endpoint(&mut head, c.saddr, c.sport);
+            head.extend_from_slice(b" -> ");
+            put_endpoint(&mut head, c.daddr, c.dport);
+        }
+        if let Some(o) = c.owner {
+            head.extend_from_slice(b"  owner ");
+            put_u64(&mut head, o.pid.into());
+            head.extend_from_slice(b" (");
+            head.extend_from_slice(o.comm.as_str().as_bytes());
+            head.push(b')');
+        }
+        if let Some(k) = c.close {
+            head.extend_from_slice(b"  close ");
+            head.extend_from_slice(k.name().as_bytes());
+        }
+        head.extend_from_slice(b"  lifetime ");
+        put_human_ns(&mut head, c.lifetime_ns());
+        if c.incomplete {
+            head.extend_from_slice(b"  (incomplete: events before or within it were not seen)");
+        }
+        self.put_styled(b, self.style(Style::new().bold()), &head);
+        b.push(b'\n');
+
+        let dim = self.style(Style::new().dimmed());
+        let start = c.start_ns();
+        // `   ` then the offset from the start (`?` if unknown), right-aligned in 10, dim.
+        let offset = |b: &mut Vec<u8>, ts: Option<u64>| {
+            b.extend_from_slice(b"   ");
+            self.put_styled(b, dim, &offset_column(ts, start));
+        };
+        // States and context events, in time order (an event at the same time as a state
+        // comes after it).
+        let mut notes = c.notes.iter().peekable();
+        let emit_notes =
+            |b: &mut Vec<u8>,
+             until: Option<u64>,
+             notes: &mut std::iter::Peekable<std::slice::Iter<'_, Note>>| {
+                while let Some(n) = notes.next_if(|n| until.is_none_or(|u| n.ts_ns < u)) {
+                    offset(b, Some(n.ts_ns));
+                    b.extend_from_slice(b"  ! ");
+                    put_describe(b, n.kind, n.state, n.value);
+                    b.push(b'\n');
+                }
+            };
+        let mut durations = c.durations();
+        for (state, entered) in c.states.iter().zip(c.entered_ns.iter()) {
+            if entered.is_some() {
+                emit_notes(b, entered, &mut notes);
+            }
+            offset(b, entered);
+            b.extend_from_slice(b"  ");
+            // The name left-aligned in 12, as `{:<12}` pads (a longer one as it is).
+            let name = state.name().as_bytes();
+            let mut padded = [b' '; 12];
+            let shown: &[u8] = match padded.get_mut(..name.len()) {
+                Some(p) => {
+                    p.copy_from_slice(name);
+                    &padded
+                }
+                None => name,
+            };
+            self.put_styled(b, self.state_style(*state), shown);
+            b.push(b' ');
+            match durations.next() {
+                Some(Some(d)) => put_human_ns(b, d),
+                Some(None) => b.push(b'?'),
+                None => {}
+            }
+            // The line ends trimmed, as `trim_end` left it.
+            while b.last() == Some(&b' ') {
+                b.pop();
+            }
+            b.push(b'\n');
+        }
+        emit_notes(b, None, &mut notes);
+        if c.notes_dropped > 0 {
+            b.extend_from_slice(b"   ");
+            b.extend_from_slice(&[b' '; 10]);
+            b.extend_from_slice("  ! … ".as_bytes());
+            put_u64(b, c.notes_dropped.into());
+            b.extend_from_slice(b" more events not kept\n");
+        }
+        if let Some(TimeWait {
+            confirmed: true,
+            expires_ns,
+        }) = c.time_wait
+        {
+            b.extend_from_slice(b"   ");
+            b.extend_from_slice(&offset_column(Some(c.end_ns()), start));
+            b.extend_from_slice(b"  ");
+            self.put_styled(b, self.state_style(TcpState::TimeWait), b"TIME_WAIT   ");
+            b.push(b' ');
+            if let Some(e) = expires_ns {
+                b.extend_from_slice(b"(expires in ");
+                put_human_ns(b, e.saturating_sub(c.end_ns()));
+                b.push(b')');
+            }
+            b.push(b'\n');
+        }
+    }
+
+    fn state_pair(&self, old: TcpState, new: TcpState) -> String {
+        let (os, ns) = (self.state_style(old), self.state_style(new));
+        // Pad the plain names, then wrap them in colour, so columns line up either way.
+        let width = old.name().len() + 4 + new.name().len();
+        format!(
+            "{os}{old}{os:#} -> {ns}{new}{ns:#}{}",
+            " ".repeat(28usize.saturating_sub(width))
+        )
+    }
+}
+
+/// Endpoint column width: any IPv4 endpoint and most IPv6 ones; longer ones push the row.
+pub(super) const ADDR_W: usize = 26;
+
+const TEXT_HEADER: &str = "TIME            SOCK               PID     COMM             LOCAL                      REMOTE                     TRANSITION                   IN OLD";
+
+impl<W: Write> Sink for Text<W> {
+    fn transition(
+        &mut self,
+        t: &Transition,
+        in_old_ns: Option<u64>,
+        owner: Option<&Owner>,
+    ) -> io::Result<()> {
+        self.header()?;
+        let mut b = std::mem::take(&mut self.line);
+        b.clear();
+        self.write_prefix(
+            &mut b,
+            t.ts_ns,
+            Some(t.sock),
+            owner,
+            Some((t.task.pid, &t.task.comm)),
+            (t.saddr, t.sport),
+            (t.daddr, t.dport),
+        );
+        b.push(b' ');
+        if self.color {
+            b.extend_from_slice(self.state_pair(t.old, t.new).as_bytes());
+        } else {
+            let start = b.len();
+            b.extend_from_slice(t.old.name().as_bytes());
+            b.extend_from_slice(b" -> ");
+            b.extend_from_slice(t.new.name().as_bytes());
+            pad(&mut b, start, 28);
+        }
+        b.push(b' ');
+        match in_old_ns {
+            Some(ns) => put_human_ns(&mut b, ns),
+            None => b.push(b'-'),
+        }
+        b.push(b'\n');
+        let r = self.out.write_all(&b);
+        self.line = b;
+        r
+    }
+
+    fn event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        if c.kind == ContextKind::Destroy {
+            // One per socket, right after its CLOSE: shown in the timeline block, not here.
+            return Ok(());
+        }
+        self.header()?;
+        let prefix = self.prefix(
+            c.ts_ns,
+            c.sock,
+            owner,
+            Some((c.task.pid, &c.task.comm)),
+            (c.saddr, c.sport),
+            (c.daddr, c.dport),
+        );
+        let w = self.style(Style::new().fg_color(Some(AnsiColor::Magenta.into())));
+        writeln!(
+            self.out,
+            "{prefix} {w}! {}{w:#}",
+            describe(c.kind, c.state, c.value)
+        )
+    }
+
+    fn diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        self.header()?;
+        let prefix = self.prefix(
+            d.ts_ns,
+            Some(d.sock),
+            d.owner.as_ref(),
+            None,
+            (d.saddr, d.sport),
+            (d.daddr, d.dport),
+        );
+        let pair = self.state_pair(d.old, d.new);
+        let note = match d.expires_ns {
+            Some(e) => format!(
+                "(sock_diag) expires in {}",
+                human_ns(e.saturating_sub(d.ts_ns))
+            ),
+            None => "(sock_diag) timewait socket gone".into(),
+        };
+        writeln!(self.out, "{prefix} {pair} {note}")
+    }
+
+    fn connection(&mut self, c: &Conn) -> io::Result<()> {
+        if !self.timelines {
+            return Ok(());
+        }
+        let mut b = std::mem::take(&mut self.block);
+        b.clear();
+        self.write_block(&mut b, c);
+        let r = self.out.write_all(&b);
+        self.block = b;
+        r
+    }
+
+    fn stuck(&mut self, r: &StuckReport) -> io::Result<()> {
+        let c = &r.conn;
+        let w = self.style(Style::new().fg_color(Some(AnsiColor::Red.into())).bold());
+        let sock = if c.sock.0 == 0 {
+            "(from dump)".to_string()
+        } else {
+            c.sock.to_string()
+        };
+        let owner = c.owner.map_or_else(
+            || "owner unknown".to_string(),
+            |o| format!("owner {} ({})", o.pid, o.comm),
+        );
+        let at_least = if r.age_at_least { "at least " } else { "" };
+        let again = if r.report > 1 {
+            format!(" (report {})", r.report)
+        } else {
+            String::new()
+        };
+        let path: Vec<&str> = c.states.iter().map(|s| s.name()).collect();
+        writeln!(
+            self.out,
+            "{w}STUCK{w:#} {sock} {} -> {} in {} for {at_least}{}  {owner}{again}\n      so far: {}",
+            endpoint(c.saddr, c.sport),
+            endpoint(c.daddr, c.dport),
+            r.state,
+            human_ns(r.age_ns),
+            path.join(" -> "),
+        )
+    }
+
+    fn unstuck(&mut self, t: &Transition, u: &Unstuck, owner: Option<&Owner>) -> io::Result<()> {
+        let g = self.style(Style::new().fg_color(Some(AnsiColor::Green.into())).bold());
+        let owner = owner.map_or_else(String::new, |o| format!("  owner {} ({})", o.pid, o.comm));
+        let at_least = if u.age_at_least { "at least " } else { "" };
+        writeln!(
+            self.out,
+            "{g}MOVED{g:#} {} {} -> {}: {} -> {} after {at_least}{}{owner}",
+            t.sock,
+            endpoint(t.saddr, t.sport),
+            endpoint(t.daddr, t.dport),
+            u.state,
+            t.new,
+            human_ns(u.age_ns),
+        )
+    }
+
+    fn stuck_summary(&mut self, groups: &[StuckGroup], threshold_ns: u64) -> io::Result<()> {
+        let b = self.style(Style::new().bold());
+        if groups.is_empty() {
+            return writeln!(
+                self.out,
+                "{b}No connection stuck for {} or more.{b:#}",
+                human_ns(threshold_ns)
+            );
+        }
+        writeln!(
+            self.out,
+            "{b}Stuck connections ({} or more), by owner and state:{b:#}",
+            human_ns(threshold_ns)
+        )?;
+        for g in groups {
+            let who = g.owner.map_or_else(
+                || "owner unknown:".to_string(),
+                |o| format!("pid {} ({})", o.pid, o.comm),
+            );
+            let at_least = if g.oldest_at_least { "at least " } else { "" };
+            writeln!(
+                self.out,
+                "  {who} holds {} socket{} in {}, oldest {at_least}{}",
+                g.count,
+                if g.count == 1 { "" } else { "s" },
+                g.state,
+                human_ns(g.oldest_ns)
+            )?;
+        }
+        Ok(())
+    }
+
+    fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()> {
+        let w = self.style(Style::new().fg_color(Some(AnsiColor::Red.into())).bold());
+        writeln!(
+            self.out,
+            "{w}LOST {count} events ({}), {total} so far{w:#}",
+            cause.describe()
+        )
+    }
+
+    fn ladder(&mut self, l: &crate::ladder::Ladder) -> io::Result<()> {
+        self.out
+            .write_all(crate::ladder::text::render(l).as_bytes())
+    }
+
+    fn summary(&mut self, s: &crate::summary::Summary) -> io::Result<()> {
+        self.out.write_all(s.render_text().as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A timeline's offset column: `+` and the time since `start` (`?` if unknown),
+/// right-aligned in 10 characters, as `{:>10}` pads (by characters: `µ` is two bytes).
+fn offset_column(ts: Option<u64>, start: u64) -> Vec<u8> {
+    let mut o = Vec::with_capacity(16);
+    match ts {
+        Some(e) => {
+            o.push(b'+');
+            put_human_ns(&mut o, e.saturating_sub(start));
+        }
+        None => o.push(b'?'),
+    }
+    let chars = std::str::from_utf8(&o).map_or(o.len(), |s| s.chars().count());
+    let mut padded = vec![b' '; 10usize.saturating_sub(chars)];
+    padded.extend_from_slice(&o);
+    padded
+}
+
+/// What a context event says, in a few words (`RST received`, `error ECONNREFUSED`).
+pub(super) fn describe(kind: ContextKind, state: Option<TcpState>, value: i32) -> String {
+    let mut b = Vec::with_capacity(32);
+    put_describe(&mut b, kind, state, value);
+    // Only UTF-8 is written.
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// [`describe`] appended to `b`.
+fn put_describe(b: &mut Vec<u8>, kind: ContextKind, state: Option<TcpState>, value: i32) {
+    let in_state = |b: &mut Vec<u8>| {
+        if let Some(s) = state {
+            b.extend_from_slice(b" in ");
+            b.extend_from_slice(s.name().as_bytes());
+        }
+    };
+    match kind {
+        ContextKind::SendReset => {
+            b.extend_from_slice(b"RST sent");
+            in_state(b);
+        }
+        ContextKind::ReceiveReset => b.extend_from_slice(b"RST received"),
+        ContextKind::Retransmit if state == Some(TcpState::SynSent) => {
+            b.extend_from_slice(b"SYN retransmitted");
+        }
+        ContextKind::Retransmit => {
+            b.extend_from_slice(b"retransmit");
+            in_state(b);
+        }
+        ContextKind::RetransmitSynack => b.extend_from_slice(b"SYN-ACK retransmitted"),
+        ContextKind::Error => {
+            b.extend_from_slice(b"error ");
+            b.extend_from_slice(errno_name(value).as_bytes());
+        }
+        ContextKind::Destroy => b.extend_from_slice(b"socket freed"),
+    }
+}
+
+/// Spaces after what was written since `start`, up to `width` characters (as `{:<width}`
+/// pads: by characters, not bytes).
+fn pad(b: &mut Vec<u8>, start: usize, width: usize) {
+    let written = &b[start..];
+    let chars = if written.is_ascii() {
+        written.len()
+    } else {
+        String::from_utf8_lossy(written).chars().count()
+    };
+    b.resize(b.len() + width.saturating_sub(chars), b' ');
+}

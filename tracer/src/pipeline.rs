@@ -1,0 +1,549 @@
+//! Everything after the source: decode, table, enrich, sinks. It knows nothing of BPF: the live
+//! loader and a recording feed it the same way.
+use std::{io, path::PathBuf};
+
+use crate::{
+    clock::WallClock,
+    decode::{self, Decoded, LostCause, TcpState},
+    enrich::{OwnerResolver, TimeWaitTracker},
+    filter::Filter,
+    ladder::{self, Pairer},
+    metrics,
+    output::Sink,
+    record::{self, Item, Recorder},
+    summary::Summary,
+    table::{self, DiagTransition, Table},
+};
+
+/// `--view`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum View {
+    /// Every transition as it happens, then each connection's timeline.
+    Events,
+    /// Only each connection's record (timeline) when it closes: one record per socket.
+    Connections,
+    /// Each finished connection as a sequence diagram of both ends.
+    Ladder,
+}
+
+/// Everything after the source: decode, table, enrich, sink. Knows nothing of BPF: the
+/// live loader and a recording feed it the same way.
+pub struct Pipeline<S: Sink> {
+    pub table: Table,
+    /// `settle` looks for records to release from this time on ([`table::EXPIRE_EVERY_NS`]).
+    next_expire_ns: u64,
+    pub sink: S,
+    pub transitions: u64,
+    pub events: u64,
+    pub connections: u64,
+    pub decode_errors: u64,
+    /// TIME_WAIT from sock_diag; `None` with --no-timewait (or after it failed).
+    pub time_wait: Option<TimeWaitTracker>,
+    /// Live, without TIME_WAIT lookups: closed records must not wait for one (1.5 s each
+    /// before this was set). A replay leaves it off: its lookups are in the recording.
+    pub no_time_wait_lookups: bool,
+    /// Owners from sock_diag + /proc for sockets without a process-context event.
+    pub owners: Option<OwnerResolver>,
+    /// What to show (`--state`; the other filters ran in the kernel).
+    pub filter: Filter,
+    /// Apply the kernel's filters here too (a replay: the recording was not filtered by
+    /// this run's options).
+    pub user_filter: bool,
+    /// `--quiet`: no per-event output.
+    pub quiet: bool,
+    /// `--stuck`: the threshold, in ns.
+    pub stuck_ns: Option<u64>,
+    /// `--metrics`: counted before the output filters (they count what the kernel passed).
+    pub metrics: Option<metrics::Metrics>,
+    /// `--summary`.
+    pub summary: Option<Summary>,
+    /// `--view`: per-event records and timelines (events), timelines only (connections), or
+    /// ladders instead of both (ladder).
+    pub view: View,
+    /// `--svg DIR`: one SVG ladder per finished connection.
+    pub svg_dir: Option<PathBuf>,
+    /// SVG files written.
+    pub svg_written: u64,
+    /// Pairs the two ends of local connections (ladder view and SVG).
+    pub pairer: Option<Pairer>,
+    /// Wall-clock times for ladders.
+    pub clock: WallClock,
+    /// `--record FILE`.
+    pub recorder: Option<Recorder<io::BufWriter<std::fs::File>>>,
+    /// Something happened since the last `settle` line of the recording.
+    unsettled: bool,
+    /// Transitions into CLOSING (a simultaneous close) seen: `tracer demo simultaneous`
+    /// waits for one.
+    pub closing_seen: u64,
+}
+
+/// A recording that cannot be written is an error the user must see, not a broken pipe.
+fn recording_error(e: io::Error) -> io::Error {
+    io::Error::other(format!("writing the recording (--record): {e}"))
+}
+
+impl<S: Sink> Pipeline<S> {
+    pub fn new(sink: S) -> Self {
+        Self {
+            table: Table::new(),
+            sink,
+            transitions: 0,
+            events: 0,
+            connections: 0,
+            decode_errors: 0,
+            time_wait: None,
+            owners: None,
+            filter: Filter::default(),
+            user_filter: false,
+            quiet: false,
+            stuck_ns: None,
+            metrics: None,
+            summary: None,
+            view: View::Events,
+            svg_dir: None,
+            svg_written: 0,
+            pairer: None,
+            clock: WallClock::now(),
+            recorder: None,
+            unsettled: false,
+            closing_seen: 0,
+            next_expire_ns: 0,
+            no_time_wait_lookups: false,
+        }
+    }
+
+    /// Starts recording to `rec` (the header is written already).
+    pub fn start_recording(&mut self, rec: Recorder<io::BufWriter<std::fs::File>>) {
+        self.recorder = Some(rec);
+        self.table.journal = Some(Vec::new());
+    }
+
+    /// Whether per-event records (transitions, context events) are shown.
+    fn shows_events(&self) -> bool {
+        !self.quiet && self.view == View::Events
+    }
+
+    /// One ring-buffer record.
+    pub fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match decode::raw(bytes) {
+            Ok(ev) => self.raw_event(&ev),
+            Err(e) => {
+                self.decode_error(&e);
+                Ok(())
+            }
+        }
+    }
+
+    fn decode_error(&mut self, e: &decode::DecodeError) {
+        // Never silently: counted, reported on stderr the first time and at exit.
+        if self.decode_errors == 0 {
+            eprintln!("tracer: skipping an event the decoder does not understand: {e}");
+        }
+        self.decode_errors += 1;
+    }
+
+    /// One raw event, from the ring buffer or a recording.
+    pub fn raw_event(&mut self, ev: &tracer_common::Event) -> io::Result<()> {
+        if let Some(r) = &mut self.recorder {
+            r.event(ev).map_err(recording_error)?;
+            self.unsettled = true;
+        }
+        match decode::from_raw(ev) {
+            Ok(Decoded::Transition(t)) => self.transition(&t),
+            Ok(Decoded::Context(c)) => self.context(&c),
+            Err(e) => {
+                self.decode_error(&e);
+                Ok(())
+            }
+        }
+    }
+
+    fn transition(&mut self, t: &decode::Transition) -> io::Result<()> {
+        if self.user_filter
+            && !self
+                .filter
+                .matches_tuple(t.family, t.saddr, t.sport, t.daddr, t.dport)
+        {
+            return Ok(());
+        }
+        self.transitions += 1;
+        if t.new == TcpState::Closing {
+            self.closing_seen += 1;
+        }
+        if let Some(m) = &self.metrics {
+            m.transition(t);
+        }
+        if let Some(s) = &mut self.summary {
+            s.transition(t);
+        }
+        if let Some(p) = &mut self.pairer {
+            p.transition(t);
+        }
+        let applied = self.table.apply(t);
+        for c in applied.finished {
+            self.connection(c)?;
+        }
+        let shown = (self.filter.states.is_empty()
+            || self.table.passed_through(t.sock, &self.filter.states))
+            && (!self.user_filter || self.filter.matches_owner(applied.owner.as_ref()));
+        if let Some(u) = &applied.unstuck
+            && shown
+        {
+            self.sink.unstuck(t, u, applied.owner.as_ref())?;
+        }
+        if !self.shows_events() || !shown {
+            return Ok(());
+        }
+        self.sink
+            .transition(t, applied.in_old_ns, applied.owner.as_ref())
+    }
+
+    fn context(&mut self, c: &decode::Context) -> io::Result<()> {
+        if self.user_filter
+            && !self.filter.matches_tuple(
+                c.family.unwrap_or(match c.saddr {
+                    std::net::IpAddr::V4(_) => decode::Family::Ipv4,
+                    std::net::IpAddr::V6(_) => decode::Family::Ipv6,
+                }),
+                c.saddr,
+                c.sport,
+                c.daddr,
+                c.dport,
+            )
+        {
+            return Ok(());
+        }
+        self.events += 1;
+        if let Some(m) = &self.metrics {
+            m.event(c);
+        }
+        let owner = self.table.context(c);
+        let shown = (self.filter.states.is_empty()
+            || c.sock
+                .is_some_and(|s| self.table.passed_through(s, &self.filter.states)))
+            && (!self.user_filter || self.filter.matches_owner(owner.as_ref()));
+        if !self.shows_events() || !shown {
+            return Ok(());
+        }
+        self.sink.event(c, owner.as_ref())
+    }
+
+    fn connection(&mut self, c: table::Conn) -> io::Result<()> {
+        self.connections += 1;
+        if let Some(m) = &self.metrics {
+            m.connection(&c);
+        }
+        let wanted =
+            self.filter.matches_states(&c.states) && self.filter.matches_owner(c.owner.as_ref());
+        if wanted && let Some(s) = &mut self.summary {
+            s.connection(&c);
+        }
+        let print = wanted && !self.quiet;
+        let Some(pairer) = &mut self.pairer else {
+            return if print {
+                self.sink.connection(&c)
+            } else {
+                Ok(())
+            };
+        };
+        if print && self.view != View::Ladder {
+            self.sink.connection(&c)?;
+        }
+        for pair in pairer.finished(c, wanted) {
+            self.draw(pair)?;
+        }
+        Ok(())
+    }
+
+    /// A connection (one end, or both) as a ladder on the sink and/or an SVG file.
+    fn draw(&mut self, (a, b): ladder::Pair) -> io::Result<()> {
+        let print = self.view == View::Ladder && !self.quiet;
+        if a.role == table::Role::Listener {
+            // A listener has no other end: its timeline says it all.
+            return if print {
+                self.sink.connection(&a)
+            } else {
+                Ok(())
+            };
+        }
+        let l = ladder::build(&a, b.as_ref(), &self.clock);
+        if print {
+            self.sink.ladder(&l)?;
+        }
+        if let Some(dir) = &self.svg_dir {
+            let path = dir.join(svg_name(&a, &self.clock));
+            std::fs::write(&path, ladder::svg::render(&l)).map_err(|e| {
+                io::Error::other(format!("writing the SVG {}: {e}", path.display()))
+            })?;
+            self.svg_written += 1;
+        }
+        Ok(())
+    }
+
+    /// A TIME_WAIT transition learned from sock_diag (live) or a recording.
+    pub fn diag(&mut self, d: &DiagTransition) -> io::Result<()> {
+        if self.user_filter
+            && !self
+                .filter
+                .matches_tuple(d.family, d.saddr, d.sport, d.daddr, d.dport)
+        {
+            return Ok(());
+        }
+        if let Some(r) = &mut self.recorder {
+            r.line(&record::Line::diag(d)).map_err(recording_error)?;
+        }
+        if let Some(m) = &self.metrics {
+            m.diag_transition(d);
+        }
+        if let Some(s) = &mut self.summary {
+            s.diag(d);
+        }
+        if self.shows_events() && self.filter.matches_owner(d.owner.as_ref()) {
+            self.sink.diag_transition(d)?;
+        }
+        Ok(())
+    }
+
+    /// A fact from a recording, given to the table as the enrichers gave it live.
+    pub fn fact(&mut self, f: table::Fact) -> io::Result<()> {
+        match f {
+            table::Fact::Seed { seed, now_ns } => self.table.seed(seed, now_ns),
+            table::Fact::Owner { sock, owner } => self.table.set_owner(sock, owner),
+            table::Fact::TimeWait { sock, tuple, tw } => self.table.set_time_wait(sock, tuple, tw),
+            table::Fact::Vanished { socks, tuples } => {
+                for c in self.table.drop_vanished(socks, tuples) {
+                    self.connection(c)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the enrichers told the table to the recording.
+    pub fn write_journal(&mut self) -> io::Result<bool> {
+        let Some(r) = &mut self.recorder else {
+            return Ok(false);
+        };
+        let facts = self.table.take_journal();
+        for f in &facts {
+            r.line(&record::Line::fact(f)).map_err(recording_error)?;
+        }
+        Ok(!facts.is_empty())
+    }
+
+    /// After a batch: owner and TIME_WAIT lookups, then the connections whose records are
+    /// complete.
+    pub fn settle(&mut self, now_ns: u64) -> io::Result<()> {
+        let mut dropped = self.table.enforce_cap();
+        if let Some(o) = &mut self.owners {
+            match o
+                .poll(now_ns, &mut self.table)
+                .and_then(|()| o.prune(now_ns, &mut self.table))
+            {
+                Ok(gone) => dropped.extend(gone),
+                Err(e) => {
+                    eprintln!(
+                        "tracer: owner lookups and pruning via sock_diag and /proc stopped: {e}"
+                    );
+                    self.owners = None;
+                }
+            }
+        }
+        let learned = match &mut self.time_wait {
+            None => {
+                if self.no_time_wait_lookups {
+                    // Nobody will look these up: they are done waiting (a fact, so a replay
+                    // releases them at the same moment).
+                    let pending: Vec<_> = self.table.time_wait_pending().collect();
+                    for p in pending {
+                        self.table.set_time_wait(p.sock, p.tuple, None);
+                    }
+                }
+                Vec::new()
+            }
+            Some(tw) => tw.poll(now_ns, &mut self.table).unwrap_or_else(|e| {
+                eprintln!("tracer: TIME_WAIT lookups via sock_diag stopped: {e}");
+                self.time_wait = None;
+                self.no_time_wait_lookups = true;
+                Vec::new()
+            }),
+        };
+        // The facts go first in a recording: a replay applies them, then settles.
+        let facts = self.write_journal()?;
+        for c in dropped {
+            self.connection(c)?;
+        }
+        for d in &learned {
+            self.diag(d)?;
+        }
+        // Every run of `expire` is a settle line in a recording, and nothing else moves
+        // `next_expire_ns`, so a replay skips and runs exactly where this run did.
+        let run_expire = now_ns >= self.next_expire_ns && self.table.holds_closed();
+        let expired = if run_expire {
+            self.next_expire_ns = now_ns.saturating_add(table::EXPIRE_EVERY_NS);
+            self.table.expire(now_ns)
+        } else {
+            Vec::new()
+        };
+        if self.recorder.is_some() && (self.unsettled || facts || run_expire) {
+            self.unsettled = false;
+            if let Some(r) = &mut self.recorder {
+                r.line(&record::Line::Settle { ts_ns: now_ns })
+                    .map_err(recording_error)?;
+            }
+        }
+        for c in expired {
+            self.connection(*c)?;
+        }
+        Ok(())
+    }
+
+    /// The periodic check: stuck connections (and a `tick` in the recording, so a replay
+    /// checks at the same moments).
+    pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
+        if let Some(r) = &mut self.recorder {
+            r.line(&record::Line::Tick { ts_ns: now_ns })
+                .map_err(recording_error)?;
+        }
+        self.check_stuck(now_ns)
+    }
+
+    /// `count` events of one cause could not be handed over (`total` so far).
+    pub fn lost(&mut self, cause: LostCause, count: u64, total: u64) -> io::Result<()> {
+        if let Some(r) = &mut self.recorder {
+            r.line(&record::Line::Lost {
+                cause,
+                count,
+                total,
+            })
+            .map_err(recording_error)?;
+        }
+        if let Some(m) = &self.metrics {
+            m.lost(cause, count);
+        }
+        self.sink.lost(cause, count, total)
+    }
+
+    /// Refreshes the state gauges (`--metrics`).
+    pub fn update_gauges(&mut self, now_ns: u64) {
+        let Some(m) = &self.metrics else { return };
+        let open = self.table.state_counts();
+        let stuck: Vec<(TcpState, u64)> = match self.stuck_ns {
+            None => Vec::new(),
+            Some(th) => {
+                let mut by_state: Vec<(TcpState, u64)> = Vec::new();
+                for g in self.table.stuck_groups(now_ns, th, |_| true) {
+                    match by_state.iter_mut().find(|(s, _)| *s == g.state) {
+                        Some((_, n)) => *n += g.count,
+                        None => by_state.push((g.state, g.count)),
+                    }
+                }
+                by_state
+            }
+        };
+        m.set_states(&open, &stuck);
+    }
+
+    /// Reports connections that crossed the stuck threshold (or aged further).
+    pub fn check_stuck(&mut self, now_ns: u64) -> io::Result<()> {
+        let Some(threshold) = self.stuck_ns else {
+            return Ok(());
+        };
+        for r in self.table.stuck(now_ns, threshold) {
+            if self.filter.matches_states(&r.conn.states)
+                && self.filter.matches_owner(r.conn.owner.as_ref())
+            {
+                self.sink.stuck(&r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stuck connections now, grouped by owner and state, and the summary (SIGUSR1, exit).
+    pub fn stuck_summary(&mut self, now_ns: u64) -> io::Result<()> {
+        if let Some(threshold) = self.stuck_ns {
+            let states = self.filter.states.clone();
+            let groups = self.table.stuck_groups(now_ns, threshold, |c| {
+                states.is_empty() || c.states.iter().any(|s| states.contains(s))
+            });
+            self.sink.stuck_summary(&groups, threshold)?;
+        }
+        if let Some(s) = &self.summary {
+            self.sink.summary(s)?;
+        }
+        self.sink.flush()
+    }
+
+    /// At exit: one last TIME_WAIT lookup, then every record still held back.
+    pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
+        self.settle(now_ns.saturating_add(crate::table::TIME_WAIT_WAIT_NS / 2))?;
+        for c in self.table.expire(u64::MAX) {
+            self.connection(*c)?;
+        }
+        if let Some(p) = &mut self.pairer {
+            for pair in p.flush() {
+                self.draw(pair)?;
+            }
+        }
+        self.check_stuck(now_ns)?;
+        self.stuck_summary(now_ns)?;
+        self.sink.flush()
+    }
+
+    /// Closes the recording with its `end` line.
+    pub fn end_recording(&mut self, now_ns: u64, reason: &str) -> io::Result<()> {
+        if let Some(mut r) = self.recorder.take() {
+            r.line(&record::Line::End {
+                ts_ns: now_ns,
+                reason: reason.into(),
+            })
+            .and_then(|()| r.flush())
+            .map_err(recording_error)?;
+        }
+        Ok(())
+    }
+
+    /// Gives one recorded item to the pipeline, as the live loop did; `last_ts` follows the
+    /// latest time seen (where a recording without an `end` line ends).
+    pub fn feed(&mut self, item: Item, last_ts: &mut u64) -> io::Result<()> {
+        match item {
+            Item::Event(ev) => {
+                *last_ts = (*last_ts).max(ev.ts_ns);
+                self.raw_event(&ev)
+            }
+            Item::Fact(f) => self.fact(f),
+            Item::Diag(d) => self.diag(&d),
+            Item::Lost {
+                cause,
+                count,
+                total,
+            } => self.lost(cause, count, total),
+            Item::Settle(ts) => {
+                *last_ts = (*last_ts).max(ts);
+                self.settle(ts)
+            }
+            Item::Tick(ts) => {
+                *last_ts = (*last_ts).max(ts);
+                self.tick(ts)
+            }
+            // The caller notes the end; a second header is refused by the reader.
+            Item::End { .. } | Item::Header(_) => Ok(()),
+        }
+    }
+}
+
+/// `20261123-220109.992247-127.0.0.1_52940-127.0.0.1_8080.svg`: sorts by time, names the
+/// connection, safe in any file system.
+fn svg_name(c: &table::Conn, clock: &WallClock) -> String {
+    let t = clock
+        .utc(c.start_ns())
+        .with_timezone(&chrono::Local)
+        .format("%Y%m%d-%H%M%S%.6f");
+    let ep = |a: std::net::IpAddr, p: u16| format!("{a}_{p}").replace(':', "-");
+    format!(
+        "{t}-{}-{}-{:x}.svg",
+        ep(c.saddr, c.sport),
+        ep(c.daddr, c.dport),
+        c.sock.0 & 0xffff_ffff
+    )
+}

@@ -1,0 +1,521 @@
+//! One socket's record: identity, timeline, owner, context events, and how it ended.
+use std::net::IpAddr;
+
+use serde::Serialize;
+use smallvec::SmallVec;
+
+use super::stuck::StuckTrack;
+use crate::decode::{Comm, Context, ContextKind, Family, SockAddr, Task, TcpState, Transition};
+
+/// Context events kept per connection; further ones are only counted.
+pub const MAX_EVENTS_PER_CONN: usize = 64;
+
+pub(super) const ECONNREFUSED: i32 = 111;
+
+pub(super) const ETIMEDOUT: i32 = 110;
+
+/// How the socket came to exist, from its first transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Began CLOSE → SYN_SENT: `connect()`.
+    Client,
+    /// Began LISTEN → SYN_RECV: a child of a listener, for one incoming connection.
+    Server,
+    /// Began CLOSE → LISTEN: `listen()`.
+    Listener,
+    /// Anything else, e.g. a socket that existed before the tracer started.
+    Unknown,
+}
+
+impl Role {
+    pub(super) fn from_first(old: TcpState, new: TcpState) -> Self {
+        match (old, new) {
+            (TcpState::Close, TcpState::SynSent) => Self::Client,
+            (TcpState::Listen, TcpState::SynRecv) => Self::Server,
+            (TcpState::Close, TcpState::Listen) => Self::Listener,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+            Self::Listener => "listener",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// How an owner was learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerSource {
+    /// From the socket's own process-context transition (connect, listen, close, shutdown).
+    Event,
+    /// An accepted socket, from its listener's owner (not yet confirmed by its own act).
+    Inherited,
+    /// From /proc/<pid>/fd, for a socket whose history the tracer did not see.
+    Procfs,
+}
+
+/// The process that owns a socket (not the task that happened to be on the CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: Comm,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub source: OwnerSource,
+}
+
+impl Owner {
+    pub(super) fn from_task(t: &Task, source: OwnerSource) -> Self {
+        Self {
+            pid: t.pid,
+            comm: t.comm,
+            uid: t.uid,
+            cgroup_id: t.cgroup_id,
+            source,
+        }
+    }
+}
+
+/// Whether the task on the CPU acts on the socket for this transition (see
+/// [`tracer_common::in_owner_context`], shared with the kernel's owner map).
+pub fn in_owner_context(old: TcpState, new: TcpState) -> bool {
+    tracer_common::in_owner_context(old as u8, new as u8)
+}
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseClass {
+    /// This side sent FIN first.
+    Active,
+    /// The peer sent FIN first.
+    Passive,
+    /// Both sent FIN at once (CLOSING).
+    Simultaneous,
+    /// This side aborted with a RST (e.g. SO_LINGER 0, unread data at close).
+    ResetSent,
+    /// The peer aborted with a RST.
+    ResetReceived,
+    /// connect() got a RST: ECONNREFUSED.
+    Refused,
+    /// connect() gave up after SYN retransmits: ETIMEDOUT.
+    Timeout,
+    /// An orphaned FIN_WAIT2 socket was given up (tcp_fin_timeout).
+    OrphanTimeout,
+    /// A listening socket was closed.
+    ListenerClosed,
+    Unknown,
+}
+
+impl CloseClass {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Passive => "passive",
+            Self::Simultaneous => "simultaneous",
+            Self::ResetSent => "reset_sent",
+            Self::ResetReceived => "reset_received",
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::OrphanTimeout => "orphan_timeout",
+            Self::ListenerClosed => "listener_closed",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A context event kept on a connection's timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub kind: ContextKind,
+    pub ts_ns: u64,
+    pub state: Option<TcpState>,
+    pub value: i32,
+}
+
+/// What sock_diag said about an active closer's TIME_WAIT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TimeWait {
+    /// Found in the kernel's TIME_WAIT table.
+    pub confirmed: bool,
+    /// When it expires (CLOCK_MONOTONIC ns), from the kernel's timer.
+    pub expires_ns: Option<u64>,
+}
+
+/// A timeline's states, inline: a client or server has 6, a listener 3. Every open socket
+/// has a timeline, so its size is most of the tracer's memory (one heap block per vector
+/// cost more than the vectors' contents).
+pub type States = SmallVec<[TcpState; 8]>;
+
+/// When each state was entered (CLOCK_MONOTONIC ns), `None` where it is not known (the
+/// first state predates the first event; a gap). Kept as plain words with `u64::MAX` for
+/// "not known" (no monotonic clock reaches it), inline for six states: half the size of
+/// `Option<u64>`s, in every open socket's timeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entered(SmallVec<[u64; 6]>);
+
+impl Entered {
+    const UNKNOWN: u64 = u64::MAX;
+
+    fn word(t: Option<u64>) -> u64 {
+        t.unwrap_or(Self::UNKNOWN)
+    }
+
+    fn time(w: u64) -> Option<u64> {
+        (w != Self::UNKNOWN).then_some(w)
+    }
+
+    pub fn push(&mut self, t: Option<u64>) {
+        self.0.push(Self::word(t));
+    }
+
+    /// The entry time of state `i`; `None` if unknown or out of range.
+    pub fn get(&self, i: usize) -> Option<u64> {
+        self.0.get(i).copied().and_then(Self::time)
+    }
+
+    pub fn set(&mut self, i: usize, t: Option<u64>) {
+        if let Some(w) = self.0.get_mut(i) {
+            *w = Self::word(t);
+        }
+    }
+
+    /// The last state's entry time (`None` if unknown or there is none).
+    pub fn last(&self) -> Option<u64> {
+        self.0.last().copied().and_then(Self::time)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn truncate(&mut self, n: usize) {
+        self.0.truncate(n);
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Option<u64>> + '_ {
+        self.0.iter().map(|&w| Self::time(w))
+    }
+}
+
+impl FromIterator<Option<u64>> for Entered {
+    fn from_iter<I: IntoIterator<Item = Option<u64>>>(it: I) -> Self {
+        Self(it.into_iter().map(Self::word).collect())
+    }
+}
+
+/// A timeline's context events: usually one (the socket's destruction), two with a reset.
+pub type Notes = SmallVec<[Note; 2]>;
+
+/// A socket's timeline so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conn {
+    pub sock: SockAddr,
+    pub family: Family,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub role: Role,
+    /// The state before the first event, then every new state in order.
+    pub states: States,
+    /// When each state was entered; `None` for the first (it predates the first event).
+    pub entered_ns: Entered,
+    /// Events are missing from this timeline: it started mid-way (the socket predates the
+    /// tracer), or an event's old state did not match the state we had (events were lost).
+    pub incomplete: bool,
+    pub owner: Option<Owner>,
+    pub notes: Notes,
+    /// Context events beyond [`MAX_EVENTS_PER_CONN`], counted only.
+    pub notes_dropped: u32,
+    pub retransmits: u32,
+    /// Retransmits while in SYN_SENT: a handshake nobody answers.
+    pub syn_retransmits: u32,
+    /// SYN-ACK retransmits (on a listener: its pending handshakes are not completing).
+    pub synack_retransmits: u32,
+    pub resets_sent: u32,
+    pub resets_received: u32,
+    /// The last errno reported to the socket.
+    pub error: Option<i32>,
+    /// Set at finalisation.
+    pub close: Option<CloseClass>,
+    pub time_wait: Option<TimeWait>,
+    /// /proc owner lookups tried for this socket (it had no owner).
+    pub owner_lookups: u8,
+    /// Where tracer first learned of it.
+    pub seen_from: SeenFrom,
+    /// When tracer first learned of it (CLOCK_MONOTONIC ns).
+    pub first_seen_ns: u64,
+    /// Stuck reporting for its current state.
+    pub stuck: StuckTrack,
+}
+
+/// Where tracer first learned of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeenFrom {
+    /// Its transitions.
+    Events,
+    /// The sock_diag dump taken at start-up: it existed before the tracer.
+    Dump,
+}
+
+impl SeenFrom {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Events => "events",
+            Self::Dump => "dump",
+        }
+    }
+}
+
+/// A socket found in the start-up sock_diag dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seed {
+    pub family: Family,
+    pub tuple: Tuple,
+    pub state: TcpState,
+    pub owner: Option<Owner>,
+}
+
+impl Conn {
+    /// A timeline with the given identity and history, nothing counted yet.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        sock: SockAddr,
+        family: Family,
+        (saddr, sport, daddr, dport): Tuple,
+        role: Role,
+        states: States,
+        entered_ns: Entered,
+        owner: Option<Owner>,
+        seen_from: SeenFrom,
+        first_seen_ns: u64,
+    ) -> Self {
+        Self {
+            sock,
+            family,
+            saddr,
+            sport,
+            daddr,
+            dport,
+            role,
+            states,
+            entered_ns,
+            // Without its first transition from CLOSE (or LISTEN for an accepted socket), the
+            // start of the timeline was not seen.
+            incomplete: role == Role::Unknown || seen_from == SeenFrom::Dump,
+            owner,
+            notes: Notes::new(),
+            notes_dropped: 0,
+            retransmits: 0,
+            syn_retransmits: 0,
+            synack_retransmits: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            error: None,
+            close: None,
+            time_wait: None,
+            owner_lookups: 0,
+            seen_from,
+            first_seen_ns,
+            stuck: StuckTrack::default(),
+        }
+    }
+
+    /// The time of its last transition (or when tracer first learned of it).
+    pub(super) fn last_active_ns(&self) -> u64 {
+        self.entered_ns
+            .iter()
+            .rev()
+            .flatten()
+            .next()
+            .unwrap_or(self.first_seen_ns)
+    }
+
+    /// Time since the current state was entered, when that is known.
+    pub(super) fn in_current_ns(&self, now_ns: u64) -> Option<u64> {
+        self.entered_ns.last().map(|e| now_ns.saturating_sub(e))
+    }
+
+    pub fn start_ns(&self) -> u64 {
+        self.entered_ns.iter().flatten().next().unwrap_or(0)
+    }
+
+    pub fn end_ns(&self) -> u64 {
+        self.entered_ns.last().unwrap_or(0)
+    }
+
+    /// Time spent in each state but the last; `None` where the entry time is unknown.
+    pub fn durations_ns(&self) -> Vec<Option<u64>> {
+        self.durations().collect()
+    }
+
+    /// [`Self::durations_ns`] without collecting them.
+    pub fn durations(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        self.entered_ns
+            .iter()
+            .zip(self.entered_ns.iter().skip(1))
+            .map(|(a, b)| Some(b?.saturating_sub(a?)))
+    }
+
+    pub fn lifetime_ns(&self) -> u64 {
+        self.end_ns().saturating_sub(self.start_ns())
+    }
+
+    /// Time in the current state at `now_ns`, and whether that is only a lower bound (the
+    /// socket was in it before tracer saw it).
+    pub fn age(&self, now_ns: u64) -> (u64, bool) {
+        match self.in_current_ns(now_ns) {
+            Some(a) => (a, false),
+            None => (now_ns.saturating_sub(self.first_seen_ns), true),
+        }
+    }
+
+    pub fn last_state(&self) -> TcpState {
+        *self
+            .states
+            .last()
+            .expect("a Conn always has at least two states")
+    }
+
+    /// The state before the final CLOSE (or the last state if not closed).
+    pub(super) fn before_close(&self) -> TcpState {
+        let n = self.states.len();
+        if self.last_state() == TcpState::Close && n >= 2 {
+            self.states[n - 2]
+        } else {
+            self.last_state()
+        }
+    }
+
+    /// Closed by the FIN exchange from this side: the kernel hands it to a timewait socket.
+    pub fn may_enter_time_wait(&self) -> bool {
+        matches!(
+            self.before_close(),
+            TcpState::FinWait2 | TcpState::Closing | TcpState::FinWait1
+        ) && self.resets_sent == 0
+            && self.resets_received == 0
+    }
+
+    /// The complete 4-tuple, once both ports are known.
+    pub fn tuple(&self) -> Option<Tuple> {
+        (self.sport != 0 && self.dport != 0)
+            .then_some((self.saddr, self.sport, self.daddr, self.dport))
+    }
+
+    pub(super) fn note(&mut self, c: &Context) {
+        if self.notes.len() < MAX_EVENTS_PER_CONN {
+            self.notes.push(Note {
+                kind: c.kind,
+                ts_ns: c.ts_ns,
+                state: c.state,
+                value: c.value,
+            });
+        } else {
+            self.notes_dropped += 1;
+        }
+        match c.kind {
+            ContextKind::SendReset => self.resets_sent += 1,
+            ContextKind::ReceiveReset => self.resets_received += 1,
+            ContextKind::Retransmit => {
+                self.retransmits += 1;
+                if c.state == Some(TcpState::SynSent) || self.last_state() == TcpState::SynSent {
+                    self.syn_retransmits += 1;
+                }
+            }
+            ContextKind::RetransmitSynack => self.synack_retransmits += 1,
+            ContextKind::Error => self.error = Some(c.value.abs()),
+            ContextKind::Destroy => {}
+        }
+    }
+
+    /// How it ended, from its states and context events.
+    pub fn classify(&self) -> CloseClass {
+        use TcpState::*;
+        if self.last_state() != Close {
+            return CloseClass::Unknown;
+        }
+        let prev = self.before_close();
+        if prev == Listen {
+            return CloseClass::ListenerClosed;
+        }
+        if prev == SynSent {
+            return if self.resets_received > 0 || self.error == Some(ECONNREFUSED) {
+                CloseClass::Refused
+            } else if self.error == Some(ETIMEDOUT) || self.syn_retransmits > 0 {
+                CloseClass::Timeout
+            } else {
+                CloseClass::Unknown
+            };
+        }
+        if prev == FinWait2 && self.resets_sent > 0 && self.resets_received == 0 {
+            return CloseClass::OrphanTimeout;
+        }
+        if self.resets_received > 0 {
+            return CloseClass::ResetReceived;
+        }
+        if self.resets_sent > 0 {
+            return CloseClass::ResetSent;
+        }
+        if self.states.contains(&Closing) {
+            return CloseClass::Simultaneous;
+        }
+        match prev {
+            FinWait1 | FinWait2 => CloseClass::Active,
+            LastAck => CloseClass::Passive,
+            _ => CloseClass::Unknown,
+        }
+    }
+}
+
+/// Local address, local port, remote address, remote port.
+pub type Tuple = (IpAddr, u16, IpAddr, u16);
+
+/// Ports and addresses become known along the way (a client's local port is still 0 at
+/// CLOSE → SYN_SENT): take every non-zero value the kernel reports.
+pub(super) fn fill_tuple(c: &mut Conn, t: &Transition) {
+    if t.sport != 0 {
+        c.sport = t.sport;
+    }
+    if t.dport != 0 {
+        c.dport = t.dport;
+    }
+    if !t.saddr.is_unspecified() {
+        c.saddr = t.saddr;
+    }
+    if !t.daddr.is_unspecified() {
+        c.daddr = t.daddr;
+    }
+}
+
+/// A transition the tracepoint cannot show, learned from netlink sock_diag: a closed
+/// socket's TIME_WAIT (kept by the kernel in a separate timewait socket), and its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiagTransition {
+    /// When tracer learned it (CLOCK_MONOTONIC ns).
+    pub ts_ns: u64,
+    pub sock: SockAddr,
+    pub family: Family,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub old: TcpState,
+    pub new: TcpState,
+    /// When the TIME_WAIT timer fires (CLOCK_MONOTONIC ns), for → TIME_WAIT.
+    pub expires_ns: Option<u64>,
+    /// Time spent in `old`, for TIME_WAIT → CLOSE.
+    pub in_old_ns: Option<u64>,
+    pub owner: Option<Owner>,
+}

@@ -1,0 +1,652 @@
+//! The connection table: events in, per-socket timelines out.
+//!
+//! Pure logic, no I/O and no clock of its own: it learns the time from the events and from
+//! the `now_ns` it is given. A socket is identified by its kernel address while it lives.
+//! Its timeline starts at the first event seen for it and its transitions end at CLOSE;
+//! the finished record is released a short grace period later (a RST sent or an error
+//! reported right after the CLOSE still belongs to it, and an active closer's TIME_WAIT is
+//! looked up first). The address may then be reused by a new socket, which starts a new
+//! timeline.
+use std::collections::{HashMap, hash_map::Entry};
+
+use smallvec::smallvec;
+
+use crate::decode::{Context, ContextKind, Family, SockAddr, TcpState, Transition};
+
+mod conn;
+mod stuck;
+
+pub use conn::*;
+pub use stuck::*;
+
+/// The table's maps: a fast hash, still seeded per process (remote peers choose ports and
+/// addresses, so the keys must not be predictable), several lookups per event.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// How long a closed socket's record waits for late context events (RST sent after CLOSE,
+/// error report) before it is released.
+pub const GRACE_NS: u64 = 20_000_000;
+
+/// The pipeline looks for records to release ([`Table::expire`]) at most this often: it
+/// walks every closed record, they number tens of thousands under churn, and batches come
+/// every few milliseconds. Records wait at least [`GRACE_NS`] anyway.
+pub const EXPIRE_EVERY_NS: u64 = 5_000_000;
+
+/// Longest a record waits for its TIME_WAIT lookup.
+pub const TIME_WAIT_WAIT_NS: u64 = 1_500_000_000;
+
+/// A closed socket whose TIME_WAIT is to be looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingTimeWait {
+    pub sock: SockAddr,
+    pub tuple: Tuple,
+    pub family: Family,
+    /// The state it closed from (FIN_WAIT2, CLOSING, FIN_WAIT1).
+    pub from: TcpState,
+    pub owner: Option<Owner>,
+}
+
+/// What one transition did to the table.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Time spent in the old state, when the table saw the socket enter it.
+    pub in_old_ns: Option<u64>,
+    /// The socket's owner after this transition.
+    pub owner: Option<Owner>,
+    /// Connections finished by this event: a socket at the same address whose CLOSE was
+    /// lost (marked incomplete), or a closed one whose address is now reused.
+    pub finished: Vec<Conn>,
+    /// The connection had been reported stuck in the state it just left.
+    pub unstuck: Option<Unstuck>,
+}
+
+/// Every live socket, by kernel address, and the recently closed ones.
+#[derive(Debug, Default)]
+pub struct Table {
+    /// Boxed, here and below: a map keeps its values in one array that doubles as it grows,
+    /// and with timelines inline a resize briefly held both arrays (2.5× the table's memory
+    /// at its peak); records also move between maps as a pointer.
+    conns: Map<SockAddr, Box<Conn>>,
+    /// Reached CLOSE, waiting for late events / TIME_WAIT lookup.
+    closing: Map<SockAddr, Held>,
+    /// Closed sockets still waiting for their TIME_WAIT lookup whose address the kernel
+    /// already gave to a new socket (fast connection churn): kept apart, found by tuple.
+    displaced: Map<Tuple, Held>,
+    /// Listening sockets by local port: accepted sockets inherit their owner.
+    listeners: Map<u16, Vec<SockAddr>>,
+    /// Complete 4-tuples of open and closing sockets, for events that carry no address.
+    by_tuple: Map<Tuple, SockAddr>,
+    /// Sockets from the start-up dump not yet seen in an event, by tuple (sock_diag does not
+    /// give the kernel address; the first event with that tuple adopts the entry).
+    seeded: Map<Tuple, Box<Conn>>,
+    /// Seeded listeners by port, for accepted sockets to inherit from.
+    seeded_listeners: Map<u16, Vec<Tuple>>,
+    /// Most sockets followed at once (open + seeded); beyond it the least recently active
+    /// are evicted, counted in `evicted`. 0 = the default.
+    pub max_conns: usize,
+    /// Sockets dropped to stay within `max_conns`.
+    pub evicted: u64,
+    /// When `Some`, what the enrichers (sock_diag, /proc) tell the table is kept here, so a
+    /// recording can replay it without them.
+    pub journal: Option<Vec<Fact>>,
+}
+
+/// Something the table learned from outside the events: what a recording must keep for a
+/// replay to rebuild the same connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fact {
+    /// A socket from the start-up dump ([`Table::seed`]).
+    Seed { seed: Seed, now_ns: u64 },
+    /// An owner from /proc ([`Table::set_owner`]).
+    Owner { sock: SockAddr, owner: Owner },
+    /// A TIME_WAIT lookup's result ([`Table::set_time_wait`]).
+    TimeWait {
+        sock: SockAddr,
+        tuple: Tuple,
+        tw: Option<TimeWait>,
+    },
+    /// Sockets the kernel no longer has ([`Table::drop_vanished`]).
+    Vanished {
+        socks: Vec<SockAddr>,
+        tuples: Vec<Tuple>,
+    },
+}
+
+/// A closed record held back before it is released, with what decides when: kept beside
+/// the record, not in it, so the release scan (every few milliseconds, over every held
+/// record) reads the maps' own memory instead of every record's.
+#[derive(Debug)]
+struct Held {
+    /// When it reached CLOSE.
+    closed: u64,
+    /// An active closer waiting for its TIME_WAIT lookup.
+    pending: bool,
+    conn: Box<Conn>,
+}
+
+impl Held {
+    /// Whether it is released at `now`: after the grace period, or after the longest
+    /// TIME_WAIT wait while its lookup is still pending.
+    fn released(&self, now_ns: u64) -> bool {
+        let waited = now_ns.saturating_sub(self.closed);
+        waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !self.pending)
+    }
+}
+
+/// Default for [`Table::max_conns`]: about 100 MiB of timelines at most (about 400 bytes a
+/// socket with the maps; measured: 200,000 open sockets, 78 MiB over the idle tracer). Room
+/// for 100,000 loopback connections, which are 200,000 sockets.
+pub const DEFAULT_MAX_CONNS: usize = 250_000;
+
+impl Table {
+    pub fn new() -> Self {
+        Self {
+            max_conns: DEFAULT_MAX_CONNS,
+            ..Self::default()
+        }
+    }
+
+    /// Keeps the table within `max_conns`: when over, evicts the least recently active 10%
+    /// (at least the excess), oldest first, and returns them (incomplete: their end was not
+    /// seen). A tenth, not less: finding them walks the whole table, and a storm of new
+    /// sockets at the cap would otherwise walk it again every few milliseconds (with 1 %,
+    /// half of the reader's time and most events lost, in a 200k-socket test).
+    pub fn enforce_cap(&mut self) -> Vec<Conn> {
+        let cap = if self.max_conns == 0 {
+            DEFAULT_MAX_CONNS
+        } else {
+            self.max_conns
+        };
+        let n = self.conns.len() + self.seeded.len();
+        if n <= cap {
+            return Vec::new();
+        }
+        let extra = (n - cap).max(cap / 10).max(1);
+        let mut by_age: Vec<(u64, SockAddr, Option<Tuple>)> = self
+            .conns
+            .values()
+            .map(|c| (c.last_active_ns(), c.sock, None))
+            .chain(
+                self.seeded
+                    .iter()
+                    .map(|(t, c)| (c.last_active_ns(), SockAddr(0), Some(*t))),
+            )
+            .collect();
+        // The `extra` least recently active, oldest first: a selection, then a sort of the
+        // selected only (the whole table is sorted by nobody: this runs while a storm of new
+        // sockets keeps the table at its cap).
+        if extra < by_age.len() {
+            by_age.select_nth_unstable_by_key(extra, |e| e.0);
+            by_age.truncate(extra);
+        }
+        by_age.sort_unstable_by_key(|e| e.0);
+        let mut out = Vec::with_capacity(extra);
+        for (_, sock, tuple) in by_age {
+            let c = match tuple {
+                Some(t) => self.take_seeded(&t),
+                None => self.remove_open(sock),
+            };
+            if let Some(mut c) = c {
+                c.incomplete = true;
+                out.push(*self.finish(c));
+            }
+        }
+        self.evicted += out.len() as u64;
+        out
+    }
+
+    /// Drops open sockets the kernel no longer has (their CLOSE was never seen: lost, or they
+    /// predate a gap) and that have been quiet since `quiet_since_ns`. `alive` is every TCP
+    /// tuple sock_diag reports now.
+    pub fn prune_vanished(
+        &mut self,
+        alive: &std::collections::HashSet<Tuple>,
+        quiet_since_ns: u64,
+    ) -> Vec<Conn> {
+        let gone: Vec<SockAddr> = self
+            .conns
+            .values()
+            .filter(|c| {
+                c.last_active_ns() < quiet_since_ns
+                    && c.tuple().is_some_and(|t| !alive.contains(&t))
+            })
+            .map(|c| c.sock)
+            .collect();
+        let gone_seeded: Vec<Tuple> = self
+            .seeded
+            .iter()
+            .filter(|(t, c)| c.first_seen_ns < quiet_since_ns && !alive.contains(*t))
+            .map(|(t, _)| *t)
+            .collect();
+        self.drop_vanished(gone, gone_seeded)
+    }
+
+    /// Drops sockets the kernel no longer has (see [`Self::prune_vanished`]); also what a
+    /// replay does with a recorded [`Fact::Vanished`].
+    pub fn drop_vanished(&mut self, socks: Vec<SockAddr>, tuples: Vec<Tuple>) -> Vec<Conn> {
+        if socks.is_empty() && tuples.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for &s in &socks {
+            if let Some(mut c) = self.remove_open(s) {
+                c.incomplete = true;
+                out.push(*self.finish(c));
+            }
+        }
+        for t in &tuples {
+            if let Some(mut c) = self.take_seeded(t) {
+                c.incomplete = true;
+                out.push(*self.finish(c));
+            }
+        }
+        self.journal(Fact::Vanished { socks, tuples });
+        out
+    }
+
+    /// Keeps what the enrichers told the table, for `--record`.
+    fn journal(&mut self, fact: Fact) {
+        if let Some(j) = &mut self.journal {
+            j.push(fact);
+        }
+    }
+
+    /// The facts journaled since the last call (empty unless `journal` is on).
+    pub fn take_journal(&mut self) -> Vec<Fact> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Nothing open, nothing held back: every connection seen has been reported.
+    pub fn is_idle(&self) -> bool {
+        self.conns.is_empty()
+            && self.closing.is_empty()
+            && self.displaced.is_empty()
+            && self.seeded.is_empty()
+    }
+
+    /// Closed records are held back (for late events or a TIME_WAIT lookup).
+    pub fn holds_closed(&self) -> bool {
+        !self.closing.is_empty() || !self.displaced.is_empty()
+    }
+
+    /// Open sockets (not yet at CLOSE).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Sockets still open, in no particular order.
+    pub fn open(&self) -> impl Iterator<Item = &Conn> {
+        self.conns.values().map(|c| &**c)
+    }
+
+    /// Closed sockets waiting for their TIME_WAIT lookup.
+    pub fn time_wait_pending(&self) -> impl Iterator<Item = PendingTimeWait> + '_ {
+        self.closing
+            .values()
+            .chain(self.displaced.values())
+            .filter(|h| h.pending)
+            .filter_map(|h| {
+                let c = &h.conn;
+                Some(PendingTimeWait {
+                    sock: c.sock,
+                    tuple: c.tuple()?,
+                    family: c.family,
+                    from: c.before_close(),
+                    owner: c.owner,
+                })
+            })
+    }
+
+    /// Adds a socket found in the start-up dump (it existed before the tracer).
+    pub fn seed(&mut self, seed: Seed, now_ns: u64) {
+        self.journal(Fact::Seed { seed, now_ns });
+        let role = if seed.state == TcpState::Listen {
+            Role::Listener
+        } else {
+            Role::Unknown
+        };
+        let conn = Conn::new(
+            SockAddr(0),
+            seed.family,
+            seed.tuple,
+            role,
+            smallvec![seed.state],
+            [None].into_iter().collect(),
+            seed.owner,
+            SeenFrom::Dump,
+            now_ns,
+        );
+        if seed.state == TcpState::Listen {
+            self.seeded_listeners
+                .entry(seed.tuple.1)
+                .or_default()
+                .push(seed.tuple);
+        }
+        self.seeded.insert(seed.tuple, Box::new(conn));
+    }
+
+    /// Sockets from the dump not yet seen in an event.
+    pub fn seeded_len(&self) -> usize {
+        self.seeded.len()
+    }
+
+    fn take_seeded(&mut self, tuple: &Tuple) -> Option<Box<Conn>> {
+        let c = self.seeded.remove(tuple)?;
+        if let Entry::Occupied(mut e) = self.seeded_listeners.entry(tuple.1) {
+            e.get_mut().retain(|t| t != tuple);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+        Some(c)
+    }
+
+    /// Open connections (and seeded ones) per current state.
+    pub fn state_counts(&self) -> Vec<(TcpState, u64)> {
+        let mut n = [0u64; 13];
+        for c in self.conns.values().chain(self.seeded.values()) {
+            n[c.last_state() as usize] += 1;
+        }
+        TcpState::ALL
+            .iter()
+            .map(|&s| (s, n[s as usize]))
+            .filter(|&(_, k)| k > 0)
+            .collect()
+    }
+
+    /// Whether the open (or just closed) socket at `sock` has been in one of `states`.
+    pub fn passed_through(&self, sock: SockAddr, states: &[TcpState]) -> bool {
+        self.conns
+            .get(&sock)
+            .or_else(|| self.closing.get(&sock).map(|h| &h.conn))
+            .is_some_and(|c| c.states.iter().any(|s| states.contains(s)))
+    }
+
+    /// Open sockets with no known owner and a complete tuple, tried fewer than `max_tries`
+    /// times: candidates for a /proc lookup.
+    pub fn unowned(&self, max_tries: u8) -> impl Iterator<Item = (SockAddr, Tuple)> + '_ {
+        self.conns
+            .values()
+            .filter(move |c| c.owner.is_none() && c.owner_lookups < max_tries)
+            .filter_map(|c| Some((c.sock, c.tuple()?)))
+    }
+
+    pub fn owner_lookup_tried(&mut self, sock: SockAddr) {
+        if let Some(c) = self.conns.get_mut(&sock) {
+            c.owner_lookups = c.owner_lookups.saturating_add(1);
+        }
+    }
+
+    /// An owner found outside the events (/proc); never replaces one learned from events.
+    pub fn set_owner(&mut self, sock: SockAddr, owner: Owner) {
+        self.journal(Fact::Owner { sock, owner });
+        if let Some(c) = self.conns.get_mut(&sock)
+            && c.owner.is_none()
+        {
+            c.owner = Some(owner);
+        }
+    }
+
+    /// The result of a TIME_WAIT lookup for a closed socket.
+    pub fn set_time_wait(&mut self, sock: SockAddr, tuple: Tuple, tw: Option<TimeWait>) {
+        self.journal(Fact::TimeWait { sock, tuple, tw });
+        let held = match self.closing.get_mut(&sock) {
+            Some(h) if h.conn.tuple() == Some(tuple) => Some(h),
+            _ => self.displaced.get_mut(&tuple),
+        };
+        if let Some(h) = held {
+            h.pending = false;
+            h.conn.time_wait = tw;
+        }
+    }
+
+    pub fn apply(&mut self, t: &Transition) -> Applied {
+        let mut finished = Vec::new();
+        // A socket at this address that reached CLOSE is finished for good once the address
+        // shows a new life (the kernel freed it and reallocated: a new client, or an accepted
+        // child at LISTEN -> SYN_RECV; or connect() was retried). One still waiting for its
+        // TIME_WAIT lookup waits on apart.
+        if let Some(held) = self.closing.remove(&t.sock) {
+            if held.pending
+                && let Some(tuple) = held.conn.tuple()
+            {
+                // A tuple already waiting there is older still: it is done.
+                if let Some(older) = self.displaced.insert(tuple, held) {
+                    finished.push(*self.finish(older.conn));
+                }
+            } else {
+                finished.push(*self.finish(held.conn));
+            }
+        }
+        let mut in_old_ns = None;
+        if let Some(c) = self.conns.get(&t.sock)
+            && c.last_state() != t.old
+            && t.old == TcpState::Close
+        {
+            // CLOSE → X on an address whose socket never reached CLOSE for us: that socket's
+            // CLOSE was lost and this is a new socket at the same address.
+            let mut old = self.remove_open(t.sock).expect("checked above");
+            old.incomplete = true;
+            finished.push(*self.finish(old));
+        }
+        if !self.conns.contains_key(&t.sock)
+            && let Some(mut c) = self.take_seeded(&(t.saddr, t.sport, t.daddr, t.dport))
+        {
+            // First event of a socket from the start-up dump: it now has an address.
+            c.sock = t.sock;
+            self.conns.insert(t.sock, c);
+        }
+        let mut unstuck = None;
+        if let Some(c) = self.conns.get_mut(&t.sock)
+            && t.old != t.new
+        {
+            if c.stuck.reports > 0 {
+                let (age_ns, age_at_least) = c.age(t.ts_ns);
+                unstuck = Some(Unstuck {
+                    state: c.last_state(),
+                    age_ns,
+                    age_at_least,
+                    reports: c.stuck.reports,
+                });
+            }
+            c.stuck = StuckTrack::default();
+        }
+        let had_tuple = self.conns.get(&t.sock).and_then(|c| c.tuple());
+        // An accepted socket starts with its listener's owner.
+        let listener_owner = if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv)
+            && !self.conns.contains_key(&t.sock)
+        {
+            self.listener_owner(t)
+        } else {
+            None
+        };
+        match self.conns.get_mut(&t.sock) {
+            // The kernel reports X → X too (e.g. shutdown(SHUT_WR) then close() gives
+            // FIN_WAIT1 → FIN_WAIT1). The transition is shown as reported; the timeline does
+            // not gain a state, and time in X keeps counting from when X was entered.
+            Some(c) if t.old == t.new && c.last_state() == t.new => {
+                in_old_ns = c.in_current_ns(t.ts_ns);
+            }
+            Some(c) => {
+                if c.last_state() != t.old {
+                    // A gap: at least one transition of this socket was not seen.
+                    c.incomplete = true;
+                    c.states.push(t.old);
+                    c.entered_ns.push(None);
+                } else {
+                    in_old_ns = c.in_current_ns(t.ts_ns);
+                }
+                c.states.push(t.new);
+                c.entered_ns.push(Some(t.ts_ns));
+            }
+            None => {
+                let conn = Conn::new(
+                    t.sock,
+                    t.family,
+                    (t.saddr, t.sport, t.daddr, t.dport),
+                    Role::from_first(t.old, t.new),
+                    smallvec![t.old, t.new],
+                    [None, Some(t.ts_ns)].into_iter().collect(),
+                    listener_owner,
+                    SeenFrom::Events,
+                    t.ts_ns,
+                );
+                self.conns.insert(t.sock, Box::new(conn));
+            }
+        }
+        let c = self
+            .conns
+            .get_mut(&t.sock)
+            .expect("inserted or present above");
+        fill_tuple(c, t);
+        if in_owner_context(t.old, t.new) {
+            c.owner = Some(Owner::from_task(&t.task, OwnerSource::Event));
+        }
+        let owner = c.owner;
+        let tuple = c.tuple();
+        if tuple != had_tuple {
+            if let Some(old) = had_tuple {
+                self.by_tuple.remove(&old);
+            }
+            if let Some(new) = tuple {
+                self.by_tuple.insert(new, t.sock);
+            }
+        }
+        if t.new == TcpState::Listen {
+            self.listeners.entry(t.sport).or_default().push(t.sock);
+        } else if t.old == TcpState::Listen && t.new == TcpState::Close {
+            self.forget_listener(t.sport, t.sock);
+        }
+        if t.new == TcpState::Close
+            && let Some(c) = self.conns.remove(&t.sock)
+        {
+            let held = Held {
+                closed: t.ts_ns,
+                pending: c.may_enter_time_wait(),
+                conn: c,
+            };
+            self.closing.insert(t.sock, held);
+        }
+        Applied {
+            in_old_ns,
+            owner,
+            finished,
+            unstuck,
+        }
+    }
+
+    /// Attaches a context event to its connection. Returns the owner of that connection, if
+    /// it is known (for the live event record).
+    pub fn context(&mut self, c: &Context) -> Option<Owner> {
+        let sock = c.sock.or_else(|| {
+            let t = (c.saddr, c.sport, c.daddr, c.dport);
+            self.by_tuple.get(&t).copied()
+        })?;
+        if let Some(conn) = self.conns.get_mut(&sock) {
+            conn.note(c);
+            return conn.owner;
+        }
+        if let Some(held) = self.closing.get_mut(&sock) {
+            held.conn.note(c);
+            if matches!(c.kind, ContextKind::SendReset | ContextKind::ReceiveReset) {
+                // An aborted connection has no TIME_WAIT to look up.
+                held.pending = false;
+            }
+            return held.conn.owner;
+        }
+        None
+    }
+
+    /// Releases closed connections whose grace period (or TIME_WAIT lookup) is over.
+    /// Boxed: a burst of closes can release the whole table at once, and unboxing them
+    /// all into one vector would briefly hold every timeline twice.
+    /// It walks every closed record (in one pass that takes out the released ones, reading
+    /// only the maps: see [`Held`]), at most every [`EXPIRE_EVERY_NS`].
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Box<Conn>> {
+        let mut due: Vec<Box<Conn>> = self
+            .closing
+            .extract_if(|_, h| h.released(now_ns))
+            .map(|(_, h)| h.conn)
+            .collect();
+        if !self.displaced.is_empty() {
+            due.extend(
+                self.displaced
+                    .extract_if(|_, h| h.released(now_ns))
+                    .map(|(_, h)| h.conn),
+            );
+        }
+        let mut out: Vec<Box<Conn>> = due.into_iter().map(|c| self.finish(c)).collect();
+        out.sort_by_key(|c| c.end_ns());
+        out
+    }
+
+    /// Everything still closing, released at once (at exit).
+    pub fn flush(&mut self) -> Vec<Conn> {
+        self.expire(u64::MAX).into_iter().map(|c| *c).collect()
+    }
+
+    fn finish(&mut self, mut c: Box<Conn>) -> Box<Conn> {
+        if let Some(t) = c.tuple()
+            && self.by_tuple.get(&t) == Some(&c.sock)
+        {
+            self.by_tuple.remove(&t);
+        }
+        c.close = Some(c.classify());
+        c
+    }
+
+    fn remove_open(&mut self, sock: SockAddr) -> Option<Box<Conn>> {
+        let c = self.conns.remove(&sock)?;
+        if let Some(t) = c.tuple()
+            && self.by_tuple.get(&t) == Some(&sock)
+        {
+            self.by_tuple.remove(&t);
+        }
+        if c.last_state() == TcpState::Listen {
+            self.forget_listener(c.sport, sock);
+        }
+        Some(c)
+    }
+
+    fn forget_listener(&mut self, port: u16, sock: SockAddr) {
+        if let Entry::Occupied(mut e) = self.listeners.entry(port) {
+            e.get_mut().retain(|s| *s != sock);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// The owner of the listener an accepted socket came from: same local port, and the same
+    /// local address or a wildcard one.
+    fn listener_owner(&self, t: &Transition) -> Option<Owner> {
+        let matches = |l: &&Conn| l.saddr == t.saddr || l.saddr.is_unspecified();
+        let live = self
+            .listeners
+            .get(&t.sport)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.conns.get(s).map(|c| &**c));
+        let seeded = self
+            .seeded_listeners
+            .get(&t.sport)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.seeded.get(k).map(|c| &**c));
+        let listener = live.chain(seeded).find(matches)?;
+        listener.owner.map(|o| Owner {
+            source: OwnerSource::Inherited,
+            ..o
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,711 @@
+use std::net::IpAddr;
+
+use super::*;
+use crate::decode::Task;
+use crate::decode::{Comm, TcpState::*};
+
+pub(crate) fn task(pid: u32, comm: &str) -> Task {
+    let mut c = [0u8; 16];
+    c[..comm.len()].copy_from_slice(comm.as_bytes());
+    Task {
+        pid,
+        tid: pid,
+        comm: Comm(c),
+        uid: 1000,
+        cgroup_id: 9,
+    }
+}
+
+pub(crate) fn tr(
+    sock: u64,
+    ts: u64,
+    old: TcpState,
+    new: TcpState,
+    sport: u16,
+    dport: u16,
+) -> Transition {
+    Transition {
+        ts_ns: ts,
+        sock: SockAddr(sock),
+        family: Family::Ipv4,
+        saddr: "127.0.0.1".parse().unwrap(),
+        sport,
+        daddr: if dport == 0 {
+            "0.0.0.0".parse().unwrap()
+        } else {
+            "127.0.0.1".parse().unwrap()
+        },
+        dport,
+        old,
+        new,
+        task: task(7, "app"),
+        cpu: 0,
+    }
+}
+
+pub(crate) fn ctx(
+    sock: Option<u64>,
+    ts: u64,
+    kind: ContextKind,
+    state: Option<TcpState>,
+    value: i32,
+) -> Context {
+    Context {
+        kind,
+        ts_ns: ts,
+        sock: sock.map(SockAddr),
+        family: Some(Family::Ipv4),
+        saddr: "127.0.0.1".parse().unwrap(),
+        sport: 40000,
+        daddr: "127.0.0.1".parse().unwrap(),
+        dport: 80,
+        state,
+        value,
+        task: task(0, "swapper/0"),
+        cpu: 0,
+    }
+}
+
+/// Feeds transitions and context events in order, then releases everything.
+pub(crate) fn run(table: &mut Table, events: &[Ev]) -> Vec<Conn> {
+    let mut out = Vec::new();
+    for e in events {
+        match e {
+            Ev::T(t) => out.extend(table.apply(t).finished),
+            Ev::C(c) => {
+                table.context(c);
+            }
+        }
+    }
+    out.extend(table.flush());
+    out
+}
+
+#[derive(Clone)]
+pub(crate) enum Ev {
+    T(Transition),
+    C(Context),
+}
+
+fn ts(evs: &[Transition]) -> Vec<Ev> {
+    evs.iter().cloned().map(Ev::T).collect()
+}
+
+#[test]
+fn client_closing_first_fills_its_port_and_times_each_state() {
+    let mut t = Table::new();
+    let done = run(
+        &mut t,
+        &ts(&[
+            tr(1, 100, Close, SynSent, 0, 8080),
+            tr(1, 150, SynSent, Established, 40000, 8080),
+            tr(1, 1150, Established, FinWait1, 40000, 8080),
+            tr(1, 1160, FinWait1, FinWait2, 40000, 8080),
+            tr(1, 1400, FinWait2, Close, 40000, 8080),
+        ]),
+    );
+    assert_eq!(done.len(), 1);
+    let c = &done[0];
+    assert_eq!(c.role, Role::Client);
+    assert_eq!(
+        c.states[..],
+        [Close, SynSent, Established, FinWait1, FinWait2, Close]
+    );
+    assert_eq!(
+        c.durations_ns(),
+        [None, Some(50), Some(1000), Some(10), Some(240)]
+    );
+    assert_eq!(
+        (c.start_ns(), c.end_ns(), c.lifetime_ns()),
+        (100, 1400, 1300)
+    );
+    assert_eq!((c.sport, c.dport), (40000, 8080));
+    assert_eq!(c.close, Some(CloseClass::Active));
+    assert!(!c.incomplete);
+    assert!(t.is_empty(), "CLOSE frees the entry");
+}
+
+#[test]
+fn a_closed_record_waits_for_the_grace_period_or_its_time_wait_lookup() {
+    let mut t = Table::new();
+    t.apply(&tr(1, 100, Close, SynSent, 0, 80));
+    t.apply(&tr(1, 200, SynSent, Close, 0, 80));
+    assert!(t.expire(200 + GRACE_NS - 1).is_empty());
+    assert_eq!(t.expire(200 + GRACE_NS).len(), 1);
+
+    // An active closer waits for its TIME_WAIT lookup, up to TIME_WAIT_WAIT_NS.
+    for (s, tw) in [(2, true), (3, false)] {
+        t.apply(&tr(s, 0, Close, SynSent, 0, 80));
+        t.apply(&tr(s, 1, SynSent, Established, 5, 80));
+        t.apply(&tr(s, 2, Established, FinWait1, 5, 80));
+        t.apply(&tr(s, 3, FinWait1, FinWait2, 5, 80));
+        t.apply(&tr(s, 4, FinWait2, Close, 5, 80));
+        if tw {
+            let p: Vec<_> = t.time_wait_pending().collect();
+            assert_eq!((p.len(), p[0].from, p[0].tuple.1), (1, FinWait2, 5));
+            let w = super::TimeWait {
+                confirmed: true,
+                expires_ns: Some(60_000_000_004),
+            };
+            t.set_time_wait(SockAddr(s), p[0].tuple, Some(w));
+            let c = t.expire(4 + GRACE_NS);
+            assert_eq!(c[0].time_wait, Some(w));
+        } else {
+            assert!(
+                t.expire(4 + GRACE_NS).is_empty(),
+                "still waiting for the lookup"
+            );
+            let c = t.expire(4 + TIME_WAIT_WAIT_NS);
+            assert_eq!((c.len(), c[0].time_wait), (1, None));
+        }
+    }
+}
+
+#[test]
+fn an_address_reused_before_the_time_wait_lookup_loses_no_connection() {
+    // Measured on this kernel with fast churn: an active closer's struct sock is freed
+    // and given to the next accepted child (LISTEN -> SYN_RECV) within the grace period.
+    let mut t = Table::new();
+    t.apply(&tr(1, 0, Close, SynSent, 0, 80));
+    t.apply(&tr(1, 1, SynSent, Established, 5, 80));
+    t.apply(&tr(1, 2, Established, FinWait1, 5, 80));
+    t.apply(&tr(1, 3, FinWait1, FinWait2, 5, 80));
+    t.apply(&tr(1, 4, FinWait2, Close, 5, 80));
+    // The same address, a new server child, another tuple.
+    let a = t.apply(&tr(1, 5, Listen, SynRecv, 80, 6));
+    assert!(
+        a.finished.is_empty(),
+        "the closer still waits for its lookup"
+    );
+    t.apply(&tr(1, 6, SynRecv, Established, 80, 6));
+    let p: Vec<_> = t.time_wait_pending().collect();
+    assert_eq!((p.len(), p[0].tuple.1), (1, 5));
+    let w = super::TimeWait {
+        confirmed: true,
+        expires_ns: Some(60_000_000_004),
+    };
+    t.set_time_wait(SockAddr(1), p[0].tuple, Some(w));
+    let done = t.expire(4 + GRACE_NS);
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].role, done[0].time_wait, done[0].close),
+        (Role::Client, Some(w), Some(CloseClass::Active))
+    );
+    assert_eq!(t.len(), 1, "the new socket is still open");
+    t.apply(&tr(1, 7, Established, Close, 80, 6));
+    assert_eq!(t.flush().len(), 1);
+    assert!(t.is_idle());
+}
+
+#[test]
+fn in_old_is_the_time_since_the_previous_transition() {
+    let mut t = Table::new();
+    assert_eq!(t.apply(&tr(1, 100, Close, SynSent, 0, 80)).in_old_ns, None);
+    assert_eq!(
+        t.apply(&tr(1, 130, SynSent, Established, 5, 80)).in_old_ns,
+        Some(30)
+    );
+}
+
+#[test]
+fn roles() {
+    let mut t = Table::new();
+    t.apply(&tr(1, 1, Close, SynSent, 0, 80));
+    t.apply(&tr(2, 1, Listen, SynRecv, 80, 5));
+    t.apply(&tr(3, 1, Close, Listen, 80, 0));
+    t.apply(&tr(4, 1, Established, CloseWait, 80, 5));
+    let mut roles: Vec<_> = t.open().map(|c| (c.sock.0, c.role, c.incomplete)).collect();
+    roles.sort_by_key(|r| r.0);
+    assert_eq!(
+        roles,
+        [
+            (1, Role::Client, false),
+            (2, Role::Server, false),
+            (3, Role::Listener, false),
+            (4, Role::Unknown, true)
+        ]
+    );
+}
+
+#[test]
+fn owners_come_from_process_context_and_are_inherited_by_accepted_sockets() {
+    let mut t = Table::new();
+    let mut listen = tr(9, 1, Close, Listen, 80, 0);
+    listen.task = task(100, "server");
+    assert_eq!(
+        t.apply(&listen).owner.map(|o| (o.pid, o.source)),
+        Some((100, OwnerSource::Event))
+    );
+    let mut connect = tr(1, 2, Close, SynSent, 0, 80);
+    connect.task = task(200, "client");
+    t.apply(&connect);
+    // Softirq: the task on the CPU is the client, but the owner stays put.
+    let a = t.apply(&tr(1, 3, SynSent, Established, 5000, 80));
+    assert_eq!(a.owner.map(|o| o.pid), Some(200));
+    let mut child = tr(2, 4, Listen, SynRecv, 80, 5000);
+    child.task = task(200, "client");
+    let a = t.apply(&child);
+    let o = a.owner.unwrap();
+    assert_eq!(
+        (o.pid, o.comm.as_str().into_owned(), o.source),
+        (100, "server".into(), OwnerSource::Inherited)
+    );
+    t.apply(&tr(2, 5, SynRecv, Established, 80, 5000));
+    // The server's own close confirms it (a worker process may be the real owner).
+    let mut close = tr(2, 6, Established, FinWait1, 80, 5000);
+    close.task = task(101, "worker");
+    let o = t.apply(&close).owner.unwrap();
+    assert_eq!((o.pid, o.source), (101, OwnerSource::Event));
+}
+
+#[test]
+fn server_closing_first_and_listener() {
+    let mut t = Table::new();
+    let done = run(
+        &mut t,
+        &ts(&[
+            tr(9, 1, Close, Listen, 80, 0),
+            tr(2, 10, Listen, SynRecv, 80, 5000),
+            tr(2, 20, SynRecv, Established, 80, 5000),
+            tr(2, 30, Established, CloseWait, 80, 5000),
+            tr(2, 40, CloseWait, LastAck, 80, 5000),
+            tr(2, 50, LastAck, Close, 80, 5000),
+            tr(9, 60, Listen, Close, 80, 0),
+        ]),
+    );
+    let server = done.iter().find(|c| c.role == Role::Server).unwrap();
+    assert_eq!(
+        server.states[..],
+        [Listen, SynRecv, Established, CloseWait, LastAck, Close]
+    );
+    assert_eq!(server.close, Some(CloseClass::Passive));
+    let listener = done.iter().find(|c| c.role == Role::Listener).unwrap();
+    assert_eq!(listener.states[..], [Close, Listen, Close]);
+    assert_eq!(listener.lifetime_ns(), 59);
+    assert_eq!(listener.close, Some(CloseClass::ListenerClosed));
+}
+
+fn classify(events: &[Ev]) -> Conn {
+    let mut t = Table::new();
+    let mut done = run(&mut t, events);
+    assert_eq!(done.len(), 1, "{done:#?}");
+    done.remove(0)
+}
+
+#[test]
+fn close_classes_from_recorded_sequences() {
+    use ContextKind::*;
+    let est = |s| {
+        vec![
+            Ev::T(tr(s, 1, Close, SynSent, 0, 80)),
+            Ev::T(tr(s, 2, SynSent, Established, 40000, 80)),
+        ]
+    };
+    let cases: Vec<(Vec<Ev>, CloseClass)> = vec![
+        // Refused: RST in SYN_SENT (receive_reset before the CLOSE, error report after).
+        (
+            vec![
+                Ev::T(tr(1, 1, Close, SynSent, 0, 80)),
+                Ev::C(ctx(Some(1), 2, ReceiveReset, None, 0)),
+                Ev::T(tr(1, 2, SynSent, Close, 40000, 80)),
+                Ev::C(ctx(None, 3, Error, None, ECONNREFUSED)),
+            ],
+            CloseClass::Refused,
+        ),
+        // Timeout: SYN retransmits, then ETIMEDOUT.
+        (
+            vec![
+                Ev::T(tr(1, 1, Close, SynSent, 0, 80)),
+                Ev::C(ctx(Some(1), 2, Retransmit, Some(SynSent), 0)),
+                Ev::C(ctx(Some(1), 3, Retransmit, Some(SynSent), 0)),
+                Ev::T(tr(1, 4, SynSent, Close, 40000, 80)),
+                Ev::C(ctx(None, 5, Error, None, ETIMEDOUT)),
+            ],
+            CloseClass::Timeout,
+        ),
+        // Reset sent: SO_LINGER 0 close (the RST may come right after the CLOSE).
+        (
+            [
+                est(1),
+                vec![
+                    Ev::T(tr(1, 3, Established, Close, 40000, 80)),
+                    Ev::C(ctx(Some(1), 4, SendReset, Some(Close), 0)),
+                ],
+            ]
+            .concat(),
+            CloseClass::ResetSent,
+        ),
+        // Reset received.
+        (
+            [
+                est(1),
+                vec![
+                    Ev::C(ctx(Some(1), 3, ReceiveReset, None, 0)),
+                    Ev::T(tr(1, 3, Established, Close, 40000, 80)),
+                ],
+            ]
+            .concat(),
+            CloseClass::ResetReceived,
+        ),
+        // Simultaneous close.
+        (
+            [
+                est(1),
+                ts(&[
+                    tr(1, 3, Established, FinWait1, 40000, 80),
+                    tr(1, 4, FinWait1, Closing, 40000, 80),
+                    tr(1, 5, Closing, Close, 40000, 80),
+                ]),
+            ]
+            .concat(),
+            CloseClass::Simultaneous,
+        ),
+        // Passive.
+        (
+            [
+                est(1),
+                ts(&[
+                    tr(1, 3, Established, CloseWait, 40000, 80),
+                    tr(1, 4, CloseWait, LastAck, 40000, 80),
+                    tr(1, 5, LastAck, Close, 40000, 80),
+                ]),
+            ]
+            .concat(),
+            CloseClass::Passive,
+        ),
+        // Orphaned FIN_WAIT2 given up: the kernel sends a RST and closes.
+        (
+            [
+                est(1),
+                vec![
+                    Ev::T(tr(1, 3, Established, FinWait1, 40000, 80)),
+                    Ev::T(tr(1, 4, FinWait1, FinWait2, 40000, 80)),
+                    Ev::C(ctx(Some(1), 60_000_000_004, SendReset, Some(FinWait2), 0)),
+                    Ev::T(tr(1, 60_000_000_004, FinWait2, Close, 40000, 80)),
+                ],
+            ]
+            .concat(),
+            CloseClass::OrphanTimeout,
+        ),
+        // A connect() abandoned without any answer or error: unknown.
+        (
+            ts(&[
+                tr(1, 1, Close, SynSent, 0, 80),
+                tr(1, 2, SynSent, Close, 0, 80),
+            ]),
+            CloseClass::Unknown,
+        ),
+    ];
+    for (events, want) in cases {
+        let c = classify(&events);
+        assert_eq!(c.close, Some(want), "{:?}", c.states);
+    }
+}
+
+#[test]
+fn context_events_are_kept_counted_and_bounded() {
+    use ContextKind::*;
+    let mut t = Table::new();
+    t.apply(&tr(1, 1, Close, SynSent, 0, 80));
+    for i in 0..(MAX_EVENTS_PER_CONN as u64 + 5) {
+        t.context(&ctx(Some(1), 2 + i, Retransmit, Some(SynSent), 0));
+    }
+    let c = t.open().next().unwrap();
+    assert_eq!((c.notes.len(), c.notes_dropped), (MAX_EVENTS_PER_CONN, 5));
+    assert_eq!((c.retransmits, c.syn_retransmits), (69, 69));
+    // Unknown socket, no tuple match: not attached.
+    assert_eq!(t.context(&ctx(Some(99), 1, Destroy, None, 0)), None);
+}
+
+#[test]
+fn error_reports_find_an_accepted_socket_by_tuple() {
+    let mut t = Table::new();
+    t.apply(&tr(2, 1, Listen, SynRecv, 80, 40000));
+    let mut e = ctx(None, 3, ContextKind::Error, None, 104);
+    (e.sport, e.dport) = (80, 40000);
+    t.context(&e);
+    assert_eq!(t.open().next().unwrap().error, Some(104));
+}
+
+#[test]
+fn error_reports_find_their_socket_by_tuple() {
+    let mut t = Table::new();
+    t.apply(&tr(1, 1, Close, SynSent, 0, 80));
+    t.apply(&tr(1, 2, SynSent, Established, 40000, 80));
+    t.context(&ctx(None, 3, ContextKind::Error, None, 104));
+    assert_eq!(t.open().next().unwrap().error, Some(104));
+}
+
+#[test]
+fn address_reuse_after_close_starts_a_new_timeline() {
+    let mut t = Table::new();
+    let done = run(
+        &mut t,
+        &ts(&[
+            tr(5, 1, Close, SynSent, 0, 80),
+            tr(5, 2, SynSent, Close, 0, 80),
+            tr(5, 3, Close, Listen, 81, 0),
+            tr(5, 4, Listen, Close, 81, 0),
+        ]),
+    );
+    assert_eq!(done.len(), 2);
+    assert_eq!((done[0].role, done[1].role), (Role::Client, Role::Listener));
+    assert!(!done[0].incomplete && !done[1].incomplete);
+}
+
+#[test]
+fn reuse_without_a_seen_close_supersedes_and_marks_incomplete() {
+    let mut t = Table::new();
+    t.apply(&tr(5, 1, Close, SynSent, 0, 80));
+    t.apply(&tr(5, 2, SynSent, Established, 1, 80));
+    // The socket's CLOSE was lost; a new socket at the same address connects.
+    let a = t.apply(&tr(5, 9, Close, SynSent, 0, 443));
+    let old = &a.finished[0];
+    assert!(old.incomplete);
+    assert_eq!(old.states[..], [Close, SynSent, Established]);
+    let new = t.open().next().unwrap();
+    assert_eq!(
+        (new.role, new.dport, new.incomplete),
+        (Role::Client, 443, false)
+    );
+}
+
+#[test]
+fn a_self_transition_does_not_add_a_state() {
+    let mut t = Table::new();
+    t.apply(&tr(1, 10, Close, SynSent, 0, 80));
+    t.apply(&tr(1, 20, SynSent, Established, 1, 80));
+    t.apply(&tr(1, 30, Established, FinWait1, 1, 80));
+    assert_eq!(
+        t.apply(&tr(1, 35, FinWait1, FinWait1, 1, 80)).in_old_ns,
+        Some(5)
+    );
+    t.apply(&tr(1, 40, FinWait1, FinWait2, 1, 80));
+    t.apply(&tr(1, 50, FinWait2, Close, 1, 80));
+    let c = t.flush().remove(0);
+    assert_eq!(
+        c.states[..],
+        [Close, SynSent, Established, FinWait1, FinWait2, Close]
+    );
+    assert_eq!(
+        c.durations_ns(),
+        [None, Some(10), Some(10), Some(10), Some(10)]
+    );
+    assert!(!c.incomplete);
+}
+
+#[test]
+fn a_gap_is_marked_and_not_timed() {
+    let mut t = Table::new();
+    t.apply(&tr(1, 10, Close, SynSent, 0, 80));
+    // SYN_SENT → ESTABLISHED was lost.
+    let a = t.apply(&tr(1, 50, Established, FinWait1, 1, 80));
+    assert_eq!(a.in_old_ns, None);
+    let c = t.open().next().unwrap();
+    assert!(c.incomplete);
+    assert_eq!(c.states[..], [Close, SynSent, Established, FinWait1]);
+    assert_eq!(c.durations_ns(), [None, None, None]);
+}
+
+const S: u64 = 1_000_000_000;
+
+fn close_wait(t: &mut Table, sock: u64, at: u64, owner_pid: u32, comm: &str) {
+    let mut a = tr(sock, at, Listen, SynRecv, 80, 1000 + sock as u16);
+    a.task = task(owner_pid, comm);
+    t.apply(&a);
+    t.apply(&tr(sock, at, SynRecv, Established, 80, 1000 + sock as u16));
+    // Owned by `owner_pid` through the listener it came from.
+    t.apply(&tr(
+        sock,
+        at,
+        Established,
+        CloseWait,
+        80,
+        1000 + sock as u16,
+    ));
+}
+
+#[test]
+fn stuck_is_reported_at_the_threshold_then_with_back_off_then_when_it_moves() {
+    let mut t = Table::new();
+    let mut l = tr(100, 0, Close, Listen, 80, 0);
+    l.task = task(1234, "myapp");
+    t.apply(&l);
+    close_wait(&mut t, 1, 0, 1234, "myapp");
+    let age = 30 * S;
+    assert!(t.stuck(29 * S, age).is_empty());
+    let r = t.stuck(30 * S, age);
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].state, r[0].age_ns, r[0].report, r[0].age_at_least),
+        (CloseWait, 30 * S, 1, false)
+    );
+    assert_eq!(r[0].conn.owner.map(|o| o.pid), Some(1234));
+    // Not again until the age doubles.
+    assert!(t.stuck(59 * S, age).is_empty());
+    assert_eq!(t.stuck(60 * S, age)[0].report, 2);
+    assert!(t.stuck(119 * S, age).is_empty());
+    assert_eq!(t.stuck(120 * S, age)[0].report, 3);
+    // It moves: reported once as unstuck, with how long it was stuck.
+    let a = t.apply(&tr(1, 130 * S, CloseWait, LastAck, 80, 1001));
+    assert_eq!(
+        a.unstuck,
+        Some(Unstuck {
+            state: CloseWait,
+            age_ns: 130 * S,
+            age_at_least: false,
+            reports: 3
+        })
+    );
+    // LAST_ACK is a new state: a new threshold.
+    assert!(t.stuck(131 * S, age).is_empty());
+    assert_eq!(t.stuck(160 * S, age)[0].state, LastAck);
+    // ESTABLISHED and LISTEN are never stuck.
+    assert!(t.stuck(10_000 * S, age).iter().all(|r| r.state == LastAck));
+}
+
+#[test]
+fn stuck_connections_are_grouped_by_owner_and_state() {
+    let mut t = Table::new();
+    for (l, pid, comm) in [(100, 1234, "myapp"), (101, 99, "other")] {
+        let mut e = tr(l, 0, Close, Listen, if pid == 99 { 81 } else { 80 }, 0);
+        e.task = task(pid, comm);
+        t.apply(&e);
+    }
+    for s in 1..=3 {
+        close_wait(&mut t, s, s * S, 1234, "myapp");
+    }
+    let mut a = tr(9, 0, Listen, SynRecv, 81, 999);
+    a.task = task(99, "other");
+    t.apply(&a); // SYN_RECV for "other" (inherits from its listener on port 81)
+    let g = t.stuck_groups(100 * S, 30 * S, |_| true);
+    assert_eq!(g.len(), 2);
+    assert_eq!(
+        (
+            g[0].owner.map(|o| o.pid),
+            g[0].state,
+            g[0].count,
+            g[0].oldest_ns
+        ),
+        (Some(1234), CloseWait, 3, 99 * S)
+    );
+    assert_eq!(
+        (g[1].owner.map(|o| o.pid), g[1].state, g[1].count),
+        (Some(99), SynRecv, 1)
+    );
+    assert!(t.stuck_groups(100 * S, 200 * S, |_| true).is_empty());
+    assert_eq!(
+        t.stuck_groups(100 * S, 30 * S, |c| c.last_state() == SynRecv)
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn seeded_sockets_age_from_start_up_and_are_adopted_by_their_first_event() {
+    let mut t = Table::new();
+    let tuple: Tuple = (
+        "127.0.0.1".parse().unwrap(),
+        80,
+        "127.0.0.1".parse().unwrap(),
+        5000,
+    );
+    let owner = Owner {
+        pid: 42,
+        comm: Comm::default(),
+        uid: 0,
+        cgroup_id: 0,
+        source: OwnerSource::Procfs,
+    };
+    t.seed(
+        Seed {
+            family: Family::Ipv4,
+            tuple,
+            state: CloseWait,
+            owner: Some(owner),
+        },
+        10 * S,
+    );
+    let r = t.stuck(40 * S, 30 * S);
+    assert_eq!((r.len(), r[0].age_ns, r[0].age_at_least), (1, 30 * S, true));
+    assert_eq!(r[0].conn.seen_from, SeenFrom::Dump);
+    // Its first event carries the kernel address: the entry is adopted, not duplicated.
+    let a = t.apply(&tr(7, 50 * S, CloseWait, LastAck, 80, 5000));
+    // close() in process context: the owner is confirmed by the event.
+    assert_eq!(
+        a.owner.map(|o| (o.pid, o.source)),
+        Some((7, OwnerSource::Event))
+    );
+    assert_eq!(
+        a.unstuck.map(|u| (u.age_ns, u.age_at_least)),
+        Some((40 * S, true))
+    );
+    assert_eq!(t.seeded_len(), 0);
+    let c = t.open().next().unwrap();
+    assert_eq!(
+        (c.sock.0, c.states.as_slice(), c.incomplete),
+        (7, &[CloseWait, LastAck][..], true)
+    );
+    // A seeded listener passes its owner on to accepted sockets.
+    let ltuple: Tuple = (
+        "0.0.0.0".parse().unwrap(),
+        443,
+        "0.0.0.0".parse().unwrap(),
+        0,
+    );
+    t.seed(
+        Seed {
+            family: Family::Ipv4,
+            tuple: ltuple,
+            state: Listen,
+            owner: Some(owner),
+        },
+        10 * S,
+    );
+    let a = t.apply(&tr(8, 60 * S, Listen, SynRecv, 443, 6000));
+    assert_eq!(
+        a.owner.map(|o| (o.pid, o.source)),
+        Some((42, OwnerSource::Inherited))
+    );
+}
+
+#[test]
+fn the_table_is_bounded_and_evicts_the_least_recently_active() {
+    let mut t = Table::new();
+    t.max_conns = 100;
+    for s in 0..150u64 {
+        t.apply(&tr(s + 1, s, Close, SynSent, 0, 80));
+    }
+    let ev = t.enforce_cap();
+    assert_eq!(ev.len(), 50);
+    assert!(
+        ev.iter().all(|c| c.incomplete && c.sock.0 <= 50),
+        "oldest first"
+    );
+    assert_eq!((t.len(), t.evicted), (100, 50));
+    assert!(t.enforce_cap().is_empty());
+    t.apply(&tr(1000, 1000, Close, SynSent, 0, 80));
+    assert_eq!(
+        t.enforce_cap().len(),
+        10,
+        "the excess, and at least a tenth of the cap"
+    );
+}
+
+#[test]
+fn sockets_the_kernel_no_longer_has_are_aged_out() {
+    let mut t = Table::new();
+    t.apply(&tr(1, 10, Close, SynSent, 0, 80));
+    t.apply(&tr(1, 20, SynSent, Established, 5000, 80));
+    t.apply(&tr(2, 30, Close, SynSent, 0, 81));
+    t.apply(&tr(2, 40, SynSent, Established, 5001, 81));
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let alive: std::collections::HashSet<Tuple> = [(lo, 5001, lo, 81)].into_iter().collect();
+    // Quiet since before 30: only socket 1 qualifies; it is gone from the kernel.
+    let gone = t.prune_vanished(&alive, 30);
+    assert_eq!(gone.len(), 1);
+    assert_eq!((gone[0].sock.0, gone[0].incomplete), (1, true));
+    assert_eq!(t.len(), 1);
+    // Socket 2 is alive: kept however quiet.
+    assert!(t.prune_vanished(&alive, 1_000).is_empty());
+}
