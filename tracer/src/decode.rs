@@ -8,6 +8,8 @@ use std::{
 use serde::{Serialize, Serializer};
 use tracer_common::{AF_INET, AF_INET6, EVENT_SIZE, Event, kind};
 
+use crate::tuple::Tuple;
+
 /// A TCP state, numbered as the kernel's `TCP_*` constants (include/net/tcp_states.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -181,10 +183,8 @@ pub struct Transition {
     pub ts_ns: u64,
     pub sock: SockAddr,
     pub family: Family,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    /// Local (`saddr`/`sport`) and remote (`daddr`/`dport`) ends.
+    pub tuple: Tuple,
     pub old: TcpState,
     pub new: TcpState,
     pub task: Task,
@@ -231,10 +231,8 @@ pub struct Context {
     pub sock: Option<SockAddr>,
     /// `None` when the event does not say.
     pub family: Option<Family>,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    /// Local (`saddr`/`sport`) and remote (`daddr`/`dport`) ends.
+    pub tuple: Tuple,
     /// The socket's state, where the tracepoint reports it (resets sent, retransmits).
     pub state: Option<TcpState>,
     /// Errno for `Error` (positive), `err` for `Retransmit`, reason for `SendReset`.
@@ -293,10 +291,12 @@ pub fn from_raw(ev: &Event) -> Result<Decoded, DecodeError> {
                 ts_ns: ev.ts_ns,
                 sock: SockAddr(ev.skaddr),
                 family,
-                saddr: addr(family, &ev.saddr),
-                sport: ev.sport,
-                daddr: addr(family, &ev.daddr),
-                dport: ev.dport,
+                tuple: Tuple::new(
+                    addr(family, &ev.saddr),
+                    ev.sport,
+                    addr(family, &ev.daddr),
+                    ev.dport,
+                ),
                 old: TcpState::try_from(ev.oldstate)?,
                 new: TcpState::try_from(ev.newstate)?,
                 task,
@@ -327,10 +327,7 @@ pub fn from_raw(ev: &Event) -> Result<Decoded, DecodeError> {
         ts_ns: ev.ts_ns,
         sock: (ev.skaddr != 0).then_some(SockAddr(ev.skaddr)),
         family,
-        saddr,
-        sport: ev.sport,
-        daddr,
-        dport: ev.dport,
+        tuple: Tuple::new(saddr, ev.sport, daddr, ev.dport),
         state: match ev.oldstate {
             0 => None,
             s => Some(TcpState::try_from(s)?),
@@ -460,14 +457,17 @@ pub(crate) mod tests {
         let t = transition(&raw(7, 2));
         assert_eq!(t.old, TcpState::Close);
         assert_eq!(t.new, TcpState::SynSent);
-        assert_eq!(t.saddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(t.tuple.local.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(
             (t.task.pid, t.task.tid, t.task.uid, t.task.cgroup_id),
             (42, 43, 1000, 77)
         );
         assert_eq!(t.task.comm.as_str(), "curl");
         assert_eq!(t.sock.to_string(), "0xffff888100001000");
-        assert_eq!((t.sport, t.dport, t.cpu), (40000, 8080, 1));
+        assert_eq!(
+            (t.tuple.local.port, t.tuple.remote.port, t.cpu),
+            (40000, 8080, 1)
+        );
     }
 
     #[test]
@@ -478,8 +478,8 @@ pub(crate) mod tests {
         ev.daddr = "fd00::1:2".parse::<Ipv6Addr>().unwrap().octets();
         let t = transition(&ev);
         assert_eq!(t.family, Family::Ipv6);
-        assert_eq!(t.saddr.to_string(), "::1");
-        assert_eq!(t.daddr.to_string(), "fd00::1:2");
+        assert_eq!(t.tuple.local.addr.to_string(), "::1");
+        assert_eq!(t.tuple.remote.addr.to_string(), "fd00::1:2");
     }
 
     #[test]

@@ -188,10 +188,7 @@ pub fn seed(table: &mut Table, filter: &Filter, now_ns: u64) -> io::Result<usize
     let socks: Vec<DiagSocket> = SockDiag::new()?
         .sockets()?
         .into_iter()
-        .filter(|d| {
-            let (sa, sp, da, dp) = d.tuple;
-            filter.matches_tuple(d.family, sa, sp, da, dp)
-        })
+        .filter(|d| filter.matches_tuple(d.family, &d.tuple))
         .collect();
     let inodes = socks.iter().map(|d| d.inode).filter(|&i| i != 0).collect();
     let owners = procfs_owners(&inodes);
@@ -223,7 +220,7 @@ pub fn seed(table: &mut Table, filter: &Filter, now_ns: u64) -> io::Result<usize
 }
 
 fn tuple(id: &SocketId) -> Tuple {
-    (
+    Tuple::new(
         id.source_address,
         id.source_port,
         id.destination_address,
@@ -323,15 +320,11 @@ impl TimeWaitTracker {
             let Some(TimeWait { expires_ns, .. }) = confirmed else {
                 continue;
             };
-            let (saddr, sport, daddr, dport) = p.tuple;
             let start = DiagTransition {
                 ts_ns: now_ns,
                 sock: p.sock,
                 family: p.family,
-                saddr,
-                sport,
-                daddr,
-                dport,
+                tuple: p.tuple,
                 old: p.from,
                 new: TcpState::TimeWait,
                 expires_ns,

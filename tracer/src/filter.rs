@@ -8,6 +8,7 @@ use std::{fmt, net::IpAddr, str::FromStr};
 use crate::{
     decode::{Family, TcpState},
     table::Owner,
+    tuple::Tuple,
 };
 
 /// Bit in the `PORTS` map value: the port may match the socket's local port.
@@ -160,14 +161,9 @@ impl Filter {
     }
 
     /// What the kernel program lets through, for a socket's tuple.
-    pub fn matches_tuple(
-        &self,
-        family: Family,
-        saddr: IpAddr,
-        sport: u16,
-        daddr: IpAddr,
-        dport: u16,
-    ) -> bool {
+    pub fn matches_tuple(&self, family: Family, t: &Tuple) -> bool {
+        let (saddr, sport, daddr, dport) =
+            (t.local.addr, t.local.port, t.remote.addr, t.remote.port);
         if self.family.is_some_and(|f| f != family) {
             return false;
         }
@@ -311,25 +307,25 @@ mod tests {
         };
         assert_eq!(f.port_flags(), [(80, 3), (443, 2), (8080, 1)]);
         let lo = ip("127.0.0.1");
-        assert!(f.matches_tuple(Family::Ipv4, lo, 8080, lo, 1));
+        assert!(f.matches_tuple(Family::Ipv4, &Tuple::new(lo, 8080, lo, 1)));
         assert!(
-            !f.matches_tuple(Family::Ipv4, lo, 1, lo, 8080),
+            !f.matches_tuple(Family::Ipv4, &Tuple::new(lo, 1, lo, 8080)),
             "8080 only as the local port"
         );
-        assert!(f.matches_tuple(Family::Ipv4, lo, 1, lo, 443));
+        assert!(f.matches_tuple(Family::Ipv4, &Tuple::new(lo, 1, lo, 443)));
         assert!(
-            !f.matches_tuple(Family::Ipv4, lo, 443, lo, 1),
+            !f.matches_tuple(Family::Ipv4, &Tuple::new(lo, 443, lo, 1)),
             "443 only as the remote port"
         );
         assert!(
-            f.matches_tuple(Family::Ipv4, lo, 80, lo, 1)
-                && f.matches_tuple(Family::Ipv4, lo, 1, lo, 80)
+            f.matches_tuple(Family::Ipv4, &Tuple::new(lo, 80, lo, 1))
+                && f.matches_tuple(Family::Ipv4, &Tuple::new(lo, 1, lo, 80))
         );
         let v6 = Filter {
             family: Some(Family::Ipv6),
             ..Default::default()
         };
-        assert!(!v6.matches_tuple(Family::Ipv4, lo, 1, lo, 2));
+        assert!(!v6.matches_tuple(Family::Ipv4, &Tuple::new(lo, 1, lo, 2)));
     }
 
     #[test]

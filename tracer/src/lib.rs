@@ -25,6 +25,7 @@ pub mod ring;
 pub mod source;
 pub mod summary;
 pub mod table;
+pub mod tuple;
 pub mod units;
 
 pub use app::run;

@@ -159,11 +159,7 @@ impl<S: Sink> Pipeline<S> {
     }
 
     fn transition(&mut self, t: &decode::Transition) -> io::Result<()> {
-        if self.user_filter
-            && !self
-                .filter
-                .matches_tuple(t.family, t.saddr, t.sport, t.daddr, t.dport)
-        {
+        if self.user_filter && !self.filter.matches_tuple(t.family, &t.tuple) {
             return Ok(());
         }
         self.transitions += 1;
@@ -201,14 +197,11 @@ impl<S: Sink> Pipeline<S> {
     fn context(&mut self, c: &decode::Context) -> io::Result<()> {
         if self.user_filter
             && !self.filter.matches_tuple(
-                c.family.unwrap_or(match c.saddr {
+                c.family.unwrap_or(match c.tuple.local.addr {
                     std::net::IpAddr::V4(_) => decode::Family::Ipv4,
                     std::net::IpAddr::V6(_) => decode::Family::Ipv6,
                 }),
-                c.saddr,
-                c.sport,
-                c.daddr,
-                c.dport,
+                &c.tuple,
             )
         {
             return Ok(());
@@ -282,11 +275,7 @@ impl<S: Sink> Pipeline<S> {
 
     /// A TIME_WAIT transition learned from sock_diag (live) or a recording.
     pub fn diag(&mut self, d: &DiagTransition) -> io::Result<()> {
-        if self.user_filter
-            && !self
-                .filter
-                .matches_tuple(d.family, d.saddr, d.sport, d.daddr, d.dport)
-        {
+        if self.user_filter && !self.filter.matches_tuple(d.family, &d.tuple) {
             return Ok(());
         }
         if let Some(r) = &mut self.recorder {
@@ -542,8 +531,8 @@ fn svg_name(c: &table::Conn, clock: &WallClock) -> String {
     let ep = |a: std::net::IpAddr, p: u16| format!("{a}_{p}").replace(':', "-");
     format!(
         "{t}-{}-{}-{:x}.svg",
-        ep(c.saddr, c.sport),
-        ep(c.daddr, c.dport),
+        ep(c.tuple.local.addr, c.tuple.local.port),
+        ep(c.tuple.remote.addr, c.tuple.remote.port),
         c.sock.0 & 0xffff_ffff
     )
 }

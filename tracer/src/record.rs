@@ -22,6 +22,7 @@ use crate::{
     decode::{Comm, Family, SockAddr, TcpState},
     table::DiagTransition,
     table::{Fact, Owner, OwnerSource, Seed, TimeWait},
+    tuple::Tuple,
 };
 
 /// The recording format's version. A reader accepts only the versions it knows.
@@ -211,6 +212,14 @@ impl TryFrom<&RecOwner> for Owner {
 /// A 4-tuple as recorded: local address, local port, remote address, remote port.
 pub type RecTuple = (IpAddr, u16, IpAddr, u16);
 
+fn rec_tuple(t: &Tuple) -> RecTuple {
+    (t.local.addr, t.local.port, t.remote.addr, t.remote.port)
+}
+
+fn tuple_of((saddr, sport, daddr, dport): RecTuple) -> Tuple {
+    Tuple::new(saddr, sport, daddr, dport)
+}
+
 /// One line of a recording.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -290,7 +299,7 @@ impl Line {
             Fact::Seed { seed, now_ns } => Self::Seed {
                 now_ns: *now_ns,
                 family: seed.family.raw(),
-                tuple: seed.tuple,
+                tuple: rec_tuple(&seed.tuple),
                 state: seed.state as u8,
                 owner: seed.owner.as_ref().map(RecOwner::from),
             },
@@ -300,13 +309,13 @@ impl Line {
             },
             Fact::TimeWait { sock, tuple, tw } => Self::TimeWait {
                 sock: sock_hex(*sock),
-                tuple: *tuple,
+                tuple: rec_tuple(tuple),
                 confirmed: tw.is_some_and(|t| t.confirmed),
                 expires_ns: tw.and_then(|t| t.expires_ns),
             },
             Fact::Vanished { socks, tuples } => Self::Vanished {
                 socks: socks.iter().map(|s| sock_hex(*s)).collect(),
-                tuples: tuples.clone(),
+                tuples: tuples.iter().map(rec_tuple).collect(),
             },
         }
     }
@@ -316,7 +325,7 @@ impl Line {
             ts_ns: d.ts_ns,
             sock: sock_hex(d.sock),
             family: d.family.raw(),
-            tuple: (d.saddr, d.sport, d.daddr, d.dport),
+            tuple: rec_tuple(&d.tuple),
             old: d.old as u8,
             new: d.new as u8,
             expires_ns: d.expires_ns,
@@ -362,7 +371,7 @@ impl TryFrom<Line> for Item {
             } => Self::Fact(Fact::Seed {
                 seed: Seed {
                     family: family(f)?,
-                    tuple,
+                    tuple: tuple_of(tuple),
                     state: state(s)?,
                     owner: owner(o)?,
                 },
@@ -379,7 +388,7 @@ impl TryFrom<Line> for Item {
                 expires_ns,
             } => Self::Fact(Fact::TimeWait {
                 sock: parse_sock(&sock)?,
-                tuple,
+                tuple: tuple_of(tuple),
                 tw: Some(TimeWait {
                     confirmed,
                     expires_ns,
@@ -390,7 +399,7 @@ impl TryFrom<Line> for Item {
                     .iter()
                     .map(|s| parse_sock(s))
                     .collect::<Result<_, _>>()?,
-                tuples,
+                tuples: tuples.into_iter().map(tuple_of).collect(),
             }),
             Line::Diag {
                 ts_ns,
@@ -406,10 +415,7 @@ impl TryFrom<Line> for Item {
                 ts_ns,
                 sock: parse_sock(&sock)?,
                 family: family(f)?,
-                saddr: tuple.0,
-                sport: tuple.1,
-                daddr: tuple.2,
-                dport: tuple.3,
+                tuple: tuple_of(tuple),
                 old: state(old)?,
                 new: state(new)?,
                 expires_ns,
@@ -646,7 +652,7 @@ mod tests {
             cgroup_id: 5,
             source: OwnerSource::Procfs,
         };
-        let tuple: RecTuple = ("::1".parse().unwrap(), 80, "::1".parse().unwrap(), 40000);
+        let tuple = Tuple::new("::1".parse().unwrap(), 80, "::1".parse().unwrap(), 40000);
         let facts = [
             Fact::Owner {
                 sock: SockAddr(0x10),

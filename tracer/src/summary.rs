@@ -174,8 +174,8 @@ impl Summary {
         // The remote endpoint: address and port for a client (the service it used), the
         // address alone for a server (the peer's port is ephemeral).
         let remote = match c.role {
-            Role::Server => c.daddr.to_string(),
-            _ => endpoint(c.daddr, c.dport),
+            Role::Server => c.tuple.remote.addr.to_string(),
+            _ => endpoint(c.tuple.remote),
         };
         let resets = u64::from(c.resets_received + c.resets_sent);
         if let Some(r) = self.remotes.get_mut(&remote) {

@@ -6,7 +6,7 @@ use std::{
     net::IpAddr,
 };
 
-use crate::decode::SockAddr;
+use crate::{decode::SockAddr, tuple::Endpoint};
 
 /// `n` in exactly `width` (at most 20) decimal digits, zero-padded (its low digits if
 /// longer).
@@ -88,22 +88,22 @@ pub(crate) fn put_sock_text(b: &mut Vec<u8>, s: SockAddr) {
 }
 
 /// [`endpoint`] appended to `b`.
-pub(crate) fn put_endpoint(b: &mut Vec<u8>, addr: IpAddr, port: u16) {
-    if addr.is_ipv6() {
+pub(crate) fn put_endpoint(b: &mut Vec<u8>, e: Endpoint) {
+    if e.addr.is_ipv6() {
         b.push(b'[');
-        let _ = ip(b, addr);
+        let _ = ip(b, e.addr);
         b.push(b']');
     } else {
-        let _ = ip(b, addr);
+        let _ = ip(b, e.addr);
     }
     b.push(b':');
-    put_u64(b, port.into());
+    put_u64(b, e.port.into());
 }
 
 /// `addr:port`, an IPv6 address in brackets.
-pub fn endpoint(addr: IpAddr, port: u16) -> String {
+pub fn endpoint(e: Endpoint) -> String {
     let mut b = Vec::with_capacity(48);
-    put_endpoint(&mut b, addr, port);
+    put_endpoint(&mut b, e);
     // Only ASCII is written.
     String::from_utf8_lossy(&b).into_owned()
 }

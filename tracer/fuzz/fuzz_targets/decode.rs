@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(Decoded::Transition(t)) => {
             out += &format!(
                 "{t:?} {} {} {} {} {}",
-                t.sock, t.old, t.new, t.task.comm, t.saddr
+                t.sock, t.old, t.new, t.task.comm, t.tuple.local.addr
             );
         }
         Ok(Decoded::Context(c)) => {

@@ -129,7 +129,7 @@ fn column(c: &Conn) -> Column {
         r => r.name(),
     };
     Column {
-        label: format!("{role} {}", crate::units::endpoint(c.saddr, c.sport)),
+        label: format!("{role} {}", crate::units::endpoint(c.tuple.local)),
         detail: c.owner.as_ref().map_or_else(String::new, |o| {
             format!("pid {} {}", o.pid, o.comm.as_str())
         }),
@@ -139,7 +139,7 @@ fn column(c: &Conn) -> Column {
 
 fn remote_column(c: &Conn) -> Column {
     Column {
-        label: format!("remote {}", crate::units::endpoint(c.daddr, c.dport)),
+        label: format!("remote {}", crate::units::endpoint(c.tuple.remote)),
         detail: match c.close {
             Some(CloseClass::Refused) => "no socket: nobody listening",
             Some(CloseClass::Timeout) => "never answered",
@@ -329,8 +329,8 @@ pub fn build(c: &Conn, peer: Option<&Conn>, clock: &WallClock) -> Ladder {
     Ladder {
         title: format!(
             "{} -> {}",
-            crate::units::endpoint(left.saddr, left.sport),
-            crate::units::endpoint(left.daddr, left.dport)
+            crate::units::endpoint(left.tuple.local),
+            crate::units::endpoint(left.tuple.remote)
         ),
         started: clock
             .utc(t0)
@@ -374,15 +374,14 @@ impl Pairer {
     }
 
     pub fn transition(&mut self, t: &Transition) {
-        if t.sport != 0 && t.dport != 0 && t.new != TcpState::Close {
-            self.open
-                .insert((t.saddr, t.sport, t.daddr, t.dport), t.sock);
+        if t.tuple.local.port != 0 && t.tuple.remote.port != 0 && t.new != TcpState::Close {
+            self.open.insert(t.tuple, t.sock);
         }
     }
 
     /// A finished connection; returns what can be drawn now. Listeners come back alone.
     pub fn finished(&mut self, c: Conn, shown: bool) -> Vec<Pair> {
-        let Some(tuple) = c.tuple() else {
+        let Some(tuple) = c.complete_tuple() else {
             return if shown { vec![(c, None)] } else { Vec::new() };
         };
         if self.open.get(&tuple) == Some(&c.sock) {
@@ -391,7 +390,7 @@ impl Pairer {
         if c.role == Role::Listener {
             return if shown { vec![(c, None)] } else { Vec::new() };
         }
-        let rev = (tuple.2, tuple.3, tuple.0, tuple.1);
+        let rev = tuple.reversed();
         if let Some((peer, peer_shown)) = self.held.remove(&rev) {
             self.order.retain(|t| *t != rev);
             return if shown || peer_shown {

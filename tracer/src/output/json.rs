@@ -18,6 +18,7 @@ use crate::{
         CloseClass, Conn, DiagTransition, Owner, OwnerSource, Role, SeenFrom, StuckGroup,
         StuckReport, Unstuck,
     },
+    tuple::Tuple,
     units::*,
 };
 
@@ -107,7 +108,7 @@ impl<W: Write> Json<W> {
         b: &mut Vec<u8>,
         ts_ns: u64,
         sock: SockAddr,
-        (family, saddr, sport, daddr, dport): (Family, IpAddr, u16, IpAddr, u16),
+        (family, tuple): (Family, &Tuple),
         (old, new): (TcpState, TcpState),
         in_old_ns: Option<u64>,
     ) -> io::Result<()> {
@@ -117,7 +118,7 @@ impl<W: Write> Json<W> {
         put_u64(b, ts_ns);
         b.extend_from_slice(b",\"sock\":");
         put_sock(b, sock);
-        put_tuple(b, Some(family), saddr, sport, daddr, dport)?;
+        put_tuple(b, Some(family), tuple)?;
         b.extend_from_slice(b",\"old\":\"");
         b.extend_from_slice(old.name().as_bytes());
         b.extend_from_slice(b"\",\"new\":\"");
@@ -141,7 +142,7 @@ impl<W: Write> Json<W> {
                 b,
                 t.ts_ns,
                 t.sock,
-                (t.family, t.saddr, t.sport, t.daddr, t.dport),
+                (t.family, &t.tuple),
                 (t.old, t.new),
                 in_old_ns,
             )?;
@@ -162,7 +163,7 @@ impl<W: Write> Json<W> {
                 b,
                 d.ts_ns,
                 d.sock,
-                (d.family, d.saddr, d.sport, d.daddr, d.dport),
+                (d.family, &d.tuple),
                 (d.old, d.new),
                 d.in_old_ns,
             )?;
@@ -195,7 +196,7 @@ impl<W: Write> Json<W> {
                 Some(s) => put_sock(b, s),
                 None => b.extend_from_slice(b"null"),
             }
-            put_tuple(b, c.family, c.saddr, c.sport, c.daddr, c.dport)?;
+            put_tuple(b, c.family, &c.tuple)?;
             b.extend_from_slice(b",\"state\":");
             put_opt_name(b, c.state.map(TcpState::name));
             put_errno(b, c.kind, c.value)?;
@@ -215,7 +216,7 @@ impl<W: Write> Json<W> {
         self.record(|this, b| {
             b.extend_from_slice(b"{\"v\":1,\"type\":\"connection\",\"sock\":");
             put_sock(b, c.sock);
-            put_tuple(b, Some(c.family), c.saddr, c.sport, c.daddr, c.dport)?;
+            put_tuple(b, Some(c.family), &c.tuple)?;
             b.extend_from_slice(b",\"role\":\"");
             b.extend_from_slice(c.role.name().as_bytes());
             b.extend_from_slice(b"\",\"states\":[");
@@ -464,26 +465,19 @@ impl OwnerCache {
 }
 
 /// `,"family":…,"saddr":…,"sport":…,"daddr":…,"dport":…`
-fn put_tuple(
-    b: &mut Vec<u8>,
-    family: Option<Family>,
-    saddr: IpAddr,
-    sport: u16,
-    daddr: IpAddr,
-    dport: u16,
-) -> io::Result<()> {
+fn put_tuple(b: &mut Vec<u8>, family: Option<Family>, t: &Tuple) -> io::Result<()> {
     b.extend_from_slice(match family {
         Some(Family::Ipv4) => b",\"family\":\"ipv4\",\"saddr\":\"".as_slice(),
         Some(Family::Ipv6) => b",\"family\":\"ipv6\",\"saddr\":\"",
         None => b",\"family\":null,\"saddr\":\"",
     });
-    ip(b, saddr)?;
+    ip(b, t.local.addr)?;
     b.extend_from_slice(b"\",\"sport\":");
-    put_u64(b, sport.into());
+    put_u64(b, t.local.port.into());
     b.extend_from_slice(b",\"daddr\":\"");
-    ip(b, daddr)?;
+    ip(b, t.remote.addr)?;
     b.extend_from_slice(b"\",\"dport\":");
-    put_u64(b, dport.into());
+    put_u64(b, t.remote.port.into());
     Ok(())
 }
 
@@ -591,10 +585,10 @@ impl<W: Write> Sink for Json<W> {
             report: r.report,
             owner: c.owner.as_ref(),
             family: c.family,
-            saddr: c.saddr,
-            sport: c.sport,
-            daddr: c.daddr,
-            dport: c.dport,
+            saddr: c.tuple.local.addr,
+            sport: c.tuple.local.port,
+            daddr: c.tuple.remote.addr,
+            dport: c.tuple.remote.port,
             role: c.role,
             states: &c.states,
             seen_from: c.seen_from,
@@ -614,10 +608,10 @@ impl<W: Write> Sink for Json<W> {
             reports: u.reports,
             owner,
             family: t.family,
-            saddr: t.saddr,
-            sport: t.sport,
-            daddr: t.daddr,
-            dport: t.dport,
+            saddr: t.tuple.local.addr,
+            sport: t.tuple.local.port,
+            daddr: t.tuple.remote.addr,
+            dport: t.tuple.remote.port,
         })
     }
 

@@ -4,6 +4,7 @@ use crate::{
     clock::WallClock,
     decode::{LostCause, TcpState, Transition},
     table::{Conn, DiagTransition},
+    tuple::{Endpoint, Tuple},
     units::*,
 };
 use TcpState::*;
@@ -149,8 +150,14 @@ fn text_without_colour_has_aligned_columns_and_a_timeline() {
 
 #[test]
 fn ipv6_endpoints_are_bracketed() {
-    assert_eq!(endpoint("::1".parse().unwrap(), 80), "[::1]:80");
-    assert_eq!(endpoint("10.0.0.1".parse().unwrap(), 0), "10.0.0.1:0");
+    assert_eq!(
+        endpoint(Endpoint::new("::1".parse().unwrap(), 80)),
+        "[::1]:80"
+    );
+    assert_eq!(
+        endpoint(Endpoint::new("10.0.0.1".parse().unwrap(), 0)),
+        "10.0.0.1:0"
+    );
 }
 
 #[test]
@@ -185,10 +192,7 @@ fn schema_of_every_record_type() {
         ts_ns: 9,
         sock: c.sock,
         family: Family::Ipv4,
-        saddr: c.saddr,
-        sport: 1,
-        daddr: c.daddr,
-        dport: 2,
+        tuple: Tuple::new(c.tuple.local.addr, 1, c.tuple.remote.addr, 2),
         old: FinWait2,
         new: TimeWait,
         expires_ns: Some(60),

@@ -1,8 +1,5 @@
 //! The text sink: tcpstates-like rows, and a timeline block per finished connection.
-use std::{
-    io::{self, Write},
-    net::IpAddr,
-};
+use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
 use chrono::Local;
@@ -12,6 +9,7 @@ use crate::{
     clock::WallClock,
     decode::{Comm, Context, ContextKind, LostCause, SockAddr, TcpState, Transition, errno_name},
     table::{Conn, DiagTransition, Note, Owner, Role, StuckGroup, StuckReport, TimeWait, Unstuck},
+    tuple::Endpoint,
     units::*,
 };
 
@@ -77,8 +75,8 @@ impl<W: Write> Text<W> {
         sock: Option<SockAddr>,
         owner: Option<&Owner>,
         on_cpu: Option<(u32, &Comm)>,
-        local: (IpAddr, u16),
-        remote: (IpAddr, u16),
+        local: Endpoint,
+        remote: Endpoint,
     ) -> String {
         let mut b = Vec::with_capacity(128);
         self.write_prefix(&mut b, ts_ns, sock, owner, on_cpu, local, remote);
@@ -95,8 +93,8 @@ impl<W: Write> Text<W> {
         sock: Option<SockAddr>,
         owner: Option<&Owner>,
         on_cpu: Option<(u32, &Comm)>,
-        local: (IpAddr, u16),
-        remote: (IpAddr, u16),
+        local: Endpoint,
+        remote: Endpoint,
     ) {
         // Local `%H:%M:%S%.6f`.
         let nanos = self.second.write(b, &self.clock, ts_ns, |t| {
@@ -134,10 +132,10 @@ impl<W: Write> Text<W> {
             None => b.push(b'-'),
         }
         pad(b, start, 16);
-        for (addr, port) in [local, remote] {
+        for e in [local, remote] {
             b.push(b' ');
             let start = b.len();
-            put_endpoint(b, addr, port);
+            put_endpoint(b, e);
             pad(b, start, ADDR_W);
         }
     }
@@ -166,11 +164,11 @@ impl<W: Write> Text<W> {
         head.push(b' ');
         if c.role == Role::Listener {
             head.extend_from_slice(b"listening on ");
-            put_endpoint(&mut head, c.saddr, c.sport);
+            put_endpoint(&mut head, c.tuple.local);
         } else {
-            put_endpoint(&mut head, c.saddr, c.sport);
+            put_endpoint(&mut head, c.tuple.local);
             head.extend_from_slice(b" -> ");
-            put_endpoint(&mut head, c.daddr, c.dport);
+            put_endpoint(&mut head, c.tuple.remote);
         }
         if let Some(o) = c.owner {
             head.extend_from_slice(b"  owner ");
@@ -301,8 +299,8 @@ impl<W: Write> Sink for Text<W> {
             Some(t.sock),
             owner,
             Some((t.task.pid, &t.task.comm)),
-            (t.saddr, t.sport),
-            (t.daddr, t.dport),
+            t.tuple.local,
+            t.tuple.remote,
         );
         b.push(b' ');
         if self.color {
@@ -336,8 +334,8 @@ impl<W: Write> Sink for Text<W> {
             c.sock,
             owner,
             Some((c.task.pid, &c.task.comm)),
-            (c.saddr, c.sport),
-            (c.daddr, c.dport),
+            c.tuple.local,
+            c.tuple.remote,
         );
         let w = self.style(Style::new().fg_color(Some(AnsiColor::Magenta.into())));
         writeln!(
@@ -354,8 +352,8 @@ impl<W: Write> Sink for Text<W> {
             Some(d.sock),
             d.owner.as_ref(),
             None,
-            (d.saddr, d.sport),
-            (d.daddr, d.dport),
+            d.tuple.local,
+            d.tuple.remote,
         );
         let pair = self.state_pair(d.old, d.new);
         let note = match d.expires_ns {
@@ -402,8 +400,8 @@ impl<W: Write> Sink for Text<W> {
         writeln!(
             self.out,
             "{w}STUCK{w:#} {sock} {} -> {} in {} for {at_least}{}  {owner}{again}\n      so far: {}",
-            endpoint(c.saddr, c.sport),
-            endpoint(c.daddr, c.dport),
+            endpoint(c.tuple.local),
+            endpoint(c.tuple.remote),
             r.state,
             human_ns(r.age_ns),
             path.join(" -> "),
@@ -418,8 +416,8 @@ impl<W: Write> Sink for Text<W> {
             self.out,
             "{g}MOVED{g:#} {} {} -> {}: {} -> {} after {at_least}{}{owner}",
             t.sock,
-            endpoint(t.saddr, t.sport),
-            endpoint(t.daddr, t.dport),
+            endpoint(t.tuple.local),
+            endpoint(t.tuple.remote),
             u.state,
             t.new,
             human_ns(u.age_ns),

@@ -8,6 +8,7 @@ use crate::{
     clock::WallClock,
     decode::{Comm, ContextKind, Family, SockAddr, TcpState, Transition},
     table::{CloseClass, Conn, DiagTransition, Note, Owner, OwnerSource, Role, SeenFrom, TimeWait},
+    tuple::Tuple,
     units::*,
 };
 use chrono::SecondsFormat;
@@ -38,8 +39,8 @@ fn the_hand_written_transition_record_is_serdes_byte_for_byte() {
         80,
     );
     v6.family = Family::Ipv6;
-    v6.saddr = "::ffff:127.0.0.1".parse().unwrap();
-    v6.daddr = "fd00::1".parse().unwrap();
+    v6.tuple.local.addr = "::ffff:127.0.0.1".parse().unwrap();
+    v6.tuple.remote.addr = "fd00::1".parse().unwrap();
     v6.task.comm = owner.comm;
     let v4 = tr(1, 999_999_999, TcpState::Close, TcpState::SynSent, 0, 8080);
     for (t, in_old, o) in [
@@ -106,8 +107,8 @@ fn one_sink_over_many_records_stays_serdes_byte_for_byte() {
             65100,
         );
         let o = (i % 255) as u8;
-        t.saddr = IpAddr::V4([o, 255 - o, o / 10, 0].into());
-        t.daddr = IpAddr::V4([10, o % 100, 100, o].into());
+        t.tuple.local.addr = IpAddr::V4([o, 255 - o, o / 10, 0].into());
+        t.tuple.remote.addr = IpAddr::V4([10, o % 100, 100, o].into());
         t.task.comm = comms[i as usize % comms.len()];
         let owner = Owner {
             // Pids 16 apart share a slot.
@@ -139,10 +140,12 @@ fn the_hand_written_sock_diag_transition_is_serdes_byte_for_byte() {
         ts_ns: 1_597_174_506_244,
         sock: SockAddr(0xffff_8881_0000_0040),
         family: Family::Ipv4,
-        saddr: "127.0.0.1".parse().unwrap(),
-        sport: 40000,
-        daddr: "10.1.2.3".parse().unwrap(),
-        dport: 443,
+        tuple: Tuple::new(
+            "127.0.0.1".parse().unwrap(),
+            40000,
+            "10.1.2.3".parse().unwrap(),
+            443,
+        ),
         old: TcpState::FinWait2,
         new: TcpState::TimeWait,
         expires_ns: Some(1_657_174_506_244),
@@ -152,8 +155,12 @@ fn the_hand_written_sock_diag_transition_is_serdes_byte_for_byte() {
     let end = DiagTransition {
         ts_ns: 1_657_200_000_000,
         family: Family::Ipv6,
-        saddr: "fd00::1".parse().unwrap(),
-        daddr: "::ffff:10.0.0.1".parse().unwrap(),
+        tuple: Tuple::new(
+            "fd00::1".parse().unwrap(),
+            40000,
+            "::ffff:10.0.0.1".parse().unwrap(),
+            443,
+        ),
         old: TcpState::TimeWait,
         new: TcpState::Close,
         expires_ns: None,
@@ -195,8 +202,8 @@ fn the_hand_written_event_and_connection_records_are_serdes_byte_for_byte() {
     ];
     events[1].family = None;
     events[2].family = Some(Family::Ipv6);
-    events[2].saddr = "fd00::1".parse().unwrap();
-    events[2].daddr = "::ffff:10.0.0.1".parse().unwrap();
+    events[2].tuple.local.addr = "fd00::1".parse().unwrap();
+    events[2].tuple.remote.addr = "::ffff:10.0.0.1".parse().unwrap();
     events[3].task.comm = owner.comm;
     for (c, o) in events.iter().zip([None, Some(&owner), None, Some(&owner)]) {
         let mut fast = Json::new(Vec::new(), clock);
@@ -237,7 +244,7 @@ fn the_hand_written_event_and_connection_records_are_serdes_byte_for_byte() {
     full.resets_received = 2;
     full.seen_from = SeenFrom::Dump;
     full.family = Family::Ipv6;
-    full.saddr = "::1".parse().unwrap();
+    full.tuple.local.addr = "::1".parse().unwrap();
     let mut unconfirmed = plain.clone();
     unconfirmed.time_wait = Some(TimeWait {
         confirmed: false,
@@ -267,11 +274,11 @@ fn reference_block<W: Write>(this: &Text<W>, c: &Conn) -> String {
     let dim = this.style(Style::new().dimmed());
     let mut block = String::new();
     let peer = match c.role {
-        Role::Listener => format!("listening on {}", endpoint(c.saddr, c.sport)),
+        Role::Listener => format!("listening on {}", endpoint(c.tuple.local)),
         _ => format!(
             "{} -> {}",
-            endpoint(c.saddr, c.sport),
-            endpoint(c.daddr, c.dport)
+            endpoint(c.tuple.local),
+            endpoint(c.tuple.remote)
         ),
     };
     let owner = c
@@ -402,8 +409,8 @@ fn the_hand_written_timeline_block_is_the_formatted_one() {
         cgroup_id: 0,
         source: OwnerSource::Inherited,
     });
-    c.saddr = "fd00::1".parse().unwrap();
-    c.daddr = "::ffff:10.0.0.1".parse().unwrap();
+    c.tuple.local.addr = "fd00::1".parse().unwrap();
+    c.tuple.remote.addr = "::ffff:10.0.0.1".parse().unwrap();
     c.family = Family::Ipv6;
     c.notes_dropped = 3;
     c.time_wait = Some(TimeWait {
@@ -521,8 +528,8 @@ fn reference_row(
     };
     let prefix = format!(
         "{time} {sock:<18} {pid:<7} {comm:<16} {local:<ADDR_W$} {remote:<ADDR_W$}",
-        local = endpoint(t.saddr, t.sport),
-        remote = endpoint(t.daddr, t.dport),
+        local = endpoint(t.tuple.local),
+        remote = endpoint(t.tuple.remote),
     );
     let width = t.old.name().len() + 4 + t.new.name().len();
     let pair = format!(
@@ -555,8 +562,8 @@ fn the_hand_written_text_row_is_the_formatted_one() {
         80,
     );
     v6.family = Family::Ipv6;
-    v6.saddr = "2001:db8:1234:5678:9abc:def0:1234:5678".parse().unwrap();
-    v6.daddr = "::1".parse().unwrap();
+    v6.tuple.local.addr = "2001:db8:1234:5678:9abc:def0:1234:5678".parse().unwrap();
+    v6.tuple.remote.addr = "::1".parse().unwrap();
     v6.task.comm = owner.comm;
     let v4 = tr(
         1,

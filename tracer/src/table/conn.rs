@@ -1,5 +1,4 @@
 //! One socket's record: identity, timeline, owner, context events, and how it ended.
-use std::net::IpAddr;
 
 use serde::Serialize;
 use smallvec::SmallVec;
@@ -222,10 +221,8 @@ pub type Notes = SmallVec<[Note; 2]>;
 pub struct Conn {
     pub sock: SockAddr,
     pub family: Family,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    /// Local and remote ends; ports and addresses are filled in as the kernel reports them.
+    pub tuple: Tuple,
     pub role: Role,
     /// The state before the first event, then every new state in order.
     pub states: States,
@@ -294,7 +291,7 @@ impl Conn {
     pub(super) fn new(
         sock: SockAddr,
         family: Family,
-        (saddr, sport, daddr, dport): Tuple,
+        tuple: Tuple,
         role: Role,
         states: States,
         entered_ns: Entered,
@@ -305,10 +302,7 @@ impl Conn {
         Self {
             sock,
             family,
-            saddr,
-            sport,
-            daddr,
-            dport,
+            tuple,
             role,
             states,
             entered_ns,
@@ -409,9 +403,8 @@ impl Conn {
     }
 
     /// The complete 4-tuple, once both ports are known.
-    pub fn tuple(&self) -> Option<Tuple> {
-        (self.sport != 0 && self.dport != 0)
-            .then_some((self.saddr, self.sport, self.daddr, self.dport))
+    pub fn complete_tuple(&self) -> Option<Tuple> {
+        self.tuple.is_complete().then_some(self.tuple)
     }
 
     pub(super) fn note(&mut self, c: &Context) {
@@ -479,23 +472,22 @@ impl Conn {
     }
 }
 
-/// Local address, local port, remote address, remote port.
-pub type Tuple = (IpAddr, u16, IpAddr, u16);
+pub use crate::tuple::{Endpoint, Tuple};
 
 /// Ports and addresses become known along the way (a client's local port is still 0 at
 /// CLOSE → SYN_SENT): take every non-zero value the kernel reports.
 pub(super) fn fill_tuple(c: &mut Conn, t: &Transition) {
-    if t.sport != 0 {
-        c.sport = t.sport;
+    if t.tuple.local.port != 0 {
+        c.tuple.local.port = t.tuple.local.port;
     }
-    if t.dport != 0 {
-        c.dport = t.dport;
+    if t.tuple.remote.port != 0 {
+        c.tuple.remote.port = t.tuple.remote.port;
     }
-    if !t.saddr.is_unspecified() {
-        c.saddr = t.saddr;
+    if !t.tuple.local.addr.is_unspecified() {
+        c.tuple.local.addr = t.tuple.local.addr;
     }
-    if !t.daddr.is_unspecified() {
-        c.daddr = t.daddr;
+    if !t.tuple.remote.addr.is_unspecified() {
+        c.tuple.remote.addr = t.tuple.remote.addr;
     }
 }
 
@@ -507,10 +499,7 @@ pub struct DiagTransition {
     pub ts_ns: u64,
     pub sock: SockAddr,
     pub family: Family,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    pub tuple: Tuple,
     pub old: TcpState,
     pub new: TcpState,
     /// When the TIME_WAIT timer fires (CLOCK_MONOTONIC ns), for → TIME_WAIT.

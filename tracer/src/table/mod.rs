@@ -208,7 +208,7 @@ impl Table {
             .values()
             .filter(|c| {
                 c.last_active_ns() < quiet_since_ns
-                    && c.tuple().is_some_and(|t| !alive.contains(&t))
+                    && c.complete_tuple().is_some_and(|t| !alive.contains(&t))
             })
             .map(|c| c.sock)
             .collect();
@@ -296,7 +296,7 @@ impl Table {
                 let c = &h.conn;
                 Some(PendingTimeWait {
                     sock: c.sock,
-                    tuple: c.tuple()?,
+                    tuple: c.complete_tuple()?,
                     family: c.family,
                     from: c.before_close(),
                     owner: c.owner,
@@ -325,7 +325,7 @@ impl Table {
         );
         if seed.state == TcpState::Listen {
             self.seeded_listeners
-                .entry(seed.tuple.1)
+                .entry(seed.tuple.local.port)
                 .or_default()
                 .push(seed.tuple);
         }
@@ -339,7 +339,7 @@ impl Table {
 
     fn take_seeded(&mut self, tuple: &Tuple) -> Option<Box<Conn>> {
         let c = self.seeded.remove(tuple)?;
-        if let Entry::Occupied(mut e) = self.seeded_listeners.entry(tuple.1) {
+        if let Entry::Occupied(mut e) = self.seeded_listeners.entry(tuple.local.port) {
             e.get_mut().retain(|t| t != tuple);
             if e.get().is_empty() {
                 e.remove();
@@ -375,7 +375,7 @@ impl Table {
         self.conns
             .values()
             .filter(move |c| c.owner.is_none() && c.owner_lookups < max_tries)
-            .filter_map(|c| Some((c.sock, c.tuple()?)))
+            .filter_map(|c| Some((c.sock, c.complete_tuple()?)))
     }
 
     pub fn owner_lookup_tried(&mut self, sock: SockAddr) {
@@ -398,7 +398,7 @@ impl Table {
     pub fn set_time_wait(&mut self, sock: SockAddr, tuple: Tuple, tw: Option<TimeWait>) {
         self.journal(Fact::TimeWait { sock, tuple, tw });
         let held = match self.closing.get_mut(&sock) {
-            Some(h) if h.conn.tuple() == Some(tuple) => Some(h),
+            Some(h) if h.conn.complete_tuple() == Some(tuple) => Some(h),
             _ => self.displaced.get_mut(&tuple),
         };
         if let Some(h) = held {
@@ -415,7 +415,7 @@ impl Table {
         // TIME_WAIT lookup waits on apart.
         if let Some(held) = self.closing.remove(&t.sock) {
             if held.pending
-                && let Some(tuple) = held.conn.tuple()
+                && let Some(tuple) = held.conn.complete_tuple()
             {
                 // A tuple already waiting there is older still: it is done.
                 if let Some(older) = self.displaced.insert(tuple, held) {
@@ -437,7 +437,7 @@ impl Table {
             finished.push(*self.finish(old));
         }
         if !self.conns.contains_key(&t.sock)
-            && let Some(mut c) = self.take_seeded(&(t.saddr, t.sport, t.daddr, t.dport))
+            && let Some(mut c) = self.take_seeded(&t.tuple)
         {
             // First event of a socket from the start-up dump: it now has an address.
             c.sock = t.sock;
@@ -458,7 +458,7 @@ impl Table {
             }
             c.stuck = StuckTrack::default();
         }
-        let had_tuple = self.conns.get(&t.sock).and_then(|c| c.tuple());
+        let had_tuple = self.conns.get(&t.sock).and_then(|c| c.complete_tuple());
         // An accepted socket starts with its listener's owner.
         let listener_owner = if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv)
             && !self.conns.contains_key(&t.sock)
@@ -490,7 +490,7 @@ impl Table {
                 let conn = Conn::new(
                     t.sock,
                     t.family,
-                    (t.saddr, t.sport, t.daddr, t.dport),
+                    t.tuple,
                     Role::from_first(t.old, t.new),
                     smallvec![t.old, t.new],
                     [None, Some(t.ts_ns)].into_iter().collect(),
@@ -510,7 +510,7 @@ impl Table {
             c.owner = Some(Owner::from_task(&t.task, OwnerSource::Event));
         }
         let owner = c.owner;
-        let tuple = c.tuple();
+        let tuple = c.complete_tuple();
         if tuple != had_tuple {
             if let Some(old) = had_tuple {
                 self.by_tuple.remove(&old);
@@ -520,9 +520,12 @@ impl Table {
             }
         }
         if t.new == TcpState::Listen {
-            self.listeners.entry(t.sport).or_default().push(t.sock);
+            self.listeners
+                .entry(t.tuple.local.port)
+                .or_default()
+                .push(t.sock);
         } else if t.old == TcpState::Listen && t.new == TcpState::Close {
-            self.forget_listener(t.sport, t.sock);
+            self.forget_listener(t.tuple.local.port, t.sock);
         }
         if t.new == TcpState::Close
             && let Some(c) = self.conns.remove(&t.sock)
@@ -546,7 +549,7 @@ impl Table {
     /// it is known (for the live event record).
     pub fn context(&mut self, c: &Context) -> Option<Owner> {
         let sock = c.sock.or_else(|| {
-            let t = (c.saddr, c.sport, c.daddr, c.dport);
+            let t = c.tuple;
             self.by_tuple.get(&t).copied()
         })?;
         if let Some(conn) = self.conns.get_mut(&sock) {
@@ -593,7 +596,7 @@ impl Table {
     }
 
     fn finish(&mut self, mut c: Box<Conn>) -> Box<Conn> {
-        if let Some(t) = c.tuple()
+        if let Some(t) = c.complete_tuple()
             && self.by_tuple.get(&t) == Some(&c.sock)
         {
             self.by_tuple.remove(&t);
@@ -604,13 +607,13 @@ impl Table {
 
     fn remove_open(&mut self, sock: SockAddr) -> Option<Box<Conn>> {
         let c = self.conns.remove(&sock)?;
-        if let Some(t) = c.tuple()
+        if let Some(t) = c.complete_tuple()
             && self.by_tuple.get(&t) == Some(&sock)
         {
             self.by_tuple.remove(&t);
         }
         if c.last_state() == TcpState::Listen {
-            self.forget_listener(c.sport, sock);
+            self.forget_listener(c.tuple.local.port, sock);
         }
         Some(c)
     }
@@ -627,16 +630,18 @@ impl Table {
     /// The owner of the listener an accepted socket came from: same local port, and the same
     /// local address or a wildcard one.
     fn listener_owner(&self, t: &Transition) -> Option<Owner> {
-        let matches = |l: &&Conn| l.saddr == t.saddr || l.saddr.is_unspecified();
+        let matches = |l: &&Conn| {
+            l.tuple.local.addr == t.tuple.local.addr || l.tuple.local.addr.is_unspecified()
+        };
         let live = self
             .listeners
-            .get(&t.sport)
+            .get(&t.tuple.local.port)
             .into_iter()
             .flatten()
             .filter_map(|s| self.conns.get(s).map(|c| &**c));
         let seeded = self
             .seeded_listeners
-            .get(&t.sport)
+            .get(&t.tuple.local.port)
             .into_iter()
             .flatten()
             .filter_map(|k| self.seeded.get(k).map(|c| &**c));

@@ -28,14 +28,16 @@ pub(crate) fn tr(
         ts_ns: ts,
         sock: SockAddr(sock),
         family: Family::Ipv4,
-        saddr: "127.0.0.1".parse().unwrap(),
-        sport,
-        daddr: if dport == 0 {
-            "0.0.0.0".parse().unwrap()
-        } else {
-            "127.0.0.1".parse().unwrap()
-        },
-        dport,
+        tuple: Tuple::new(
+            "127.0.0.1".parse().unwrap(),
+            sport,
+            if dport == 0 {
+                "0.0.0.0".parse().unwrap()
+            } else {
+                "127.0.0.1".parse().unwrap()
+            },
+            dport,
+        ),
         old,
         new,
         task: task(7, "app"),
@@ -55,10 +57,12 @@ pub(crate) fn ctx(
         ts_ns: ts,
         sock: sock.map(SockAddr),
         family: Some(Family::Ipv4),
-        saddr: "127.0.0.1".parse().unwrap(),
-        sport: 40000,
-        daddr: "127.0.0.1".parse().unwrap(),
-        dport: 80,
+        tuple: Tuple::new(
+            "127.0.0.1".parse().unwrap(),
+            40000,
+            "127.0.0.1".parse().unwrap(),
+            80,
+        ),
         state,
         value,
         task: task(0, "swapper/0"),
@@ -119,7 +123,7 @@ fn client_closing_first_fills_its_port_and_times_each_state() {
         (c.start_ns(), c.end_ns(), c.lifetime_ns()),
         (100, 1400, 1300)
     );
-    assert_eq!((c.sport, c.dport), (40000, 8080));
+    assert_eq!((c.tuple.local.port, c.tuple.remote.port), (40000, 8080));
     assert_eq!(c.close, Some(CloseClass::Active));
     assert!(!c.incomplete);
     assert!(t.is_empty(), "CLOSE frees the entry");
@@ -142,7 +146,10 @@ fn a_closed_record_waits_for_the_grace_period_or_its_time_wait_lookup() {
         t.apply(&tr(s, 4, FinWait2, Close, 5, 80));
         if tw {
             let p: Vec<_> = t.time_wait_pending().collect();
-            assert_eq!((p.len(), p[0].from, p[0].tuple.1), (1, FinWait2, 5));
+            assert_eq!(
+                (p.len(), p[0].from, p[0].tuple.local.port),
+                (1, FinWait2, 5)
+            );
             let w = super::TimeWait {
                 confirmed: true,
                 expires_ns: Some(60_000_000_004),
@@ -179,7 +186,7 @@ fn an_address_reused_before_the_time_wait_lookup_loses_no_connection() {
     );
     t.apply(&tr(1, 6, SynRecv, Established, 80, 6));
     let p: Vec<_> = t.time_wait_pending().collect();
-    assert_eq!((p.len(), p[0].tuple.1), (1, 5));
+    assert_eq!((p.len(), p[0].tuple.local.port), (1, 5));
     let w = super::TimeWait {
         confirmed: true,
         expires_ns: Some(60_000_000_004),
@@ -422,7 +429,7 @@ fn error_reports_find_an_accepted_socket_by_tuple() {
     let mut t = Table::new();
     t.apply(&tr(2, 1, Listen, SynRecv, 80, 40000));
     let mut e = ctx(None, 3, ContextKind::Error, None, 104);
-    (e.sport, e.dport) = (80, 40000);
+    (e.tuple.local.port, e.tuple.remote.port) = (80, 40000);
     t.context(&e);
     assert_eq!(t.open().next().unwrap().error, Some(104));
 }
@@ -465,7 +472,7 @@ fn reuse_without_a_seen_close_supersedes_and_marks_incomplete() {
     assert_eq!(old.states[..], [Close, SynSent, Established]);
     let new = t.open().next().unwrap();
     assert_eq!(
-        (new.role, new.dport, new.incomplete),
+        (new.role, new.tuple.remote.port, new.incomplete),
         (Role::Client, 443, false)
     );
 }
@@ -604,7 +611,7 @@ fn stuck_connections_are_grouped_by_owner_and_state() {
 #[test]
 fn seeded_sockets_age_from_start_up_and_are_adopted_by_their_first_event() {
     let mut t = Table::new();
-    let tuple: Tuple = (
+    let tuple = Tuple::new(
         "127.0.0.1".parse().unwrap(),
         80,
         "127.0.0.1".parse().unwrap(),
@@ -647,7 +654,7 @@ fn seeded_sockets_age_from_start_up_and_are_adopted_by_their_first_event() {
         (7, &[CloseWait, LastAck][..], true)
     );
     // A seeded listener passes its owner on to accepted sockets.
-    let ltuple: Tuple = (
+    let ltuple = Tuple::new(
         "0.0.0.0".parse().unwrap(),
         443,
         "0.0.0.0".parse().unwrap(),
@@ -700,7 +707,8 @@ fn sockets_the_kernel_no_longer_has_are_aged_out() {
     t.apply(&tr(2, 30, Close, SynSent, 0, 81));
     t.apply(&tr(2, 40, SynSent, Established, 5001, 81));
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
-    let alive: std::collections::HashSet<Tuple> = [(lo, 5001, lo, 81)].into_iter().collect();
+    let alive: std::collections::HashSet<Tuple> =
+        [Tuple::new(lo, 5001, lo, 81)].into_iter().collect();
     // Quiet since before 30: only socket 1 qualifies; it is gone from the kernel.
     let gone = t.prune_vanished(&alive, 30);
     assert_eq!(gone.len(), 1);
