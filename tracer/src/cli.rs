@@ -155,16 +155,23 @@ pub struct Args {
     pub view: Option<View>,
 
     /// Also write each finished connection as an SVG sequence diagram (the ladder) into DIR,
-    /// created if missing; one file per connection, named by time and endpoints. The filters
-    /// choose which connections.
+    /// created if missing (mode 0700); one file per connection (mode 0600), named by time and
+    /// endpoints. The filters choose which connections.
     #[arg(global = true, long, value_name = "DIR")]
     pub svg: Option<PathBuf>,
 
     /// Record every raw event, and what sock_diag and /proc told tracer, to FILE (JSON Lines,
     /// documented in the README), for `tracer replay FILE`. The kernel filters given here
-    /// apply to what is recorded.
+    /// apply to what is recorded. The file is created mode 0600 (it names every connection,
+    /// process, uid and cgroup); an existing FILE, or a symlink at that path, is refused
+    /// unless --force is given.
     #[arg(global = true, long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+
+    /// Replace an existing --record FILE or SVG file instead of refusing. A symlink at the
+    /// path is replaced itself: tracer never writes through one.
+    #[arg(global = true, long)]
+    pub force: bool,
 
     /// Print a summary at exit and on SIGUSR1: connections by role and close class,
     /// transitions by (old, new), duration histograms with p50/p90/p99/max (handshake,

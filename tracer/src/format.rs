@@ -222,6 +222,12 @@ pub fn tracefs() -> anyhow::Result<(PathBuf, bool)> {
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
+        // Another process (a second tracer, perf, bpftrace) may have mounted it between our
+        // check and our mount: the kernel then refuses a second mount of the same tracefs on
+        // the same directory (EBUSY). That is not an error: it is mounted.
+        if Path::new(dir).join("events").is_dir() {
+            return Ok((PathBuf::from(dir), false));
+        }
         bail!(
             "tracefs is not mounted and mounting it at {dir} failed ({err}): mount it with `mount -t tracefs tracefs {dir}` (needs root)"
         );

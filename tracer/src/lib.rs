@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod decode;
 pub mod enrich;
+pub mod files;
 pub mod filter;
 pub mod format;
 pub mod ladder;

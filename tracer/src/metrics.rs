@@ -50,9 +50,15 @@ struct StateLabels {
     state: &'static str,
 }
 
-/// Durations from 10 µs to ~3 h in factor-4 steps (log scale).
+/// Bucket bounds: 10 µs, then factor-4 steps (log scale) up to ~11.9 h (10 µs × 4^16 =
+/// 42,950 s). A CLOSE_WAIT leak or a long-lived connection lasts hours: with 14 buckets
+/// (up to 671 s) every one of them landed in +Inf.
+const SECONDS_BUCKETS: (f64, f64, u16) = (1e-5, 4.0, 17);
+
+/// Durations from 10 µs to ~12 h.
 fn seconds_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(1e-5, 4.0, 14))
+    let (start, factor, n) = SECONDS_BUCKETS;
+    Histogram::new(exponential_buckets(start, factor, n))
 }
 
 /// Handles to every metric (cheap to clone: each is shared).
@@ -362,5 +368,73 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
+    }
+
+    /// The `le` bounds of one histogram, as the exposition gives them.
+    fn bucket_bounds(text: &str, name: &str) -> Vec<String> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter_map(|l| l.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn duration_buckets_reach_hours_not_minutes() {
+        let m = Metrics::new();
+        let mut t = Table::new();
+        // A client that stayed ESTABLISHED for 4 hours, then closed.
+        let hours = 4 * 3_600_000_000_000u64;
+        for e in [
+            tr(1, 1_000, Close, SynSent, 0, 80),
+            tr(1, 2_000, SynSent, Established, 5, 80),
+            tr(1, hours, Established, FinWait1, 5, 80),
+            tr(1, hours + 1_000, FinWait1, FinWait2, 5, 80),
+            tr(1, hours + 2_000, FinWait2, Close, 5, 80),
+        ] {
+            t.apply(&e);
+        }
+        for c in t.flush() {
+            m.connection(&c);
+        }
+        let text = m.encode();
+        for name in [
+            "tracer_tcp_handshake_seconds",
+            "tracer_tcp_accept_seconds",
+            "tracer_tcp_close_wait_seconds",
+            "tracer_tcp_fin_wait2_seconds",
+            "tracer_tcp_time_wait_seconds",
+            "tracer_tcp_connection_lifetime_seconds",
+        ] {
+            let bounds = bucket_bounds(&text, name);
+            assert_eq!(bounds.len(), 18, "{name}: 17 bounds and +Inf in:\n{text}");
+            assert_eq!(
+                bounds.first().map(String::as_str),
+                Some("0.00001"),
+                "{name}"
+            );
+            assert_eq!(bounds.last().map(String::as_str), Some("+Inf"), "{name}");
+            let finite: Vec<f64> = bounds[..17].iter().map(|b| b.parse().unwrap()).collect();
+            let top = finite[16];
+            assert!(
+                top >= 3.0 * 3600.0,
+                "{name}: the last finite bucket ends at {top} s"
+            );
+            assert!(finite.windows(2).all(|w| (w[1] / w[0] - 4.0).abs() < 1e-9));
+        }
+        // The 4-hour lifetime is counted in a finite bucket: the one ending at ~11.9 h.
+        let lifetime = "tracer_tcp_connection_lifetime_seconds_bucket{le=\"";
+        let counts: Vec<(String, u64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(lifetime))
+            .map(|l| {
+                let (le, rest) = l.split_once("\"} ").unwrap();
+                (le.to_string(), rest.trim().parse().unwrap())
+            })
+            .collect();
+        let first_with = counts.iter().find(|(_, n)| *n > 0).unwrap();
+        assert_ne!(first_with.0, "+Inf", "{counts:?}");
+        assert!(first_with.0.parse::<f64>().unwrap() > 4.0 * 3600.0);
     }
 }

@@ -64,6 +64,8 @@ pub struct Pipeline<S: Sink> {
     pub svg_dir: Option<PathBuf>,
     /// SVG files written.
     pub svg_written: u64,
+    /// `--force`: SVG files may replace existing ones.
+    pub force: bool,
     /// Pairs the two ends of local connections (ladder view and SVG).
     pub pairer: Option<Pairer>,
     /// Wall-clock times for ladders.
@@ -102,6 +104,7 @@ impl<S: Sink> Pipeline<S> {
             view: View::Events,
             svg_dir: None,
             svg_written: 0,
+            force: false,
             pairer: None,
             clock: WallClock::now(),
             recorder: None,
@@ -265,9 +268,11 @@ impl<S: Sink> Pipeline<S> {
         }
         if let Some(dir) = &self.svg_dir {
             let path = dir.join(svg_name(&a, &self.clock));
-            std::fs::write(&path, ladder::svg::render(&l)).map_err(|e| {
-                io::Error::other(format!("writing the SVG {}: {e}", path.display()))
-            })?;
+            crate::files::create_private(&path, self.force)
+                .and_then(|mut f| io::Write::write_all(&mut f, ladder::svg::render(&l).as_bytes()))
+                .map_err(|e| {
+                    io::Error::other(format!("writing the SVG {}: {e}", path.display()))
+                })?;
             self.svg_written += 1;
         }
         Ok(())

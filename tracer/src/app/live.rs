@@ -14,6 +14,7 @@ use crate::{
     clock::{WallClock, monotonic_ns},
     decode::{LostCause, TcpState},
     enrich::{self, OwnerResolver, TimeWaitTracker},
+    files,
     filter::Filter,
     metrics,
     output::Sink,
@@ -108,7 +109,7 @@ async fn attach<S: Sink>(
 ) -> anyhow::Result<Live> {
     // The recording file first: a bad path fails before anything is loaded.
     if let Some(path) = &args.record {
-        let file = std::fs::File::create(path)
+        let file = files::create_private(path, args.force)
             .with_context(|| format!("creating the recording {}", path.display()))?;
         let rec = Recorder::new(
             io::BufWriter::with_capacity(256 << 10, file),

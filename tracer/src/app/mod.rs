@@ -75,9 +75,10 @@ pub fn configure<S: Sink>(
     pipe.summary = args.summary.then(Summary::new);
     pipe.view = args.view();
     if let Some(dir) = &args.svg {
-        std::fs::create_dir_all(dir)
+        crate::files::create_private_dir(dir)
             .with_context(|| format!("creating the --svg directory {}", dir.display()))?;
         pipe.svg_dir = Some(dir.clone());
+        pipe.force = args.force;
     }
     if pipe.view == View::Ladder || pipe.svg_dir.is_some() {
         pipe.pairer = Some(Pairer::new());

@@ -177,16 +177,39 @@ fn human_durations() {
 fn schema_of_every_record_type() {
     use crate::{
         decode::{ContextKind, Family},
+        summary::Summary,
         table::{
-            StuckGroup, StuckReport, Unstuck,
+            Note, StuckGroup, StuckReport, TimeWait, Unstuck,
             tests::{ctx, task},
         },
     };
-    let (evs, c) = client();
+    let (evs, mut c) = client();
+    let owner = c
+        .owner
+        .expect("the client's owner comes from its connect()");
+    // One context event of each shape on the connection: an error (it has `errno`) and a
+    // destroy (it has not).
+    c.notes.push(Note {
+        kind: ContextKind::Error,
+        ts_ns: 1_301_500,
+        state: None,
+        value: 111,
+    });
+    c.notes.push(Note {
+        kind: ContextKind::Destroy,
+        ts_ns: 1_302_000,
+        state: None,
+        value: 0,
+    });
+    c.time_wait = Some(TimeWait {
+        confirmed: true,
+        expires_ns: Some(60_000_000_000),
+    });
     let mut s = Json::new(Vec::new(), WallClock::fixed(OFFSET));
-    s.transition(&evs[0].0, None, None).unwrap();
-    s.event(&ctx(Some(1), 5, ContextKind::Error, None, 111), None)
-        .unwrap();
+    s.transition(&evs[0].0, None, Some(&owner)).unwrap();
+    let mut e = ctx(Some(1), 5, ContextKind::Error, None, 111);
+    e.task = task(7, "app");
+    s.event(&e, Some(&owner)).unwrap();
     s.connection(&c).unwrap();
     let d = DiagTransition {
         ts_ns: 9,
@@ -197,7 +220,7 @@ fn schema_of_every_record_type() {
         new: TimeWait,
         expires_ns: Some(60),
         in_old_ns: None,
-        owner: None,
+        owner: Some(owner),
     };
     s.diag_transition(&d).unwrap();
     s.stuck(&StuckReport {
@@ -216,11 +239,11 @@ fn schema_of_every_record_type() {
             age_at_least: true,
             reports: 2,
         },
-        None,
+        Some(&owner),
     )
     .unwrap();
     let g = StuckGroup {
-        owner: None,
+        owner: Some(owner),
         state: CloseWait,
         count: 3,
         oldest_ns: 9,
@@ -228,144 +251,147 @@ fn schema_of_every_record_type() {
     };
     s.stuck_summary(&[g], 30).unwrap();
     s.lost(LostCause::RingbufFull, 1, 1).unwrap();
-    let _ = task(1, "x");
-    let keys = |line: &str| -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["v"], 1, "{line}");
-        v.as_object().unwrap().keys().cloned().collect()
-    };
-    let out = String::from_utf8(s.into_inner().unwrap()).unwrap();
-    let lines: Vec<&str> = out.lines().collect();
-    let want: [&[&str]; 8] = [
-        &[
-            "v",
-            "type",
-            "time",
-            "ts_ns",
-            "sock",
-            "family",
-            "saddr",
-            "sport",
-            "daddr",
-            "dport",
-            "old",
-            "new",
-            "in_old_ns",
-            "pid",
-            "tid",
-            "comm",
-            "cpu",
-            "owner",
-            "source",
-        ],
-        &[
-            "v", "type", "kind", "time", "ts_ns", "sock", "family", "saddr", "sport", "daddr",
-            "dport", "state", "errno", "value", "pid", "tid", "comm", "cpu", "owner",
-        ],
-        &[
-            "v",
-            "type",
-            "sock",
-            "family",
-            "saddr",
-            "sport",
-            "daddr",
-            "dport",
-            "role",
-            "states",
-            "durations_ns",
-            "start_ns",
-            "end_ns",
-            "lifetime_ns",
-            "start_time",
-            "incomplete",
-            "owner",
-            "close",
-            "events",
-            "events_dropped",
-            "retransmits",
-            "syn_retransmits",
-            "synack_retransmits",
-            "resets_sent",
-            "resets_received",
-            "error",
-            "time_wait",
-            "seen_from",
-        ],
-        &[
-            "v",
-            "type",
-            "time",
-            "ts_ns",
-            "sock",
-            "family",
-            "saddr",
-            "sport",
-            "daddr",
-            "dport",
-            "old",
-            "new",
-            "in_old_ns",
-            "pid",
-            "tid",
-            "comm",
-            "cpu",
-            "owner",
-            "source",
-            "expires_ns",
-        ],
-        &[
-            "v",
-            "type",
-            "sock",
-            "state",
-            "age_ns",
-            "age_at_least",
-            "report",
-            "owner",
-            "family",
-            "saddr",
-            "sport",
-            "daddr",
-            "dport",
-            "role",
-            "states",
-            "seen_from",
-        ],
-        &[
-            "v",
-            "type",
-            "time",
-            "ts_ns",
-            "sock",
-            "state",
-            "new",
-            "age_ns",
-            "age_at_least",
-            "reports",
-            "owner",
-            "family",
-            "saddr",
-            "sport",
-            "daddr",
-            "dport",
-        ],
-        &["v", "type", "threshold_ns", "groups"],
-        &["v", "type", "count", "cause", "total"],
-    ];
-    assert_eq!(lines.len(), want.len());
-    for (line, want) in lines.iter().zip(want) {
-        let mut got = keys(line);
-        let mut want: Vec<String> = want.iter().map(|k| k.to_string()).collect();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want, "{line}");
+    let mut sum = Summary::new();
+    for (t, _) in &evs {
+        sum.transition(t);
     }
-    let sum: serde_json::Value = serde_json::from_str(lines[6]).unwrap();
-    let mut gk: Vec<&String> = sum["groups"][0].as_object().unwrap().keys().collect();
-    gk.sort();
-    assert_eq!(
-        gk,
-        ["count", "oldest_at_least", "oldest_ns", "owner", "state"]
-    );
+    sum.connection(&c);
+    s.summary(&sum).unwrap();
+    let out = String::from_utf8(s.into_inner().unwrap()).unwrap();
+    let got: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Ordered>(l).unwrap().shape())
+        .collect();
+    const OWNER: &str = "{pid comm uid cgroup_id source}";
+    const TUPLE: &str = "family saddr sport daddr dport";
+    let want = [
+        format!(
+            "{{v type time ts_ns sock {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} source}}"
+        ),
+        format!(
+            "{{v type kind time ts_ns sock {TUPLE} state errno value pid tid comm cpu owner{OWNER}}}"
+        ),
+        format!(
+            "{{v type sock {TUPLE} role states durations_ns start_ns end_ns lifetime_ns start_time \
+             incomplete owner{OWNER} close \
+             events[{{kind ts_ns state errno value}} {{kind ts_ns state value}}] events_dropped \
+             retransmits syn_retransmits synack_retransmits resets_sent resets_received error \
+             time_wait{{confirmed expires_ns}} seen_from}}"
+        ),
+        format!(
+            "{{v type time ts_ns sock {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} \
+             source expires_ns}}"
+        ),
+        format!(
+            "{{v type sock state age_ns age_at_least report owner{OWNER} {TUPLE} role states \
+             seen_from}}"
+        ),
+        format!(
+            "{{v type time ts_ns sock state new age_ns age_at_least reports owner{OWNER} {TUPLE}}}"
+        ),
+        format!(
+            "{{v type threshold_ns groups[{{owner{OWNER} state count oldest_ns oldest_at_least}}]}}"
+        ),
+        "{v type count cause total}".to_string(),
+        "{v type span_ns connections incomplete by_role_close[{role close count}] \
+         transitions[{old new count}] \
+         durations[{name count p50_ns p90_ns p99_ns max_ns buckets[{le_ns count}]}] \
+         top_remotes_by_connections[{remote count}] top_remotes_by_resets \
+         remotes_not_counted}"
+            .to_string(),
+    ];
+    assert_eq!(got.len(), want.len(), "{out}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "\nin:\n{out}");
+    }
+}
+
+/// A JSON value with its objects' keys in the order they were written (serde_json's own
+/// `Value` sorts them), to pin the schema's key order.
+enum Ordered {
+    Object(Vec<(String, Ordered)>),
+    Array(Vec<Ordered>),
+    Scalar,
+}
+
+impl Ordered {
+    /// Keys in order, a nested object in braces after its key, each distinct shape of an
+    /// array's objects in brackets (in order of first appearance); scalars and arrays of
+    /// scalars leave only their key.
+    fn shape(&self) -> String {
+        match self {
+            Self::Scalar => String::new(),
+            Self::Object(kv) => {
+                let keys: Vec<String> = kv
+                    .iter()
+                    .map(|(k, v)| format!("{k}{}", v.shape()))
+                    .collect();
+                format!("{{{}}}", keys.join(" "))
+            }
+            Self::Array(items) => {
+                let mut shapes: Vec<String> = Vec::new();
+                for s in items.iter().map(Self::shape).filter(|s| !s.is_empty()) {
+                    if !shapes.contains(&s) {
+                        shapes.push(s);
+                    }
+                }
+                if shapes.is_empty() {
+                    String::new()
+                } else {
+                    format!("[{}]", shapes.join(" "))
+                }
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Ordered, E> {
+                Ok(Ordered::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Ordered, E> {
+                Ok(Ordered::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Ordered, E> {
+                Ok(Ordered::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Ordered, E> {
+                Ok(Ordered::Scalar)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Ordered, E> {
+                Ok(Ordered::Scalar)
+            }
+            fn visit_unit<E>(self) -> Result<Ordered, E> {
+                Ok(Ordered::Scalar)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element()? {
+                    v.push(x);
+                }
+                Ok(Ordered::Array(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, x)) = a.next_entry::<String, Ordered>()? {
+                    v.push((k, x));
+                }
+                Ok(Ordered::Object(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

@@ -371,9 +371,9 @@ fn recursion_misses(fd: RawFd) -> io::Result<u64> {
 }
 
 fn spawn_bpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
-    match aya_log::EbpfLogger::init(ebpf) {
+    match aya_log::EbpfLogger::init_with_logger(ebpf, BpfLog) {
         Err(e) => {
-            log::warn!("eBPF logger unavailable: {e}");
+            eprintln!("tracer: warning: --bpf-log: the eBPF program's log is unavailable: {e}");
             None
         }
         Ok(logger) => {
@@ -389,4 +389,25 @@ fn spawn_bpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
             }))
         }
     }
+}
+
+/// Where `--bpf-log` writes the program's records: straight to stderr, whatever the
+/// process's `RUST_LOG` filter (the program logs at debug; the default filter is warn, and
+/// asking for `--bpf-log` is asking to see them).
+struct BpfLog;
+
+impl log::Log for BpfLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        eprintln!(
+            "tracer: bpf: {} {}",
+            r.level().as_str().to_ascii_lowercase(),
+            r.args()
+        );
+    }
+
+    fn flush(&self) {}
 }
