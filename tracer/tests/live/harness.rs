@@ -1,0 +1,342 @@
+//! What every live test shares: the tracer under test, sockets on loopback, the fork lock.
+
+pub use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+pub use socket2::{Domain, Socket, Type};
+
+/// Child processes hold a copy of every open file descriptor between their fork and their
+/// exec. A socket this process closes in that window is really closed (its FIN sent, its
+/// `close()` transition run) by the child at its exec: the kernel then reports the child as
+/// the task, and an owner assertion fails. Tests run in parallel, so spawning takes this
+/// lock exclusively and closing a connection whose owner is checked takes it shared.
+pub static FORK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub trait Locked {
+    fn spawn_locked(&mut self) -> std::io::Result<Child>;
+    fn output_locked(&mut self) -> std::io::Result<std::process::Output>;
+    fn status_locked(&mut self) -> std::io::Result<std::process::ExitStatus>;
+}
+
+impl Locked for Command {
+    fn spawn_locked(&mut self) -> std::io::Result<Child> {
+        let _g = FORK
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.spawn()
+    }
+    fn output_locked(&mut self) -> std::io::Result<std::process::Output> {
+        // As `output()` does: nothing in, both outputs collected.
+        self.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.spawn_locked()?.wait_with_output()
+    }
+    fn status_locked(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.spawn_locked()?.wait()
+    }
+}
+
+pub const NEEDS_ROOT: &str = "needs root and a BPF-capable kernel: run `cargo xtask test`";
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "{NEEDS_ROOT}");
+}
+
+/// A running tracer whose stdout and stderr are collected line by line.
+pub struct Tracer {
+    pub child: Child,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l = lines.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Tracer {
+    /// Starts the tracer and waits until it says it is attached.
+    pub fn start(args: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn_locked()
+            .expect("spawn tracer");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let t = Self {
+            child,
+            stdout,
+            stderr,
+        };
+        t.wait_stderr(
+            "attached to sock:inet_sock_set_state",
+            Duration::from_secs(30),
+        );
+        t
+    }
+
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            assert!(
+                start.elapsed() < timeout,
+                "tracer did not print {needle:?} within {timeout:?}; stderr: {:?}",
+                self.stderr.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `n` JSON records satisfy `pred`.
+    pub fn wait_json(&self, n: usize, pred: impl Fn(&Value) -> bool) {
+        let start = Instant::now();
+        loop {
+            let count = self.json().iter().filter(|v| pred(v)).count();
+            if count >= n {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "only {count} of {n} expected records after 10s; stdout: {:#?}",
+                self.stdout.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// SIGINT, then the exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
+        // SAFETY: kill with a valid pid of our own child and a valid signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10));
+        thread::sleep(Duration::from_millis(50)); // let the reader threads see EOF
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status, out, err)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "tracer did not exit within {timeout:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A listening socket bound (not yet listening) to an ephemeral port, so the tracer can be
+/// started with that port before `listen()` emits CLOSE → LISTEN.
+pub fn bound(v6: bool) -> (Socket, SocketAddr) {
+    let (domain, addr): (Domain, SocketAddr) = if v6 {
+        (Domain::IPV6, (Ipv6Addr::LOCALHOST, 0).into())
+    } else {
+        (Domain::IPV4, (Ipv4Addr::LOCALHOST, 0).into())
+    };
+    let s = Socket::new(domain, Type::STREAM, None).unwrap();
+    s.bind(&addr.into()).unwrap();
+    let local = s.local_addr().unwrap().as_socket().unwrap();
+    (s, local)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum FirstCloser {
+    Client,
+    Server,
+}
+
+/// One complete connection: listen, connect, accept, a byte each way, close in the given
+/// order (each side waits for the other's FIN when it closes second), close the listener.
+/// Returns the client's local port.
+pub fn one_connection(listener: Socket, addr: SocketAddr, first: FirstCloser) -> u16 {
+    listener.listen(16).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let mut client = TcpStream::connect(addr).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    client.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    server.read_exact(&mut b).unwrap();
+    server.write_all(b"y").unwrap();
+    client.read_exact(&mut b).unwrap();
+    let (first_s, mut second_s) = match first {
+        FirstCloser::Client => (client, server),
+        FirstCloser::Server => (server, client),
+    };
+    // No child may hold these sockets while they close (see FORK).
+    let _no_fork = FORK
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A plain close(): shutdown() first would add the kernel's FIN_WAIT1 → FIN_WAIT1.
+    drop(first_s);
+    // The second closer sees EOF (the FIN), then closes.
+    assert_eq!(second_s.read(&mut b).unwrap(), 0);
+    drop(second_s);
+    drop(listener);
+    cport
+}
+
+/// How a client's and an accepted socket's timelines begin, and how the side that closes
+/// first (active) and second (passive) end.
+pub const CLIENT_OPEN: [&str; 2] = ["CLOSE", "SYN_SENT"];
+pub const SERVER_OPEN: [&str; 2] = ["LISTEN", "SYN_RECV"];
+pub const ACTIVE_CLOSE: [&str; 4] = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"];
+pub const PASSIVE_CLOSE: [&str; 4] = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"];
+
+pub fn timeline(head: &[&str], tail: &[&str]) -> Vec<String> {
+    head.iter().chain(tail).map(|s| s.to_string()).collect()
+}
+
+pub fn states(v: &Value) -> Vec<String> {
+    v["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn conns(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|v| v["type"] == "connection")
+        .collect()
+}
+
+/// Records with `"type": ty`.
+pub fn of_type<'a>(records: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    records.iter().filter(|v| v["type"] == ty).collect()
+}
+
+/// A network namespace for one test (`ip netns add`), removed on drop.
+pub struct Netns(String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("tracer-{tag}-{}", std::process::id());
+        let ok = |c: &mut Command| assert!(c.status_locked().unwrap().success(), "{c:?}");
+        ok(Command::new("ip").args(["netns", "add", &name]));
+        ok(Command::new("ip").args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"]));
+        Self(name)
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (sockets it creates live there).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status_locked();
+    }
+}
+
+/// An independent count of `sock:inet_sock_set_state` events: a tracefs instance with the
+/// event enabled and filtered to one port. Removed on drop.
+pub struct TracefsCount(std::path::PathBuf);
+
+impl TracefsCount {
+    pub fn new(port: u16) -> Self {
+        let dir = std::path::PathBuf::from(format!(
+            "/sys/kernel/tracing/instances/tracer-test-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("buffer_size_kb"), "16384").unwrap();
+        let ev = dir.join("events/sock/inet_sock_set_state");
+        std::fs::write(
+            ev.join("filter"),
+            format!("sport == {port} || dport == {port}"),
+        )
+        .unwrap();
+        std::fs::write(ev.join("enable"), "1").unwrap();
+        Self(dir)
+    }
+
+    pub fn count(&self) -> usize {
+        std::fs::write(self.0.join("events/sock/inet_sock_set_state/enable"), "0").unwrap();
+        let text = std::fs::read_to_string(self.0.join("trace")).unwrap();
+        assert!(
+            !text.contains("LOST"),
+            "the counting instance itself lost events"
+        );
+        text.lines()
+            .filter(|l| l.contains("inet_sock_set_state:"))
+            .count()
+    }
+}
+
+impl Drop for TracefsCount {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tracer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
