@@ -136,8 +136,22 @@ fn run() -> anyhow::Result<ExitCode> {
             } else {
                 // The privileged tests are #[ignore]d for a plain `cargo test`; run them all here.
                 // tracer/tests/svg_browser.rs renders the SVG ladders in headless Chromium.
-                if !deb_installed("chromium") {
-                    apt_install(&["chromium"])?;
+                // What the tests drive: real servers and clients, and failures made with
+                // nftables inside namespaces the tests create (iproute2 for `ip netns`).
+                let missing: Vec<&str> = TEST_PACKAGES
+                    .iter()
+                    .copied()
+                    .filter(|p| !deb_installed(p))
+                    .collect();
+                if !missing.is_empty() {
+                    apt_install(&missing)?;
+                    if missing.contains(&"nginx-light") {
+                        // Debian starts the packaged nginx on port 80; the tests run their
+                        // own, each with its own configuration, in their own namespaces.
+                        let _ = Command::new("systemctl")
+                            .args(["disable", "--now", "nginx"])
+                            .status();
+                    }
                 }
                 let mut c = cargo();
                 c.args([
@@ -458,6 +472,11 @@ fn linked_llvm_major(bin: &Path) -> Option<u32> {
         digits.parse().ok()
     })
 }
+
+/// Debian packages the privileged tests use: headless Chromium renders the SVG ladders;
+/// nginx and curl are the real server and client; nftables makes drops, rejects and loss in
+/// the tests' own namespaces; iproute2 creates them.
+const TEST_PACKAGES: &[&str] = &["chromium", "nginx-light", "curl", "nftables", "iproute2"];
 
 pub(crate) fn deb_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
