@@ -223,7 +223,10 @@ pub struct Event {
     pub newstate: u8,
     /// Error report: errno (positive). Retransmit: `err`. Send reset: reason. Else 0.
     pub value: i32,
-    pub _pad: u32,
+    /// Inode of the socket's network namespace (`sk->__sk_common.skc_net->ns.inum`, at
+    /// [`NetnsOffsets`] from the kernel's BTF); 0 when the event has no socket or the
+    /// offsets are unknown. User space asks sock_diag and /proc in that namespace.
+    pub netns: u32,
 }
 
 /// Size of [`Event`] on the wire.
@@ -252,7 +255,10 @@ pub struct Config {
     /// Non-zero: only sockets whose network namespace inode is in `NETNS` pass (read through
     /// the socket at the [`NetnsOffsets`] the loader took from the kernel's BTF).
     pub filter_netns: u8,
-    pub _pad: [u8; 2],
+    /// Non-zero: read every socket's network namespace inode into [`Event::netns`] (the
+    /// offsets are known). Zero where the kernel has no BTF: events then say 0, unknown.
+    pub read_netns: u8,
+    pub _pad: u8,
 }
 
 /// Where a socket's netns inode is: `*(u32 *)(*(u64 *)(sk + skc_net) + net_inum)`.

@@ -81,7 +81,8 @@ static CONFIG: Global<Config> = Global::new(Config {
     filter_addrs: 0,
     filter_owner: 0,
     filter_netns: 0,
-    _pad: [0; 2],
+    read_netns: 0,
+    _pad: 0,
 });
 
 #[unsafe(no_mangle)]
@@ -228,6 +229,8 @@ struct Fields {
     oldstate: u8,
     newstate: u8,
     value: i32,
+    /// The socket's network namespace inode ([`sock_netns`]).
+    netns: u32,
 }
 
 /// The family and port filters, shared by every program: checked before anything else is
@@ -297,25 +300,34 @@ fn owner_passes(cfg: &Config, sk: u64, old: u8, new: u8, sport: u16) -> bool {
     known_owner_passes(cfg, sk)
 }
 
-/// `--netns`: the socket's own network namespace (not the current task's). Events without a
-/// socket pass; a socket whose namespace cannot be read is dropped only if the filter is on.
+/// The inode of the socket's own network namespace (not the current task's), read once per
+/// record: it goes into the event (user space asks sock_diag and /proc in that namespace)
+/// and decides `--netns`. 0 when there is no socket, the offsets are unknown, or the read
+/// fails.
 #[inline(always)]
-fn netns_passes(cfg: &Config, sk: u64) -> bool {
-    if cfg.filter_netns == 0 || sk == 0 {
-        return true;
+fn sock_netns(cfg: &Config, sk: u64) -> u32 {
+    if (cfg.read_netns == 0 && cfg.filter_netns == 0) || sk == 0 {
+        return 0;
     }
     let off = NETNS_OFFSETS.load();
     // SAFETY: bpf_probe_read_kernel checks the addresses itself and fails cleanly; the
     // offsets come from the running kernel's BTF.
-    let inum = unsafe {
+    unsafe {
         bpf_probe_read_kernel((sk + u64::from(off.skc_net)) as *const u64)
             .and_then(|net| bpf_probe_read_kernel((net + u64::from(off.net_inum)) as *const u32))
-    };
-    match inum {
-        // SAFETY: a map lookup of a plain u32 key.
-        Ok(inum) => unsafe { NETNS.get(inum) }.is_some(),
-        Err(_) => false,
     }
+    .unwrap_or(0)
+}
+
+/// `--netns`: events without a socket pass; a socket whose namespace cannot be read (0) is
+/// dropped only if the filter is on.
+#[inline(always)]
+fn netns_passes(cfg: &Config, sk: u64, netns: u32) -> bool {
+    if cfg.filter_netns == 0 || sk == 0 {
+        return true;
+    }
+    // SAFETY: a map lookup of a plain u32 key.
+    netns != 0 && unsafe { NETNS.get(netns) }.is_some()
 }
 
 /// The owner filters for a socket, from the owner map alone (context events).
@@ -371,7 +383,9 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout, c: *mut Counters) -> Result<(), (
     let skaddr: u64 = rec.read(l.skaddr)?;
     // TCP states are 1..=12; anything else is passed on and rejected by the decoder.
     let (oldstate, newstate) = (oldstate as u8, newstate as u8);
-    if !netns_passes(&cfg, skaddr) || !owner_passes(&cfg, skaddr, oldstate, newstate, sport) {
+    let netns = sock_netns(&cfg, skaddr);
+    if !netns_passes(&cfg, skaddr, netns) || !owner_passes(&cfg, skaddr, oldstate, newstate, sport)
+    {
         return Ok(());
     }
     emit(
@@ -387,6 +401,7 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout, c: *mut Counters) -> Result<(), (
             oldstate,
             newstate,
             value: 0,
+            netns,
         },
         c,
     );
@@ -433,7 +448,7 @@ fn emit(cfg: &Config, f: &Fields, c: *mut Counters) {
         (*ev).oldstate = f.oldstate;
         (*ev).newstate = f.newstate;
         (*ev).value = f.value;
-        (*ev)._pad = 0;
+        (*ev).netns = f.netns;
     }
     bump!(c, submitted);
     // Wake the reader only when a batch is pending: per-event wake-ups cost more than the
@@ -639,7 +654,8 @@ fn context_fill<R: Record>(rec: &R, l: &CtxLayout, kind: u32, c: *mut Counters) 
     let state = opt::<i32>(rec, l.state)?.unwrap_or(0);
     let skaddr = opt::<u64>(rec, l.skaddr)?.unwrap_or(0);
     // The listener's own owner for SYN-ACK retransmits; the socket's for the rest.
-    let pass = known_owner_passes(&cfg, skaddr) && netns_passes(&cfg, skaddr);
+    let netns = sock_netns(&cfg, skaddr);
+    let pass = known_owner_passes(&cfg, skaddr) && netns_passes(&cfg, skaddr, netns);
     if kind == kind::DESTROY_SOCK && cfg.filter_owner != 0 {
         // Freed: its address may now be reused (the map is LRU besides).
         let _ = OWNERS.remove(skaddr);
@@ -660,6 +676,7 @@ fn context_fill<R: Record>(rec: &R, l: &CtxLayout, kind: u32, c: *mut Counters) 
             oldstate: state as u8,
             newstate: 0,
             value: opt::<i32>(rec, l.value)?.unwrap_or(0),
+            netns,
         },
         c,
     );

@@ -182,6 +182,8 @@ pub struct Transition {
     /// CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
     pub sock: SockAddr,
+    /// Inode of the socket's network namespace; 0 when unknown.
+    pub netns: u32,
     pub family: Family,
     /// Local (`saddr`/`sport`) and remote (`daddr`/`dport`) ends.
     pub tuple: Tuple,
@@ -229,6 +231,8 @@ pub struct Context {
     pub ts_ns: u64,
     /// `None` for error reports (they carry a tuple) and resets sent without a socket.
     pub sock: Option<SockAddr>,
+    /// Inode of the socket's network namespace; 0 when unknown (no socket).
+    pub netns: u32,
     /// `None` when the event does not say.
     pub family: Option<Family>,
     /// Local (`saddr`/`sport`) and remote (`daddr`/`dport`) ends.
@@ -290,6 +294,7 @@ pub fn from_raw(ev: &Event) -> Result<Decoded, DecodeError> {
             return Ok(Decoded::Transition(Transition {
                 ts_ns: ev.ts_ns,
                 sock: SockAddr(ev.skaddr),
+                netns: ev.netns,
                 family,
                 tuple: Tuple::new(
                     addr(family, &ev.saddr),
@@ -326,6 +331,7 @@ pub fn from_raw(ev: &Event) -> Result<Decoded, DecodeError> {
         kind: ctx_kind,
         ts_ns: ev.ts_ns,
         sock: (ev.skaddr != 0).then_some(SockAddr(ev.skaddr)),
+        netns: ev.netns,
         family,
         tuple: Tuple::new(saddr, ev.sport, daddr, ev.dport),
         state: match ev.oldstate {
@@ -405,7 +411,7 @@ pub(crate) mod tests {
             oldstate: old,
             newstate: new,
             value: 0,
-            _pad: 0,
+            netns: 0,
         }
     }
 

@@ -5,7 +5,7 @@ use std::{io, path::PathBuf};
 use crate::{
     clock::WallClock,
     decode::{self, Decoded, LostCause, TcpState},
-    enrich::{OwnerResolver, TimeWaitTracker},
+    enrich::{Namespaces, OwnerResolver, TimeWaitTracker},
     filter::Filter,
     ladder::{self, Pairer},
     metrics,
@@ -44,6 +44,10 @@ pub struct Pipeline<S: Sink> {
     pub no_time_wait_lookups: bool,
     /// Owners from sock_diag + /proc for sockets without a process-context event.
     pub owners: Option<OwnerResolver>,
+    /// The host's network namespaces, each with its sock_diag socket: what the TIME_WAIT and
+    /// owner lookups go through. `None` in a replay (its lookups are in the recording) or
+    /// when sock_diag is unavailable.
+    pub namespaces: Option<Namespaces>,
     /// What to show (`--state`; the other filters ran in the kernel).
     pub filter: Filter,
     /// Apply the kernel's filters here too (a replay: the recording was not filtered by
@@ -95,6 +99,7 @@ impl<S: Sink> Pipeline<S> {
             decode_errors: 0,
             time_wait: None,
             owners: None,
+            namespaces: None,
             filter: Filter::default(),
             user_filter: false,
             quiet: false,
@@ -329,10 +334,10 @@ impl<S: Sink> Pipeline<S> {
     /// complete.
     pub fn settle(&mut self, now_ns: u64) -> io::Result<()> {
         let mut dropped = self.table.enforce_cap();
-        if let Some(o) = &mut self.owners {
+        if let (Some(o), Some(ns)) = (&mut self.owners, &mut self.namespaces) {
             match o
-                .poll(now_ns, &mut self.table)
-                .and_then(|()| o.prune(now_ns, &mut self.table))
+                .poll(now_ns, &mut self.table, ns)
+                .and_then(|()| o.prune(now_ns, &mut self.table, ns))
             {
                 Ok(gone) => dropped.extend(gone),
                 Err(e) => {
@@ -350,12 +355,20 @@ impl<S: Sink> Pipeline<S> {
                     // releases them at the same moment).
                     let pending: Vec<_> = self.table.time_wait_pending().collect();
                     for p in pending {
-                        self.table.set_time_wait(p.sock, p.tuple, None);
+                        self.table.set_time_wait(
+                            p.sock,
+                            table::NsTuple::new(p.netns, p.tuple),
+                            None,
+                        );
                     }
                 }
                 Vec::new()
             }
-            Some(tw) => tw.poll(now_ns, &mut self.table).unwrap_or_else(|e| {
+            Some(tw) => match &mut self.namespaces {
+                Some(ns) => tw.poll(now_ns, &mut self.table, ns),
+                None => Ok(Vec::new()),
+            }
+            .unwrap_or_else(|e| {
                 eprintln!("tracer: TIME_WAIT lookups via sock_diag stopped: {e}");
                 self.time_wait = None;
                 self.no_time_wait_lookups = true;

@@ -21,7 +21,7 @@ use crate::{
     decode::LostCause,
     decode::{Comm, Family, SockAddr, TcpState},
     table::DiagTransition,
-    table::{Fact, Owner, OwnerSource, Seed, TimeWait},
+    table::{Fact, NsTuple, Owner, OwnerSource, Seed, TimeWait},
     tuple::Tuple,
 };
 
@@ -49,6 +49,9 @@ pub struct Header {
     pub command: Vec<String>,
     /// The kernel-side filters in force (events they dropped are not in the file).
     pub filters: String,
+    /// The recording tracer's network namespace inode (absent in older recordings).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub netns: u32,
 }
 
 /// One raw event, field for field as the kernel wrote it (`tracer_common::Event`). The
@@ -76,6 +79,18 @@ pub struct RawEvent {
     pub oldstate: u8,
     pub newstate: u8,
     pub value: i32,
+    /// The socket's network namespace inode (absent: unknown, as in recordings made before
+    /// tracer read it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub netns: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn all_zero(v: &[u32]) -> bool {
+    v.iter().all(|&n| n == 0)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -133,6 +148,7 @@ impl From<&Event> for RawEvent {
             oldstate: e.oldstate,
             newstate: e.newstate,
             value: e.value,
+            netns: e.netns,
         }
     }
 }
@@ -157,7 +173,7 @@ impl TryFrom<&RawEvent> for Event {
             oldstate: r.oldstate,
             newstate: r.newstate,
             value: r.value,
-            _pad: 0,
+            netns: r.netns,
         })
     }
 }
@@ -229,6 +245,9 @@ pub enum Line {
     /// A socket from the start-up sock_diag dump.
     Seed {
         now_ns: u64,
+        /// Network namespace inode (absent: 0, unknown).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        netns: u32,
         family: u16,
         tuple: RecTuple,
         /// Raw `TCP_*` state.
@@ -243,6 +262,8 @@ pub enum Line {
     /// A TIME_WAIT lookup: found (`confirmed`) with its expiry, or not.
     TimeWait {
         sock: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        netns: u32,
         tuple: RecTuple,
         confirmed: bool,
         expires_ns: Option<u64>,
@@ -251,11 +272,16 @@ pub enum Line {
     Vanished {
         socks: Vec<String>,
         tuples: Vec<RecTuple>,
+        /// The namespace of each of `tuples`, in order (absent: all unknown).
+        #[serde(default, skip_serializing_if = "all_zero")]
+        netns: Vec<u32>,
     },
     /// A transition learned from sock_diag (→ TIME_WAIT, TIME_WAIT → CLOSE).
     Diag {
         ts_ns: u64,
         sock: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        netns: u32,
         family: u16,
         tuple: RecTuple,
         old: u8,
@@ -298,6 +324,7 @@ impl Line {
         match f {
             Fact::Seed { seed, now_ns } => Self::Seed {
                 now_ns: *now_ns,
+                netns: seed.netns,
                 family: seed.family.raw(),
                 tuple: rec_tuple(&seed.tuple),
                 state: seed.state as u8,
@@ -309,13 +336,15 @@ impl Line {
             },
             Fact::TimeWait { sock, tuple, tw } => Self::TimeWait {
                 sock: sock_hex(*sock),
-                tuple: rec_tuple(tuple),
+                netns: tuple.netns,
+                tuple: rec_tuple(&tuple.tuple),
                 confirmed: tw.is_some_and(|t| t.confirmed),
                 expires_ns: tw.and_then(|t| t.expires_ns),
             },
             Fact::Vanished { socks, tuples } => Self::Vanished {
                 socks: socks.iter().map(|s| sock_hex(*s)).collect(),
-                tuples: tuples.iter().map(rec_tuple).collect(),
+                tuples: tuples.iter().map(|t| rec_tuple(&t.tuple)).collect(),
+                netns: tuples.iter().map(|t| t.netns).collect(),
             },
         }
     }
@@ -324,6 +353,7 @@ impl Line {
         Self::Diag {
             ts_ns: d.ts_ns,
             sock: sock_hex(d.sock),
+            netns: d.netns,
             family: d.family.raw(),
             tuple: rec_tuple(&d.tuple),
             old: d.old as u8,
@@ -364,12 +394,14 @@ impl TryFrom<Line> for Item {
             Line::Event(r) => Self::Event(Event::try_from(&r)?),
             Line::Seed {
                 now_ns,
+                netns,
                 family: f,
                 tuple,
                 state: s,
                 owner: o,
             } => Self::Fact(Fact::Seed {
                 seed: Seed {
+                    netns,
                     family: family(f)?,
                     tuple: tuple_of(tuple),
                     state: state(s)?,
@@ -383,27 +415,37 @@ impl TryFrom<Line> for Item {
             }),
             Line::TimeWait {
                 sock,
+                netns,
                 tuple,
                 confirmed,
                 expires_ns,
             } => Self::Fact(Fact::TimeWait {
                 sock: parse_sock(&sock)?,
-                tuple: tuple_of(tuple),
+                tuple: NsTuple::new(netns, tuple_of(tuple)),
                 tw: Some(TimeWait {
                     confirmed,
                     expires_ns,
                 }),
             }),
-            Line::Vanished { socks, tuples } => Self::Fact(Fact::Vanished {
+            Line::Vanished {
+                socks,
+                tuples,
+                netns,
+            } => Self::Fact(Fact::Vanished {
                 socks: socks
                     .iter()
                     .map(|s| parse_sock(s))
                     .collect::<Result<_, _>>()?,
-                tuples: tuples.into_iter().map(tuple_of).collect(),
+                tuples: tuples
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| NsTuple::new(netns.get(i).copied().unwrap_or(0), tuple_of(t)))
+                    .collect(),
             }),
             Line::Diag {
                 ts_ns,
                 sock,
+                netns,
                 family: f,
                 tuple,
                 old,
@@ -414,6 +456,7 @@ impl TryFrom<Line> for Item {
             } => Self::Diag(DiagTransition {
                 ts_ns,
                 sock: parse_sock(&sock)?,
+                netns,
                 family: family(f)?,
                 tuple: tuple_of(tuple),
                 old: state(old)?,
@@ -610,6 +653,7 @@ mod tests {
             started: "2026-11-23T00:00:00Z".into(),
             command: vec!["tracer".into()],
             filters: String::new(),
+            netns: 0,
         }
     }
 
@@ -631,7 +675,7 @@ mod tests {
             oldstate: 7,
             newstate: 2,
             value: -3,
-            _pad: 0,
+            netns: 0,
         }
     }
 
@@ -660,7 +704,7 @@ mod tests {
             },
             Fact::TimeWait {
                 sock: SockAddr(0x20),
-                tuple,
+                tuple: NsTuple::new(4_026_532_000, tuple),
                 tw: Some(TimeWait {
                     confirmed: true,
                     expires_ns: Some(60),
@@ -668,6 +712,7 @@ mod tests {
             },
             Fact::Seed {
                 seed: Seed {
+                    netns: 4_026_532_000,
                     family: Family::Ipv6,
                     tuple,
                     state: TcpState::Listen,
@@ -677,7 +722,7 @@ mod tests {
             },
             Fact::Vanished {
                 socks: vec![SockAddr(0x30)],
-                tuples: vec![tuple],
+                tuples: vec![NsTuple::new(0, tuple), NsTuple::new(4_026_532_000, tuple)],
             },
         ];
         let mut lines = vec![Line::Event((&event()).into())];

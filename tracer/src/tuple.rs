@@ -49,3 +49,19 @@ impl Tuple {
         }
     }
 }
+
+/// A four-tuple within one network namespace: what names a connection on a host with
+/// containers, where every namespace may have its own `10.0.0.2:8080`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NsTuple {
+    /// Inode of the network namespace; 0 when unknown (a recording made before tracer read
+    /// it, or a kernel without BTF).
+    pub netns: u32,
+    pub tuple: Tuple,
+}
+
+impl NsTuple {
+    pub const fn new(netns: u32, tuple: Tuple) -> Self {
+        Self { netns, tuple }
+    }
+}

@@ -51,7 +51,7 @@ fn ev(kind: u32, sk: u64, (sport, dport): (u16, u16), old: u8, new: u8) -> Event
         oldstate: old,
         newstate: new,
         value: 0,
-        _pad: 0,
+        netns: 0,
     }
 }
 

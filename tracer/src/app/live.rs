@@ -13,7 +13,7 @@ use crate::{
     cli::{self, Args},
     clock::{WallClock, monotonic_ns},
     decode::{LostCause, TcpState},
-    enrich::{self, OwnerResolver, TimeWaitTracker},
+    enrich::{self, Namespaces, OwnerResolver, TimeWaitTracker},
     files,
     filter::Filter,
     metrics,
@@ -79,6 +79,7 @@ fn recording_header(filter: &Filter, clock: &WallClock) -> record::Header {
         started: chrono::Utc::now().to_rfc3339(),
         command: std::env::args().collect(),
         filters: filter.describe(),
+        netns: enrich::netns::own_netns().unwrap_or(0),
     }
 }
 
@@ -119,9 +120,14 @@ async fn attach<S: Sink>(
         pipe.start_recording(rec);
     }
     set_nice(args.nice);
+    enrich::netns::set_home(enrich::netns::own_netns().unwrap_or(0));
     let live = Live::start(opts)?;
-    pipe.owners = match OwnerResolver::new() {
-        Ok(o) => Some(o),
+    pipe.namespaces = match Namespaces::new() {
+        Ok(mut ns) => {
+            ns.kernel_reports = live.reads_netns;
+            pipe.owners = Some(OwnerResolver::new());
+            Some(ns)
+        }
         Err(e) => {
             eprintln!(
                 "tracer: owners of sockets older than the tracer will not be resolved: sock_diag unavailable ({e})"
@@ -143,22 +149,32 @@ async fn attach<S: Sink>(
         && pipe.recorder.is_none()
         && pipe.svg_dir.is_none();
     if !args.no_timewait && !nothing_would_show {
-        pipe.time_wait = match TimeWaitTracker::new() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!(
-                    "tracer: TIME_WAIT will not be shown: netlink sock_diag unavailable ({e})"
-                );
-                None
-            }
-        };
+        if pipe.namespaces.is_some() {
+            pipe.time_wait = Some(TimeWaitTracker::new());
+        } else {
+            eprintln!("tracer: TIME_WAIT will not be shown: netlink sock_diag unavailable");
+        }
     }
     pipe.no_time_wait_lookups = pipe.time_wait.is_none();
     if let Some(ns) = pipe.stuck_ns {
-        match enrich::seed(&mut pipe.table, &opts.filter, monotonic_ns()) {
+        let seeded = match &mut pipe.namespaces {
+            Some(namespaces) => {
+                enrich::seed(&mut pipe.table, &opts.filter, namespaces, monotonic_ns())
+            }
+            None => Err(io::Error::other("netlink sock_diag unavailable")),
+        };
+        match seeded {
             Ok(n) => eprintln!(
-                "tracer: reporting connections stuck for {} or more; {n} existing sockets seeded from sock_diag (their age counts from now)",
-                units::human_ns(ns)
+                "tracer: reporting connections stuck for {} or more; {} existing sockets seeded from sock_diag in {} network namespace{}{} (their age counts from now)",
+                units::human_ns(ns),
+                n.sockets,
+                n.namespaces,
+                if n.namespaces == 1 { "" } else { "s" },
+                if n.failed > 0 {
+                    format!(", {} could not be listed", n.failed)
+                } else {
+                    String::new()
+                }
             ),
             Err(e) => eprintln!(
                 "tracer: warning: could not list existing sockets (sock_diag: {e}); only connections seen from now on can be found stuck"

@@ -41,6 +41,7 @@ pub fn run(args: &Args, file: &Path) -> anyhow::Result<ExitCode> {
         }
     );
     let clock = WallClock::fixed(i128::from(header.clock_offset_ns));
+    crate::enrich::netns::set_home(header.netns);
     with_pipeline!(args, clock, |pipe| replay(args, file, reader, pipe))
 }
 

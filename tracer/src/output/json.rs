@@ -107,7 +107,7 @@ impl<W: Write> Json<W> {
         &self,
         b: &mut Vec<u8>,
         ts_ns: u64,
-        sock: SockAddr,
+        (sock, netns): (SockAddr, u32),
         (family, tuple): (Family, &Tuple),
         (old, new): (TcpState, TcpState),
         in_old_ns: Option<u64>,
@@ -118,6 +118,7 @@ impl<W: Write> Json<W> {
         put_u64(b, ts_ns);
         b.extend_from_slice(b",\"sock\":");
         put_sock(b, sock);
+        put_netns(b, netns);
         put_tuple(b, Some(family), tuple)?;
         b.extend_from_slice(b",\"old\":\"");
         b.extend_from_slice(old.name().as_bytes());
@@ -141,7 +142,7 @@ impl<W: Write> Json<W> {
             this.transition_head(
                 b,
                 t.ts_ns,
-                t.sock,
+                (t.sock, t.netns),
                 (t.family, &t.tuple),
                 (t.old, t.new),
                 in_old_ns,
@@ -162,7 +163,7 @@ impl<W: Write> Json<W> {
             this.transition_head(
                 b,
                 d.ts_ns,
-                d.sock,
+                (d.sock, d.netns),
                 (d.family, &d.tuple),
                 (d.old, d.new),
                 d.in_old_ns,
@@ -196,6 +197,7 @@ impl<W: Write> Json<W> {
                 Some(s) => put_sock(b, s),
                 None => b.extend_from_slice(b"null"),
             }
+            put_netns(b, c.netns);
             put_tuple(b, c.family, &c.tuple)?;
             b.extend_from_slice(b",\"state\":");
             put_opt_name(b, c.state.map(TcpState::name));
@@ -216,6 +218,7 @@ impl<W: Write> Json<W> {
         self.record(|this, b| {
             b.extend_from_slice(b"{\"v\":1,\"type\":\"connection\",\"sock\":");
             put_sock(b, c.sock);
+            put_netns(b, c.netns);
             put_tuple(b, Some(c.family), &c.tuple)?;
             b.extend_from_slice(b",\"role\":\"");
             b.extend_from_slice(c.role.name().as_bytes());
@@ -341,6 +344,21 @@ fn put_opt_name(b: &mut Vec<u8>, name: Option<&str>) {
 }
 
 /// `"0x…"`: a socket address as [`SockAddr`]'s `Display` writes it.
+/// `,"netns":INODE`, or `null` when unknown (0).
+fn put_netns(b: &mut Vec<u8>, netns: u32) {
+    b.extend_from_slice(b",\"netns\":");
+    if netns == 0 {
+        b.extend_from_slice(b"null");
+    } else {
+        put_u64(b, netns.into());
+    }
+}
+
+/// A namespace inode for serde: `None` (null) when unknown.
+pub(super) fn netns_of(netns: u32) -> Option<u32> {
+    (netns != 0).then_some(netns)
+}
+
 fn put_sock(b: &mut Vec<u8>, s: SockAddr) {
     b.push(b'"');
     put_sock_text(b, s);
@@ -499,6 +517,7 @@ struct StuckJson<'a> {
     #[serde(rename = "type")]
     ty: &'static str,
     sock: Option<SockAddr>,
+    netns: Option<u32>,
     state: TcpState,
     age_ns: u64,
     /// The socket predates the tracer: it has been stuck at least `age_ns`.
@@ -522,6 +541,7 @@ struct UnstuckJson<'a> {
     time: String,
     ts_ns: u64,
     sock: SockAddr,
+    netns: Option<u32>,
     state: TcpState,
     new: TcpState,
     age_ns: u64,
@@ -579,6 +599,7 @@ impl<W: Write> Sink for Json<W> {
         self.emit(&StuckJson {
             ty: "stuck",
             sock: (c.sock.0 != 0).then_some(c.sock),
+            netns: netns_of(c.netns),
             state: r.state,
             age_ns: r.age_ns,
             age_at_least: r.age_at_least,
@@ -601,6 +622,7 @@ impl<W: Write> Sink for Json<W> {
             time: self.time(t.ts_ns),
             ts_ns: t.ts_ns,
             sock: t.sock,
+            netns: netns_of(t.netns),
             state: u.state,
             new: t.new,
             age_ns: u.age_ns,

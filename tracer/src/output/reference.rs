@@ -7,7 +7,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::json::{Json, errno_of};
+use super::json::{Json, errno_of, netns_of};
 use crate::{
     decode::{Comm, Context, ContextKind, Family, SockAddr, TcpState, Transition, errno_name},
     table::{CloseClass, Conn, DiagTransition, Owner, Role, SeenFrom, TimeWait},
@@ -22,6 +22,7 @@ struct TransitionJson<'a> {
     time: String,
     ts_ns: u64,
     sock: SockAddr,
+    netns: Option<u32>,
     family: Family,
     saddr: IpAddr,
     sport: u16,
@@ -50,6 +51,7 @@ struct EventJson<'a> {
     time: String,
     ts_ns: u64,
     sock: Option<SockAddr>,
+    netns: Option<u32>,
     family: Option<Family>,
     saddr: IpAddr,
     sport: u16,
@@ -83,6 +85,7 @@ struct ConnectionJson<'a> {
     #[serde(rename = "type")]
     ty: &'static str,
     sock: SockAddr,
+    netns: Option<u32>,
     family: Family,
     saddr: IpAddr,
     sport: u16,
@@ -124,6 +127,7 @@ impl<W: Write> Json<W> {
             time: self.time(t.ts_ns),
             ts_ns: t.ts_ns,
             sock: t.sock,
+            netns: netns_of(t.netns),
             family: t.family,
             saddr: t.tuple.local.addr,
             sport: t.tuple.local.port,
@@ -151,6 +155,7 @@ impl<W: Write> Json<W> {
             time: self.time(d.ts_ns),
             ts_ns: d.ts_ns,
             sock: d.sock,
+            netns: netns_of(d.netns),
             family: d.family,
             saddr: d.tuple.local.addr,
             sport: d.tuple.local.port,
@@ -179,6 +184,7 @@ impl<W: Write> Json<W> {
             time: self.time(c.ts_ns),
             ts_ns: c.ts_ns,
             sock: c.sock,
+            netns: netns_of(c.netns),
             family: c.family,
             saddr: c.tuple.local.addr,
             sport: c.tuple.local.port,
@@ -202,6 +208,7 @@ impl<W: Write> Json<W> {
         let rec = ConnectionJson {
             ty: "connection",
             sock: c.sock,
+            netns: netns_of(c.netns),
             family: c.family,
             saddr: c.tuple.local.addr,
             sport: c.tuple.local.port,

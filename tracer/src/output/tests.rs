@@ -66,7 +66,7 @@ fn json_transition_has_the_documented_schema() {
         line,
         concat!(
             r#"{"v":1,"type":"transition","time":"2023-11-14T22:13:20.000051000Z","ts_ns":51000,"#,
-            r#""sock":"0xffff888100001000","family":"ipv4","saddr":"127.0.0.1","sport":40000,"#,
+            r#""sock":"0xffff888100001000","netns":4026531840,"family":"ipv4","saddr":"127.0.0.1","sport":40000,"#,
             r#""daddr":"127.0.0.1","dport":8080,"old":"SYN_SENT","new":"ESTABLISHED","#,
             r#""in_old_ns":50000,"pid":7,"tid":7,"comm":"app","cpu":0,"owner":null,"#,
             r#""source":"tracepoint"}"#,
@@ -214,6 +214,7 @@ fn schema_of_every_record_type() {
     let d = DiagTransition {
         ts_ns: 9,
         sock: c.sock,
+        netns: c.netns,
         family: Family::Ipv4,
         tuple: Tuple::new(c.tuple.local.addr, 1, c.tuple.remote.addr, 2),
         old: FinWait2,
@@ -266,28 +267,28 @@ fn schema_of_every_record_type() {
     const TUPLE: &str = "family saddr sport daddr dport";
     let want = [
         format!(
-            "{{v type time ts_ns sock {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} source}}"
+            "{{v type time ts_ns sock netns {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} source}}"
         ),
         format!(
-            "{{v type kind time ts_ns sock {TUPLE} state errno value pid tid comm cpu owner{OWNER}}}"
+            "{{v type kind time ts_ns sock netns {TUPLE} state errno value pid tid comm cpu owner{OWNER}}}"
         ),
         format!(
-            "{{v type sock {TUPLE} role states durations_ns start_ns end_ns lifetime_ns start_time \
+            "{{v type sock netns {TUPLE} role states durations_ns start_ns end_ns lifetime_ns start_time \
              incomplete owner{OWNER} close \
              events[{{kind ts_ns state errno value}} {{kind ts_ns state value}}] events_dropped \
              retransmits syn_retransmits synack_retransmits resets_sent resets_received error \
              time_wait{{confirmed expires_ns}} seen_from}}"
         ),
         format!(
-            "{{v type time ts_ns sock {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} \
+            "{{v type time ts_ns sock netns {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} \
              source expires_ns}}"
         ),
         format!(
-            "{{v type sock state age_ns age_at_least report owner{OWNER} {TUPLE} role states \
+            "{{v type sock netns state age_ns age_at_least report owner{OWNER} {TUPLE} role states \
              seen_from}}"
         ),
         format!(
-            "{{v type time ts_ns sock state new age_ns age_at_least reports owner{OWNER} {TUPLE}}}"
+            "{{v type time ts_ns sock netns state new age_ns age_at_least reports owner{OWNER} {TUPLE}}}"
         ),
         format!(
             "{{v type threshold_ns groups[{{owner{OWNER} state count oldest_ns oldest_at_least}}]}}"

@@ -170,6 +170,10 @@ impl<W: Write> Text<W> {
             head.extend_from_slice(b" -> ");
             put_endpoint(&mut head, c.tuple.remote);
         }
+        if crate::enrich::netns::is_foreign(c.netns) {
+            head.extend_from_slice(b" netns ");
+            put_u64(&mut head, c.netns.into());
+        }
         if let Some(o) = c.owner {
             head.extend_from_slice(b"  owner ");
             put_u64(&mut head, o.pid.into());
@@ -397,9 +401,14 @@ impl<W: Write> Sink for Text<W> {
             String::new()
         };
         let path: Vec<&str> = c.states.iter().map(|s| s.name()).collect();
+        let netns = if crate::enrich::netns::is_foreign(c.netns) {
+            format!(" netns {}", c.netns)
+        } else {
+            String::new()
+        };
         writeln!(
             self.out,
-            "{w}STUCK{w:#} {sock} {} -> {} in {} for {at_least}{}  {owner}{again}\n      so far: {}",
+            "{w}STUCK{w:#} {sock} {} -> {}{netns} in {} for {at_least}{}  {owner}{again}\n      so far: {}",
             endpoint(c.tuple.local),
             endpoint(c.tuple.remote),
             r.state,

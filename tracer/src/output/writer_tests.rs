@@ -139,6 +139,7 @@ fn the_hand_written_sock_diag_transition_is_serdes_byte_for_byte() {
     let start = DiagTransition {
         ts_ns: 1_597_174_506_244,
         sock: SockAddr(0xffff_8881_0000_0040),
+        netns: 4_026_532_001,
         family: Family::Ipv4,
         tuple: Tuple::new(
             "127.0.0.1".parse().unwrap(),

@@ -77,6 +77,8 @@ pub struct Live {
     pub context_programs: Vec<String>,
     /// Context tracepoints that could not be used, with the reason.
     pub unavailable: Vec<String>,
+    /// Every record carries its socket's network namespace inode.
+    pub reads_netns: bool,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -95,7 +97,7 @@ impl Live {
         };
 
         let port_flags = opts.filter.port_flags();
-        let config = Config {
+        let mut config = Config {
             // Wake the reader when a quarter of the buffer is pending; the poll timer picks
             // up anything below that within its interval.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
@@ -108,20 +110,33 @@ impl Live {
             filter_addrs: u8::from(!opts.filter.cidrs.is_empty()),
             filter_owner: owner_bits(&opts.filter),
             filter_netns: u8::from(!opts.filter.netns.is_empty()),
-            _pad: [0; 2],
+            read_netns: 0,
+            _pad: 0,
         };
-        // The socket's netns is two pointers away: offsets from the kernel's BTF, or a clear
-        // failure before anything is loaded.
-        let netns_offsets = if opts.filter.netns.is_empty() {
-            NetnsOffsets::default()
-        } else {
-            let btf = crate::btf::Btf::from_sys_fs()
-                .context("the netns filter needs the kernel's BTF")?;
-            let o = crate::btf::netns_offsets(&btf)
-                .context("the netns filter needs struct offsets from the kernel's BTF")?;
-            NetnsOffsets {
-                skc_net: o.skc_net,
-                net_inum: o.net_inum,
+        // The socket's netns is two pointers away, at offsets from the kernel's BTF. Every
+        // record carries it (lookups in user space go to the socket's own namespace);
+        // without BTF `--netns` fails before anything is loaded, and otherwise the events
+        // say 0 (unknown) and user space stays in its own namespace.
+        let netns_offsets = match crate::btf::Btf::from_sys_fs()
+            .context("reading the kernel's BTF")
+            .and_then(|btf| {
+                crate::btf::netns_offsets(&btf).context("struct offsets from the kernel's BTF")
+            }) {
+            Ok(o) => {
+                config.read_netns = 1;
+                NetnsOffsets {
+                    skc_net: o.skc_net,
+                    net_inum: o.net_inum,
+                }
+            }
+            Err(e) if !opts.filter.netns.is_empty() => {
+                return Err(e.context("the netns filter needs the socket's namespace"));
+            }
+            Err(e) => {
+                eprintln!(
+                    "tracer: warning: sockets' network namespaces unknown ({e:#}): TIME_WAIT, owner and start-up lookups only in tracer's own namespace"
+                );
+                NetnsOffsets::default()
             }
         };
         let (program, layout) = match choice {
@@ -276,6 +291,7 @@ impl Live {
             mounted_tracefs,
             context_programs,
             unavailable,
+            reads_netns: config.read_netns != 0,
             _logger: logger,
         })
     }

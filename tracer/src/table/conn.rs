@@ -220,6 +220,8 @@ pub type Notes = SmallVec<[Note; 2]>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conn {
     pub sock: SockAddr,
+    /// Inode of the socket's network namespace; 0 when unknown.
+    pub netns: u32,
     pub family: Family,
     /// Local and remote ends; ports and addresses are filled in as the kernel reports them.
     pub tuple: Tuple,
@@ -279,6 +281,8 @@ impl SeenFrom {
 /// A socket found in the start-up sock_diag dump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seed {
+    /// Inode of the network namespace it was found in.
+    pub netns: u32,
     pub family: Family,
     pub tuple: Tuple,
     pub state: TcpState,
@@ -290,6 +294,7 @@ impl Conn {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         sock: SockAddr,
+        netns: u32,
         family: Family,
         tuple: Tuple,
         role: Role,
@@ -301,6 +306,7 @@ impl Conn {
     ) -> Self {
         Self {
             sock,
+            netns,
             family,
             tuple,
             role,
@@ -407,6 +413,11 @@ impl Conn {
         self.tuple.is_complete().then_some(self.tuple)
     }
 
+    /// The complete 4-tuple in its namespace, once both ports are known.
+    pub fn complete_ns_tuple(&self) -> Option<NsTuple> {
+        self.complete_tuple().map(|t| NsTuple::new(self.netns, t))
+    }
+
     pub(super) fn note(&mut self, c: &Context) {
         if self.notes.len() < MAX_EVENTS_PER_CONN {
             self.notes.push(Note {
@@ -472,7 +483,7 @@ impl Conn {
     }
 }
 
-pub use crate::tuple::{Endpoint, Tuple};
+pub use crate::tuple::{Endpoint, NsTuple, Tuple};
 
 /// Ports and addresses become known along the way (a client's local port is still 0 at
 /// CLOSE → SYN_SENT): take every non-zero value the kernel reports.
@@ -498,6 +509,7 @@ pub struct DiagTransition {
     /// When tracer learned it (CLOCK_MONOTONIC ns).
     pub ts_ns: u64,
     pub sock: SockAddr,
+    pub netns: u32,
     pub family: Family,
     pub tuple: Tuple,
     pub old: TcpState,

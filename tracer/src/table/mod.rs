@@ -9,7 +9,7 @@
 //! timeline.
 use std::collections::{HashMap, hash_map::Entry};
 
-use smallvec::smallvec;
+use smallvec::{SmallVec, smallvec};
 
 use crate::decode::{Context, ContextKind, Family, SockAddr, TcpState, Transition};
 
@@ -39,6 +39,7 @@ pub const TIME_WAIT_WAIT_NS: u64 = 1_500_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PendingTimeWait {
     pub sock: SockAddr,
+    pub netns: u32,
     pub tuple: Tuple,
     pub family: Family,
     /// The state it closed from (FIN_WAIT2, CLOSING, FIN_WAIT1).
@@ -71,16 +72,19 @@ pub struct Table {
     closing: Map<SockAddr, Held>,
     /// Closed sockets still waiting for their TIME_WAIT lookup whose address the kernel
     /// already gave to a new socket (fast connection churn): kept apart, found by tuple.
-    displaced: Map<Tuple, Held>,
+    displaced: Map<NsTuple, Held>,
     /// Listening sockets by local port: accepted sockets inherit their owner.
     listeners: Map<u16, Vec<SockAddr>>,
-    /// Complete 4-tuples of open and closing sockets, for events that carry no address.
-    by_tuple: Map<Tuple, SockAddr>,
-    /// Sockets from the start-up dump not yet seen in an event, by tuple (sock_diag does not
-    /// give the kernel address; the first event with that tuple adopts the entry).
-    seeded: Map<Tuple, Box<Conn>>,
+    /// Complete 4-tuples of open and closing sockets, for events that carry no address
+    /// (nor a namespace: a reset sent without a socket). Several namespaces may hold the same
+    /// tuple (containers reuse addresses), so each tuple keeps every (namespace, socket).
+    by_tuple: Map<Tuple, SmallVec<[(u32, SockAddr); 1]>>,
+    /// Sockets from the start-up dump not yet seen in an event, by tuple in its namespace
+    /// (sock_diag does not give the kernel address; the first event with that tuple adopts
+    /// the entry).
+    seeded: Map<NsTuple, Box<Conn>>,
     /// Seeded listeners by port, for accepted sockets to inherit from.
-    seeded_listeners: Map<u16, Vec<Tuple>>,
+    seeded_listeners: Map<u16, Vec<NsTuple>>,
     /// Most sockets followed at once (open + seeded); beyond it the least recently active
     /// are evicted, counted in `evicted`. 0 = the default.
     pub max_conns: usize,
@@ -102,13 +106,13 @@ pub enum Fact {
     /// A TIME_WAIT lookup's result ([`Table::set_time_wait`]).
     TimeWait {
         sock: SockAddr,
-        tuple: Tuple,
+        tuple: NsTuple,
         tw: Option<TimeWait>,
     },
     /// Sockets the kernel no longer has ([`Table::drop_vanished`]).
     Vanished {
         socks: Vec<SockAddr>,
-        tuples: Vec<Tuple>,
+        tuples: Vec<NsTuple>,
     },
 }
 
@@ -162,7 +166,7 @@ impl Table {
             return Vec::new();
         }
         let extra = (n - cap).max(cap / 10).max(1);
-        let mut by_age: Vec<(u64, SockAddr, Option<Tuple>)> = self
+        let mut by_age: Vec<(u64, SockAddr, Option<NsTuple>)> = self
             .conns
             .values()
             .map(|c| (c.last_active_ns(), c.sock, None))
@@ -200,7 +204,7 @@ impl Table {
     /// tuple sock_diag reports now.
     pub fn prune_vanished(
         &mut self,
-        alive: &std::collections::HashSet<Tuple>,
+        alive: &std::collections::HashSet<NsTuple>,
         quiet_since_ns: u64,
     ) -> Vec<Conn> {
         let gone: Vec<SockAddr> = self
@@ -208,11 +212,11 @@ impl Table {
             .values()
             .filter(|c| {
                 c.last_active_ns() < quiet_since_ns
-                    && c.complete_tuple().is_some_and(|t| !alive.contains(&t))
+                    && c.complete_ns_tuple().is_some_and(|t| !alive.contains(&t))
             })
             .map(|c| c.sock)
             .collect();
-        let gone_seeded: Vec<Tuple> = self
+        let gone_seeded: Vec<NsTuple> = self
             .seeded
             .iter()
             .filter(|(t, c)| c.first_seen_ns < quiet_since_ns && !alive.contains(*t))
@@ -221,9 +225,28 @@ impl Table {
         self.drop_vanished(gone, gone_seeded)
     }
 
+    /// The network namespaces of the open and seeded sockets.
+    pub fn namespaces(&self) -> std::collections::BTreeSet<u32> {
+        self.conns
+            .values()
+            .map(|c| c.netns)
+            .chain(self.seeded.keys().map(|t| t.netns))
+            .collect()
+    }
+
+    /// The complete tuples of the open and seeded sockets in namespace `netns`.
+    pub fn tuples_in(&self, netns: u32) -> Vec<NsTuple> {
+        self.conns
+            .values()
+            .filter(|c| c.netns == netns)
+            .filter_map(|c| c.complete_ns_tuple())
+            .chain(self.seeded.keys().filter(|t| t.netns == netns).copied())
+            .collect()
+    }
+
     /// Drops sockets the kernel no longer has (see [`Self::prune_vanished`]); also what a
     /// replay does with a recorded [`Fact::Vanished`].
-    pub fn drop_vanished(&mut self, socks: Vec<SockAddr>, tuples: Vec<Tuple>) -> Vec<Conn> {
+    pub fn drop_vanished(&mut self, socks: Vec<SockAddr>, tuples: Vec<NsTuple>) -> Vec<Conn> {
         if socks.is_empty() && tuples.is_empty() {
             return Vec::new();
         }
@@ -296,6 +319,7 @@ impl Table {
                 let c = &h.conn;
                 Some(PendingTimeWait {
                     sock: c.sock,
+                    netns: c.netns,
                     tuple: c.complete_tuple()?,
                     family: c.family,
                     from: c.before_close(),
@@ -314,6 +338,7 @@ impl Table {
         };
         let conn = Conn::new(
             SockAddr(0),
+            seed.netns,
             seed.family,
             seed.tuple,
             role,
@@ -323,13 +348,14 @@ impl Table {
             SeenFrom::Dump,
             now_ns,
         );
+        let key = NsTuple::new(seed.netns, seed.tuple);
         if seed.state == TcpState::Listen {
             self.seeded_listeners
                 .entry(seed.tuple.local.port)
                 .or_default()
-                .push(seed.tuple);
+                .push(key);
         }
-        self.seeded.insert(seed.tuple, Box::new(conn));
+        self.seeded.insert(key, Box::new(conn));
     }
 
     /// Sockets from the dump not yet seen in an event.
@@ -337,9 +363,9 @@ impl Table {
         self.seeded.len()
     }
 
-    fn take_seeded(&mut self, tuple: &Tuple) -> Option<Box<Conn>> {
+    fn take_seeded(&mut self, tuple: &NsTuple) -> Option<Box<Conn>> {
         let c = self.seeded.remove(tuple)?;
-        if let Entry::Occupied(mut e) = self.seeded_listeners.entry(tuple.local.port) {
+        if let Entry::Occupied(mut e) = self.seeded_listeners.entry(tuple.tuple.local.port) {
             e.get_mut().retain(|t| t != tuple);
             if e.get().is_empty() {
                 e.remove();
@@ -371,11 +397,11 @@ impl Table {
 
     /// Open sockets with no known owner and a complete tuple, tried fewer than `max_tries`
     /// times: candidates for a /proc lookup.
-    pub fn unowned(&self, max_tries: u8) -> impl Iterator<Item = (SockAddr, Tuple)> + '_ {
+    pub fn unowned(&self, max_tries: u8) -> impl Iterator<Item = (SockAddr, NsTuple)> + '_ {
         self.conns
             .values()
             .filter(move |c| c.owner.is_none() && c.owner_lookups < max_tries)
-            .filter_map(|c| Some((c.sock, c.complete_tuple()?)))
+            .filter_map(|c| Some((c.sock, c.complete_ns_tuple()?)))
     }
 
     pub fn owner_lookup_tried(&mut self, sock: SockAddr) {
@@ -395,10 +421,10 @@ impl Table {
     }
 
     /// The result of a TIME_WAIT lookup for a closed socket.
-    pub fn set_time_wait(&mut self, sock: SockAddr, tuple: Tuple, tw: Option<TimeWait>) {
+    pub fn set_time_wait(&mut self, sock: SockAddr, tuple: NsTuple, tw: Option<TimeWait>) {
         self.journal(Fact::TimeWait { sock, tuple, tw });
         let held = match self.closing.get_mut(&sock) {
-            Some(h) if h.conn.complete_tuple() == Some(tuple) => Some(h),
+            Some(h) if h.conn.complete_ns_tuple() == Some(tuple) => Some(h),
             _ => self.displaced.get_mut(&tuple),
         };
         if let Some(h) = held {
@@ -415,7 +441,7 @@ impl Table {
         // TIME_WAIT lookup waits on apart.
         if let Some(held) = self.closing.remove(&t.sock) {
             if held.pending
-                && let Some(tuple) = held.conn.complete_tuple()
+                && let Some(tuple) = held.conn.complete_ns_tuple()
             {
                 // A tuple already waiting there is older still: it is done.
                 if let Some(older) = self.displaced.insert(tuple, held) {
@@ -437,7 +463,7 @@ impl Table {
             finished.push(*self.finish(old));
         }
         if !self.conns.contains_key(&t.sock)
-            && let Some(mut c) = self.take_seeded(&t.tuple)
+            && let Some(mut c) = self.take_seeded(&NsTuple::new(t.netns, t.tuple))
         {
             // First event of a socket from the start-up dump: it now has an address.
             c.sock = t.sock;
@@ -489,6 +515,7 @@ impl Table {
             None => {
                 let conn = Conn::new(
                     t.sock,
+                    t.netns,
                     t.family,
                     t.tuple,
                     Role::from_first(t.old, t.new),
@@ -513,10 +540,12 @@ impl Table {
         let tuple = c.complete_tuple();
         if tuple != had_tuple {
             if let Some(old) = had_tuple {
-                self.by_tuple.remove(&old);
+                self.forget_tuple(&old, t.sock);
             }
             if let Some(new) = tuple {
-                self.by_tuple.insert(new, t.sock);
+                let at = self.by_tuple.entry(new).or_default();
+                at.retain(|(ns, _)| *ns != t.netns);
+                at.push((t.netns, t.sock));
             }
         }
         if t.new == TcpState::Listen {
@@ -548,10 +577,7 @@ impl Table {
     /// Attaches a context event to its connection. Returns the owner of that connection, if
     /// it is known (for the live event record).
     pub fn context(&mut self, c: &Context) -> Option<Owner> {
-        let sock = c.sock.or_else(|| {
-            let t = c.tuple;
-            self.by_tuple.get(&t).copied()
-        })?;
+        let sock = c.sock.or_else(|| self.sock_by_tuple(c.netns, &c.tuple))?;
         if let Some(conn) = self.conns.get_mut(&sock) {
             conn.note(c);
             return conn.owner;
@@ -596,10 +622,8 @@ impl Table {
     }
 
     fn finish(&mut self, mut c: Box<Conn>) -> Box<Conn> {
-        if let Some(t) = c.complete_tuple()
-            && self.by_tuple.get(&t) == Some(&c.sock)
-        {
-            self.by_tuple.remove(&t);
+        if let Some(t) = c.complete_tuple() {
+            self.forget_tuple(&t, c.sock);
         }
         c.close = Some(c.classify());
         c
@@ -607,15 +631,39 @@ impl Table {
 
     fn remove_open(&mut self, sock: SockAddr) -> Option<Box<Conn>> {
         let c = self.conns.remove(&sock)?;
-        if let Some(t) = c.complete_tuple()
-            && self.by_tuple.get(&t) == Some(&sock)
-        {
-            self.by_tuple.remove(&t);
+        if let Some(t) = c.complete_tuple() {
+            self.forget_tuple(&t, sock);
         }
         if c.last_state() == TcpState::Listen {
             self.forget_listener(c.tuple.local.port, sock);
         }
         Some(c)
+    }
+
+    /// Removes `sock` from the sockets known by `tuple`.
+    fn forget_tuple(&mut self, tuple: &Tuple, sock: SockAddr) {
+        if let Entry::Occupied(mut e) = self.by_tuple.entry(*tuple) {
+            e.get_mut().retain(|(_, s)| *s != sock);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// The socket an event without an address belongs to: the one with that tuple in the
+    /// event's namespace; when the event does not know its namespace (a reset sent without a
+    /// socket), the only socket with that tuple, if there is only one.
+    fn sock_by_tuple(&self, netns: u32, tuple: &Tuple) -> Option<SockAddr> {
+        let at = self.by_tuple.get(tuple)?;
+        if netns != 0
+            && let Some(&(_, s)) = at.iter().find(|(ns, _)| *ns == netns)
+        {
+            return Some(s);
+        }
+        match at.as_slice() {
+            [(_, s)] if netns == 0 => Some(*s),
+            _ => None,
+        }
     }
 
     fn forget_listener(&mut self, port: u16, sock: SockAddr) {
@@ -627,11 +675,12 @@ impl Table {
         }
     }
 
-    /// The owner of the listener an accepted socket came from: same local port, and the same
-    /// local address or a wildcard one.
+    /// The owner of the listener an accepted socket came from: same namespace, same local
+    /// port, and the same local address or a wildcard one.
     fn listener_owner(&self, t: &Transition) -> Option<Owner> {
         let matches = |l: &&Conn| {
-            l.tuple.local.addr == t.tuple.local.addr || l.tuple.local.addr.is_unspecified()
+            l.netns == t.netns
+                && (l.tuple.local.addr == t.tuple.local.addr || l.tuple.local.addr.is_unspecified())
         };
         let live = self
             .listeners

@@ -4,6 +4,9 @@ use super::*;
 use crate::decode::Task;
 use crate::decode::{Comm, TcpState::*};
 
+/// The network namespace of the test sockets.
+pub(crate) const NETNS: u32 = 4_026_531_840;
+
 pub(crate) fn task(pid: u32, comm: &str) -> Task {
     let mut c = [0u8; 16];
     c[..comm.len()].copy_from_slice(comm.as_bytes());
@@ -27,6 +30,7 @@ pub(crate) fn tr(
     Transition {
         ts_ns: ts,
         sock: SockAddr(sock),
+        netns: NETNS,
         family: Family::Ipv4,
         tuple: Tuple::new(
             "127.0.0.1".parse().unwrap(),
@@ -56,6 +60,7 @@ pub(crate) fn ctx(
         kind,
         ts_ns: ts,
         sock: sock.map(SockAddr),
+        netns: if sock.is_some() { NETNS } else { 0 },
         family: Some(Family::Ipv4),
         tuple: Tuple::new(
             "127.0.0.1".parse().unwrap(),
@@ -154,7 +159,7 @@ fn a_closed_record_waits_for_the_grace_period_or_its_time_wait_lookup() {
                 confirmed: true,
                 expires_ns: Some(60_000_000_004),
             };
-            t.set_time_wait(SockAddr(s), p[0].tuple, Some(w));
+            t.set_time_wait(SockAddr(s), NsTuple::new(p[0].netns, p[0].tuple), Some(w));
             let c = t.expire(4 + GRACE_NS);
             assert_eq!(c[0].time_wait, Some(w));
         } else {
@@ -191,7 +196,7 @@ fn an_address_reused_before_the_time_wait_lookup_loses_no_connection() {
         confirmed: true,
         expires_ns: Some(60_000_000_004),
     };
-    t.set_time_wait(SockAddr(1), p[0].tuple, Some(w));
+    t.set_time_wait(SockAddr(1), NsTuple::new(p[0].netns, p[0].tuple), Some(w));
     let done = t.expire(4 + GRACE_NS);
     assert_eq!(done.len(), 1);
     assert_eq!(
@@ -626,6 +631,7 @@ fn seeded_sockets_age_from_start_up_and_are_adopted_by_their_first_event() {
     };
     t.seed(
         Seed {
+            netns: NETNS,
             family: Family::Ipv4,
             tuple,
             state: CloseWait,
@@ -662,6 +668,7 @@ fn seeded_sockets_age_from_start_up_and_are_adopted_by_their_first_event() {
     );
     t.seed(
         Seed {
+            netns: NETNS,
             family: Family::Ipv4,
             tuple: ltuple,
             state: Listen,
@@ -707,8 +714,10 @@ fn sockets_the_kernel_no_longer_has_are_aged_out() {
     t.apply(&tr(2, 30, Close, SynSent, 0, 81));
     t.apply(&tr(2, 40, SynSent, Established, 5001, 81));
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
-    let alive: std::collections::HashSet<Tuple> =
-        [Tuple::new(lo, 5001, lo, 81)].into_iter().collect();
+    let alive: std::collections::HashSet<NsTuple> =
+        [NsTuple::new(NETNS, Tuple::new(lo, 5001, lo, 81))]
+            .into_iter()
+            .collect();
     // Quiet since before 30: only socket 1 qualifies; it is gone from the kernel.
     let gone = t.prune_vanished(&alive, 30);
     assert_eq!(gone.len(), 1);

@@ -1,0 +1,121 @@
+//! What the tracepoints cannot tell, from netlink sock_diag and /proc: TIME_WAIT, the
+//! sockets that existed before the tracer, and the owners of sockets whose history the
+//! tracer did not see. Every lookup is made in the socket's own network namespace
+//! ([`netns`]): a container's sockets are only visible to a sock_diag socket created in it.
+//!
+//! The kernel hands an active closer over to a separate timewait socket and reports
+//! FIN_WAIT2 → CLOSE (or CLOSING → CLOSE) on the original, so TIME_WAIT never appears on
+//! `sock:inet_sock_set_state`. When such a socket closes, tracer looks its 4-tuple up in the
+//! kernel's timewait table (one sock_diag dump per batch and namespace, both families),
+//! reports `→ TIME_WAIT` with the timer's expiry, and `TIME_WAIT → CLOSE` once the timewait
+//! socket is gone. Cost is bounded: dumps are rate-limited (less often when the table is
+//! large) and at most [`MAX_TRACKED`] timewait sockets are followed to their end.
+use std::io;
+
+use crate::{
+    decode::TcpState,
+    filter::Filter,
+    table::{Owner, OwnerSource, Seed, Table},
+};
+
+pub mod netns;
+mod owners;
+mod sock_diag;
+mod time_wait;
+
+pub use netns::{Lookup, Namespaces};
+pub use owners::*;
+pub use sock_diag::*;
+pub use time_wait::*;
+
+/// What the start-up dump found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seeded {
+    /// Sockets seeded.
+    pub sockets: usize,
+    /// Network namespaces dumped.
+    pub namespaces: usize,
+    /// Namespaces that could not be dumped (entered, or answered).
+    pub failed: usize,
+}
+
+/// Seeds the table with every TCP socket that exists now in every network namespace (one
+/// sock_diag dump per namespace, one /proc scan for their owners), so connections older
+/// than the tracer can be found stuck. An error only when the tracer's own namespace
+/// cannot be dumped.
+pub fn seed(
+    table: &mut Table,
+    filter: &Filter,
+    namespaces: &mut Namespaces,
+    now_ns: u64,
+) -> io::Result<Seeded> {
+    let own = namespaces.own();
+    let mut found: Vec<(u32, DiagSocket)> = Vec::new();
+    let mut out = Seeded::default();
+    // Without the kernel's namespace of each event, sockets elsewhere could not be told
+    // from the tracer's own: then only its own namespace is dumped.
+    let all = if namespaces.kernel_reports {
+        namespaces.all()
+    } else {
+        vec![own]
+    };
+    for ns in all {
+        if !filter.netns.is_empty() && !filter.netns.contains(&ns) {
+            continue;
+        }
+        let socks = match namespaces.lookup(ns) {
+            Lookup::Diag(d) => d.sockets(),
+            Lookup::Gone => continue,
+            Lookup::Refused => {
+                out.failed += 1;
+                continue;
+            }
+        };
+        match socks {
+            Ok(socks) => {
+                out.namespaces += 1;
+                found.extend(
+                    socks
+                        .into_iter()
+                        .filter(|d| filter.matches_tuple(d.family, &d.tuple))
+                        .map(|d| (ns, d)),
+                );
+            }
+            Err(e) if ns == own => return Err(e),
+            // A namespace that went away during the dump: not an error.
+            Err(_) => out.failed += 1,
+        }
+    }
+    let inodes = found
+        .iter()
+        .map(|(_, d)| d.inode)
+        .filter(|&i| i != 0)
+        .collect();
+    let owners = procfs_owners(&inodes);
+    for (ns, d) in found {
+        // `--state` is about where a connection goes: it is applied to what is reported.
+        let Ok(state) = TcpState::try_from(d.state) else {
+            continue;
+        };
+        let owner = owners.get(&d.inode).map(|p| Owner {
+            pid: p.pid,
+            comm: p.comm,
+            uid: d.uid,
+            cgroup_id: p.cgroup_id,
+            source: OwnerSource::Procfs,
+        });
+        table.seed(
+            Seed {
+                // Sockets of the tracer's namespace carry its inode too, as events do.
+                netns: if namespaces.kernel_reports { ns } else { 0 },
+                family: d.family,
+                tuple: d.tuple,
+                state,
+                owner,
+            },
+            now_ns,
+        );
+        out.sockets += 1;
+    }
+    Ok(out)
+}

@@ -1,0 +1,226 @@
+//! Owners of sockets from /proc, found by the socket inode sock_diag gives in the socket's
+//! own namespace.
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+};
+
+use super::{Lookup, Namespaces};
+use crate::{
+    decode::{Comm, SockAddr},
+    table::{NsTuple, Owner, OwnerSource, Table, Tuple},
+};
+
+/// Finds the owners of sockets the tracer saw no process-context event for (older than the
+/// tracer, or accepted from a listener it never saw), as `ss -p` does: the socket's inode from
+/// sock_diag, then the process holding `socket:[inode]` among /proc/<pid>/fd. A /proc scan is
+/// costly, so it runs at most once a second, only when such sockets exist, for at most
+/// [`MAX_LOOKUPS`] of them, and gives up on a socket after [`MAX_TRIES`] rounds.
+#[derive(Default)]
+pub struct OwnerResolver {
+    last_ns: Option<u64>,
+    last_prune_ns: u64,
+}
+
+/// How often, and after how long without events, open sockets are checked against the
+/// kernel's list and dropped if it no longer has them (their CLOSE was not seen).
+pub const PRUNE_EVERY_NS: u64 = 60_000_000_000;
+
+pub const MAX_LOOKUPS: usize = 4096;
+pub const MAX_TRIES: u8 = 3;
+
+impl OwnerResolver {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every [`PRUNE_EVERY_NS`]: drops open sockets quiet for that long that the kernel no
+    /// longer has, in their own namespaces (a namespace nobody holds any more has none).
+    /// Returns them (incomplete). Also releases the namespaces no longer held.
+    pub fn prune(
+        &mut self,
+        now_ns: u64,
+        table: &mut Table,
+        namespaces: &mut Namespaces,
+    ) -> io::Result<Vec<crate::table::Conn>> {
+        if self.last_prune_ns == 0 {
+            self.last_prune_ns = now_ns;
+        }
+        if now_ns.saturating_sub(self.last_prune_ns) < PRUNE_EVERY_NS || table.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.last_prune_ns = now_ns;
+        namespaces.scan(true);
+        let mut alive = HashSet::new();
+        for ns in table.namespaces() {
+            match namespaces.lookup(ns) {
+                Lookup::Diag(d) => match d.sockets() {
+                    Ok(socks) => alive.extend(socks.into_iter().map(|d| NsTuple::new(ns, d.tuple))),
+                    Err(e) if ns == 0 || ns == namespaces.own() => return Err(e),
+                    // Could not tell: nothing there is dropped.
+                    Err(_) => alive.extend(table.tuples_in(ns)),
+                },
+                Lookup::Gone => {}
+                Lookup::Refused => alive.extend(table.tuples_in(ns)),
+            }
+        }
+        Ok(table.prune_vanished(&alive, now_ns.saturating_sub(PRUNE_EVERY_NS)))
+    }
+
+    pub fn poll(
+        &mut self,
+        now_ns: u64,
+        table: &mut Table,
+        namespaces: &mut Namespaces,
+    ) -> io::Result<()> {
+        if self
+            .last_ns
+            .is_some_and(|l| now_ns.saturating_sub(l) < 1_000_000_000)
+        {
+            return Ok(());
+        }
+        let wanted: Vec<_> = table.unowned(MAX_TRIES).take(MAX_LOOKUPS).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.last_ns = Some(now_ns);
+        // Socket inodes are unique on the host, but only the socket's own namespace can
+        // tell which inode a tuple has.
+        let mut by_ns: HashMap<u32, Vec<(SockAddr, Tuple)>> = HashMap::new();
+        for (sock, t) in &wanted {
+            by_ns.entry(t.netns).or_default().push((*sock, t.tuple));
+        }
+        let mut want_inodes = HashMap::new();
+        for (ns, socks) in by_ns {
+            let inodes = match namespaces.lookup(ns) {
+                Lookup::Diag(d) => match d.inodes() {
+                    Ok(i) => i,
+                    Err(e) if ns == 0 || ns == namespaces.own() => return Err(e),
+                    Err(_) => continue,
+                },
+                Lookup::Gone | Lookup::Refused => continue,
+            };
+            for (sock, t) in socks {
+                if let Some(&(inode, uid)) = inodes.get(&t) {
+                    want_inodes.insert(inode, (sock, uid));
+                }
+            }
+        }
+        let found = procfs_owners(&want_inodes.keys().copied().collect());
+        for (sock, _) in &wanted {
+            table.owner_lookup_tried(*sock);
+        }
+        for (inode, (sock, uid)) in want_inodes {
+            if let Some(p) = found.get(&inode) {
+                table.set_owner(
+                    sock,
+                    Owner {
+                        pid: p.pid,
+                        comm: p.comm,
+                        uid,
+                        cgroup_id: p.cgroup_id,
+                        source: OwnerSource::Procfs,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A process found holding a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcOwner {
+    pub pid: u32,
+    pub comm: Comm,
+    pub cgroup_id: u64,
+}
+
+/// Scans /proc/<pid>/fd for `socket:[inode]` links: inode → the lowest pid holding it.
+pub fn procfs_owners(inodes: &std::collections::HashSet<u32>) -> HashMap<u32, ProcOwner> {
+    let mut out: HashMap<u32, ProcOwner> = HashMap::new();
+    if inodes.is_empty() {
+        return out;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut pids: Vec<u32> = procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("socket:["))
+                .and_then(|l| l.strip_suffix(']'))
+                .and_then(|l| l.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if inodes.contains(&inode) && !out.contains_key(&inode) {
+                out.insert(
+                    inode,
+                    ProcOwner {
+                        pid,
+                        comm: proc_comm(pid),
+                        cgroup_id: proc_cgroup_id(pid),
+                    },
+                );
+            }
+        }
+        if out.len() == inodes.len() {
+            break;
+        }
+    }
+    out
+}
+
+fn proc_comm(pid: u32) -> Comm {
+    let mut c = [0u8; 16];
+    if let Ok(s) = std::fs::read(format!("/proc/{pid}/comm")) {
+        let s = s.strip_suffix(b"\n").unwrap_or(&s);
+        let n = s.len().min(15);
+        c[..n].copy_from_slice(&s[..n]);
+    }
+    Comm(c)
+}
+
+/// The cgroup v2 id of a process: the inode of its cgroup directory (what
+/// `bpf_get_current_cgroup_id()` returns); 0 if unknown.
+fn proc_cgroup_id(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(|path| std::fs::metadata(format!("/sys/fs/cgroup{path}")).ok())
+        .map_or(0, |m| m.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn procfs_finds_this_process_sockets() {
+        use std::os::unix::fs::MetadataExt as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino() as u32;
+        let found = procfs_owners(&[inode].into_iter().collect());
+        let me = found.get(&inode).expect("our own socket is found");
+        assert_eq!(me.pid, std::process::id());
+        assert!(!me.comm.as_str().is_empty());
+    }
+}
