@@ -21,6 +21,7 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::{
+    cgroup::{self, Names},
     decode::{Comm, Family, TcpState},
     filter::Filter,
     table::DiagTransition,
@@ -183,8 +184,8 @@ pub struct DiagSocket {
 
 /// Seeds the table with every TCP socket that exists now (one sock_diag dump, one /proc
 /// scan for their owners), so connections older than the tracer can be found stuck.
-/// Returns how many were seeded.
-pub fn seed(table: &mut Table, filter: &Filter, now_ns: u64) -> io::Result<usize> {
+/// Returns how many were seeded. The owners' cgroups are noted in `names`.
+pub fn seed(table: &mut Table, filter: &Filter, names: &Names, now_ns: u64) -> io::Result<usize> {
     let socks: Vec<DiagSocket> = SockDiag::new()?
         .sockets()?
         .into_iter()
@@ -192,6 +193,7 @@ pub fn seed(table: &mut Table, filter: &Filter, now_ns: u64) -> io::Result<usize
         .collect();
     let inodes = socks.iter().map(|d| d.inode).filter(|&i| i != 0).collect();
     let owners = procfs_owners(&inodes);
+    note_cgroups(names, owners.values());
     let mut n = 0;
     for d in socks {
         // `--state` is about where a connection goes: it is applied to what is reported.
@@ -368,6 +370,8 @@ impl TimeWaitTracker {
 /// [`MAX_LOOKUPS`] of them, and gives up on a socket after [`MAX_TRIES`] rounds.
 pub struct OwnerResolver {
     diag: SockDiag,
+    /// The owners' cgroup paths, from /proc/PID/cgroup, are noted here.
+    names: Names,
     last_ns: Option<u64>,
     last_prune_ns: u64,
 }
@@ -380,9 +384,10 @@ pub const MAX_LOOKUPS: usize = 4096;
 pub const MAX_TRIES: u8 = 3;
 
 impl OwnerResolver {
-    pub fn new() -> io::Result<Self> {
+    pub fn new(names: Names) -> io::Result<Self> {
         Ok(Self {
             diag: SockDiag::new()?,
+            names,
             last_ns: None,
             last_prune_ns: 0,
         })
@@ -422,6 +427,7 @@ impl OwnerResolver {
             }
         }
         let found = procfs_owners(&want_inodes.keys().copied().collect());
+        note_cgroups(&self.names, found.values());
         for (sock, _) in &wanted {
             table.owner_lookup_tried(*sock);
         }
@@ -444,11 +450,23 @@ impl OwnerResolver {
 }
 
 /// A process found holding a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcOwner {
     pub pid: u32,
     pub comm: Comm,
+    /// Its cgroup v2 id; 0 if unknown (no cgroup2 mounted, or the process is gone).
     pub cgroup_id: u64,
+    /// Its cgroup v2 path, from /proc/PID/cgroup.
+    pub cgroup_path: Option<String>,
+}
+
+/// The cgroups /proc named for owners, into the cache: cheaper than a rescan.
+fn note_cgroups<'a>(names: &Names, owners: impl Iterator<Item = &'a ProcOwner>) {
+    for o in owners {
+        if let Some(p) = &o.cgroup_path {
+            names.note(o.cgroup_id, p);
+        }
+    }
 }
 
 /// Scans /proc/<pid>/fd for `socket:[inode]` links: inode → the lowest pid holding it.
@@ -481,12 +499,14 @@ pub fn procfs_owners(inodes: &std::collections::HashSet<u32>) -> HashMap<u32, Pr
                 continue;
             };
             if inodes.contains(&inode) && !out.contains_key(&inode) {
+                let cg = cgroup::mount().and_then(|m| cgroup::proc_cgroup(pid, m));
                 out.insert(
                     inode,
                     ProcOwner {
                         pid,
                         comm: proc_comm(pid),
-                        cgroup_id: proc_cgroup_id(pid),
+                        cgroup_id: cg.as_ref().map_or(0, |c| c.0),
+                        cgroup_path: cg.map(|c| c.1),
                     },
                 );
             }
@@ -508,19 +528,6 @@ fn proc_comm(pid: u32) -> Comm {
     Comm(c)
 }
 
-/// The cgroup v2 id of a process: the inode of its cgroup directory (what
-/// `bpf_get_current_cgroup_id()` returns); 0 if unknown.
-fn proc_cgroup_id(pid: u32) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return 0;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .and_then(|path| std::fs::metadata(format!("/sys/fs/cgroup{path}")).ok())
-        .map_or(0, |m| m.ino())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,5 +544,13 @@ mod tests {
         let me = found.get(&inode).expect("our own socket is found");
         assert_eq!(me.pid, std::process::id());
         assert!(!me.comm.as_str().is_empty());
+        // Our cgroup: the inode of our directory under the cgroup2 mount, wherever that is
+        // (/sys/fs/cgroup/unified on a hybrid host), what bpf_get_current_cgroup_id() says.
+        if let Some(m) = crate::cgroup::mount() {
+            let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+            let path = crate::cgroup::v2_path(&text).unwrap();
+            let ino = std::fs::metadata(m.dir(path).unwrap()).unwrap().ino();
+            assert_eq!((me.cgroup_id, me.cgroup_path.as_deref()), (ino, Some(path)));
+        }
     }
 }

@@ -120,7 +120,14 @@ async fn attach<S: Sink>(
     }
     set_nice(args.nice);
     let live = Live::start(opts)?;
-    pipe.owners = match OwnerResolver::new() {
+    match crate::cgroup::mount() {
+        Some(m) => pipe.names.scan(m),
+        None => eprintln!(
+            "tracer: {}: owners' cgroup, unit, container_id and pod_uid will be null",
+            crate::cgroup::NOT_MOUNTED
+        ),
+    }
+    pipe.owners = match OwnerResolver::new(pipe.names.clone()) {
         Ok(o) => Some(o),
         Err(e) => {
             eprintln!(
@@ -155,7 +162,7 @@ async fn attach<S: Sink>(
     }
     pipe.no_time_wait_lookups = pipe.time_wait.is_none();
     if let Some(ns) = pipe.stuck_ns {
-        match enrich::seed(&mut pipe.table, &opts.filter, monotonic_ns()) {
+        match enrich::seed(&mut pipe.table, &opts.filter, &pipe.names, monotonic_ns()) {
             Ok(n) => eprintln!(
                 "tracer: reporting connections stuck for {} or more; {n} existing sockets seeded from sock_diag (their age counts from now)",
                 units::human_ns(ns)
