@@ -11,9 +11,11 @@
 //!
 //! Ids become paths through [`Names`], one cache shared by the pipeline and the sinks. The
 //! pipeline *resolves* the ids of what comes in (an event, an owner from /proc) before it is
-//! recorded: a miss rescans the cgroup2 tree (at most once a second; the id is retried after
-//! the next batch), and every id learned is journaled into a recording, so a replay on
-//! another machine learns the same ids at the same points. The sinks and the filters only
+//! recorded. A miss first reads the event's task's /proc/PID/cgroup (its `0::` path, taken
+//! if that directory's inode is the id), else rescans the cgroup2 tree (at most once a
+//! second; in between the id waits and is retried after the next batch). Every id learned
+//! is journaled into a recording, so a replay on another machine learns the same ids at the
+//! same points. The sinks and the filters only
 //! *look up*, never scan: what a record shows depends only on what was resolved before it,
 //! live and in a replay alike.
 //!
@@ -362,7 +364,25 @@ pub const MAX_PENDING: usize = 4_096;
 /// 2 % of the time is spent scanning).
 pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
-type Scanner = Box<dyn FnMut() -> HashMap<u64, String> + Send>;
+/// Where a live cache learns ids: the cgroup2 tree, and a process's /proc/PID/cgroup.
+pub trait Lookup: Send {
+    /// The whole tree now: id → cgroup path ([`scan_tree`]).
+    fn tree(&mut self) -> HashMap<u64, String>;
+    /// A process's cgroup id and path ([`proc_cgroup`]).
+    fn of_pid(&mut self, pid: u32) -> Option<(u64, String)>;
+}
+
+/// This host's cgroup2 mount.
+struct Host(&'static Mount);
+
+impl Lookup for Host {
+    fn tree(&mut self) -> HashMap<u64, String> {
+        scan_tree(self.0)
+    }
+    fn of_pid(&mut self, pid: u32) -> Option<(u64, String)> {
+        proc_cgroup(pid, self.0)
+    }
+}
 
 /// The state behind [`Names`].
 #[derive(Default)]
@@ -372,8 +392,8 @@ struct Cache {
     known: HashMap<u64, Option<Arc<Identity>>>,
     /// The tree as last scanned.
     tree: HashMap<u64, String>,
-    /// Live: how to scan the tree. A replay never scans: it learns from the recording.
-    scanner: Option<Scanner>,
+    /// Live: where to look. A replay never looks: it learns from the recording.
+    scanner: Option<Box<dyn Lookup>>,
     last_scan: Option<Instant>,
     last_cost: Duration,
     /// Ids missed while a rescan was not due: resolved at the next one.
@@ -409,7 +429,7 @@ impl Cache {
             return;
         };
         let started = Instant::now();
-        self.tree = scan();
+        self.tree = scan.tree();
         self.last_cost = started.elapsed();
         self.last_scan = Some(now);
         self.scans += 1;
@@ -423,15 +443,23 @@ impl Cache {
         }
     }
 
-    fn resolve(&mut self, id: u64, now: Instant) -> Option<Arc<Identity>> {
+    /// `pid`: a process seen in cgroup `id` (the event's task), if any: its /proc/PID/cgroup
+    /// is read on a miss, before a rescan (one file and one stat, not the whole tree).
+    fn resolve(&mut self, id: u64, pid: Option<u32>, now: Instant) -> Option<Arc<Identity>> {
         if id == 0 {
             return None;
         }
         if let Some(v) = self.known.get(&id) {
             return v.clone();
         }
-        self.scanner.as_ref()?;
-        if let Some(p) = self.tree.get(&id).cloned() {
+        let scanner = self.scanner.as_mut()?;
+        // The process may have moved since: only its cgroup of that id counts.
+        let by_pid = pid
+            .and_then(|p| scanner.of_pid(p))
+            .filter(|(i, _)| *i == id)
+            .map(|(_, p)| p);
+        if let Some(p) = self.tree.get(&id).cloned().or(by_pid) {
+            self.pending.remove(&id);
             self.publish(id, Some(p));
         } else if self.rescan_due(now) {
             self.pending.insert(id);
@@ -475,14 +503,14 @@ impl Names {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Live: resolve misses by scanning the cgroup2 tree at `mount`.
+    /// Live: resolve misses from this host's cgroup2 tree at `mount` and /proc.
     pub fn scan(&self, mount: &'static Mount) {
-        self.scan_with(move || scan_tree(mount));
+        self.scan_with(Host(mount));
     }
 
-    /// Resolve misses with `scanner` (the tree: id → path).
-    pub fn scan_with(&self, scanner: impl FnMut() -> HashMap<u64, String> + Send + 'static) {
-        self.lock().scanner = Some(Box::new(scanner));
+    /// Resolve misses with `lookup`.
+    pub fn scan_with(&self, lookup: impl Lookup + 'static) {
+        self.lock().scanner = Some(Box::new(lookup));
     }
 
     /// Recording: keep every id learned from now on for [`Self::take_journal`].
@@ -499,10 +527,12 @@ impl Names {
             .unwrap_or_default()
     }
 
-    /// The identity of cgroup `id`, learning it if needed: a miss rescans the tree when a
-    /// rescan is due, else waits for the next one ([`Self::retry`]) and is `None` until then.
-    pub fn resolve(&self, id: u64) -> Option<Arc<Identity>> {
-        self.lock().resolve(id, Instant::now())
+    /// The identity of cgroup `id`, learning it if needed: on a miss, process `pid`'s
+    /// /proc/PID/cgroup is read (if given: a task seen in that cgroup), else the tree is
+    /// rescanned when a rescan is due, else the id waits for the next one ([`Self::retry`])
+    /// and is `None` until then.
+    pub fn resolve(&self, id: u64, pid: Option<u32>) -> Option<Arc<Identity>> {
+        self.lock().resolve(id, pid, Instant::now())
     }
 
     /// Resolves the ids missed earlier, if a rescan is due (after each batch).
@@ -788,22 +818,39 @@ mod tests {
         entries.iter().map(|&(i, p)| (i, p.to_string())).collect()
     }
 
+    /// A fake host: its tree, and its processes' cgroups.
+    #[derive(Clone, Default)]
+    struct Fake {
+        tree: Arc<Mutex<HashMap<u64, String>>>,
+        procs: Arc<Mutex<HashMap<u32, (u64, String)>>>,
+    }
+
+    impl Lookup for Fake {
+        fn tree(&mut self) -> HashMap<u64, String> {
+            self.tree.lock().unwrap().clone()
+        }
+        fn of_pid(&mut self, pid: u32) -> Option<(u64, String)> {
+            self.procs.lock().unwrap().get(&pid).cloned()
+        }
+    }
+
     #[test]
     fn misses_rescan_at_most_once_a_second_and_are_retried() {
-        let shared = Arc::new(Mutex::new(tree(&[(1, "/"), (10, "/a.service")])));
+        let fake = Fake::default();
+        *fake.tree.lock().unwrap() = tree(&[(1, "/"), (10, "/a.service")]);
+        let shared = fake.tree.clone();
         let names = Names::new();
-        let t = shared.clone();
-        names.scan_with(move || t.lock().unwrap().clone());
+        names.scan_with(fake);
         names.start_journal();
         let t0 = Instant::now();
         let mut c = names.lock();
-        assert_eq!(c.resolve(10, t0).unwrap().path, "/a.service");
+        assert_eq!(c.resolve(10, None, t0).unwrap().path, "/a.service");
         assert_eq!(c.scans, 1);
         // Known from the last scan: no rescan.
-        assert_eq!(c.resolve(1, t0).unwrap().path, "/");
+        assert_eq!(c.resolve(1, None, t0).unwrap().path, "/");
         // A new cgroup before the next rescan is due: missed, pending.
         shared.lock().unwrap().insert(20, "/b.scope".into());
-        assert_eq!(c.resolve(20, t0 + Duration::from_millis(10)), None);
+        assert_eq!(c.resolve(20, None, t0 + Duration::from_millis(10)), None);
         assert_eq!(c.scans, 1);
         assert!(c.pending.contains(&20));
         drop(c);
@@ -815,9 +862,9 @@ mod tests {
         assert_eq!(names.get(20).unwrap().unit.as_deref(), Some("b.scope"));
         // Gone by the time of a due scan: known as gone, not scanned for again.
         let mut c = names.lock();
-        assert_eq!(c.resolve(30, t0 + Duration::from_secs(3)), None);
+        assert_eq!(c.resolve(30, None, t0 + Duration::from_secs(3)), None);
         assert_eq!(c.scans, 3);
-        assert_eq!(c.resolve(30, t0 + Duration::from_secs(5)), None);
+        assert_eq!(c.resolve(30, None, t0 + Duration::from_secs(5)), None);
         assert_eq!(c.scans, 3);
         drop(c);
         assert_eq!(
@@ -830,15 +877,47 @@ mod tests {
             ]
         );
         assert!(names.take_journal().is_empty());
-        assert_eq!(names.resolve(0), None, "0: not known");
+        assert_eq!(names.resolve(0, None), None, "0: not known");
+    }
+
+    #[test]
+    fn a_miss_reads_the_tasks_proc_cgroup_before_waiting_for_a_rescan() {
+        let fake = Fake::default();
+        let procs = fake.procs.clone();
+        let names = Names::new();
+        names.scan_with(fake);
+        let t0 = Instant::now();
+        let mut c = names.lock();
+        assert_eq!(c.resolve(1, None, t0), None);
+        assert_eq!(c.scans, 1);
+        // A new container's first task, before a rescan is due: found through its pid.
+        let ctr = format!("/system.slice/docker-{HEX64}.scope");
+        procs.lock().unwrap().insert(77, (40, ctr.clone()));
+        let soon = t0 + Duration::from_millis(5);
+        let i = c.resolve(40, Some(77), soon).unwrap();
+        assert_eq!(
+            (i.path.as_str(), i.container_id.as_deref()),
+            (&*ctr, Some(HEX64))
+        );
+        assert_eq!(c.scans, 1);
+        // A task that moved on (another id now): not taken for this one.
+        procs
+            .lock()
+            .unwrap()
+            .insert(78, (41, "/elsewhere.service".into()));
+        assert_eq!(c.resolve(42, Some(78), soon), None);
+        assert!(c.pending.contains(&42) && !c.known.contains_key(&41));
     }
 
     #[test]
     fn a_replay_learns_and_never_scans() {
         let names = Names::new();
-        assert_eq!(names.resolve(5), None);
+        assert_eq!(names.resolve(5, Some(1)), None);
         names.learn(5, Some("/system.slice/x.service".into()));
-        assert_eq!(names.resolve(5).unwrap().unit.as_deref(), Some("x.service"));
+        assert_eq!(
+            names.resolve(5, None).unwrap().unit.as_deref(),
+            Some("x.service")
+        );
         names.learn(5, None);
         assert_eq!(names.get(5), None);
         assert_eq!(names.scans(), 0);

@@ -173,7 +173,8 @@ impl<S: Sink> Pipeline<S> {
         // The owner's cgroup (only process-context events carry one): resolved before the
         // event is recorded, so a replay knows it from the same point on.
         if ev.cgroup_id != 0 {
-            self.names.resolve(ev.cgroup_id);
+            let pid = (ev.pid_tgid >> 32) as u32;
+            self.names.resolve(ev.cgroup_id, (pid != 0).then_some(pid));
             self.write_cgroups()?;
         }
         if let Some(r) = &mut self.recorder {
