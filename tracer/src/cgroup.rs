@@ -201,11 +201,15 @@ pub fn is_cgroup2_dir(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
-    // SAFETY: a NUL-terminated path and a zeroed statfs buffer of the right type.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    let magic = i64::from(st.f_type as i64);
+    // SAFETY: statfs is plain old data (all zeroes is a valid value); the path is
+    // NUL-terminated and the buffer is of the type statfs(2) fills.
+    let (rc, st) = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st), st)
+    };
+    // `f_type`'s type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
     rc == 0 && magic == CGROUP2_SUPER_MAGIC && path.is_dir()
 }
 

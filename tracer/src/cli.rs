@@ -47,8 +47,8 @@ Examples:
   tracer stuck 30s               only connections stuck 30 s or more, with their owners
   tracer --stuck 2m --state CLOSE_WAIT -p 8080    CLOSE_WAIT leaks on port 8080
   tracer --addr 10.0.0.0/8 --rport 443            outgoing HTTPS to 10/8
-  tracer --cgroup system.slice/nginx.service      only nginx's sockets (filtered in the kernel)
-  tracer --container 3f2a9c1b7d0e -o json         one container's sockets, by id prefix
+  tracer --container 3f2a9c1b7d0e -o json         one container's sockets (by id prefix), with owner
+                                                  cgroup, unit, container_id and pod_uid
   tracer --metrics 127.0.0.1:9464 --quiet --stuck 60s   a service: metrics and stuck reports
   tracer --view ladder -p 8080                    each connection as a sequence diagram
   tracer --summary -q -p 8080                     a summary with histograms at exit (and SIGUSR1)

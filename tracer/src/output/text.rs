@@ -46,17 +46,15 @@ impl<W: Write> Text<W> {
         }
     }
 
-    /// The short form of an owner's cgroup identity (`nginx.service`, `ctr 3f2a9c1b7d0e pod
-    /// 1a2b3c4d`), if its cgroup is known and names a unit or a container.
-    fn owner_tag(&self, owner: Option<&Owner>) -> Option<String> {
-        let o = owner?;
-        self.names.get(o.cgroup_id)?.tag.clone()
-    }
-
-    /// ` [tag]` after an owner, when there is one (nothing otherwise: hosts without units
-    /// or containers print as they always did).
+    /// `sep` and `[tag]` after an owner: the short form of its cgroup identity
+    /// (`nginx.service`, `ctr 3f2a9c1b7d0e pod 1a2b3c4d`) when its cgroup is known and names
+    /// a unit or a container; nothing otherwise, so hosts without either print as they
+    /// always did.
     fn put_owner_tag(&self, b: &mut Vec<u8>, owner: Option<&Owner>, sep: &[u8]) {
-        if let Some(t) = self.owner_tag(owner) {
+        let Some(identity) = owner.and_then(|o| self.names.get(o.cgroup_id)) else {
+            return;
+        };
+        if let Some(t) = &identity.tag {
             b.extend_from_slice(sep);
             b.push(b'[');
             b.extend_from_slice(t.as_bytes());
