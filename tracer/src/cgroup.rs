@@ -928,7 +928,7 @@ mod tests {
     }
 
     #[test]
-    fn notes_seed_without_duplicates_and_the_cache_is_bounded() {
+    fn a_note_seeds_once_and_the_cache_is_bounded() {
         let names = Names::new();
         names.start_journal();
         names.note(7, "/a.service");
