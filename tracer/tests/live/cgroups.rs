@@ -108,8 +108,15 @@ fn owners_carry_the_identity_of_their_cgroup_live_and_in_a_replay() {
     // The Docker scope exists before the tracer (its first scan finds it); the others are
     // made while it runs.
     let first = cg.add(&docker);
-    let dir = temp_dir("cgroup-ident");
-    let rec = dir.join("cg.rec");
+    /// The recording's directory, removed even on failure.
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = TempDir(temp_dir("cgroup-ident"));
+    let rec = dir.0.join("cg.rec");
     let (records, clients, err) = clients_in(
         &mut cg,
         vec![Dir::Made(first), Dir::Later(pod), Dir::Later(service)],
@@ -201,7 +208,6 @@ fn owners_carry_the_identity_of_their_cgroup_live_and_in_a_replay() {
         )),
         "{recording}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
