@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     decode::{Family, TcpState},
-    filter::{CgroupId, Cidr, Filter, netns_inode},
+    filter::{CgroupId, Cidr, Filter, netns_inode, parse_container},
     pipeline::View,
 };
 
@@ -47,6 +47,8 @@ Examples:
   tracer stuck 30s               only connections stuck 30 s or more, with their owners
   tracer --stuck 2m --state CLOSE_WAIT -p 8080    CLOSE_WAIT leaks on port 8080
   tracer --addr 10.0.0.0/8 --rport 443            outgoing HTTPS to 10/8
+  tracer --container 3f2a9c1b7d0e -o json         one container's sockets (by id prefix), with owner
+                                                  cgroup, unit, container_id and pod_uid
   tracer --metrics 127.0.0.1:9464 --quiet --stuck 60s   a service: metrics and stuck reports
   tracer --view ladder -p 8080                    each connection as a sequence diagram
   tracer --summary -q -p 8080                     a summary with histograms at exit (and SIGUSR1)
@@ -97,10 +99,24 @@ pub struct Args {
     #[arg(global = true, long = "comm", value_name = "NAME", value_parser = parse_comm)]
     pub comms: Vec<String>,
 
-    /// Only sockets owned by a process in this cgroup v2 (repeatable): a path under
-    /// /sys/fs/cgroup, e.g. `system.slice/nginx.service`. Filtered in the kernel.
+    /// Only sockets owned by a process in this cgroup v2 (repeatable): its path relative to
+    /// the cgroup2 root, as the `0::` line of /proc/PID/cgroup shows it
+    /// (`system.slice/nginx.service` or `/system.slice/nginx.service`), or its directory
+    /// under the cgroup2 mount. The mount is found in /proc/self/mountinfo: /sys/fs/cgroup
+    /// on a pure cgroup v2 host, /sys/fs/cgroup/unified on a hybrid one. Exactly that cgroup,
+    /// not its children. Filtered in the kernel.
     #[arg(global = true, long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<CgroupId>,
+
+    /// Only sockets owned by a process in the container whose id starts with this (at least
+    /// 4 hex digits, repeatable; `docker ps` shows 12, a Kubernetes `containerd://ID` is
+    /// taken as its ID). The container id comes from the owner's cgroup path (Docker,
+    /// containerd, CRI-O, Podman; systemd or cgroupfs driver), and JSON shows it as
+    /// `owner.container_id`. Filtered in user space, not in the kernel (the kernel knows
+    /// cgroup ids, not container ids): every event still crosses the ring buffer, so combine
+    /// it with --port or --cgroup on a busy host.
+    #[arg(global = true, long = "container", value_name = "ID_PREFIX", value_parser = parse_container)]
+    pub containers: Vec<String>,
 
     /// Only sockets in the network namespace with this inode (repeatable; `ls -iL
     /// /proc/PID/ns/net` shows it). The socket's own namespace, not the current task's:
@@ -317,6 +333,7 @@ impl Args {
             pids: self.pids.clone(),
             comms: self.comms.clone(),
             cgroups: self.cgroups.clone(),
+            containers: self.containers.clone(),
             netns: self
                 .netns
                 .iter()
@@ -600,6 +617,15 @@ mod tests {
             )
         );
         assert_eq!(f.cidrs[0].to_string(), "10.0.0.0/8");
+        let a = Args::try_parse_from([
+            "tracer",
+            "--container",
+            "3F2A9C",
+            "--container",
+            "docker://abcd1234",
+        ])
+        .unwrap();
+        assert_eq!(a.filter().containers, ["3f2a9c", "abcd1234"]);
         assert!(!a.quiet());
         for bad in [
             vec!["tracer", "--state", "WAITING"],
@@ -607,6 +633,8 @@ mod tests {
             vec!["tracer", "--stuck", "soon"],
             vec!["tracer", "stuck", "0"],
             vec!["tracer", "--lport", "0"],
+            vec!["tracer", "--container", "3f2"],
+            vec!["tracer", "--container", "nginx"],
         ] {
             let e = Args::try_parse_from(&bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}");

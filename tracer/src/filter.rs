@@ -6,6 +6,7 @@
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use crate::{
+    cgroup::{self, Names},
     decode::{Family, TcpState},
     table::Owner,
     tuple::Tuple,
@@ -92,6 +93,8 @@ pub struct Filter {
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
     pub cgroups: Vec<CgroupId>,
+    /// Container id prefixes (lower-case hex): in user space, from the owner's cgroup path.
+    pub containers: Vec<String>,
     /// Network namespace inodes (the socket's namespace).
     pub netns: Vec<u32>,
 }
@@ -107,26 +110,68 @@ pub fn netns_inode(path: &str) -> Result<u32, String> {
 /// A cgroup v2 directory and its id (the directory's inode, what the kernel reports).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupId {
+    /// Its cgroup path, relative to the cgroup2 root: `/system.slice/x.service`.
     pub path: String,
     pub id: u64,
 }
 
-/// Where cgroup v2 is mounted.
-pub const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
-
-impl FromStr for CgroupId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        use std::os::unix::fs::MetadataExt as _;
-        // `/sys/fs/cgroup/system.slice/x.service`, or relative to it: `system.slice/x.service`.
-        let path = if s.starts_with(CGROUP2_ROOT) {
-            s.to_string()
-        } else {
-            format!("{CGROUP2_ROOT}/{}", s.trim_start_matches('/'))
+impl CgroupId {
+    /// `--cgroup PATH` on a host whose cgroup2 is mounted at `mount` (none: an error that
+    /// says so). PATH is a directory under the mount (`/sys/fs/cgroup/unified/x.slice` on a
+    /// hybrid host), or a cgroup path relative to the cgroup2 root, with or without its
+    /// leading `/` (`system.slice/x.service`, `/system.slice/x.service`, as the `0::` line
+    /// of /proc/PID/cgroup shows it).
+    pub fn parse(s: &str, mount: Option<&cgroup::Mount>) -> Result<Self, String> {
+        use std::{os::unix::fs::MetadataExt as _, path::Path};
+        let Some(m) = mount else {
+            return Err(format!(
+                "cgroup `{s}`: {}, and cgroup v2 ids are what the kernel reports for owners: there is nothing to filter on",
+                cgroup::NOT_MOUNTED
+            ));
         };
-        let meta = std::fs::metadata(&path).map_err(|e| format!("cgroup `{s}`: {path}: {e}"))?;
-        if !meta.is_dir() {
-            return Err(format!("cgroup `{s}`: {path} is not a cgroup directory"));
+        let here = m.point.display();
+        let given = Path::new(s);
+        let (dir, path) = match given.strip_prefix(&m.point) {
+            Ok(rel) if given.is_absolute() => {
+                let rel = rel
+                    .to_str()
+                    .ok_or_else(|| format!("cgroup `{s}`: not UTF-8"))?;
+                let rel = rel.trim_matches('/');
+                let rel = if rel.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{rel}")
+                };
+                (given.to_path_buf(), m.cgroup_path(&rel))
+            }
+            _ => {
+                let path = format!("/{}", s.trim_matches('/'));
+                let dir = m.dir(&path).ok_or_else(|| {
+                    format!("cgroup `{s}`: not in the cgroup2 hierarchy mounted at {here}")
+                })?;
+                (dir, path)
+            }
+        };
+        let meta = match std::fs::metadata(&dir) {
+            Ok(meta) => meta,
+            Err(e) if given.is_absolute() && given.is_dir() => {
+                return Err(format!(
+                    "cgroup `{s}`: a directory, but not of cgroup2, which is mounted at {here} on this host ({} {e}); give the path under {here}, or relative to it as the `0::` line of /proc/PID/cgroup shows it (`system.slice/x.service`)",
+                    dir.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cgroup `{s}`: {}: {e} (cgroup2 is mounted at {here})",
+                    dir.display()
+                ));
+            }
+        };
+        if !cgroup::is_cgroup2_dir(&dir) {
+            return Err(format!(
+                "cgroup `{s}`: {} is not a cgroup v2 directory (cgroup2 is mounted at {here})",
+                dir.display()
+            ));
         }
         Ok(Self {
             path,
@@ -134,6 +179,32 @@ impl FromStr for CgroupId {
         })
     }
 }
+
+impl FromStr for CgroupId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s, cgroup::mount())
+    }
+}
+
+/// `--container ID_PREFIX`: lower-case hex, at least [`MIN_CONTAINER_PREFIX`] digits; a
+/// Kubernetes `containerID` (`containerd://<id>`, `docker://<id>`, `cri-o://<id>`) is taken
+/// as its id.
+pub fn parse_container(s: &str) -> Result<String, String> {
+    let id = s
+        .split_once("://")
+        .map_or(s, |(_, id)| id)
+        .to_ascii_lowercase();
+    if id.len() < MIN_CONTAINER_PREFIX || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`{s}` is not a container id prefix: give at least {MIN_CONTAINER_PREFIX} hex digits of the id (`docker ps` shows 12, `crictl ps` 13)"
+        ));
+    }
+    Ok(id)
+}
+
+/// Shortest `--container` prefix accepted.
+pub const MIN_CONTAINER_PREFIX: usize = 4;
 
 /// A `comm` as the kernel stores it: at most 15 bytes, NUL-padded to 16.
 pub fn comm_key(comm: &str) -> [u8; 16] {
@@ -235,23 +306,57 @@ impl Filter {
                     .join(",")
             ));
         }
+        if !self.containers.is_empty() {
+            parts.push(format!(
+                "owner container {} (in user space)",
+                self.containers.join(",")
+            ));
+        }
         parts.join(", ")
     }
 
-    pub fn has_owner_filter(&self) -> bool {
+    /// The owner filters the kernel program applies too.
+    pub fn has_kernel_owner_filter(&self) -> bool {
         !self.pids.is_empty() || !self.comms.is_empty() || !self.cgroups.is_empty()
     }
 
-    /// The owner filters (`--pid`, `--comm`, `--cgroup`), all of those given. A socket whose
-    /// owner is not known (yet) is not shown while owner filters are on.
-    pub fn matches_owner(&self, owner: Option<&Owner>) -> bool {
-        if !self.has_owner_filter() {
+    pub fn has_owner_filter(&self) -> bool {
+        self.has_kernel_owner_filter() || !self.containers.is_empty()
+    }
+
+    /// The owner filters the kernel applies too (`--pid`, `--comm`, `--cgroup`), all of those
+    /// given. A socket whose owner is not known (yet) is not shown while they are on.
+    pub fn matches_kernel_owner(&self, owner: Option<&Owner>) -> bool {
+        if !self.has_kernel_owner_filter() {
             return true;
         }
         let Some(o) = owner else { return false };
         (self.pids.is_empty() || self.pids.contains(&o.pid))
             && (self.comms.is_empty() || self.comms.iter().any(|c| comm_key(c) == o.comm.0))
             && (self.cgroups.is_empty() || self.cgroups.iter().any(|c| c.id == o.cgroup_id))
+    }
+
+    /// `--container`, which only user space can apply (the kernel knows cgroup ids, not
+    /// container ids): the owner's container id, from its cgroup path as `names` knows it,
+    /// starts with one of the prefixes. An owner not known, or whose cgroup is not known
+    /// (yet), or not a container's, does not match.
+    pub fn matches_container(&self, owner: Option<&Owner>, names: &Names) -> bool {
+        if self.containers.is_empty() {
+            return true;
+        }
+        let Some(ident) = owner.and_then(|o| names.get(o.cgroup_id)) else {
+            return false;
+        };
+        ident
+            .container_id
+            .as_deref()
+            .is_some_and(|id| self.containers.iter().any(|p| id.starts_with(p.as_str())))
+    }
+
+    /// Every owner filter given: [`Self::matches_kernel_owner`] and
+    /// [`Self::matches_container`].
+    pub fn matches_owner(&self, owner: Option<&Owner>, names: &Names) -> bool {
+        self.matches_kernel_owner(owner) && self.matches_container(owner, names)
     }
 
     /// Whether a connection with these states so far is shown (`--state`).
@@ -338,18 +443,22 @@ mod tests {
             cgroup_id: 99,
             source: OwnerSource::Event,
         };
-        assert!(Filter::default().matches_owner(None));
+        let names = Names::new();
+        assert!(Filter::default().matches_owner(None, &names));
         let f = Filter {
             pids: vec![7, 8],
             ..Default::default()
         };
-        assert!(f.matches_owner(Some(&o)) && !f.matches_owner(None));
+        assert!(f.matches_owner(Some(&o), &names) && !f.matches_owner(None, &names));
         let f = Filter {
             comms: vec!["nginx".into()],
             pids: vec![8],
             ..Default::default()
         };
-        assert!(!f.matches_owner(Some(&o)), "all given filters must match");
+        assert!(
+            !f.matches_owner(Some(&o), &names),
+            "all given filters must match"
+        );
         let f = Filter {
             cgroups: vec![CgroupId {
                 path: "x".into(),
@@ -357,18 +466,88 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(f.matches_owner(Some(&o)));
+        assert!(f.matches_owner(Some(&o), &names));
         assert_eq!(comm_key("a-very-long-command-name")[15], 0);
+    }
+
+    #[test]
+    fn container_filter_in_user_space() {
+        use crate::{decode::Comm, table::OwnerSource};
+        let id = "3f2a9c1b7d0e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";
+        let owner = |cgroup_id| Owner {
+            pid: 7,
+            comm: Comm(comm_key("nginx")),
+            uid: 0,
+            cgroup_id,
+            source: OwnerSource::Event,
+        };
+        let names = Names::new();
+        names.learn(5, Some(format!("/system.slice/docker-{id}.scope")));
+        names.learn(6, Some("/system.slice/nginx.service".into()));
+        let f = Filter {
+            containers: vec!["0000".into(), "3f2a9c".into()],
+            ..Default::default()
+        };
+        assert!(f.has_owner_filter() && !f.has_kernel_owner_filter());
+        assert!(f.matches_owner(Some(&owner(5)), &names));
+        assert!(!f.matches_owner(Some(&owner(6)), &names), "not a container");
         assert!(
-            "/sys/fs/cgroup".parse::<CgroupId>().is_ok(),
-            "the root cgroup exists"
+            !f.matches_owner(Some(&owner(8)), &names),
+            "cgroup not known"
+        );
+        assert!(!f.matches_owner(None, &names));
+        assert!(
+            f.matches_kernel_owner(None),
+            "nothing for the kernel to check"
+        );
+        let f = Filter {
+            containers: vec!["3f2a".into()],
+            pids: vec![8],
+            ..Default::default()
+        };
+        assert!(
+            !f.matches_owner(Some(&owner(5)), &names),
+            "combined: all must hold"
         );
         assert!(
-            "no/such/cgroup"
-                .parse::<CgroupId>()
+            f.describe()
+                .contains("owner container 3f2a (in user space)")
+        );
+        assert_eq!(parse_container("3F2A9C").unwrap(), "3f2a9c");
+        assert_eq!(parse_container(&format!("containerd://{id}")).unwrap(), id);
+        assert!(
+            parse_container("3f2")
                 .unwrap_err()
-                .contains("no/such/cgroup")
+                .contains("at least 4 hex digits")
         );
+        assert!(parse_container("nginx").is_err());
+    }
+
+    #[test]
+    fn cgroup_paths_are_found_under_the_real_cgroup2_mount() {
+        let none = CgroupId::parse("system.slice", None).unwrap_err();
+        assert!(none.contains("no cgroup2 file system is mounted"), "{none}");
+        let Some(m) = cgroup::mount() else {
+            return; // a host without cgroup2: nothing more to check
+        };
+        let root = CgroupId::parse("/", Some(m)).unwrap();
+        assert_eq!(root.path, "/");
+        let abs = CgroupId::parse(m.point.to_str().unwrap(), Some(m)).unwrap();
+        assert_eq!(abs, root, "the mount point is the root cgroup");
+        let err = CgroupId::parse("no/such/cgroup", Some(m)).unwrap_err();
+        assert!(
+            err.contains("no/such/cgroup") && err.contains(&*m.point.to_string_lossy()),
+            "{err}"
+        );
+        let err = CgroupId::parse("/proc", Some(m)).unwrap_err();
+        assert!(err.contains("not of cgroup2"), "{err}");
+        // A sample mount: relative and absolute forms give the same path.
+        let sample = cgroup::Mount {
+            point: m.point.clone(),
+            root: "/".into(),
+        };
+        let a = CgroupId::parse("", Some(&sample)).unwrap();
+        assert_eq!(a.path, "/");
     }
 
     #[test]

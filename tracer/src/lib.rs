@@ -6,10 +6,11 @@
 //! [`summary`], [`metrics`], [`record`]). [`pipeline`] wires the stages after the source;
 //! [`app`] is the live loop, replay and demo.
 //!
-//! Imports run one way: `tracer-common` → [`decode`], [`clock`], [`units`] → [`table`] →
+//! Imports run one way: `tracer-common` → [`decode`], [`clock`], [`units`], [`cgroup`] → [`table`] →
 //! [`filter`], [`enrich`], views → [`pipeline`] → [`app`].
 pub mod app;
 pub mod btf;
+pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod decode;

@@ -3,6 +3,7 @@
 use std::{io, path::PathBuf};
 
 use crate::{
+    cgroup::Names,
     clock::WallClock,
     decode::{self, Decoded, LostCause, TcpState},
     enrich::{Namespaces, OwnerResolver, TimeWaitTracker},
@@ -81,6 +82,11 @@ pub struct Pipeline<S: Sink> {
     /// Transitions into CLOSING (a simultaneous close) seen: `tracer demo simultaneous`
     /// waits for one.
     pub closing_seen: u64,
+    /// Cgroup ids → path, unit, container, pod; shared with the sink. The pipeline resolves
+    /// the ids of what comes in (live: scanning the cgroup2 tree on a miss) before it is
+    /// recorded; the sink and the filters only look up. A replay's learns from the
+    /// recording's `cgroup` lines.
+    pub names: Names,
 }
 
 /// A recording that cannot be written is an error the user must see, not a broken pipe.
@@ -89,8 +95,11 @@ fn recording_error(e: io::Error) -> io::Error {
 }
 
 impl<S: Sink> Pipeline<S> {
-    pub fn new(sink: S) -> Self {
+    pub fn new(mut sink: S) -> Self {
+        let names = Names::new();
+        sink.use_cgroups(&names);
         Self {
+            names,
             table: Table::new(),
             sink,
             transitions: 0,
@@ -124,6 +133,20 @@ impl<S: Sink> Pipeline<S> {
     pub fn start_recording(&mut self, rec: Recorder<io::BufWriter<std::fs::File>>) {
         self.recorder = Some(rec);
         self.table.journal = Some(Vec::new());
+        self.names.start_journal();
+    }
+
+    /// Writes the cgroup ids learned since last time to the recording: before anything that
+    /// may show them.
+    fn write_cgroups(&mut self) -> io::Result<()> {
+        let Some(r) = &mut self.recorder else {
+            return Ok(());
+        };
+        for (id, path) in self.names.take_journal() {
+            r.line(&record::Line::Cgroup { id, path })
+                .map_err(recording_error)?;
+        }
+        Ok(())
     }
 
     /// Whether per-event records (transitions, context events) are shown.
@@ -152,6 +175,13 @@ impl<S: Sink> Pipeline<S> {
 
     /// One raw event, from the ring buffer or a recording.
     pub fn raw_event(&mut self, ev: &tracer_common::Event) -> io::Result<()> {
+        // The owner's cgroup (only process-context events carry one): resolved before the
+        // event is recorded, so a replay knows it from the same point on.
+        if ev.cgroup_id != 0 {
+            let pid = (ev.pid_tgid >> 32) as u32;
+            self.names.resolve(ev.cgroup_id, (pid != 0).then_some(pid));
+            self.write_cgroups()?;
+        }
         if let Some(r) = &mut self.recorder {
             r.event(ev).map_err(recording_error)?;
             self.unsettled = true;
@@ -189,7 +219,10 @@ impl<S: Sink> Pipeline<S> {
         }
         let shown = (self.filter.states.is_empty()
             || self.table.passed_through(t.sock, &self.filter.states))
-            && (!self.user_filter || self.filter.matches_owner(applied.owner.as_ref()));
+            && (!self.user_filter || self.filter.matches_kernel_owner(applied.owner.as_ref()))
+            && self
+                .filter
+                .matches_container(applied.owner.as_ref(), &self.names);
         if let Some(u) = &applied.unstuck
             && shown
         {
@@ -222,7 +255,8 @@ impl<S: Sink> Pipeline<S> {
         let shown = (self.filter.states.is_empty()
             || c.sock
                 .is_some_and(|s| self.table.passed_through(s, &self.filter.states)))
-            && (!self.user_filter || self.filter.matches_owner(owner.as_ref()));
+            && (!self.user_filter || self.filter.matches_kernel_owner(owner.as_ref()))
+            && self.filter.matches_container(owner.as_ref(), &self.names);
         if !self.shows_events() || !shown {
             return Ok(());
         }
@@ -234,8 +268,8 @@ impl<S: Sink> Pipeline<S> {
         if let Some(m) = &self.metrics {
             m.connection(&c);
         }
-        let wanted =
-            self.filter.matches_states(&c.states) && self.filter.matches_owner(c.owner.as_ref());
+        let wanted = self.filter.matches_states(&c.states)
+            && self.filter.matches_owner(c.owner.as_ref(), &self.names);
         if wanted && let Some(s) = &mut self.summary {
             s.connection(&c);
         }
@@ -297,7 +331,7 @@ impl<S: Sink> Pipeline<S> {
         if let Some(s) = &mut self.summary {
             s.diag(d);
         }
-        if self.shows_events() && self.filter.matches_owner(d.owner.as_ref()) {
+        if self.shows_events() && self.filter.matches_owner(d.owner.as_ref(), &self.names) {
             self.sink.diag_transition(d)?;
         }
         Ok(())
@@ -320,6 +354,8 @@ impl<S: Sink> Pipeline<S> {
 
     /// Writes what the enrichers told the table to the recording.
     pub fn write_journal(&mut self) -> io::Result<bool> {
+        // The cgroups of the owners in these facts (noted from /proc) first.
+        self.write_cgroups()?;
         let Some(r) = &mut self.recorder else {
             return Ok(false);
         };
@@ -333,6 +369,9 @@ impl<S: Sink> Pipeline<S> {
     /// After a batch: owner and TIME_WAIT lookups, then the connections whose records are
     /// complete.
     pub fn settle(&mut self, now_ns: u64) -> io::Result<()> {
+        // Cgroup ids missed while a rescan was not due (journaled by `write_journal` below,
+        // before anything is shown).
+        self.names.retry();
         let mut dropped = self.table.enforce_cap();
         if let (Some(o), Some(ns)) = (&mut self.owners, &mut self.namespaces) {
             match o
@@ -458,7 +497,9 @@ impl<S: Sink> Pipeline<S> {
         };
         for r in self.table.stuck(now_ns, threshold) {
             if self.filter.matches_states(&r.conn.states)
-                && self.filter.matches_owner(r.conn.owner.as_ref())
+                && self
+                    .filter
+                    .matches_owner(r.conn.owner.as_ref(), &self.names)
             {
                 self.sink.stuck(&r)?;
             }
@@ -469,9 +510,9 @@ impl<S: Sink> Pipeline<S> {
     /// The stuck connections now, grouped by owner and state, and the summary (SIGUSR1, exit).
     pub fn stuck_summary(&mut self, now_ns: u64) -> io::Result<()> {
         if let Some(threshold) = self.stuck_ns {
-            let states = self.filter.states.clone();
+            let (filter, names) = (&self.filter, &self.names);
             let groups = self.table.stuck_groups(now_ns, threshold, |c| {
-                states.is_empty() || c.states.iter().any(|s| states.contains(s))
+                filter.matches_states(&c.states) && filter.matches_owner(c.owner.as_ref(), names)
             });
             self.sink.stuck_summary(&groups, threshold)?;
         }
@@ -520,6 +561,10 @@ impl<S: Sink> Pipeline<S> {
             }
             Item::Fact(f) => self.fact(f),
             Item::Diag(d) => self.diag(&d),
+            Item::Cgroup { id, path } => {
+                self.names.learn(id, path);
+                Ok(())
+            }
             Item::Lost {
                 cause,
                 count,

@@ -25,8 +25,11 @@ use crate::{
     tuple::Tuple,
 };
 
-/// The recording format's version. A reader accepts only the versions it knows.
-pub const VERSION: u32 = 1;
+/// The recording format's version. A reader accepts only the versions it knows: 1 (no
+/// `cgroup` lines) and 2.
+pub const VERSION: u32 = 2;
+/// The oldest version this reader still reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// The header's `format` value.
 pub const FORMAT: &str = "tracer-recording";
 
@@ -290,6 +293,14 @@ pub enum Line {
         in_old_ns: Option<u64>,
         owner: Option<RecOwner>,
     },
+    /// A cgroup id learned (the first time an owner with it was seen, or again once the
+    /// cache started over), with its path relative to the cgroup2 root; `null` if the
+    /// cgroup was gone by the time it was looked up. A replay learns it here instead of
+    /// from the replaying machine's cgroups.
+    Cgroup {
+        id: u64,
+        path: Option<String>,
+    },
     /// Events the kernel could not hand over.
     Lost {
         cause: LostCause,
@@ -372,6 +383,10 @@ pub enum Item {
     Event(Event),
     Fact(Fact),
     Diag(DiagTransition),
+    Cgroup {
+        id: u64,
+        path: Option<String>,
+    },
     Lost {
         cause: LostCause,
         count: u64,
@@ -465,6 +480,7 @@ impl TryFrom<Line> for Item {
                 in_old_ns,
                 owner: owner(o)?,
             }),
+            Line::Cgroup { id, path } => Self::Cgroup { id, path },
             Line::Lost {
                 cause,
                 count,
@@ -530,9 +546,9 @@ fn check_header(h: &Header) -> Result<(), String> {
             h.format
         ));
     }
-    if h.v != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&h.v) {
         return Err(format!(
-            "recording format version {} is not supported by this tracer (it reads version {VERSION})",
+            "recording format version {} is not supported by this tracer (it reads versions {OLDEST_VERSION} to {VERSION})",
             h.v
         ));
     }
@@ -728,6 +744,11 @@ mod tests {
         let mut lines = vec![Line::Event((&event()).into())];
         lines.extend(facts.iter().map(Line::fact));
         lines.push(Line::Settle { ts_ns: 9 });
+        lines.push(Line::Cgroup {
+            id: 5,
+            path: Some("/system.slice/nginx.service".into()),
+        });
+        lines.push(Line::Cgroup { id: 6, path: None });
         lines.push(Line::End {
             ts_ns: 10,
             reason: "SIGINT".into(),
@@ -740,6 +761,30 @@ mod tests {
             assert_eq!(items[2 + i], Item::Fact(f.clone()));
         }
         assert_eq!(items[6], Item::Settle(9));
+        assert_eq!(
+            items[7],
+            Item::Cgroup {
+                id: 5,
+                path: Some("/system.slice/nginx.service".into())
+            }
+        );
+        assert_eq!(items[8], Item::Cgroup { id: 6, path: None });
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.contains(r#"{"type":"cgroup","id":5,"path":"/system.slice/nginx.service"}"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn version_1_recordings_are_still_read() {
+        let mut h = header();
+        h.v = 1;
+        let mut bytes = Vec::new();
+        serde_json::to_writer(&mut bytes, &Line::Header(h.clone())).unwrap();
+        bytes.extend_from_slice(b"\n{\"type\":\"settle\",\"ts_ns\":2}\n");
+        let items: Vec<Item> = Reader::new(&bytes[..]).map(Result::unwrap).collect();
+        assert_eq!(items, [Item::Header(h), Item::Settle(2)]);
     }
 
     #[test]

@@ -261,3 +261,89 @@ fn a_corrupt_line_is_named_and_everything_before_it_is_shown() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The owners' cgroup identity comes from the recording's `cgroup` lines, never from the
+/// replaying machine: from the line on, not before it; `--container` filters on it. A
+/// recording without such lines (all the fixtures: version 1) shows null fields.
+#[test]
+fn a_replay_shows_the_recorded_cgroup_identity_from_its_line_on() {
+    let ctr = "3f2a9c1b7d0e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";
+    let old = json_records(&replay(&fixture("normal.jsonl"), &["-o", "json"]));
+    let owned: Vec<&Value> = old.iter().filter(|v| v["owner"].is_object()).collect();
+    assert!(!owned.is_empty());
+    for v in &owned {
+        let o = &v["owner"];
+        assert_eq!(o["cgroup_id"], 1, "{v}");
+        for k in ["cgroup", "unit", "container_id", "pod_uid"] {
+            assert!(o[k].is_null(), "{k} in {v}");
+        }
+    }
+    // The same events, with the root cgroup (id 1) recorded as a container's after the
+    // first three events.
+    let text = std::fs::read_to_string(fixture("normal.jsonl")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[0] = lines[0].replace("\"v\":1", "\"v\":2");
+    let third = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("\"type\":\"event\""))
+        .nth(2)
+        .unwrap()
+        .0;
+    lines.insert(
+        third + 1,
+        format!(r#"{{"type":"cgroup","id":1,"path":"/system.slice/docker-{ctr}.scope"}}"#),
+    );
+    let dir = std::env::temp_dir().join(format!("tracer-replay-cg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("cgroup.jsonl");
+    std::fs::write(&rec, lines.join("\n") + "\n").unwrap();
+
+    let got = json_records(&replay(&rec, &["-o", "json"]));
+    assert_eq!(got.len(), old.len());
+    let transitions: Vec<&Value> = got.iter().filter(|v| v["type"] == "transition").collect();
+    let before = transitions
+        .iter()
+        .take(3)
+        .filter(|v| v["owner"].is_object());
+    for v in before {
+        assert!(v["owner"]["container_id"].is_null(), "before the line: {v}");
+    }
+    let conns: Vec<&Value> = got.iter().filter(|v| v["type"] == "connection").collect();
+    assert!(!conns.is_empty());
+    for c in &conns {
+        let o = &c["owner"];
+        assert_eq!(
+            o["cgroup"],
+            format!("/system.slice/docker-{ctr}.scope"),
+            "{c}"
+        );
+        assert_eq!(o["unit"], format!("docker-{ctr}.scope"));
+        assert_eq!(o["container_id"], ctr);
+        assert!(o["pod_uid"].is_null());
+    }
+    // --container: by prefix; another container's prefix keeps nothing.
+    let kept = json_records(&replay(
+        &rec,
+        &[
+            "-o",
+            "json",
+            "--view",
+            "connections",
+            "--container",
+            "3f2a9c",
+        ],
+    ));
+    assert_eq!(kept.len(), conns.len());
+    let none = replay(&rec, &["-o", "json", "--container", "0000"]);
+    assert_eq!(ok_stdout(&none), "");
+    // Text: the short form after the owner.
+    let text = ok_stdout(&replay(&rec, &["--view", "connections"]));
+    assert!(text.contains("(tracer-demo) [ctr 3f2a9c1b7d0e]"), "{text}");
+    let plain = ok_stdout(&replay(
+        &fixture("normal.jsonl"),
+        &["--view", "connections"],
+    ));
+    assert!(!plain.contains('['), "{plain}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -122,10 +122,17 @@ async fn attach<S: Sink>(
     set_nice(args.nice);
     enrich::netns::set_home(enrich::netns::own_netns().unwrap_or(0));
     let live = Live::start(opts)?;
+    match crate::cgroup::mount() {
+        Some(m) => pipe.names.scan(m),
+        None => eprintln!(
+            "tracer: {}: owners' cgroup, unit, container_id and pod_uid will be null",
+            crate::cgroup::NOT_MOUNTED
+        ),
+    }
     pipe.namespaces = match Namespaces::new() {
         Ok(mut ns) => {
             ns.kernel_reports = live.reads_netns;
-            pipe.owners = Some(OwnerResolver::new());
+            pipe.owners = Some(OwnerResolver::new(pipe.names.clone()));
             Some(ns)
         }
         Err(e) => {
@@ -158,9 +165,13 @@ async fn attach<S: Sink>(
     pipe.no_time_wait_lookups = pipe.time_wait.is_none();
     if let Some(ns) = pipe.stuck_ns {
         let seeded = match &mut pipe.namespaces {
-            Some(namespaces) => {
-                enrich::seed(&mut pipe.table, &opts.filter, namespaces, monotonic_ns())
-            }
+            Some(namespaces) => enrich::seed(
+                &mut pipe.table,
+                &opts.filter,
+                namespaces,
+                &pipe.names,
+                monotonic_ns(),
+            ),
             None => Err(io::Error::other("netlink sock_diag unavailable")),
         };
         match seeded {

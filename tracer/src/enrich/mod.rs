@@ -13,6 +13,7 @@
 use std::io;
 
 use crate::{
+    cgroup::Names,
     decode::TcpState,
     filter::Filter,
     table::{Owner, OwnerSource, Seed, Table},
@@ -43,10 +44,12 @@ pub struct Seeded {
 /// sock_diag dump per namespace, one /proc scan for their owners), so connections older
 /// than the tracer can be found stuck. An error only when the tracer's own namespace
 /// cannot be dumped.
+/// The owners' cgroups are noted in `names`.
 pub fn seed(
     table: &mut Table,
     filter: &Filter,
     namespaces: &mut Namespaces,
+    names: &Names,
     now_ns: u64,
 ) -> io::Result<Seeded> {
     let own = namespaces.own();
@@ -92,6 +95,7 @@ pub fn seed(
         .filter(|&i| i != 0)
         .collect();
     let owners = procfs_owners(&inodes);
+    owners::note_cgroups(names, owners.values());
     for (ns, d) in found {
         // `--state` is about where a connection goes: it is applied to what is reported.
         let Ok(state) = TcpState::try_from(d.state) else {

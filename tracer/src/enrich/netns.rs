@@ -177,7 +177,8 @@ impl Namespaces {
 }
 
 /// The namespace the output treats as "here" (text shows any other one): the tracer's own
-/// when live, the recording tracer's in a replay. 0: unknown (every namespace is shown).
+/// when live, the recording tracer's in a replay. 0: unknown (a recording from before
+/// namespaces were read, whose events do not know theirs either): none is shown.
 static HOME: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 pub fn set_home(netns: u32) {
@@ -186,7 +187,8 @@ pub fn set_home(netns: u32) {
 
 /// Whether the text output names the namespace `netns`: known, and not "here".
 pub fn is_foreign(netns: u32) -> bool {
-    netns != 0 && netns != HOME.load(std::sync::atomic::Ordering::Relaxed)
+    let home = HOME.load(std::sync::atomic::Ordering::Relaxed);
+    netns != 0 && home != 0 && netns != home
 }
 
 /// The inode of the tracer's own network namespace.

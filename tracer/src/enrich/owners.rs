@@ -7,6 +7,7 @@ use std::{
 
 use super::{Lookup, Namespaces};
 use crate::{
+    cgroup::{self, Names},
     decode::{Comm, SockAddr},
     table::{NsTuple, Owner, OwnerSource, Table, Tuple},
 };
@@ -16,8 +17,9 @@ use crate::{
 /// sock_diag, then the process holding `socket:[inode]` among /proc/<pid>/fd. A /proc scan is
 /// costly, so it runs at most once a second, only when such sockets exist, for at most
 /// [`MAX_LOOKUPS`] of them, and gives up on a socket after [`MAX_TRIES`] rounds.
-#[derive(Default)]
 pub struct OwnerResolver {
+    /// The owners' cgroup paths, from /proc/PID/cgroup, are noted here.
+    names: Names,
     last_ns: Option<u64>,
     last_prune_ns: u64,
 }
@@ -30,8 +32,12 @@ pub const MAX_LOOKUPS: usize = 4096;
 pub const MAX_TRIES: u8 = 3;
 
 impl OwnerResolver {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(names: Names) -> Self {
+        Self {
+            names,
+            last_ns: None,
+            last_prune_ns: 0,
+        }
     }
 
     /// Every [`PRUNE_EVERY_NS`]: drops open sockets quiet for that long that the kernel no
@@ -107,6 +113,7 @@ impl OwnerResolver {
             }
         }
         let found = procfs_owners(&want_inodes.keys().copied().collect());
+        note_cgroups(&self.names, found.values());
         for (sock, _) in &wanted {
             table.owner_lookup_tried(*sock);
         }
@@ -129,11 +136,23 @@ impl OwnerResolver {
 }
 
 /// A process found holding a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcOwner {
     pub pid: u32,
     pub comm: Comm,
+    /// Its cgroup v2 id; 0 if unknown (no cgroup2 mounted, or the process is gone).
     pub cgroup_id: u64,
+    /// Its cgroup v2 path, from /proc/PID/cgroup.
+    pub cgroup_path: Option<String>,
+}
+
+/// The cgroups /proc named for owners, into the cache: cheaper than a rescan.
+pub(super) fn note_cgroups<'a>(names: &Names, owners: impl Iterator<Item = &'a ProcOwner>) {
+    for o in owners {
+        if let Some(p) = &o.cgroup_path {
+            names.note(o.cgroup_id, p);
+        }
+    }
 }
 
 /// Scans /proc/<pid>/fd for `socket:[inode]` links: inode → the lowest pid holding it.
@@ -166,12 +185,14 @@ pub fn procfs_owners(inodes: &std::collections::HashSet<u32>) -> HashMap<u32, Pr
                 continue;
             };
             if inodes.contains(&inode) && !out.contains_key(&inode) {
+                let cg = cgroup::mount().and_then(|m| cgroup::proc_cgroup(pid, m));
                 out.insert(
                     inode,
                     ProcOwner {
                         pid,
                         comm: proc_comm(pid),
-                        cgroup_id: proc_cgroup_id(pid),
+                        cgroup_id: cg.as_ref().map_or(0, |c| c.0),
+                        cgroup_path: cg.map(|c| c.1),
                     },
                 );
             }
@@ -193,19 +214,6 @@ fn proc_comm(pid: u32) -> Comm {
     Comm(c)
 }
 
-/// The cgroup v2 id of a process: the inode of its cgroup directory (what
-/// `bpf_get_current_cgroup_id()` returns); 0 if unknown.
-fn proc_cgroup_id(pid: u32) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return 0;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .and_then(|path| std::fs::metadata(format!("/sys/fs/cgroup{path}")).ok())
-        .map_or(0, |m| m.ino())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +230,14 @@ mod tests {
         let me = found.get(&inode).expect("our own socket is found");
         assert_eq!(me.pid, std::process::id());
         assert!(!me.comm.as_str().is_empty());
+        // Our cgroup: the inode of our directory under the cgroup2 mount, wherever that is
+        // (/sys/fs/cgroup/unified on a hybrid host), what bpf_get_current_cgroup_id() says.
+        if let Some(m) = crate::cgroup::mount() {
+            use std::os::unix::fs::MetadataExt as _;
+            let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+            let path = crate::cgroup::v2_path(&text).unwrap();
+            let ino = std::fs::metadata(m.dir(path).unwrap()).unwrap().ino();
+            assert_eq!((me.cgroup_id, me.cgroup_path.as_deref()), (ino, Some(path)));
+        }
     }
 }

@@ -5,10 +5,11 @@ use std::{
     net::IpAddr,
 };
 
-use serde::Serialize;
+use serde::{Serialize, ser::SerializeStruct as _};
 
 use super::{SecondCache, Sink};
 use crate::{
+    cgroup::{Identity, Names},
     clock::WallClock,
     decode::{
         Comm, Context, ContextKind, Family, LostCause, SockAddr, Task, TcpState, Transition,
@@ -39,6 +40,8 @@ pub struct Json<W: Write> {
     /// The last second formatted (`2026-11-23T22:01:09`).
     second: SecondCache,
     owners: OwnerCache,
+    /// Owners' cgroup ids → path, unit, container, pod.
+    pub(super) names: Names,
 }
 
 impl<W: Write> Json<W> {
@@ -49,7 +52,16 @@ impl<W: Write> Json<W> {
             buf: Vec::with_capacity(JSON_CHUNK + 4096),
             second: SecondCache::new(),
             owners: OwnerCache::new(),
+            names: Names::new(),
         }
+    }
+
+    /// An owner for the serde records, with its cgroup's identity.
+    fn owner_json<'a>(&self, owner: Option<&'a Owner>) -> Option<OwnerJson<'a>> {
+        owner.map(|o| OwnerJson {
+            owner: o,
+            identity: self.names.get(o.cgroup_id),
+        })
     }
 
     /// Everything written so far, with what is still buffered.
@@ -149,7 +161,7 @@ impl<W: Write> Json<W> {
             )?;
             put_task(b, &t.task, t.cpu)?;
             b.extend_from_slice(b",\"owner\":");
-            this.owners.put(b, owner)?;
+            this.owners.put(b, owner, &this.names)?;
             b.extend_from_slice(b",\"source\":\"tracepoint\"}\n");
             Ok(())
         })
@@ -171,7 +183,7 @@ impl<W: Write> Json<W> {
             b.extend_from_slice(
                 b",\"pid\":null,\"tid\":null,\"comm\":null,\"cpu\":null,\"owner\":",
             );
-            this.owners.put(b, d.owner.as_ref())?;
+            this.owners.put(b, d.owner.as_ref(), &this.names)?;
             b.extend_from_slice(b",\"source\":\"sock_diag\"");
             if let Some(e) = d.expires_ns {
                 b.extend_from_slice(b",\"expires_ns\":");
@@ -206,7 +218,7 @@ impl<W: Write> Json<W> {
             put_i64(b, c.value.into());
             put_task(b, &c.task, c.cpu)?;
             b.extend_from_slice(b",\"owner\":");
-            this.owners.put(b, owner)?;
+            this.owners.put(b, owner, &this.names)?;
             b.extend_from_slice(b"}\n");
             Ok(())
         })
@@ -247,7 +259,7 @@ impl<W: Write> Json<W> {
             b.extend_from_slice(b"\",\"incomplete\":");
             b.extend_from_slice(if c.incomplete { b"true" } else { b"false" });
             b.extend_from_slice(b",\"owner\":");
-            this.owners.put(b, c.owner.as_ref())?;
+            this.owners.put(b, c.owner.as_ref(), &this.names)?;
             b.extend_from_slice(b",\"close\":");
             put_opt_name(b, c.close.map(CloseClass::name));
             b.extend_from_slice(b",\"events\":[");
@@ -413,11 +425,28 @@ fn put_comm(b: &mut Vec<u8>, c: &Comm) -> io::Result<()> {
     Ok(())
 }
 
-fn put_owner(b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
-    let Some(o) = owner else {
-        b.extend_from_slice(b"null");
-        return Ok(());
-    };
+const fn source_name(s: OwnerSource) -> &'static str {
+    match s {
+        OwnerSource::Event => "event",
+        OwnerSource::Inherited => "inherited",
+        OwnerSource::Procfs => "procfs",
+    }
+}
+
+fn put_opt_str(b: &mut Vec<u8>, s: Option<&str>) -> io::Result<()> {
+    match s {
+        Some(s) => put_str(b, s),
+        None => {
+            b.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+}
+
+/// An owner object: `{"pid","comm","uid","cgroup_id","cgroup","unit","container_id",
+/// "pod_uid","source"}`, the four after `cgroup_id` from its cgroup's `identity` (null
+/// when not known).
+fn put_owner(b: &mut Vec<u8>, o: &Owner, identity: Option<&Identity>) -> io::Result<()> {
     b.extend_from_slice(b"{\"pid\":");
     put_u64(b, o.pid.into());
     b.extend_from_slice(b",\"comm\":");
@@ -426,14 +455,48 @@ fn put_owner(b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
     put_u64(b, o.uid.into());
     b.extend_from_slice(b",\"cgroup_id\":");
     put_u64(b, o.cgroup_id);
+    match identity {
+        None => b.extend_from_slice(
+            b",\"cgroup\":null,\"unit\":null,\"container_id\":null,\"pod_uid\":null",
+        ),
+        Some(i) => {
+            b.extend_from_slice(b",\"cgroup\":");
+            put_str(b, &i.path)?;
+            b.extend_from_slice(b",\"unit\":");
+            put_opt_str(b, i.unit.as_deref())?;
+            b.extend_from_slice(b",\"container_id\":");
+            put_opt_str(b, i.container_id.as_deref())?;
+            b.extend_from_slice(b",\"pod_uid\":");
+            put_opt_str(b, i.pod_uid.as_deref())?;
+        }
+    }
     b.extend_from_slice(b",\"source\":\"");
-    b.extend_from_slice(match o.source {
-        OwnerSource::Event => b"event".as_slice(),
-        OwnerSource::Inherited => b"inherited",
-        OwnerSource::Procfs => b"procfs",
-    });
+    b.extend_from_slice(source_name(o.source).as_bytes());
     b.extend_from_slice(b"\"}");
     Ok(())
+}
+
+/// An owner in the records written through serde: the same object as [`put_owner`].
+pub(super) struct OwnerJson<'a> {
+    owner: &'a Owner,
+    identity: Option<std::sync::Arc<Identity>>,
+}
+
+impl Serialize for OwnerJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (o, i) = (self.owner, self.identity.as_deref());
+        let mut st = s.serialize_struct("Owner", 9)?;
+        st.serialize_field("pid", &o.pid)?;
+        st.serialize_field("comm", &o.comm)?;
+        st.serialize_field("uid", &o.uid)?;
+        st.serialize_field("cgroup_id", &o.cgroup_id)?;
+        st.serialize_field("cgroup", &i.map(|i| &i.path))?;
+        st.serialize_field("unit", &i.and_then(|i| i.unit.as_ref()))?;
+        st.serialize_field("container_id", &i.and_then(|i| i.container_id.as_ref()))?;
+        st.serialize_field("pod_uid", &i.and_then(|i| i.pod_uid.as_ref()))?;
+        st.serialize_field("source", source_name(o.source))?;
+        st.end()
+    }
 }
 
 /// `,"pid":…,"tid":…,"comm":…,"cpu":…`: the task on the CPU (the owner follows it).
@@ -449,33 +512,49 @@ fn put_task(b: &mut Vec<u8>, task: &Task, cpu: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// An owner object as [`put_owner`] wrote it, for the owner and cgroup identity it was
+/// written for.
+type OwnerSlot = (Option<Owner>, Option<std::sync::Arc<Identity>>, Vec<u8>);
+
 /// Owner objects as [`put_owner`] wrote them, in slots picked by pid and source: a
 /// process's sockets repeat its owner in every record (an accepted socket's inherited one
-/// beside it), so most records copy it instead of formatting five fields again.
-struct OwnerCache(std::cell::RefCell<[(Option<Owner>, Vec<u8>); OWNER_SLOTS]>);
+/// beside it), so most records copy it instead of formatting nine fields again. A slot is
+/// written again when its owner's cgroup becomes known.
+struct OwnerCache(std::cell::RefCell<[OwnerSlot; OWNER_SLOTS]>);
 
 const OWNER_SLOTS: usize = 16;
 
 impl OwnerCache {
     fn new() -> Self {
         Self(std::cell::RefCell::new(std::array::from_fn(|_| {
-            (None, Vec::new())
+            (None, None, Vec::new())
         })))
     }
 
-    /// Appends `owner` (or `null`) as [`put_owner`] writes it.
-    fn put(&self, b: &mut Vec<u8>, owner: Option<&Owner>) -> io::Result<()> {
+    /// Appends `owner` (or `null`) as [`put_owner`] writes it, with its cgroup's identity
+    /// from `names`.
+    fn put(&self, b: &mut Vec<u8>, owner: Option<&Owner>, names: &Names) -> io::Result<()> {
         let Some(o) = owner else {
             b.extend_from_slice(b"null");
             return Ok(());
         };
+        let identity = names.get(o.cgroup_id);
         let mut slots = self.0.borrow_mut();
         let i = (o.pid as usize * 3 + o.source as usize) % OWNER_SLOTS;
-        let (cached, bytes) = &mut slots[i];
-        if *cached != Some(*o) {
+        let (cached, cached_identity, bytes) = &mut slots[i];
+        let same_identity = match (&identity, &*cached_identity) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if *cached != Some(*o) || !same_identity {
             bytes.clear();
-            put_owner(bytes, Some(o))?;
+            if let Err(e) = put_owner(bytes, o, identity.as_deref()) {
+                *cached = None;
+                return Err(e);
+            }
             *cached = Some(*o);
+            *cached_identity = identity;
         }
         b.extend_from_slice(bytes);
         Ok(())
@@ -523,7 +602,7 @@ struct StuckJson<'a> {
     /// The socket predates the tracer: it has been stuck at least `age_ns`.
     age_at_least: bool,
     report: u32,
-    owner: Option<&'a Owner>,
+    owner: Option<OwnerJson<'a>>,
     family: Family,
     saddr: IpAddr,
     sport: u16,
@@ -547,7 +626,7 @@ struct UnstuckJson<'a> {
     age_ns: u64,
     age_at_least: bool,
     reports: u32,
-    owner: Option<&'a Owner>,
+    owner: Option<OwnerJson<'a>>,
     family: Family,
     saddr: IpAddr,
     sport: u16,
@@ -560,7 +639,16 @@ struct StuckSummaryJson<'a> {
     #[serde(rename = "type")]
     ty: &'static str,
     threshold_ns: u64,
-    groups: &'a [StuckGroup],
+    groups: Vec<StuckGroupJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct StuckGroupJson<'a> {
+    owner: Option<OwnerJson<'a>>,
+    state: TcpState,
+    count: u64,
+    oldest_ns: u64,
+    oldest_at_least: bool,
 }
 
 #[derive(Serialize)]
@@ -573,6 +661,10 @@ struct LostJson {
 }
 
 impl<W: Write> Sink for Json<W> {
+    fn use_cgroups(&mut self, names: &Names) {
+        self.names = names.clone();
+    }
+
     fn transition(
         &mut self,
         t: &Transition,
@@ -604,7 +696,7 @@ impl<W: Write> Sink for Json<W> {
             age_ns: r.age_ns,
             age_at_least: r.age_at_least,
             report: r.report,
-            owner: c.owner.as_ref(),
+            owner: self.owner_json(c.owner.as_ref()),
             family: c.family,
             saddr: c.tuple.local.addr,
             sport: c.tuple.local.port,
@@ -628,7 +720,7 @@ impl<W: Write> Sink for Json<W> {
             age_ns: u.age_ns,
             age_at_least: u.age_at_least,
             reports: u.reports,
-            owner,
+            owner: self.owner_json(owner),
             family: t.family,
             saddr: t.tuple.local.addr,
             sport: t.tuple.local.port,
@@ -641,7 +733,16 @@ impl<W: Write> Sink for Json<W> {
         self.emit(&StuckSummaryJson {
             ty: "stuck_summary",
             threshold_ns,
-            groups,
+            groups: groups
+                .iter()
+                .map(|g| StuckGroupJson {
+                    owner: self.owner_json(g.owner.as_ref()),
+                    state: g.state,
+                    count: g.count,
+                    oldest_ns: g.oldest_ns,
+                    oldest_at_least: g.oldest_at_least,
+                })
+                .collect(),
         })
     }
 

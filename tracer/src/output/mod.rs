@@ -5,6 +5,7 @@ use std::io;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    cgroup::Names,
     clock::WallClock,
     decode::{Context, LostCause, Transition},
     table::{Conn, DiagTransition, Owner, StuckGroup, StuckReport, Unstuck},
@@ -23,6 +24,10 @@ pub use json::{Json, SCHEMA_VERSION};
 pub use text::Text;
 
 pub trait Sink {
+    /// The cgroup cache owners' cgroup ids are looked up in (path, unit, container, pod);
+    /// the pipeline hands over its own when it takes the sink. A sink that shows no owner
+    /// identity ignores it.
+    fn use_cgroups(&mut self, _names: &Names) {}
     fn transition(
         &mut self,
         t: &Transition,

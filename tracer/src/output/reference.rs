@@ -9,9 +9,40 @@ use serde::Serialize;
 
 use super::json::{Json, errno_of, netns_of};
 use crate::{
+    cgroup::Identity,
     decode::{Comm, Context, ContextKind, Family, SockAddr, TcpState, Transition, errno_name},
-    table::{CloseClass, Conn, DiagTransition, Owner, Role, SeenFrom, TimeWait},
+    table::{CloseClass, Conn, DiagTransition, Owner, OwnerSource, Role, SeenFrom, TimeWait},
 };
+
+/// An owner object as serde writes it: the reference for the hand-written one.
+#[cfg(test)]
+#[derive(Serialize)]
+struct OwnerRef<'a> {
+    pid: u32,
+    comm: &'a Comm,
+    uid: u32,
+    cgroup_id: u64,
+    cgroup: Option<&'a str>,
+    unit: Option<&'a str>,
+    container_id: Option<&'a str>,
+    pod_uid: Option<&'a str>,
+    source: OwnerSource,
+}
+
+#[cfg(test)]
+fn owner_ref<'a>(o: Option<&'a Owner>, identity: Option<&'a Identity>) -> Option<OwnerRef<'a>> {
+    o.map(|o| OwnerRef {
+        pid: o.pid,
+        comm: &o.comm,
+        uid: o.uid,
+        cgroup_id: o.cgroup_id,
+        cgroup: identity.map(|i| i.path.as_str()),
+        unit: identity.and_then(|i| i.unit.as_deref()),
+        container_id: identity.and_then(|i| i.container_id.as_deref()),
+        pod_uid: identity.and_then(|i| i.pod_uid.as_deref()),
+        source: o.source,
+    })
+}
 
 /// The transition record as serde writes it: the reference for the hand-written ones.
 #[cfg(test)]
@@ -35,7 +66,7 @@ struct TransitionJson<'a> {
     tid: Option<u32>,
     comm: Option<&'a Comm>,
     cpu: Option<u32>,
-    owner: Option<&'a Owner>,
+    owner: Option<OwnerRef<'a>>,
     /// `tracepoint` or `sock_diag`.
     source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,7 +96,7 @@ struct EventJson<'a> {
     tid: u32,
     comm: &'a Comm,
     cpu: u32,
-    owner: Option<&'a Owner>,
+    owner: Option<OwnerRef<'a>>,
 }
 
 #[cfg(test)]
@@ -99,7 +130,7 @@ struct ConnectionJson<'a> {
     lifetime_ns: u64,
     start_time: String,
     incomplete: bool,
-    owner: Option<&'a Owner>,
+    owner: Option<OwnerRef<'a>>,
     close: Option<CloseClass>,
     events: Vec<NoteJson>,
     events_dropped: u32,
@@ -122,6 +153,7 @@ impl<W: Write> Json<W> {
         in_old_ns: Option<u64>,
         owner: Option<&Owner>,
     ) -> io::Result<()> {
+        let identity = owner.and_then(|o| self.names.get(o.cgroup_id));
         let rec = TransitionJson {
             ty: "transition",
             time: self.time(t.ts_ns),
@@ -140,7 +172,7 @@ impl<W: Write> Json<W> {
             tid: Some(t.task.tid),
             comm: Some(&t.task.comm),
             cpu: Some(t.cpu),
-            owner,
+            owner: owner_ref(owner, identity.as_deref()),
             source: "tracepoint",
             expires_ns: None,
         };
@@ -150,6 +182,7 @@ impl<W: Write> Json<W> {
     /// The serde reference of [`Self::fast_diag_transition`].
     #[cfg(test)]
     pub(super) fn serde_diag_transition(&mut self, d: &DiagTransition) -> io::Result<()> {
+        let identity = d.owner.and_then(|o| self.names.get(o.cgroup_id));
         let rec = TransitionJson {
             ty: "transition",
             time: self.time(d.ts_ns),
@@ -168,7 +201,7 @@ impl<W: Write> Json<W> {
             tid: None,
             comm: None,
             cpu: None,
-            owner: d.owner.as_ref(),
+            owner: owner_ref(d.owner.as_ref(), identity.as_deref()),
             source: "sock_diag",
             expires_ns: d.expires_ns,
         };
@@ -178,6 +211,7 @@ impl<W: Write> Json<W> {
     /// The serde reference of [`Self::fast_event`].
     #[cfg(test)]
     pub(super) fn serde_event(&mut self, c: &Context, owner: Option<&Owner>) -> io::Result<()> {
+        let identity = owner.and_then(|o| self.names.get(o.cgroup_id));
         let rec = EventJson {
             ty: "event",
             kind: c.kind,
@@ -197,7 +231,7 @@ impl<W: Write> Json<W> {
             tid: c.task.tid,
             comm: &c.task.comm,
             cpu: c.cpu,
-            owner,
+            owner: owner_ref(owner, identity.as_deref()),
         };
         self.emit(&rec)
     }
@@ -205,6 +239,7 @@ impl<W: Write> Json<W> {
     /// The serde reference of [`Self::fast_connection`].
     #[cfg(test)]
     pub(super) fn serde_connection(&mut self, c: &Conn) -> io::Result<()> {
+        let identity = c.owner.and_then(|o| self.names.get(o.cgroup_id));
         let rec = ConnectionJson {
             ty: "connection",
             sock: c.sock,
@@ -222,7 +257,7 @@ impl<W: Write> Json<W> {
             lifetime_ns: c.lifetime_ns(),
             start_time: self.time(c.start_ns()),
             incomplete: c.incomplete,
-            owner: c.owner.as_ref(),
+            owner: owner_ref(c.owner.as_ref(), identity.as_deref()),
             close: c.close,
             events: c
                 .notes

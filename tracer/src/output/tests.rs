@@ -148,6 +148,116 @@ fn text_without_colour_has_aligned_columns_and_a_timeline() {
     assert_eq!(in_old_col(lines[1]), in_old_col(lines[2]));
 }
 
+/// Owners with a known cgroup carry its identity: in every JSON record that has an owner
+/// (hand-written and serde ones), after the owner in text; unknown or plain cgroups
+/// leave text as it was.
+#[test]
+fn owner_identity_in_json_and_text() {
+    use crate::{
+        cgroup::Names,
+        table::{StuckGroup, StuckReport, Unstuck},
+    };
+    let (evs, c) = client();
+    let owner = c.owner.unwrap();
+    assert_eq!(owner.cgroup_id, 9);
+    let ctr = "3f2a9c1b7d0e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";
+    let names = Names::new();
+    names.learn(
+        9,
+        Some(format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_5678_90ab_cdef_001122334455.slice/cri-containerd-{ctr}.scope"
+        )),
+    );
+    let mut s = Json::new(Vec::new(), WallClock::fixed(OFFSET));
+    s.use_cgroups(&names);
+    s.transition(&evs[0].0, None, Some(&owner)).unwrap();
+    s.connection(&c).unwrap();
+    let report = StuckReport {
+        conn: c.clone(),
+        state: CloseWait,
+        age_ns: 5,
+        age_at_least: false,
+        report: 1,
+    };
+    s.stuck(&report).unwrap();
+    let u = Unstuck {
+        state: CloseWait,
+        age_ns: 5,
+        age_at_least: false,
+        reports: 1,
+    };
+    s.unstuck(&evs[1].0, &u, Some(&owner)).unwrap();
+    let g = StuckGroup {
+        owner: Some(owner),
+        state: CloseWait,
+        count: 1,
+        oldest_ns: 5,
+        oldest_at_least: false,
+    };
+    s.stuck_summary(std::slice::from_ref(&g), 1).unwrap();
+    let out = String::from_utf8(s.into_inner().unwrap()).unwrap();
+    let want = serde_json::json!({
+        "pid": 7, "comm": "app", "uid": 1000, "cgroup_id": 9,
+        "cgroup": format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_5678_90ab_cdef_001122334455.slice/cri-containerd-{ctr}.scope"),
+        "unit": format!("cri-containerd-{ctr}.scope"),
+        "container_id": ctr,
+        "pod_uid": "1a2b3c4d-5678-90ab-cdef-001122334455",
+        "source": "event",
+    });
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let o = if v["type"] == "stuck_summary" {
+            &v["groups"][0]["owner"]
+        } else {
+            &v["owner"]
+        };
+        assert_eq!(o, &want, "{l}");
+    }
+
+    // Text: the short form after the owner, wherever an owner is shown.
+    let text = |names: &Names| {
+        let mut t = Text::new(Vec::new(), WallClock::fixed(OFFSET), false, true);
+        t.use_cgroups(names);
+        t.transition(&evs[0].0, None, Some(&owner)).unwrap();
+        t.transition(&evs[1].0, evs[1].1, None).unwrap();
+        t.connection(&c).unwrap();
+        t.stuck(&report).unwrap();
+        t.unstuck(&evs[1].0, &u, Some(&owner)).unwrap();
+        t.stuck_summary(std::slice::from_ref(&g), 1).unwrap();
+        String::from_utf8(t.out).unwrap()
+    };
+    let tagged = text(&names);
+    let lines: Vec<&str> = tagged.lines().collect();
+    let tag = "[ctr 3f2a9c1b7d0e pod 1a2b3c4d]";
+    assert!(lines[1].ends_with(&format!(" -  {tag}")), "{}", lines[1]);
+    assert!(!lines[2].contains('['), "no owner, no tag: {}", lines[2]);
+    assert!(
+        lines[3].contains(&format!("owner 7 (app) {tag}  close active")),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        tagged.contains(&format!("owner 7 (app) {tag}\n      so far")),
+        "{tagged}"
+    );
+    assert!(
+        tagged.contains(&format!("after 5ns  owner 7 (app) {tag}\n")),
+        "{tagged}"
+    );
+    assert!(
+        tagged.contains(&format!("  pid 7 (app) {tag} holds 1 socket")),
+        "{tagged}"
+    );
+    // A unit only.
+    names.learn(9, Some("/system.slice/nginx.service".into()));
+    assert!(text(&names).contains("owner 7 (app) [nginx.service]  close"));
+    // Neither unit nor container, or not known: exactly the text of before.
+    let plain = text(&Names::new());
+    assert!(!plain.contains('['), "{plain}");
+    names.learn(9, Some("/user.slice".into()));
+    assert_eq!(text(&names), plain);
+}
+
 #[test]
 fn ipv6_endpoints_are_bracketed() {
     assert_eq!(
@@ -263,7 +373,7 @@ fn schema_of_every_record_type() {
         .lines()
         .map(|l| serde_json::from_str::<Ordered>(l).unwrap().shape())
         .collect();
-    const OWNER: &str = "{pid comm uid cgroup_id source}";
+    const OWNER: &str = "{pid comm uid cgroup_id cgroup unit container_id pod_uid source}";
     const TUPLE: &str = "family saddr sport daddr dport";
     let want = [
         format!(

@@ -6,6 +6,7 @@ use chrono::Local;
 
 use super::{SecondCache, Sink};
 use crate::{
+    cgroup::Names,
     clock::WallClock,
     decode::{Comm, Context, ContextKind, LostCause, SockAddr, TcpState, Transition, errno_name},
     table::{Conn, DiagTransition, Note, Owner, Role, StuckGroup, StuckReport, TimeWait, Unstuck},
@@ -26,6 +27,8 @@ pub struct Text<W: Write> {
     block: Vec<u8>,
     /// The last wall-clock second shown, as local `HH:MM:SS`.
     second: SecondCache,
+    /// Owners' cgroup ids → unit, container, pod (the short form after an owner).
+    names: Names,
 }
 
 impl<W: Write> Text<W> {
@@ -39,6 +42,35 @@ impl<W: Write> Text<W> {
             line: Vec::with_capacity(256),
             block: Vec::with_capacity(1024),
             second: SecondCache::new(),
+            names: Names::new(),
+        }
+    }
+
+    /// `sep` and `[tag]` after an owner: the short form of its cgroup identity
+    /// (`nginx.service`, `ctr 3f2a9c1b7d0e pod 1a2b3c4d`) when its cgroup is known and names
+    /// a unit or a container; nothing otherwise, so hosts without either print as they
+    /// always did.
+    fn put_owner_tag(&self, b: &mut Vec<u8>, owner: Option<&Owner>, sep: &[u8]) {
+        let Some(identity) = owner.and_then(|o| self.names.get(o.cgroup_id)) else {
+            return;
+        };
+        if let Some(t) = &identity.tag {
+            b.extend_from_slice(sep);
+            b.push(b'[');
+            b.extend_from_slice(t.as_bytes());
+            b.push(b']');
+        }
+    }
+
+    /// `owner PID (COMM) [tag]`, or `fallback`.
+    fn owner_words(&self, owner: Option<&Owner>, lead: &str, fallback: &str) -> String {
+        match owner {
+            None => fallback.to_string(),
+            Some(o) => {
+                let mut b = format!("{lead}{} ({})", o.pid, o.comm).into_bytes();
+                self.put_owner_tag(&mut b, owner, b" ");
+                String::from_utf8_lossy(&b).into_owned()
+            }
         }
     }
 
@@ -180,6 +212,7 @@ impl<W: Write> Text<W> {
             head.extend_from_slice(b" (");
             head.extend_from_slice(o.comm.as_str().as_bytes());
             head.push(b')');
+            self.put_owner_tag(&mut head, Some(&o), b" ");
         }
         if let Some(k) = c.close {
             head.extend_from_slice(b"  close ");
@@ -288,6 +321,10 @@ pub(super) const ADDR_W: usize = 26;
 const TEXT_HEADER: &str = "TIME            SOCK               PID     COMM             LOCAL                      REMOTE                     TRANSITION                   IN OLD";
 
 impl<W: Write> Sink for Text<W> {
+    fn use_cgroups(&mut self, names: &Names) {
+        self.names = names.clone();
+    }
+
     fn transition(
         &mut self,
         t: &Transition,
@@ -321,6 +358,7 @@ impl<W: Write> Sink for Text<W> {
             Some(ns) => put_human_ns(&mut b, ns),
             None => b.push(b'-'),
         }
+        self.put_owner_tag(&mut b, owner, b"  ");
         b.push(b'\n');
         let r = self.out.write_all(&b);
         self.line = b;
@@ -342,10 +380,13 @@ impl<W: Write> Sink for Text<W> {
             c.tuple.remote,
         );
         let w = self.style(Style::new().fg_color(Some(AnsiColor::Magenta.into())));
+        let mut tag = Vec::new();
+        self.put_owner_tag(&mut tag, owner, b"  ");
         writeln!(
             self.out,
-            "{prefix} {w}! {}{w:#}",
-            describe(c.kind, c.state, c.value)
+            "{prefix} {w}! {}{w:#}{}",
+            describe(c.kind, c.state, c.value),
+            String::from_utf8_lossy(&tag)
         )
     }
 
@@ -367,7 +408,13 @@ impl<W: Write> Sink for Text<W> {
             ),
             None => "(sock_diag) timewait socket gone".into(),
         };
-        writeln!(self.out, "{prefix} {pair} {note}")
+        let mut tag = Vec::new();
+        self.put_owner_tag(&mut tag, d.owner.as_ref(), b"  ");
+        writeln!(
+            self.out,
+            "{prefix} {pair} {note}{}",
+            String::from_utf8_lossy(&tag)
+        )
     }
 
     fn connection(&mut self, c: &Conn) -> io::Result<()> {
@@ -390,10 +437,7 @@ impl<W: Write> Sink for Text<W> {
         } else {
             c.sock.to_string()
         };
-        let owner = c.owner.map_or_else(
-            || "owner unknown".to_string(),
-            |o| format!("owner {} ({})", o.pid, o.comm),
-        );
+        let owner = self.owner_words(c.owner.as_ref(), "owner ", "owner unknown");
         let at_least = if r.age_at_least { "at least " } else { "" };
         let again = if r.report > 1 {
             format!(" (report {})", r.report)
@@ -419,7 +463,7 @@ impl<W: Write> Sink for Text<W> {
 
     fn unstuck(&mut self, t: &Transition, u: &Unstuck, owner: Option<&Owner>) -> io::Result<()> {
         let g = self.style(Style::new().fg_color(Some(AnsiColor::Green.into())).bold());
-        let owner = owner.map_or_else(String::new, |o| format!("  owner {} ({})", o.pid, o.comm));
+        let owner = self.owner_words(owner, "  owner ", "");
         let at_least = if u.age_at_least { "at least " } else { "" };
         writeln!(
             self.out,
@@ -448,10 +492,7 @@ impl<W: Write> Sink for Text<W> {
             human_ns(threshold_ns)
         )?;
         for g in groups {
-            let who = g.owner.map_or_else(
-                || "owner unknown:".to_string(),
-                |o| format!("pid {} ({})", o.pid, o.comm),
-            );
+            let who = self.owner_words(g.owner.as_ref(), "pid ", "owner unknown:");
             let at_least = if g.oldest_at_least { "at least " } else { "" };
             writeln!(
                 self.out,

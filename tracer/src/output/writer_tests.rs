@@ -5,6 +5,7 @@ use chrono::Local;
 
 use super::{json::*, text::*, *};
 use crate::{
+    cgroup::Names,
     clock::WallClock,
     decode::{Comm, ContextKind, Family, SockAddr, TcpState, Transition},
     table::{CloseClass, Conn, DiagTransition, Note, Owner, OwnerSource, Role, SeenFrom, TimeWait},
@@ -23,6 +24,28 @@ fn odd_owner(source: OwnerSource) -> Owner {
         cgroup_id: 1 << 40,
         source,
     }
+}
+
+/// A cgroup cache knowing [`odd_owner`]'s cgroup: a path that needs JSON escapes, with a
+/// unit, a container and a pod in it.
+fn odd_names() -> Names {
+    let names = Names::new();
+    names.learn(
+        1 << 40,
+        Some(format!(
+            "/we\"ird\\ caf\u{e9}\u{1}/kubepods-besteffort-pod1a2b3c4d_0000_1111.slice/cri-containerd-{}.scope",
+            "ab".repeat(32)
+        )),
+    );
+    names
+}
+
+/// Two JSON sinks (hand-written and serde) sharing `names`.
+fn json_pair(clock: WallClock, names: &Names) -> (Json<Vec<u8>>, Json<Vec<u8>>) {
+    let (mut fast, mut slow) = (Json::new(Vec::new(), clock), Json::new(Vec::new(), clock));
+    fast.use_cgroups(names);
+    slow.use_cgroups(names);
+    (fast, slow)
 }
 
 #[test]
@@ -55,9 +78,8 @@ fn the_hand_written_transition_record_is_serdes_byte_for_byte() {
             }),
         ),
     ] {
-        let mut fast = Json::new(Vec::new(), clock);
+        let (mut fast, mut slow) = json_pair(clock, &odd_names());
         fast.transition(t, in_old, o).unwrap();
-        let mut slow = Json::new(Vec::new(), clock);
         slow.serde_transition(t, in_old, o).unwrap();
         let fast = String::from_utf8(fast.into_inner().unwrap()).unwrap();
         let slow = String::from_utf8(slow.into_inner().unwrap()).unwrap();
@@ -88,10 +110,19 @@ fn one_sink_over_many_records_stays_serdes_byte_for_byte() {
         OwnerSource::Inherited,
         OwnerSource::Procfs,
     ];
-    let mut fast = Json::new(Vec::new(), clock);
-    let mut slow = Json::new(Vec::new(), clock);
+    // Cgroups learned part-way: the owners cached before must be written again.
+    let names = Names::new();
+    names.learn(1, Some("/".into()));
+    let (mut fast, mut slow) = json_pair(clock, &names);
     let mut ts: u64 = 1_000_000_000 - 3;
     for i in 0u32..600 {
+        match i {
+            200 => names.learn(2, Some("/system.slice/a.service".into())),
+            300 => names.learn(3, Some(format!("/docker/{}", "c".repeat(64)))),
+            400 => names.learn(2, Some("/system.slice/b\"c.service".into())),
+            500 => names.learn(3, None),
+            _ => {}
+        }
         // Forward by odd steps, sometimes back over a second boundary.
         ts = if i % 7 == 3 {
             ts.saturating_sub(1_000_000_001)
@@ -169,8 +200,7 @@ fn the_hand_written_sock_diag_transition_is_serdes_byte_for_byte() {
         owner: None,
         ..start
     };
-    let mut fast = Json::new(Vec::new(), clock);
-    let mut slow = Json::new(Vec::new(), clock);
+    let (mut fast, mut slow) = json_pair(clock, &odd_names());
     for d in [start, end, start] {
         fast.diag_transition(&d).unwrap();
         slow.serde_diag_transition(&d).unwrap();
@@ -207,9 +237,8 @@ fn the_hand_written_event_and_connection_records_are_serdes_byte_for_byte() {
     events[2].tuple.remote.addr = "::ffff:10.0.0.1".parse().unwrap();
     events[3].task.comm = owner.comm;
     for (c, o) in events.iter().zip([None, Some(&owner), None, Some(&owner)]) {
-        let mut fast = Json::new(Vec::new(), clock);
+        let (mut fast, mut slow) = json_pair(clock, &odd_names());
         fast.event(c, o).unwrap();
-        let mut slow = Json::new(Vec::new(), clock);
         slow.serde_event(c, o).unwrap();
         let fast = String::from_utf8(fast.into_inner().unwrap()).unwrap();
         let slow = String::from_utf8(slow.into_inner().unwrap()).unwrap();
@@ -254,9 +283,8 @@ fn the_hand_written_event_and_connection_records_are_serdes_byte_for_byte() {
     unconfirmed.states.truncate(1);
     unconfirmed.entered_ns.truncate(1);
     for c in [&plain, &full, &unconfirmed] {
-        let mut fast = Json::new(Vec::new(), clock);
+        let (mut fast, mut slow) = json_pair(clock, &odd_names());
         fast.connection(c).unwrap();
-        let mut slow = Json::new(Vec::new(), clock);
         slow.serde_connection(c).unwrap();
         let fast = String::from_utf8(fast.into_inner().unwrap()).unwrap();
         let slow = String::from_utf8(slow.into_inner().unwrap()).unwrap();

@@ -59,8 +59,10 @@ pub enum OwnerSource {
     Procfs,
 }
 
-/// The process that owns a socket (not the task that happened to be on the CPU).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// The process that owns a socket (not the task that happened to be on the CPU). What its
+/// cgroup says (path, unit, container, pod) is not here: it is looked up by `cgroup_id`
+/// where owners are written ([`crate::cgroup::Names`]), so an owner stays small and `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
     pub comm: Comm,

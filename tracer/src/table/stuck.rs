@@ -1,8 +1,6 @@
 //! Stuck connections: which states can be stuck, and the reports of those that are.
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 use super::{Conn, Owner, Table};
 use crate::decode::{Comm, TcpState};
 
@@ -48,7 +46,7 @@ pub struct Unstuck {
 }
 
 /// Stuck connections of one owner in one state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StuckGroup {
     pub owner: Option<Owner>,
     pub state: TcpState,

@@ -340,3 +340,100 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Where cgroup2 is mounted, from /proc/self/mountinfo (read here on its own, not through
+/// tracer's code): /sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid one.
+pub fn cgroup2_root() -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (fields, fs) = l.split_once(" - ")?;
+            fs.starts_with("cgroup2 ")
+                .then(|| fields.split(' ').nth(4).unwrap().replace("\\040", " "))
+        })
+        .expect("a cgroup2 mount (these tests need one)")
+        .into()
+}
+
+/// Cgroup v2 directories for one test under `<cgroup2 root>/tracer-test-<pid>-<tag>`. On
+/// drop (failure included): the processes still in them go back to the root cgroup, then
+/// the directories are removed, leaves first.
+pub struct TestCgroups {
+    pub root: std::path::PathBuf,
+    pub base: std::path::PathBuf,
+    created: Vec<std::path::PathBuf>,
+}
+
+impl TestCgroups {
+    pub fn new(tag: &str) -> Self {
+        let root = cgroup2_root();
+        let base = root.join(format!("tracer-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir(&base).unwrap();
+        Self {
+            root,
+            base,
+            created: Vec::new(),
+        }
+    }
+
+    /// Creates `rel` (and the directories above it) under the base; returns its directory.
+    pub fn add(&mut self, rel: &str) -> std::path::PathBuf {
+        let mut dir = self.base.clone();
+        for c in rel.split('/') {
+            dir.push(c);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap();
+                self.created.push(dir.clone());
+            }
+        }
+        dir
+    }
+
+    /// Its cgroup path (`/tracer-test-…/x.service`), as /proc/PID/cgroup shows it.
+    pub fn path_of(&self, dir: &std::path::Path) -> String {
+        format!("/{}", dir.strip_prefix(&self.root).unwrap().display())
+    }
+
+    /// Moves process `pid` into the cgroup at `dir`.
+    pub fn enter(dir: &std::path::Path, pid: u32) {
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
+    }
+}
+
+impl Drop for TestCgroups {
+    fn drop(&mut self) {
+        let dirs: Vec<_> = self
+            .created
+            .iter()
+            .rev()
+            .chain([&self.base])
+            .cloned()
+            .collect();
+        for d in &dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        for d in &dirs {
+            // A process just killed may take a moment to leave.
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -137,9 +137,9 @@ fn owner_filters_pid_comm_and_cgroup() {
         .to_string();
     let (c, _) = owner_filtered(&["--cgroup".into(), path]);
     assert_eq!(c.len(), 5, "{c:#?}");
-    let empty = format!("/sys/fs/cgroup/tracer-test-{me}");
-    std::fs::create_dir(&empty).unwrap();
-    let (c, _) = owner_filtered(&["--cgroup".into(), empty.clone()]);
-    std::fs::remove_dir(&empty).unwrap();
+    // An empty cgroup, under the cgroup2 mount wherever it is (/sys/fs/cgroup/unified on a
+    // hybrid host, where /sys/fs/cgroup is the v1 tmpfs): nothing. Removed even on failure.
+    let empty = TestCgroups::new("empty");
+    let (c, _) = owner_filtered(&["--cgroup".into(), empty.base.display().to_string()]);
     assert!(c.is_empty(), "{c:#?}");
 }
