@@ -84,7 +84,7 @@ pub fn seed(
                         .map(|d| (ns, d)),
                 );
             }
-            Err(e) if ns == own => return Err(e),
+            Err(e) if namespaces.is_own(ns) => return Err(e),
             // A namespace that went away during the dump: not an error.
             Err(_) => out.failed += 1,
         }

@@ -79,9 +79,15 @@ impl Namespaces {
         self.own
     }
 
+    /// Whether lookups for `netns` go to the tracer's own namespace (0: unknown, as every
+    /// event says without BTF). Its sock_diag socket always answers: a failure there is real.
+    pub fn is_own(&self, netns: u32) -> bool {
+        netns == 0 || netns == self.own
+    }
+
     /// The sock_diag socket for the namespace `netns` (0, unknown: the tracer's own).
     pub fn lookup(&mut self, netns: u32) -> Lookup<'_> {
-        if netns == 0 || netns == self.own {
+        if self.is_own(netns) {
             return Lookup::Diag(&mut self.own_diag);
         }
         if self.refused.contains(&netns) {
@@ -164,15 +170,6 @@ impl Namespaces {
         }
         self.others.retain(|inode, _| held.contains(inode));
         self.refused.retain(|inode| held.contains(inode));
-    }
-
-    /// Namespaces open now (the tracer's own aside).
-    pub fn len(&self) -> usize {
-        self.others.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.others.is_empty()
     }
 }
 

@@ -62,7 +62,7 @@ impl OwnerResolver {
             match namespaces.lookup(ns) {
                 Lookup::Diag(d) => match d.sockets() {
                     Ok(socks) => alive.extend(socks.into_iter().map(|d| NsTuple::new(ns, d.tuple))),
-                    Err(e) if ns == 0 || ns == namespaces.own() => return Err(e),
+                    Err(e) if namespaces.is_own(ns) => return Err(e),
                     // Could not tell: nothing there is dropped.
                     Err(_) => alive.extend(table.tuples_in(ns)),
                 },
@@ -101,7 +101,7 @@ impl OwnerResolver {
             let inodes = match namespaces.lookup(ns) {
                 Lookup::Diag(d) => match d.inodes() {
                     Ok(i) => i,
-                    Err(e) if ns == 0 || ns == namespaces.own() => return Err(e),
+                    Err(e) if namespaces.is_own(ns) => return Err(e),
                     Err(_) => continue,
                 },
                 Lookup::Gone | Lookup::Refused => continue,

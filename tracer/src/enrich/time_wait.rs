@@ -92,8 +92,7 @@ impl TimeWaitTracker {
             let dump = match namespaces.lookup(ns) {
                 Lookup::Diag(d) => match d.time_wait() {
                     Ok(m) => Some(m),
-                    // The tracer's own namespace always answers: a failure there is real.
-                    Err(e) if ns == 0 || ns == namespaces.own() => return Err(e),
+                    Err(e) if namespaces.is_own(ns) => return Err(e),
                     Err(_) => None,
                 },
                 // A namespace nobody holds any more has no sockets left.
@@ -107,18 +106,11 @@ impl TimeWaitTracker {
         self.last_size = tw.values().flatten().map(HashMap::len).sum();
         for p in pending {
             let key = NsTuple::new(p.netns, p.tuple);
-            let Some(Some(dump)) = tw.get(&p.netns) else {
-                table.set_time_wait(
-                    p.sock,
-                    key,
-                    Some(TimeWait {
-                        confirmed: false,
-                        expires_ns: None,
-                    }),
-                );
-                continue;
+            // A namespace that could not be looked up confirms nothing.
+            let found = match tw.get(&p.netns) {
+                Some(Some(dump)) => dump.get(&p.tuple).copied(),
+                _ => None,
             };
-            let found = dump.get(&p.tuple).copied();
             if found.is_some_and(|s| s.state == TcpState::FinWait2) {
                 // Handed over but still waiting for the peer's FIN: TIME_WAIT is yet to
                 // come. Looked up again at the next dump, while the record waits.
