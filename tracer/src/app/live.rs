@@ -364,9 +364,17 @@ fn final_report<S: Sink>(
         pipe.events,
         pipe.connections,
         pipe.table.len(),
-        pipe.time_wait
-            .as_ref()
-            .map_or_else(String::new, |t| format!(", {} in TIME_WAIT", t.tracked())),
+        pipe.time_wait.as_ref().map_or_else(String::new, |t| {
+            let untracked = if t.untracked > 0 {
+                format!(
+                    " ({} more confirmed but not followed to their end)",
+                    t.untracked
+                )
+            } else {
+                String::new()
+            };
+            format!(", {} in TIME_WAIT{untracked}", t.tracked())
+        }),
         if pipe.table.evicted > 0 {
             format!(
                 ", {} evicted to stay within --max-connections",
@@ -384,6 +392,14 @@ fn final_report<S: Sink>(
             String::new()
         },
     );
+    if let Some(n) = pipe.namespaces.as_ref().filter(|n| n.over_cap > 0) {
+        let _ = writeln!(
+            err,
+            "tracer: {} network namespaces were not followed (at most {} are): sock_diag lookups there were skipped",
+            n.over_cap,
+            crate::enrich::netns::MAX_NAMESPACES
+        );
+    }
     drop(err);
     report_files(args, pipe);
     Ok(())

@@ -68,7 +68,8 @@ pub fn seed(
         }
         let socks = match namespaces.lookup(ns) {
             Lookup::Diag(d) => d.sockets(),
-            Lookup::Gone => continue,
+            // Just scanned: a namespace not found now is gone.
+            Lookup::Gone | Lookup::Pending => continue,
             Lookup::Refused => {
                 out.failed += 1;
                 continue;

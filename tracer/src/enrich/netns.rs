@@ -25,8 +25,17 @@ use super::SockDiag;
 /// Most namespaces followed at once (two file descriptors each).
 pub const MAX_NAMESPACES: usize = 2048;
 
-/// Shortest time between two scans of /proc started by an unknown namespace.
+/// Shortest time between two scans of /proc started by an unknown namespace that a scan
+/// already missed since it was first asked about.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Shortest time between two scans started by a namespace no scan has looked for yet (a
+/// container just started): soon enough for a TIME_WAIT lookup, which waits 1.5 s, while
+/// a burst of new namespaces costs at most ten scans a second.
+const FIRST_MISS_RESCAN: Duration = Duration::from_millis(100);
+
+/// How long an unknown namespace is remembered as asked about.
+const ASKED_FOR: Duration = Duration::from_secs(60);
 
 /// Where `ip netns add` keeps namespaces that no process may hold.
 const BIND_MOUNT_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
@@ -39,6 +48,9 @@ pub enum Lookup<'a> {
     Gone,
     /// It exists but could not be entered (reported once, on stderr).
     Refused,
+    /// Not found yet, and no scan has looked for it since it was first asked about (scans
+    /// are rate-limited): ask again later. It is not known to be gone.
+    Pending,
 }
 
 struct Ns {
@@ -54,7 +66,10 @@ pub struct Namespaces {
     /// Namespaces that could not be entered: not tried again.
     refused: HashSet<u32>,
     last_scan: Option<Instant>,
-    /// Namespaces not followed because [`MAX_NAMESPACES`] were.
+    /// Namespaces asked about but not found, with when they were first asked about: one
+    /// is gone only once a scan started after that missed it.
+    asked: HashMap<u32, Instant>,
+    /// The most namespaces a scan left unfollowed because [`MAX_NAMESPACES`] were.
     pub over_cap: u64,
     /// The kernel side reports each event's namespace (it found the BTF offsets): otherwise
     /// every event says 0 and only the tracer's own namespace can be looked up.
@@ -69,6 +84,7 @@ impl Namespaces {
             others: HashMap::new(),
             refused: HashSet::new(),
             last_scan: None,
+            asked: HashMap::new(),
             over_cap: 0,
             kernel_reports: false,
         })
@@ -94,7 +110,9 @@ impl Namespaces {
             return Lookup::Refused;
         }
         if !self.others.contains_key(&netns) {
-            self.scan(false);
+            if let Some(missing) = self.missing(netns) {
+                return missing;
+            }
         }
         let needs_socket = match self.others.get(&netns) {
             None => return Lookup::Gone,
@@ -127,6 +145,34 @@ impl Namespaces {
         }
     }
 
+    /// A namespace not in the registry: scans for it (rate-limited) and says what it is when
+    /// still not found; `None` when the scan found it.
+    fn missing(&mut self, netns: u32) -> Option<Lookup<'static>> {
+        let now = Instant::now();
+        if !self.asked.contains_key(&netns) && self.asked.len() >= 2 * MAX_NAMESPACES {
+            // Remembering more would be unbounded: treated as gone.
+            return Some(Lookup::Gone);
+        }
+        let asked = *self.asked.entry(netns).or_insert(now);
+        let looked_for = |last: Option<Instant>| last.is_some_and(|t| t >= asked);
+        let wait = if looked_for(self.last_scan) {
+            RESCAN_EVERY
+        } else {
+            FIRST_MISS_RESCAN
+        };
+        if self.last_scan.is_none_or(|t| now.duration_since(t) >= wait) {
+            self.scan(true);
+        }
+        if self.others.contains_key(&netns) {
+            return None;
+        }
+        Some(if looked_for(self.last_scan) {
+            Lookup::Gone
+        } else {
+            Lookup::Pending
+        })
+    }
+
     /// Every namespace on the host now (a fresh scan), the tracer's own first.
     pub fn all(&mut self) -> Vec<u32> {
         self.scan(true);
@@ -142,8 +188,10 @@ impl Namespaces {
         if !force && self.last_scan.is_some_and(|t| t.elapsed() < RESCAN_EVERY) {
             return;
         }
-        self.last_scan = Some(Instant::now());
+        let started = Instant::now();
+        self.last_scan = Some(started);
         let mut held = HashSet::new();
+        let mut over_cap = 0;
         for (inode, path) in candidates() {
             if inode == self.own || !held.insert(inode) {
                 continue;
@@ -152,7 +200,7 @@ impl Namespaces {
                 continue;
             }
             if self.others.len() >= MAX_NAMESPACES {
-                self.over_cap += 1;
+                over_cap += 1;
                 continue;
             }
             // The process may have exited between readlink and open: then it is not held
@@ -170,6 +218,18 @@ impl Namespaces {
         }
         self.others.retain(|inode, _| held.contains(inode));
         self.refused.retain(|inode| held.contains(inode));
+        let others = &self.others;
+        self.asked.retain(|inode, at| {
+            !others.contains_key(inode) && started.duration_since(*at) < ASKED_FOR
+        });
+        if over_cap > self.over_cap {
+            if self.over_cap == 0 {
+                eprintln!(
+                    "tracer: warning: {over_cap} network namespaces not followed (at most {MAX_NAMESPACES} are): their TIME_WAIT sockets, existing connections and socket owners will not be looked up"
+                );
+            }
+            self.over_cap = over_cap;
+        }
     }
 }
 
@@ -262,6 +322,24 @@ mod tests {
         assert_eq!(parse_ns_link("net:[4026531840]"), Some(4026531840));
         assert_eq!(parse_ns_link("mnt:[4026531840]"), None);
         assert_eq!(parse_ns_link("net:[x]"), None);
+    }
+
+    /// An inode no scan has looked for since it was first asked about is pending, not gone
+    /// (the bug: a namespace created just after a scan was "gone" for the next second).
+    #[test]
+    fn unknown_namespace_is_pending_until_a_scan_looked_for_it() {
+        let Ok(mut ns) = Namespaces::new() else {
+            return; // no sock_diag here: nothing to test
+        };
+        // Inode 1 is no namespace's.
+        ns.scan(true);
+        assert!(matches!(ns.lookup(1), Lookup::Pending));
+        std::thread::sleep(FIRST_MISS_RESCAN);
+        assert!(matches!(ns.lookup(1), Lookup::Gone));
+        // Known gone now: not scanned for again within a second.
+        let before = ns.last_scan;
+        assert!(matches!(ns.lookup(1), Lookup::Gone));
+        assert_eq!(ns.last_scan, before);
     }
 
     #[test]

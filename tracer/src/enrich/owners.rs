@@ -67,7 +67,7 @@ impl OwnerResolver {
                     Err(_) => alive.extend(table.tuples_in(ns)),
                 },
                 Lookup::Gone => {}
-                Lookup::Refused => alive.extend(table.tuples_in(ns)),
+                Lookup::Refused | Lookup::Pending => alive.extend(table.tuples_in(ns)),
             }
         }
         Ok(table.prune_vanished(&alive, now_ns.saturating_sub(PRUNE_EVERY_NS)))
@@ -104,7 +104,7 @@ impl OwnerResolver {
                     Err(e) if namespaces.is_own(ns) => return Err(e),
                     Err(_) => continue,
                 },
-                Lookup::Gone | Lookup::Refused => continue,
+                Lookup::Gone | Lookup::Refused | Lookup::Pending => continue,
             };
             for (sock, t) in socks {
                 if let Some(&(inode, uid)) = inodes.get(&t) {

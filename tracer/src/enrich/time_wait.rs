@@ -11,6 +11,15 @@ use crate::{
 /// Timewait sockets followed until they end; beyond this only their start is reported.
 pub const MAX_TRACKED: usize = 65_536;
 
+/// What one namespace's timewait dump gave.
+enum Dump {
+    Got(HashMap<crate::table::Tuple, TwSocket>),
+    /// It could not be looked up (refused, or the dump failed): confirms and ends nothing.
+    Failed,
+    /// Not found yet ([`Lookup::Pending`]): asked again at the next dump.
+    Later,
+}
+
 struct Tracked {
     end: DiagTransition,
 }
@@ -85,30 +94,38 @@ impl TimeWaitTracker {
             wanted.extend(self.tracked.keys().map(|t| t.netns));
         }
         let started = std::time::Instant::now();
-        // Namespace → its timewait sockets; `None`: it could not be looked up (refused, or
-        // the dump failed), which confirms nothing and ends nothing.
-        let mut tw: HashMap<u32, Option<HashMap<_, TwSocket>>> = HashMap::new();
+        // Namespace → its timewait sockets, or why not.
+        let mut tw: HashMap<u32, Dump> = HashMap::new();
         for ns in wanted {
             let dump = match namespaces.lookup(ns) {
                 Lookup::Diag(d) => match d.time_wait() {
-                    Ok(m) => Some(m),
+                    Ok(m) => Dump::Got(m),
                     Err(e) if namespaces.is_own(ns) => return Err(e),
-                    Err(_) => None,
+                    Err(_) => Dump::Failed,
                 },
                 // A namespace nobody holds any more has no sockets left.
-                Lookup::Gone => Some(HashMap::new()),
-                Lookup::Refused => None,
+                Lookup::Gone => Dump::Got(HashMap::new()),
+                Lookup::Refused => Dump::Failed,
+                Lookup::Pending => Dump::Later,
             };
             tw.insert(ns, dump);
         }
         self.last_dump_cost_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_dump_ns = Some(now_ns);
-        self.last_size = tw.values().flatten().map(HashMap::len).sum();
+        self.last_size = tw
+            .values()
+            .map(|d| match d {
+                Dump::Got(m) => m.len(),
+                _ => 0,
+            })
+            .sum();
         for p in pending {
             let key = NsTuple::new(p.netns, p.tuple);
-            // A namespace that could not be looked up confirms nothing.
+            // A namespace that could not be looked up confirms nothing; one not found yet
+            // (a container that just started) is looked up again while the record waits.
             let found = match tw.get(&p.netns) {
-                Some(Some(dump)) => dump.get(&p.tuple).copied(),
+                Some(Dump::Got(dump)) => dump.get(&p.tuple).copied(),
+                Some(Dump::Later) => continue,
                 _ => None,
             };
             if found.is_some_and(|s| s.state == TcpState::FinWait2) {
@@ -160,7 +177,7 @@ impl TimeWaitTracker {
             .tracked
             .keys()
             .filter(|t| match tw.get(&t.netns) {
-                Some(Some(dump)) => !dump.contains_key(&t.tuple),
+                Some(Dump::Got(dump)) => !dump.contains_key(&t.tuple),
                 _ => false,
             })
             .copied()
