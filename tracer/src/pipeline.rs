@@ -343,6 +343,11 @@ impl<S: Sink> Pipeline<S> {
             table::Fact::Seed { seed, now_ns } => self.table.seed(seed, now_ns),
             table::Fact::Owner { sock, owner } => self.table.set_owner(sock, owner),
             table::Fact::TimeWait { sock, tuple, tw } => self.table.set_time_wait(sock, tuple, tw),
+            table::Fact::Orphan {
+                sock,
+                tuple,
+                orphan,
+            } => self.table.set_orphan(sock, tuple, orphan),
             table::Fact::Vanished { socks, tuples } => {
                 for c in self.table.drop_vanished(socks, tuples) {
                     self.connection(c)?;

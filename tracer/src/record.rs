@@ -21,7 +21,7 @@ use crate::{
     decode::LostCause,
     decode::{Comm, Family, SockAddr, TcpState},
     table::DiagTransition,
-    table::{Fact, NsTuple, Owner, OwnerSource, Seed, TimeWait},
+    table::{Fact, NsTuple, Orphan, OrphanEnd, OrphanHow, Owner, OwnerSource, Seed, TimeWait},
     tuple::Tuple,
 };
 
@@ -256,6 +256,9 @@ pub enum Line {
         /// Raw `TCP_*` state.
         state: u8,
         owner: Option<RecOwner>,
+        /// A timewait socket in FIN_WAIT2: closed, the peer's FIN awaited.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        orphan: bool,
     },
     /// An owner found in /proc.
     Owner {
@@ -270,6 +273,20 @@ pub enum Line {
         tuple: RecTuple,
         confirmed: bool,
         expires_ns: Option<u64>,
+    },
+    /// An active closer found handed over in the FIN_WAIT2 substate, or how that ended
+    /// (`end`: `fin`, `timeout`, `gone`; `peer`: the FIN's time is the peer's LAST_ACK).
+    Orphan {
+        sock: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        netns: u32,
+        tuple: RecTuple,
+        handoff_ns: u64,
+        expires_ns: Option<u64>,
+        end: Option<String>,
+        end_ns: Option<u64>,
+        #[serde(default)]
+        peer: bool,
     },
     /// Sockets the kernel no longer had, dropped from the table.
     Vanished {
@@ -340,6 +357,7 @@ impl Line {
                 tuple: rec_tuple(&seed.tuple),
                 state: seed.state as u8,
                 owner: seed.owner.as_ref().map(RecOwner::from),
+                orphan: seed.orphan,
             },
             Fact::Owner { sock, owner } => Self::Owner {
                 sock: sock_hex(*sock),
@@ -351,6 +369,26 @@ impl Line {
                 tuple: rec_tuple(&tuple.tuple),
                 confirmed: tw.is_some_and(|t| t.confirmed),
                 expires_ns: tw.and_then(|t| t.expires_ns),
+            },
+            Fact::Orphan {
+                sock,
+                tuple,
+                orphan,
+            } => Self::Orphan {
+                sock: sock_hex(*sock),
+                netns: tuple.netns,
+                tuple: rec_tuple(&tuple.tuple),
+                handoff_ns: orphan.handoff_ns,
+                expires_ns: orphan.expires_ns,
+                end: orphan.end.map(|e| e.how.name().to_string()),
+                end_ns: orphan.end.map(|e| e.ts_ns),
+                peer: matches!(
+                    orphan.end,
+                    Some(OrphanEnd {
+                        how: OrphanHow::Fin { peer: true },
+                        ..
+                    })
+                ),
             },
             Fact::Vanished { socks, tuples } => Self::Vanished {
                 socks: socks.iter().map(|s| sock_hex(*s)).collect(),
@@ -414,6 +452,7 @@ impl TryFrom<Line> for Item {
                 tuple,
                 state: s,
                 owner: o,
+                orphan,
             } => Self::Fact(Fact::Seed {
                 seed: Seed {
                     netns,
@@ -421,6 +460,7 @@ impl TryFrom<Line> for Item {
                     tuple: tuple_of(tuple),
                     state: state(s)?,
                     owner: owner(o)?,
+                    orphan,
                 },
                 now_ns,
             }),
@@ -442,6 +482,38 @@ impl TryFrom<Line> for Item {
                     expires_ns,
                 }),
             }),
+            Line::Orphan {
+                sock,
+                netns,
+                tuple,
+                handoff_ns,
+                expires_ns,
+                end,
+                end_ns,
+                peer,
+            } => {
+                let how = match end.as_deref() {
+                    None => None,
+                    Some("fin") => Some(OrphanHow::Fin { peer }),
+                    Some("timeout") => Some(OrphanHow::Timeout),
+                    Some("gone") => Some(OrphanHow::Gone),
+                    Some(other) => return Err(format!("unknown orphan end {other:?}")),
+                };
+                let end = match (how, end_ns) {
+                    (Some(how), Some(ts_ns)) => Some(OrphanEnd { ts_ns, how }),
+                    (None, _) => None,
+                    (Some(_), None) => return Err("an orphan's end without end_ns".into()),
+                };
+                Self::Fact(Fact::Orphan {
+                    sock: parse_sock(&sock)?,
+                    tuple: NsTuple::new(netns, tuple_of(tuple)),
+                    orphan: Orphan {
+                        handoff_ns,
+                        expires_ns,
+                        end,
+                    },
+                })
+            }
             Line::Vanished {
                 socks,
                 tuples,
@@ -733,8 +805,21 @@ mod tests {
                     tuple,
                     state: TcpState::Listen,
                     owner: Some(owner),
+                    orphan: true,
                 },
                 now_ns: 5,
+            },
+            Fact::Orphan {
+                sock: SockAddr(0x40),
+                tuple: NsTuple::new(4_026_532_000, tuple),
+                orphan: Orphan {
+                    handoff_ns: 7,
+                    expires_ns: Some(60_000_000_007),
+                    end: Some(OrphanEnd {
+                        ts_ns: 300_000_007,
+                        how: OrphanHow::Fin { peer: true },
+                    }),
+                },
             },
             Fact::Vanished {
                 socks: vec![SockAddr(0x30)],
@@ -760,15 +845,16 @@ mod tests {
         for (i, f) in facts.iter().enumerate() {
             assert_eq!(items[2 + i], Item::Fact(f.clone()));
         }
-        assert_eq!(items[6], Item::Settle(9));
+        let n = 2 + facts.len();
+        assert_eq!(items[n], Item::Settle(9));
         assert_eq!(
-            items[7],
+            items[n + 1],
             Item::Cgroup {
                 id: 5,
                 path: Some("/system.slice/nginx.service".into())
             }
         );
-        assert_eq!(items[8], Item::Cgroup { id: 6, path: None });
+        assert_eq!(items[n + 2], Item::Cgroup { id: 6, path: None });
         let text = String::from_utf8(bytes).unwrap();
         assert!(
             text.contains(r#"{"type":"cgroup","id":5,"path":"/system.slice/nginx.service"}"#),

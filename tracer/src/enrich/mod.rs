@@ -66,8 +66,10 @@ pub fn seed(
         if !filter.netns.is_empty() && !filter.netns.contains(&ns) {
             continue;
         }
-        let socks = match namespaces.lookup(ns) {
-            Lookup::Diag(d) => d.sockets(),
+        let (socks, orphans) = match namespaces.lookup(ns) {
+            // Orphaned FIN_WAIT2s are timewait sockets, which a dump of full sockets does
+            // not return: they are dumped apart (a failure there only loses them).
+            Lookup::Diag(d) => (d.sockets(), d.time_wait().unwrap_or_default()),
             // Just scanned: a namespace not found now is gone.
             Lookup::Gone | Lookup::Pending => continue,
             Lookup::Refused => {
@@ -81,6 +83,26 @@ pub fn seed(
                 found.extend(
                     socks
                         .into_iter()
+                        .filter(|d| filter.matches_tuple(d.family, &d.tuple))
+                        .map(|d| (ns, d)),
+                );
+                // Closed by their owner before the tracer started, the peer's FIN still
+                // awaited: no process owns them any more (inode 0).
+                found.extend(
+                    orphans
+                        .into_iter()
+                        .filter(|(_, s)| s.state == TcpState::FinWait2)
+                        .map(|(tuple, _)| DiagSocket {
+                            family: if tuple.local.addr.is_ipv4() {
+                                crate::decode::Family::Ipv4
+                            } else {
+                                crate::decode::Family::Ipv6
+                            },
+                            state: TcpState::FinWait2 as u8,
+                            tuple,
+                            inode: 0,
+                            uid: 0,
+                        })
                         .filter(|d| filter.matches_tuple(d.family, &d.tuple))
                         .map(|d| (ns, d)),
                 );
@@ -117,6 +139,8 @@ pub fn seed(
                 tuple: d.tuple,
                 state,
                 owner,
+                // Only timewait sockets have no inode.
+                orphan: d.inode == 0 && state == TcpState::FinWait2,
             },
             now_ns,
         );

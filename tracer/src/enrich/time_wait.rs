@@ -5,8 +5,20 @@ use std::collections::{HashMap, HashSet};
 use super::{Lookup, Namespaces, TwSocket};
 use crate::{
     decode::TcpState,
-    table::{DiagTransition, NsTuple, Table, TimeWait},
+    table::{DiagTransition, NsTuple, Orphan, OrphanEnd, OrphanHow, Table, TimeWait},
 };
+
+/// How long TIME_WAIT lasts on Linux (`TCP_TIMEWAIT_LEN`, a constant): a timewait socket's
+/// timer says when its TIME_WAIT began.
+const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
+
+/// A TIME_WAIT that began this long after the handoff began with a FIN that came later:
+/// the timer's start has jiffy precision (1–10 ms).
+const HANDOFF_SLACK_NS: u64 = 20_000_000;
+
+/// A timewait socket in FIN_WAIT2 gone this long before its timer's end still timed out
+/// (the dump's own timing).
+const ORPHAN_EARLY_NS: u64 = 1_500_000_000;
 
 /// Timewait sockets followed until they end; beyond this only their start is reported.
 pub const MAX_TRACKED: usize = 65_536;
@@ -128,15 +140,88 @@ impl TimeWaitTracker {
                 Some(Dump::Later) => continue,
                 _ => None,
             };
-            if found.is_some_and(|s| s.state == TcpState::FinWait2) {
-                // Handed over but still waiting for the peer's FIN: TIME_WAIT is yet to
-                // come. Looked up again at the next dump, while the record waits.
-                continue;
+            let expires_in = |s: TwSocket| now_ns + u64::from(s.expires_ms) * 1_000_000;
+            match found {
+                Some(s) if s.state == TcpState::FinWait2 => {
+                    // Handed over but still waiting for the peer's FIN: followed, as an
+                    // orphaned FIN_WAIT2, until TIME_WAIT or its timer's end.
+                    if p.orphan.is_none() {
+                        table.set_orphan(
+                            p.sock,
+                            key,
+                            Orphan {
+                                handoff_ns: p.closed_ns,
+                                expires_ns: Some(expires_in(s)),
+                                end: None,
+                            },
+                        );
+                    }
+                    continue;
+                }
+                None if p.orphan.is_some() => {
+                    // Gone while in FIN_WAIT2: its timer ended it (the peer never sent
+                    // FIN), or something else did before the timer.
+                    let expires = p.orphan.and_then(|o| o.expires_ns);
+                    let (how, at) = match expires {
+                        Some(e) if now_ns.saturating_add(ORPHAN_EARLY_NS) >= e => {
+                            (OrphanHow::Timeout, e.min(now_ns))
+                        }
+                        _ => (OrphanHow::Gone, now_ns),
+                    };
+                    table.set_orphan(
+                        p.sock,
+                        key,
+                        Orphan {
+                            handoff_ns: p.closed_ns,
+                            expires_ns: expires,
+                            end: Some(OrphanEnd { ts_ns: at, how }),
+                        },
+                    );
+                    out.push(DiagTransition {
+                        ts_ns: at,
+                        sock: p.sock,
+                        netns: p.netns,
+                        family: p.family,
+                        tuple: p.tuple,
+                        old: TcpState::FinWait2,
+                        new: TcpState::Close,
+                        expires_ns: None,
+                        in_old_ns: p.from_ns.map(|f| at.saturating_sub(f)),
+                        owner: p.owner,
+                    });
+                    continue;
+                }
+                _ => {}
             }
             let confirmed = found.map(|s| TimeWait {
                 confirmed: true,
-                expires_ns: Some(now_ns + u64::from(s.expires_ms) * 1_000_000),
+                expires_ns: Some(expires_in(s)),
             });
+            // The peer's FIN came after the handoff: the connection was an orphaned
+            // FIN_WAIT2 until then, and TIME_WAIT began at the FIN (the peer's own LAST_ACK
+            // when it is on this host, else the TIME_WAIT timer's start).
+            let fin = confirmed.and_then(|c| {
+                let began = c.expires_ns?.saturating_sub(TIME_WAIT_LEN_NS);
+                match p.peer_fin_ns {
+                    Some(at) => Some((at, true)),
+                    None => (p.orphan.is_some() || began > p.closed_ns + HANDOFF_SLACK_NS)
+                        .then_some((began.clamp(p.closed_ns, now_ns), false)),
+                }
+            });
+            if let Some((at, peer)) = fin {
+                table.set_orphan(
+                    p.sock,
+                    key,
+                    Orphan {
+                        handoff_ns: p.closed_ns,
+                        expires_ns: p.orphan.and_then(|o| o.expires_ns),
+                        end: Some(OrphanEnd {
+                            ts_ns: at,
+                            how: OrphanHow::Fin { peer },
+                        }),
+                    },
+                );
+            }
             table.set_time_wait(
                 p.sock,
                 key,
@@ -149,7 +234,7 @@ impl TimeWaitTracker {
                 continue;
             };
             let start = DiagTransition {
-                ts_ns: now_ns,
+                ts_ns: fin.map_or(now_ns, |f| f.0),
                 sock: p.sock,
                 netns: p.netns,
                 family: p.family,
@@ -157,7 +242,7 @@ impl TimeWaitTracker {
                 old: p.from,
                 new: TcpState::TimeWait,
                 expires_ns,
-                in_old_ns: None,
+                in_old_ns: fin.and_then(|(at, _)| Some(at.saturating_sub(p.from_ns?))),
                 owner: p.owner,
             };
             out.push(start);

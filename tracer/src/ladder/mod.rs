@@ -102,6 +102,17 @@ fn segments(
         (Established, FinWait1) | (SynRecv, FinWait1) | (CloseWait, LastAck) => (&[], &["FIN"]),
         (Established, CloseWait) => (&["FIN"], &["ACK"]),
         (FinWait1, FinWait2) | (Closing, _) | (LastAck, Close) => (&["ACK"], &[]),
+        // An orphaned FIN_WAIT2 that ended without the peer's FIN (or has not yet).
+        (FinWait2, Close)
+            if c.orphan.as_deref().is_some_and(|o| {
+                !matches!(
+                    o.end.map(|e| e.how),
+                    Some(crate::table::OrphanHow::Fin { .. })
+                )
+            }) =>
+        {
+            (&[], &[])
+        }
         (FinWait1, Closing) | (FinWait2, Close | TimeWait) => (&["FIN"], &["ACK"]),
         (FinWait1, Close | TimeWait) if c.resets_received == 0 && c.resets_sent == 0 => {
             (&["ACK", "FIN"], &["ACK"])
@@ -177,6 +188,23 @@ fn rows_of(c: &Conn, side: Side, out: &mut Vec<(u64, Side, Step)>) {
             ContextKind::Destroy => continue,
         };
         out.push((n.ts_ns, side, Step::Note(text)));
+    }
+    // The tracepoint's CLOSE of an orphaned FIN_WAIT2 is the kernel's bookkeeping, not a
+    // segment: a note where it happened; its final CLOSE (the peer's FIN) is where the
+    // FIN_WAIT2 really ended.
+    if let Some(o) = c.orphan.as_deref().filter(|o| o.handoff_ns != 0) {
+        out.push((
+            o.handoff_ns,
+            side,
+            Step::Note("handed to a timewait socket (FIN_WAIT2)".into()),
+        ));
+        if let Some(end) = o.end.filter(|e| e.how == crate::table::OrphanHow::Timeout) {
+            out.push((
+                end.ts_ns,
+                side,
+                Step::Note("FIN_WAIT2 timer: the peer never sent FIN".into()),
+            ));
+        }
     }
     if let Some(tw) = &c.time_wait
         && tw.confirmed

@@ -307,6 +307,23 @@ impl<W: Write> Json<W> {
                 }
                 None => b.extend_from_slice(b"null"),
             }
+            b.extend_from_slice(b",\"orphan\":");
+            match c.orphan.as_deref() {
+                Some(o) => {
+                    b.extend_from_slice(b"{\"handoff_ns\":");
+                    put_opt_u64(b, (o.handoff_ns != 0).then_some(o.handoff_ns));
+                    b.extend_from_slice(b",\"expires_ns\":");
+                    put_opt_u64(b, o.expires_ns);
+                    b.extend_from_slice(b",\"end\":");
+                    put_opt_name(b, o.end.map(|e| e.how.name()));
+                    b.extend_from_slice(b",\"end_ns\":");
+                    put_opt_u64(b, o.end.map(|e| e.ts_ns));
+                    b.extend_from_slice(b",\"source\":");
+                    put_opt_name(b, o.end.map(|e| e.how.source()));
+                    b.push(b'}');
+                }
+                None => b.extend_from_slice(b"null"),
+            }
             b.extend_from_slice(b",\"seen_from\":\"");
             b.extend_from_slice(c.seen_from.name().as_bytes());
             b.extend_from_slice(b"\"}\n");
@@ -611,6 +628,8 @@ struct StuckJson<'a> {
     role: Role,
     states: &'a [TcpState],
     seen_from: SeenFrom,
+    /// Closed by its owner, handed to a timewait socket that awaits the peer's FIN.
+    orphaned: bool,
 }
 
 #[derive(Serialize)]
@@ -705,6 +724,7 @@ impl<W: Write> Sink for Json<W> {
             role: c.role,
             states: &c.states,
             seen_from: c.seen_from,
+            orphaned: c.orphan.is_some(),
         })
     }
 

@@ -141,7 +141,17 @@ struct ConnectionJson<'a> {
     resets_received: u32,
     error: Option<String>,
     time_wait: Option<TimeWait>,
+    orphan: Option<OrphanJson>,
     seen_from: SeenFrom,
+}
+
+#[derive(Serialize)]
+struct OrphanJson {
+    handoff_ns: Option<u64>,
+    expires_ns: Option<u64>,
+    end: Option<&'static str>,
+    end_ns: Option<u64>,
+    source: Option<&'static str>,
 }
 
 impl<W: Write> Json<W> {
@@ -278,6 +288,13 @@ impl<W: Write> Json<W> {
             resets_received: c.resets_received,
             error: c.error.map(errno_name),
             time_wait: c.time_wait,
+            orphan: c.orphan.as_deref().map(|o| OrphanJson {
+                handoff_ns: (o.handoff_ns != 0).then_some(o.handoff_ns),
+                expires_ns: o.expires_ns,
+                end: o.end.map(|e| e.how.name()),
+                end_ns: o.end.map(|e| e.ts_ns),
+                source: o.end.map(|e| e.how.source()),
+            }),
             seen_from: c.seen_from,
         };
         self.emit(&rec)

@@ -315,6 +315,14 @@ fn schema_of_every_record_type() {
         confirmed: true,
         expires_ns: Some(60_000_000_000),
     });
+    c.orphan = Some(Box::new(crate::table::Orphan {
+        handoff_ns: 1_061_000,
+        expires_ns: Some(60_001_061_000),
+        end: Some(crate::table::OrphanEnd {
+            ts_ns: 1_301_000,
+            how: crate::table::OrphanHow::Fin { peer: true },
+        }),
+    }));
     let mut s = Json::new(Vec::new(), WallClock::fixed(OFFSET));
     s.transition(&evs[0].0, None, Some(&owner)).unwrap();
     let mut e = ctx(Some(1), 5, ContextKind::Error, None, 111);
@@ -387,7 +395,7 @@ fn schema_of_every_record_type() {
              incomplete owner{OWNER} close \
              events[{{kind ts_ns state errno value}} {{kind ts_ns state value}}] events_dropped \
              retransmits syn_retransmits synack_retransmits resets_sent resets_received error \
-             time_wait{{confirmed expires_ns}} seen_from}}"
+             time_wait{{confirmed expires_ns}} orphan{{handoff_ns expires_ns end end_ns source}} seen_from}}"
         ),
         format!(
             "{{v type time ts_ns sock netns {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} \
@@ -395,7 +403,7 @@ fn schema_of_every_record_type() {
         ),
         format!(
             "{{v type sock netns state age_ns age_at_least report owner{OWNER} {TUPLE} role states \
-             seen_from}}"
+             seen_from orphaned}}"
         ),
         format!(
             "{{v type time ts_ns sock netns state new age_ns age_at_least reports owner{OWNER} {TUPLE}}}"

@@ -9,7 +9,10 @@ use crate::{
     cgroup::Names,
     clock::WallClock,
     decode::{Comm, Context, ContextKind, LostCause, SockAddr, TcpState, Transition, errno_name},
-    table::{Conn, DiagTransition, Note, Owner, Role, StuckGroup, StuckReport, TimeWait, Unstuck},
+    table::{
+        Conn, DiagTransition, Note, Owner, Role, SeenFrom, StuckGroup, StuckReport, TimeWait,
+        Unstuck,
+    },
     tuple::Endpoint,
     units::*,
 };
@@ -248,7 +251,16 @@ impl<W: Write> Text<W> {
                 }
             };
         let mut durations = c.durations();
-        for (state, entered) in c.states.iter().zip(c.entered_ns.iter()) {
+        let handoff = orphan_note(c);
+        let last = c.states.len() - 1;
+        for (i, (state, entered)) in c.states.iter().zip(c.entered_ns.iter()).enumerate() {
+            if let Some((ts, text)) = handoff.filter(|_| i == last) {
+                emit_notes(b, Some(ts), &mut notes);
+                offset(b, Some(ts));
+                b.extend_from_slice(b"  ! ");
+                b.extend_from_slice(text.as_bytes());
+                b.push(b'\n');
+            }
             if entered.is_some() {
                 emit_notes(b, entered, &mut notes);
             }
@@ -450,9 +462,20 @@ impl<W: Write> Sink for Text<W> {
         } else {
             String::new()
         };
+        // An orphaned FIN_WAIT2: its owner is done with it, the peer is what is stuck.
+        let why = match (&c.orphan, c.owner) {
+            (None, _) => String::new(),
+            (Some(_), Some(o)) if c.seen_from == SeenFrom::Events => format!(
+                "\n      why: closed by pid {} ({}); the peer never sent FIN",
+                o.pid, o.comm
+            ),
+            (Some(_), _) => {
+                "\n      why: closed before tracer started; the peer never sent FIN".to_string()
+            }
+        };
         writeln!(
             self.out,
-            "{w}STUCK{w:#} {sock} {} -> {}{netns} in {} for {at_least}{}  {owner}{again}\n      so far: {}",
+            "{w}STUCK{w:#} {sock} {} -> {}{netns} in {} for {at_least}{}  {owner}{again}\n      so far: {}{why}",
             endpoint(c.tuple.local),
             endpoint(c.tuple.remote),
             r.state,
@@ -594,4 +617,30 @@ fn pad(b: &mut Vec<u8>, start: usize, width: usize) {
         String::from_utf8_lossy(written).chars().count()
     };
     b.resize(b.len() + width.saturating_sub(chars), b' ');
+}
+
+/// The line a timeline shows where an active closer was handed to a timewait socket still
+/// in FIN_WAIT2 (before its final CLOSE, which is where that FIN_WAIT2 ended): when, and what
+/// became of it.
+pub(super) fn orphan_note(c: &Conn) -> Option<(u64, &'static str)> {
+    use crate::table::OrphanHow;
+    let o = c.orphan.as_deref().filter(|o| o.handoff_ns != 0)?;
+    if c.last_state() != TcpState::Close {
+        return None;
+    }
+    let text = match o.end.map(|e| e.how) {
+        Some(OrphanHow::Fin { .. }) => {
+            "handed to a timewait socket in FIN_WAIT2 (sock_diag from here); the peer's FIN came later"
+        }
+        Some(OrphanHow::Timeout) => {
+            "handed to a timewait socket in FIN_WAIT2 (sock_diag from here); the peer never sent FIN: the FIN_WAIT2 timer ended it"
+        }
+        Some(OrphanHow::Gone) => {
+            "handed to a timewait socket in FIN_WAIT2 (sock_diag from here); it ended before its timer, without the peer's FIN"
+        }
+        None => {
+            "handed to a timewait socket in FIN_WAIT2 (sock_diag from here); still waiting for the peer's FIN"
+        }
+    };
+    Some((o.handoff_ns, text))
 }

@@ -352,7 +352,12 @@ fn reference_block<W: Write>(this: &Text<W>, c: &Conn) -> String {
                 );
             }
         };
+    let handoff = super::text::orphan_note(c);
     for (i, (state, entered)) in c.states.iter().zip(c.entered_ns.iter()).enumerate() {
+        if let Some((ts, text)) = handoff.filter(|_| i + 1 == c.states.len()) {
+            emit_notes(&mut block, Some(ts), &mut notes);
+            let _ = writeln!(block, "   {dim}{:>10}{dim:#}  ! {text}", offset(Some(ts)));
+        }
         if entered.is_some() {
             emit_notes(&mut block, entered, &mut notes);
         }
@@ -453,6 +458,27 @@ fn the_hand_written_timeline_block_is_the_formatted_one() {
     });
     c.entered_ns.set(1, None);
     conns.push(c.clone());
+    // An orphaned FIN_WAIT2, each way it can end (the handoff before a note, after one).
+    for end in [
+        None,
+        Some(crate::table::OrphanHow::Fin { peer: true }),
+        Some(crate::table::OrphanHow::Timeout),
+        Some(crate::table::OrphanHow::Gone),
+    ] {
+        let mut o = client.clone();
+        let n = o.entered_ns.len();
+        let fin_wait2 = o.entered_ns.get(n - 2).unwrap_or(0);
+        o.orphan = Some(Box::new(crate::table::Orphan {
+            handoff_ns: fin_wait2 + 5_000,
+            expires_ns: Some(fin_wait2 + 60_000_000_000),
+            end: end.map(|how| crate::table::OrphanEnd {
+                ts_ns: fin_wait2 + 300_000_000,
+                how,
+            }),
+        }));
+        o.entered_ns.set(n - 1, Some(fin_wait2 + 300_000_000));
+        conns.push(o);
+    }
     for (i, d) in [
         0u64,
         999,

@@ -149,6 +149,58 @@ pub struct TimeWait {
     pub expires_ns: Option<u64>,
 }
 
+/// An active closer that the kernel handed to a timewait socket still in the FIN_WAIT2
+/// substate: it closed (the tracepoint's `FIN_WAIT2 -> CLOSE`) before the peer sent its FIN.
+/// The tracepoint sees nothing after that; sock_diag follows the timewait socket until the
+/// peer's FIN turns it into TIME_WAIT or the FIN_WAIT2 timer (`tcp_fin_timeout`) ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Orphan {
+    /// When the tracepoint reported CLOSE: the handoff (CLOCK_MONOTONIC ns).
+    pub handoff_ns: u64,
+    /// When the FIN_WAIT2 timer gives it up (CLOCK_MONOTONIC ns), from sock_diag.
+    pub expires_ns: Option<u64>,
+    /// How its FIN_WAIT2 ended, once it has.
+    pub end: Option<OrphanEnd>,
+}
+
+/// How an orphaned FIN_WAIT2 ended, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrphanEnd {
+    pub ts_ns: u64,
+    pub how: OrphanHow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrphanHow {
+    /// The peer's FIN: the timewait socket became TIME_WAIT. `peer`: the time is the peer's
+    /// own `CLOSE_WAIT -> LAST_ACK` (it is on this host); otherwise sock_diag's (the TIME_WAIT
+    /// timer's start).
+    Fin { peer: bool },
+    /// The FIN_WAIT2 timer fired: the peer never sent its FIN.
+    Timeout,
+    /// The timewait socket vanished before its timer (a RST from the peer, or its
+    /// namespace went away).
+    Gone,
+}
+
+impl OrphanHow {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Fin { .. } => "fin",
+            Self::Timeout => "timeout",
+            Self::Gone => "gone",
+        }
+    }
+
+    /// Who told when it ended.
+    pub const fn source(self) -> &'static str {
+        match self {
+            Self::Fin { peer: true } => "peer",
+            _ => "sock_diag",
+        }
+    }
+}
+
 /// A timeline's states, inline: a client or server has 6, a listener 3. Every open socket
 /// has a timeline, so its size is most of the tracer's memory (one heap block per vector
 /// cost more than the vectors' contents).
@@ -251,6 +303,8 @@ pub struct Conn {
     /// Set at finalisation.
     pub close: Option<CloseClass>,
     pub time_wait: Option<TimeWait>,
+    /// Handed to a timewait socket in FIN_WAIT2 (boxed: few records have one).
+    pub orphan: Option<Box<Orphan>>,
     /// /proc owner lookups tried for this socket (it had no owner).
     pub owner_lookups: u8,
     /// Where tracer first learned of it.
@@ -289,6 +343,9 @@ pub struct Seed {
     pub tuple: Tuple,
     pub state: TcpState,
     pub owner: Option<Owner>,
+    /// A timewait socket in FIN_WAIT2: its owner closed it before the tracer started, and
+    /// the peer has not sent its FIN.
+    pub orphan: bool,
 }
 
 impl Conn {
@@ -328,6 +385,7 @@ impl Conn {
             error: None,
             close: None,
             time_wait: None,
+            orphan: None,
             owner_lookups: 0,
             seen_from,
             first_seen_ns,
@@ -389,6 +447,18 @@ impl Conn {
             .states
             .last()
             .expect("a Conn always has at least two states")
+    }
+
+    /// An orphaned FIN_WAIT2's time in FIN_WAIT2 at `now_ns` (since it entered it, before
+    /// the handoff), while the peer's FIN is awaited.
+    pub fn orphan_age(&self, now_ns: u64) -> Option<u64> {
+        let o = self.orphan.as_ref().filter(|o| o.end.is_none())?;
+        let n = self.states.len();
+        let since = n
+            .checked_sub(2)
+            .and_then(|i| self.entered_ns.get(i))
+            .unwrap_or(o.handoff_ns);
+        Some(now_ns.saturating_sub(since))
     }
 
     /// The state before the final CLOSE (or the last state if not closed).
@@ -464,6 +534,13 @@ impl Conn {
             } else {
                 CloseClass::Unknown
             };
+        }
+        if let Some(OrphanEnd {
+            how: OrphanHow::Timeout,
+            ..
+        }) = self.orphan.as_ref().and_then(|o| o.end)
+        {
+            return CloseClass::OrphanTimeout;
         }
         if prev == FinWait2 && self.resets_sent > 0 && self.resets_received == 0 {
             return CloseClass::OrphanTimeout;

@@ -45,7 +45,23 @@ pub struct PendingTimeWait {
     /// The state it closed from (FIN_WAIT2, CLOSING, FIN_WAIT1).
     pub from: TcpState,
     pub owner: Option<Owner>,
+    /// When the tracepoint reported its CLOSE (the handoff to a timewait socket).
+    pub closed_ns: u64,
+    /// When it entered the state it closed from, if known.
+    pub from_ns: Option<u64>,
+    /// Found handed over in the FIN_WAIT2 substate by an earlier lookup.
+    pub orphan: Option<Orphan>,
+    /// When its peer, on this host, sent its FIN after the handoff (`CLOSE_WAIT -> LAST_ACK`
+    /// on the reversed tuple).
+    pub peer_fin_ns: Option<u64>,
 }
+
+/// Longest an orphaned FIN_WAIT2 is followed past its timer's end before its record is
+/// released anyway (a lookup that keeps failing).
+pub const ORPHAN_SLACK_NS: u64 = 3_000_000_000;
+
+/// Longest an orphaned FIN_WAIT2 whose timer is unknown is followed.
+pub const ORPHAN_MAX_NS: u64 = 600_000_000_000;
 
 /// What one transition did to the table.
 #[derive(Debug, PartialEq, Eq)]
@@ -109,6 +125,12 @@ pub enum Fact {
         tuple: NsTuple,
         tw: Option<TimeWait>,
     },
+    /// An orphaned FIN_WAIT2 found, or its end ([`Table::set_orphan`]).
+    Orphan {
+        sock: SockAddr,
+        tuple: NsTuple,
+        orphan: Orphan,
+    },
     /// Sockets the kernel no longer has ([`Table::drop_vanished`]).
     Vanished {
         socks: Vec<SockAddr>,
@@ -123,17 +145,38 @@ pub enum Fact {
 struct Held {
     /// When it reached CLOSE.
     closed: u64,
-    /// An active closer waiting for its TIME_WAIT lookup.
+    /// An active closer waiting for its TIME_WAIT lookup (or an orphaned FIN_WAIT2 for its
+    /// end).
     pending: bool,
+    /// Released by then even while pending: [`TIME_WAIT_WAIT_NS`] after the close, or the
+    /// orphan's FIN_WAIT2 timer and [`ORPHAN_SLACK_NS`].
+    deadline: u64,
+    /// See [`PendingTimeWait::peer_fin_ns`].
+    peer_fin_ns: Option<u64>,
     conn: Box<Conn>,
 }
 
 impl Held {
-    /// Whether it is released at `now`: after the grace period, or after the longest
-    /// TIME_WAIT wait while its lookup is still pending.
+    fn new(closed: u64, pending: bool, conn: Box<Conn>) -> Self {
+        Self {
+            closed,
+            pending,
+            deadline: closed.saturating_add(TIME_WAIT_WAIT_NS),
+            peer_fin_ns: None,
+            conn,
+        }
+    }
+
+    /// Whether it is released at `now`: after the grace period, or at its deadline while
+    /// its lookup is still pending.
     fn released(&self, now_ns: u64) -> bool {
         let waited = now_ns.saturating_sub(self.closed);
-        waited >= TIME_WAIT_WAIT_NS || (waited >= GRACE_NS && !self.pending)
+        now_ns >= self.deadline || (waited >= GRACE_NS && !self.pending)
+    }
+
+    /// Closed with its FIN_WAIT2 handed to a timewait socket, the peer's FIN still awaited.
+    fn orphaned(&self) -> bool {
+        self.pending && self.conn.orphan.as_ref().is_some_and(|o| o.end.is_none())
     }
 }
 
@@ -317,6 +360,7 @@ impl Table {
             .filter(|h| h.pending)
             .filter_map(|h| {
                 let c = &h.conn;
+                let n = c.states.len();
                 Some(PendingTimeWait {
                     sock: c.sock,
                     netns: c.netns,
@@ -324,6 +368,10 @@ impl Table {
                     family: c.family,
                     from: c.before_close(),
                     owner: c.owner,
+                    closed_ns: h.closed,
+                    from_ns: n.checked_sub(2).and_then(|i| c.entered_ns.get(i)),
+                    orphan: c.orphan.as_deref().copied(),
+                    peer_fin_ns: h.peer_fin_ns,
                 })
             })
     }
@@ -336,7 +384,7 @@ impl Table {
         } else {
             Role::Unknown
         };
-        let conn = Conn::new(
+        let mut conn = Conn::new(
             SockAddr(0),
             seed.netns,
             seed.family,
@@ -348,6 +396,14 @@ impl Table {
             SeenFrom::Dump,
             now_ns,
         );
+        if seed.orphan {
+            // Handed over before the tracer started: when is not known (0).
+            conn.orphan = Some(Box::new(Orphan {
+                handoff_ns: 0,
+                expires_ns: None,
+                end: None,
+            }));
+        }
         let key = NsTuple::new(seed.netns, seed.tuple);
         if seed.state == TcpState::Listen {
             self.seeded_listeners
@@ -433,6 +489,79 @@ impl Table {
         }
     }
 
+    /// What sock_diag said of an active closer handed over in the FIN_WAIT2 substate: found
+    /// so (no `end`: it stays held, and pending, until its timer's end), or how it ended.
+    /// Its timeline then continues in FIN_WAIT2 until that end: the final CLOSE is entered
+    /// there, so FIN_WAIT2 lasts what it really did (`handoff_ns` keeps the tracepoint's).
+    pub fn set_orphan(&mut self, sock: SockAddr, tuple: NsTuple, orphan: Orphan) {
+        self.journal(Fact::Orphan {
+            sock,
+            tuple,
+            orphan,
+        });
+        let held = match self.closing.get_mut(&sock) {
+            Some(h) if h.conn.complete_ns_tuple() == Some(tuple) => Some(h),
+            _ => self.displaced.get_mut(&tuple),
+        };
+        let Some(h) = held else {
+            return;
+        };
+        match orphan.end {
+            None => {
+                h.deadline = match orphan.expires_ns {
+                    Some(e) => e.saturating_add(ORPHAN_SLACK_NS),
+                    None => h.closed.saturating_add(ORPHAN_MAX_NS),
+                }
+                .max(h.deadline);
+            }
+            Some(end) => {
+                h.pending = false;
+                let c = &mut h.conn;
+                if c.last_state() == TcpState::Close {
+                    let last = c.entered_ns.len() - 1;
+                    let at = end.ts_ns.max(c.entered_ns.get(last).unwrap_or(0));
+                    c.entered_ns.set(last, Some(at));
+                }
+            }
+        }
+        h.conn.orphan = Some(Box::new(orphan));
+    }
+
+    /// A peer on this host sent its FIN (`t` is its `CLOSE_WAIT -> LAST_ACK`): an active
+    /// closer on the reversed tuple, already handed to a timewait socket, got it now.
+    fn peer_fin(&mut self, t: &Transition) {
+        let rev = Tuple {
+            local: t.tuple.remote,
+            remote: t.tuple.local,
+        };
+        let Some(at) = self.by_tuple.get(&rev) else {
+            return;
+        };
+        // The peer's own namespace first (loopback); across a veth pair the closer is in
+        // another one, and then only a single candidate is trusted.
+        let same: Vec<(u32, SockAddr)> = at
+            .iter()
+            .copied()
+            .filter(|(ns, _)| *ns == t.netns)
+            .collect();
+        let pick = match (same.as_slice(), at.as_slice()) {
+            ([one], _) | ([], [one]) => *one,
+            _ => return,
+        };
+        let key = NsTuple::new(pick.0, rev);
+        let held = match self.closing.get_mut(&pick.1) {
+            Some(h) if h.conn.complete_ns_tuple() == Some(key) => Some(h),
+            _ => self.displaced.get_mut(&key),
+        };
+        if let Some(h) = held
+            && h.pending
+            && h.peer_fin_ns.is_none()
+            && t.ts_ns >= h.closed
+        {
+            h.peer_fin_ns = Some(t.ts_ns);
+        }
+    }
+
     pub fn apply(&mut self, t: &Transition) -> Applied {
         let mut finished = Vec::new();
         // A socket at this address that reached CLOSE is finished for good once the address
@@ -450,6 +579,9 @@ impl Table {
             } else {
                 finished.push(*self.finish(held.conn));
             }
+        }
+        if t.new == TcpState::LastAck {
+            self.peer_fin(t);
         }
         let mut in_old_ns = None;
         if let Some(c) = self.conns.get(&t.sock)
@@ -559,12 +691,8 @@ impl Table {
         if t.new == TcpState::Close
             && let Some(c) = self.conns.remove(&t.sock)
         {
-            let held = Held {
-                closed: t.ts_ns,
-                pending: c.may_enter_time_wait(),
-                conn: c,
-            };
-            self.closing.insert(t.sock, held);
+            let pending = c.may_enter_time_wait();
+            self.closing.insert(t.sock, Held::new(t.ts_ns, pending, c));
         }
         Applied {
             in_old_ns,

@@ -86,6 +86,35 @@ impl Table {
                 report: c.stuck.reports,
             });
         }
+        // Orphaned FIN_WAIT2s: closed by their owner, the peer's FIN still awaited.
+        for h in self
+            .closing
+            .values_mut()
+            .chain(self.displaced.values_mut())
+            .filter(|h| h.orphaned())
+        {
+            let c = &mut h.conn;
+            let Some(age_ns) = c.orphan_age(now_ns) else {
+                continue;
+            };
+            let next = if c.stuck.next_age_ns == 0 {
+                threshold_ns
+            } else {
+                c.stuck.next_age_ns
+            };
+            if age_ns < next {
+                continue;
+            }
+            c.stuck.reports += 1;
+            c.stuck.next_age_ns = (age_ns.saturating_mul(2)).max(next.saturating_add(threshold_ns));
+            out.push(StuckReport {
+                conn: (**c).clone(),
+                state: TcpState::FinWait2,
+                age_ns,
+                age_at_least: false,
+                report: c.stuck.reports,
+            });
+        }
         out.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
         out
     }
@@ -99,14 +128,30 @@ impl Table {
         keep: impl Fn(&Conn) -> bool,
     ) -> Vec<StuckGroup> {
         let mut groups: HashMap<(Option<(u32, Comm)>, TcpState), StuckGroup> = HashMap::new();
-        for c in self
+        let orphans = self
+            .closing
+            .values()
+            .chain(self.displaced.values())
+            .filter(|h| h.orphaned())
+            .filter_map(|h| {
+                Some((
+                    &*h.conn,
+                    TcpState::FinWait2,
+                    h.conn.orphan_age(now_ns)?,
+                    false,
+                ))
+            });
+        for (c, state, age, at_least) in self
             .conns
             .values()
             .chain(self.seeded.values())
-            .filter(|c| keep(c))
+            .map(|c| {
+                let (age, at_least) = c.age(now_ns);
+                (&**c, c.last_state(), age, at_least)
+            })
+            .chain(orphans)
+            .filter(|(c, ..)| keep(c))
         {
-            let state = c.last_state();
-            let (age, at_least) = c.age(now_ns);
             if !STUCK_STATES.contains(&state) || age < threshold_ns {
                 continue;
             }

@@ -636,6 +636,7 @@ fn seeded_sockets_age_from_start_up_and_are_adopted_by_their_first_event() {
             tuple,
             state: CloseWait,
             owner: Some(owner),
+            orphan: false,
         },
         10 * S,
     );
@@ -673,6 +674,7 @@ fn seeded_sockets_age_from_start_up_and_are_adopted_by_their_first_event() {
             tuple: ltuple,
             state: Listen,
             owner: Some(owner),
+            orphan: false,
         },
         10 * S,
     );
@@ -725,4 +727,79 @@ fn sockets_the_kernel_no_longer_has_are_aged_out() {
     assert_eq!(t.len(), 1);
     // Socket 2 is alive: kept however quiet.
     assert!(t.prune_vanished(&alive, 1_000).is_empty());
+}
+
+/// An active closer handed to a timewait socket before the peer's FIN: held, stuck in
+/// FIN_WAIT2, then its FIN_WAIT2 lasts until the peer's LAST_ACK (on this host), or it
+/// times out.
+#[test]
+fn an_orphaned_fin_wait2_is_followed_to_its_end() {
+    const MS: u64 = 1_000_000;
+    for peer_closes in [true, false] {
+        let mut t = Table::new();
+        t.apply(&tr(1, 0, Close, SynSent, 0, 80));
+        t.apply(&tr(1, MS, SynSent, Established, 5, 80));
+        t.apply(&tr(2, MS, Listen, SynRecv, 80, 5));
+        t.apply(&tr(2, MS, SynRecv, Established, 80, 5));
+        t.apply(&tr(1, 10 * MS, Established, FinWait1, 5, 80));
+        t.apply(&tr(2, 10 * MS, Established, CloseWait, 80, 5));
+        t.apply(&tr(1, 11 * MS, FinWait1, FinWait2, 5, 80));
+        t.apply(&tr(1, 11 * MS + 5_000, FinWait2, Close, 5, 80));
+        // The first lookup finds the timewait socket in FIN_WAIT2.
+        let p: Vec<_> = t.time_wait_pending().collect();
+        assert_eq!((p.len(), p[0].closed_ns, p[0].from_ns), (1, 11 * MS + 5_000, Some(11 * MS)));
+        let key = NsTuple::new(p[0].netns, p[0].tuple);
+        let found = Orphan {
+            handoff_ns: p[0].closed_ns,
+            expires_ns: Some(60_000 * MS),
+            end: None,
+        };
+        t.set_orphan(SockAddr(1), key, found);
+        // Held past the TIME_WAIT wait, and stuck in FIN_WAIT2 for its age since FIN_WAIT2.
+        assert!(t.expire(11 * MS + TIME_WAIT_WAIT_NS + 1).is_empty());
+        let stuck = t.stuck(2_011 * MS, 2_000 * MS);
+        assert_eq!(
+            stuck.iter().map(|r| (r.state, r.age_ns)).collect::<Vec<_>>(),
+            [(CloseWait, 2_001 * MS), (FinWait2, 2_000 * MS)]
+        );
+        assert_eq!(t.stuck_groups(2_011 * MS, 2_000 * MS, |_| true).len(), 2);
+        let end = if peer_closes {
+            t.apply(&tr(2, 311 * MS, CloseWait, LastAck, 80, 5));
+            let p: Vec<_> = t.time_wait_pending().collect();
+            assert_eq!(p[0].peer_fin_ns, Some(311 * MS));
+            OrphanEnd {
+                ts_ns: 311 * MS,
+                how: OrphanHow::Fin { peer: true },
+            }
+        } else {
+            OrphanEnd {
+                ts_ns: 60_000 * MS,
+                how: OrphanHow::Timeout,
+            }
+        };
+        t.set_orphan(
+            SockAddr(1),
+            key,
+            Orphan {
+                end: Some(end),
+                ..found
+            },
+        );
+        let c = t
+            .expire(60_001 * MS)
+            .into_iter()
+            .find(|c| c.sock == SockAddr(1))
+            .expect("released once its end is known");
+        let fin_wait2 = c.durations_ns()[4];
+        assert_eq!(fin_wait2, Some(end.ts_ns - 11 * MS), "FIN_WAIT2 lasts until its end");
+        assert_eq!(c.end_ns(), end.ts_ns);
+        assert_eq!(
+            c.classify(),
+            if peer_closes {
+                CloseClass::Active
+            } else {
+                CloseClass::OrphanTimeout
+            }
+        );
+    }
 }
