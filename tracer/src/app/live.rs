@@ -149,8 +149,10 @@ async fn attach<S: Sink>(
         eprintln!("tracer: Prometheus metrics on http://{local}/metrics");
         pipe.metrics = Some(m);
     }
-    // TIME_WAIT lookups, unless nothing would show them (quiet and no metrics).
+    // TIME_WAIT lookups, unless nothing would show them (quiet and no metrics). Stuck
+    // reports need them: they find the orphaned FIN_WAIT2s.
     let nothing_would_show = pipe.quiet
+        && pipe.stuck_ns.is_none()
         && pipe.metrics.is_none()
         && pipe.summary.is_none()
         && pipe.recorder.is_none()

@@ -240,8 +240,30 @@ pub fn build(c: &Conn, peer: Option<&Conn>, clock: &WallClock) -> Ladder {
     if let Some(r) = right {
         rows_of(r, Side::Right, &mut steps);
     }
+    // An orphaned FIN_WAIT2 ends at its peer's LAST_ACK, at the same instant: the FIN is
+    // the peer's, so its end comes after the peer's row.
+    let ends_at_peer_fin = |side: Side, step: &Step| {
+        let c = match (side, right) {
+            (Side::Right, Some(r)) => r,
+            _ => left,
+        };
+        let peer_fin = c.orphan.as_deref().is_some_and(|o| {
+            matches!(
+                o.end.map(|e| e.how),
+                Some(crate::table::OrphanHow::Fin { peer: true })
+            )
+        });
+        peer_fin
+            && matches!(
+                step,
+                Step::Transition {
+                    old: TcpState::FinWait2,
+                    new: TcpState::Close
+                } | Step::TimeWait(_)
+            )
+    };
     // Stable: at equal times the left side's transitions stay first.
-    steps.sort_by_key(|(ts, _, _)| *ts);
+    steps.sort_by_key(|(ts, side, step)| (*ts, ends_at_peer_fin(*side, step)));
     let t0 = steps.first().map_or(0, |(ts, _, _)| *ts);
 
     let two_sided = right.is_some();

@@ -58,7 +58,7 @@ pub struct PendingTimeWait {
 
 /// Longest an orphaned FIN_WAIT2 is followed past its timer's end before its record is
 /// released anyway (a lookup that keeps failing).
-pub const ORPHAN_SLACK_NS: u64 = 3_000_000_000;
+pub const ORPHAN_SLACK_NS: u64 = 8_000_000_000;
 
 /// Longest an orphaned FIN_WAIT2 whose timer is unknown is followed.
 pub const ORPHAN_MAX_NS: u64 = 600_000_000_000;

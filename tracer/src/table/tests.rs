@@ -747,7 +747,10 @@ fn an_orphaned_fin_wait2_is_followed_to_its_end() {
         t.apply(&tr(1, 11 * MS + 5_000, FinWait2, Close, 5, 80));
         // The first lookup finds the timewait socket in FIN_WAIT2.
         let p: Vec<_> = t.time_wait_pending().collect();
-        assert_eq!((p.len(), p[0].closed_ns, p[0].from_ns), (1, 11 * MS + 5_000, Some(11 * MS)));
+        assert_eq!(
+            (p.len(), p[0].closed_ns, p[0].from_ns),
+            (1, 11 * MS + 5_000, Some(11 * MS))
+        );
         let key = NsTuple::new(p[0].netns, p[0].tuple);
         let found = Orphan {
             handoff_ns: p[0].closed_ns,
@@ -759,7 +762,10 @@ fn an_orphaned_fin_wait2_is_followed_to_its_end() {
         assert!(t.expire(11 * MS + TIME_WAIT_WAIT_NS + 1).is_empty());
         let stuck = t.stuck(2_011 * MS, 2_000 * MS);
         assert_eq!(
-            stuck.iter().map(|r| (r.state, r.age_ns)).collect::<Vec<_>>(),
+            stuck
+                .iter()
+                .map(|r| (r.state, r.age_ns))
+                .collect::<Vec<_>>(),
             [(CloseWait, 2_001 * MS), (FinWait2, 2_000 * MS)]
         );
         assert_eq!(t.stuck_groups(2_011 * MS, 2_000 * MS, |_| true).len(), 2);
@@ -791,7 +797,11 @@ fn an_orphaned_fin_wait2_is_followed_to_its_end() {
             .find(|c| c.sock == SockAddr(1))
             .expect("released once its end is known");
         let fin_wait2 = c.durations_ns()[4];
-        assert_eq!(fin_wait2, Some(end.ts_ns - 11 * MS), "FIN_WAIT2 lasts until its end");
+        assert_eq!(
+            fin_wait2,
+            Some(end.ts_ns - 11 * MS),
+            "FIN_WAIT2 lasts until its end"
+        );
         assert_eq!(c.end_ns(), end.ts_ns);
         assert_eq!(
             c.classify(),

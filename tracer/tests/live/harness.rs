@@ -221,6 +221,22 @@ pub fn one_connection(listener: Socket, addr: SocketAddr, first: FirstCloser) ->
     cport
 }
 
+/// A connection the client closes first and the server `delay` later.
+pub fn client_closes_first(listener: Socket, addr: SocketAddr, delay: Duration) -> u16 {
+    listener.listen(4).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let client = TcpStream::connect(addr).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    drop(client);
+    let mut b = [0u8; 1];
+    assert_eq!(server.read(&mut b).unwrap(), 0);
+    thread::sleep(delay);
+    drop(server);
+    drop(listener);
+    cport
+}
+
 /// How a client's and an accepted socket's timelines begin, and how the side that closes
 /// first (active) and second (passive) end.
 pub const CLIENT_OPEN: [&str; 2] = ["CLOSE", "SYN_SENT"];

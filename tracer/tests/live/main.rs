@@ -13,6 +13,7 @@ mod close_classes;
 mod connections;
 mod demo;
 mod filters;
+mod fin_wait2;
 mod help;
 mod lifecycle;
 mod losses;

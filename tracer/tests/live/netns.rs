@@ -62,22 +62,6 @@ fn parse(out: &[String]) -> Vec<Value> {
         .collect()
 }
 
-/// A connection the client closes first and the server `delay` later.
-fn client_closes_first(listener: Socket, addr: SocketAddr, delay: Duration) -> u16 {
-    listener.listen(4).unwrap();
-    let listener: std::net::TcpListener = listener.into();
-    let client = TcpStream::connect(addr).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
-    let cport = client.local_addr().unwrap().port();
-    drop(client);
-    let mut b = [0u8; 1];
-    assert_eq!(server.read(&mut b).unwrap(), 0);
-    thread::sleep(delay);
-    drop(server);
-    drop(listener);
-    cport
-}
-
 /// Every record about a socket carries its namespace, and the TIME_WAIT of an active closer
 /// in another namespace is confirmed there, for the very first close of the run (the kernel
 /// hands it to a timewait socket in FIN_WAIT2 first; that must not end the lookup), and when
