@@ -108,6 +108,11 @@ pub struct Args {
     /// then close them all (for memory with many connections open at once).
     #[arg(long, value_name = "SECS")]
     pub hold: Option<f64>,
+    /// With `--hold`: each client closes as soon as it is connected while its server keeps
+    /// its end for the hold, so every client socket is an orphaned FIN_WAIT2 (a timewait
+    /// socket awaiting the peer's FIN) meanwhile; then the servers close.
+    #[arg(long, requires = "hold")]
+    pub orphans: bool,
     /// Stop starting connections after this many seconds (the run is bounded in time too).
     #[arg(long, default_value_t = 900.0)]
     pub max_secs: f64,
@@ -172,6 +177,9 @@ impl Args {
         }
         if let Some(h) = self.hold {
             v.extend(["--hold".into(), h.to_string()]);
+        }
+        if self.orphans {
+            v.push("--orphans".into());
         }
         if self.no_netns {
             v.push("--no-netns".into());
@@ -540,7 +548,7 @@ fn client(
         match TcpStream::connect(addr) {
             Ok(mut s) => {
                 sh.connected.fetch_add(1, Ordering::Relaxed);
-                if a.hold.is_some() {
+                if a.hold.is_some() && !a.orphans {
                     held.push(s);
                 } else {
                     match a.shape.close {
