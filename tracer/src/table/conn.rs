@@ -460,7 +460,9 @@ impl Conn {
                 }
             }
             ContextKind::RetransmitSynack => self.synack_retransmits += 1,
-            ContextKind::Error => self.error = Some(n.value.abs()),
+            // Some reports come with no error set yet (0): not an errno.
+            ContextKind::Error if n.value != 0 => self.error = Some(n.value.abs()),
+            ContextKind::Error => {}
             ContextKind::Destroy => {}
         }
     }

@@ -48,6 +48,9 @@ pub const UNSEEN_MAX_AGE_NS: u64 = 60_000_000_000;
 /// A full buffer is searched for such sockets at most this often.
 pub const UNSEEN_SWEEP_NS: u64 = 1_000_000_000;
 
+/// Most error reports waiting for their tuple to be known ([`Table::context`]).
+pub const MAX_EARLY_ERRORS: usize = 256;
+
 /// Context events of a socket the table has no record of yet (one older than the tracer,
 /// retransmitting until it dies), kept for the record its first transition creates.
 #[derive(Debug)]
@@ -118,6 +121,11 @@ pub struct Table {
     unseen: Map<SockAddr, Unseen>,
     /// No sweep of a full `unseen` before this time (event time).
     unseen_sweep_ns: u64,
+    /// Error reports (they carry a tuple, not a socket) that matched no socket, for a
+    /// moment: a connecting socket's tuple is complete only from its second transition (its
+    /// local port is not chosen yet at CLOSE → SYN_SENT), and kernels before 6.10 report a
+    /// failed connect's error just before its CLOSE.
+    early_errors: Map<Tuple, Note>,
     /// Context events of sockets not seen yet that were not kept: beyond the bounds, given
     /// up, or found stale (the address began a new socket).
     pub unseen_dropped: u64,
@@ -584,6 +592,13 @@ impl Table {
                 let at = self.by_tuple.entry(new).or_default();
                 at.retain(|(ns, _)| *ns != t.netns);
                 at.push((t.netns, t.sock));
+                if !self.early_errors.is_empty()
+                    && let Some(e) = self.early_errors.remove(&new)
+                    && t.ts_ns.saturating_sub(e.ts_ns) <= GRACE_NS
+                    && let Some(c) = self.conns.get_mut(&t.sock)
+                {
+                    c.add_note(e);
+                }
             }
         }
         if t.new == TcpState::Listen {
@@ -624,7 +639,12 @@ impl Table {
             if c.kind == ContextKind::SendReset {
                 return None;
             }
-            let sock = self.sock_by_tuple(c.netns, &c.tuple)?;
+            let Some(sock) = self.sock_by_tuple(c.netns, &c.tuple) else {
+                if c.kind == ContextKind::Error {
+                    self.keep_early_error(c);
+                }
+                return None;
+            };
             return self.note_known(sock, c);
         };
         if self.conns.contains_key(&sock) || self.closing.contains_key(&sock) {
@@ -658,10 +678,37 @@ impl Table {
         held.conn.owner
     }
 
+    /// Keeps an error report no socket has the tuple of (yet), within the bound; the ones
+    /// older than the grace period give way.
+    fn keep_early_error(&mut self, c: &Context) {
+        if c.value == 0 {
+            return;
+        }
+        if self.early_errors.len() >= MAX_EARLY_ERRORS {
+            let cutoff = c.ts_ns.saturating_sub(GRACE_NS);
+            self.early_errors.retain(|_, n| n.ts_ns >= cutoff);
+            if self.early_errors.len() >= MAX_EARLY_ERRORS {
+                return;
+            }
+        }
+        self.early_errors.insert(
+            c.tuple,
+            Note {
+                kind: c.kind,
+                ts_ns: c.ts_ns,
+                state: c.state,
+                value: c.value,
+            },
+        );
+    }
+
     /// Keeps a context event of a socket with no record, within the bounds.
     fn keep_unseen(&mut self, sock: SockAddr, c: &Context) {
-        // A freed socket has no transition to come.
-        if c.kind == ContextKind::Destroy {
+        // A freed socket has no transition to come, nor has a timewait or request socket
+        // (not full sockets).
+        if c.kind == ContextKind::Destroy
+            || matches!(c.state, Some(TcpState::TimeWait | TcpState::NewSynRecv))
+        {
             return;
         }
         if !self.unseen.contains_key(&sock) && self.unseen.len() >= MAX_UNSEEN_SOCKS {

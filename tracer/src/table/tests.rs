@@ -999,3 +999,30 @@ fn a_seeded_socket_keeps_its_events_before_its_first_transition() {
     );
     assert_eq!(t.unseen_len(), 0);
 }
+
+#[test]
+fn an_error_reported_before_a_connecting_sockets_tuple_is_known_is_kept() {
+    use ContextKind::*;
+    // Kernels before 6.10 report a failed connect's error just before its CLOSE, while the
+    // record does not know its local port yet.
+    for (errno, want) in [
+        (EHOSTUNREACH, CloseClass::Unreachable),
+        (ETIMEDOUT, CloseClass::Timeout),
+        (ECONNREFUSED, CloseClass::Refused),
+    ] {
+        let c = classify(&[
+            Ev::T(tr(1, 1, Close, SynSent, 0, 80)),
+            Ev::C(ctx(None, 5, Error, None, errno)),
+            Ev::T(tr(1, 5, SynSent, Close, 40000, 80)),
+        ]);
+        assert_eq!((c.close, c.error), (Some(want), Some(errno)));
+    }
+    // Not one from long before, and a report without an errno sets none.
+    let c = classify(&[
+        Ev::C(ctx(None, 1, Error, None, EHOSTUNREACH)),
+        Ev::T(tr(1, 2, Close, SynSent, 0, 80)),
+        Ev::C(ctx(None, 3, Error, None, 0)),
+        Ev::T(tr(1, 3 + GRACE_NS, SynSent, Close, 40000, 80)),
+    ]);
+    assert_eq!((c.close, c.error), (Some(CloseClass::Unknown), None));
+}
