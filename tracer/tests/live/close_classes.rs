@@ -169,10 +169,9 @@ fn a_peer_that_vanishes_is_a_timeout() {
     pair.a
         .exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_retries2=3"]);
     let b_addr = pair.b_addr;
-    let listener = pair.b.run(move || {
-        let l = std::net::TcpListener::bind((b_addr, 0)).unwrap();
-        l
-    });
+    let listener = pair
+        .b
+        .run(move || std::net::TcpListener::bind((b_addr, 0)).unwrap());
     let addr = listener.local_addr().unwrap();
     let port = addr.port();
     let t = Tracer::start(&["-o", "json", "--no-timewait", "-p", &port.to_string()]);
