@@ -632,14 +632,22 @@ impl Table {
     ///
     /// A reset sent without a socket answers a segment for which the host has no socket: it
     /// is matched by tuple only, to a socket that may have just closed, and is not that
-    /// socket's doing (it stays a live event record, not on the timeline). Events of a
+    /// socket's doing (it stays a live event record, with that socket's owner, not on the
+    /// timeline). Events of a
     /// socket with no record yet wait for its first transition ([`Unseen`]).
     pub fn context(&mut self, c: &Context) -> Option<Owner> {
         let Some(sock) = c.sock else {
+            let found = self.sock_by_tuple(c.netns, &c.tuple);
             if c.kind == ContextKind::SendReset {
-                return None;
+                // Shown with the owner of the connection it answers for, as before; not noted.
+                let sock = found?;
+                return self
+                    .conns
+                    .get(&sock)
+                    .or_else(|| self.closing.get(&sock).map(|h| &h.conn))
+                    .and_then(|c| c.owner);
             }
-            let Some(sock) = self.sock_by_tuple(c.netns, &c.tuple) else {
+            let Some(sock) = found else {
                 if c.kind == ContextKind::Error {
                     self.keep_early_error(c);
                 }
