@@ -361,7 +361,7 @@ fn final_report<S: Sink>(
     let mut err = io::stderr().lock();
     let _ = writeln!(
         err,
-        "tracer: stopped ({why}): {} transitions, {} context events, {} connections closed, {} still open{}{}, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}{filtered}",
+        "tracer: stopped ({why}): {} transitions, {} context events, {} connections closed, {} still open{}{}{}, lost {lost} (ring buffer full {}, skipped by the kernel {}, unreadable {}){}{filtered}",
         pipe.transitions,
         pipe.events,
         pipe.connections,
@@ -381,6 +381,14 @@ fn final_report<S: Sink>(
             format!(
                 ", {} evicted to stay within --max-connections",
                 pipe.table.evicted
+            )
+        } else {
+            String::new()
+        },
+        if pipe.table.unseen_dropped > 0 {
+            format!(
+                ", {} context events of sockets not seen yet dropped",
+                pipe.table.unseen_dropped
             )
         } else {
             String::new()

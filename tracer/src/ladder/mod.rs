@@ -153,6 +153,10 @@ fn remote_column(c: &Conn) -> Column {
         label: format!("remote {}", crate::units::endpoint(c.tuple.remote)),
         detail: match c.close {
             Some(CloseClass::Refused) => "no socket: nobody listening",
+            Some(CloseClass::Unreachable) => "unreachable: an ICMP error came back",
+            Some(CloseClass::Timeout) if c.states.contains(&TcpState::Established) => {
+                "stopped answering"
+            }
             Some(CloseClass::Timeout) => "never answered",
             _ => "no socket traced (another host, or filtered out)",
         }

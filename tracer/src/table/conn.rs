@@ -13,6 +13,15 @@ pub(super) const ECONNREFUSED: i32 = 111;
 
 pub(super) const ETIMEDOUT: i32 = 110;
 
+pub(super) const EHOSTUNREACH: i32 = 113;
+
+pub(super) const ENETUNREACH: i32 = 101;
+
+/// An ICMP destination-unreachable error, as tcp_v4_err / tcp_v6_err report it.
+pub(super) const fn unreachable_errno(e: Option<i32>) -> bool {
+    matches!(e, Some(EHOSTUNREACH | ENETUNREACH))
+}
+
 /// How the socket came to exist, from its first transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,7 +114,10 @@ pub enum CloseClass {
     ResetReceived,
     /// connect() got a RST: ECONNREFUSED.
     Refused,
-    /// connect() gave up after SYN retransmits: ETIMEDOUT.
+    /// connect() got an ICMP destination unreachable: EHOSTUNREACH, ENETUNREACH.
+    Unreachable,
+    /// The kernel gave up on an unanswering peer: SYN retransmits (connect()), data
+    /// retransmits (tcp_retries2) or keepalive probes ran out: ETIMEDOUT.
     Timeout,
     /// An orphaned FIN_WAIT2 socket was given up (tcp_fin_timeout).
     OrphanTimeout,
@@ -123,6 +135,7 @@ impl CloseClass {
             Self::ResetSent => "reset_sent",
             Self::ResetReceived => "reset_received",
             Self::Refused => "refused",
+            Self::Unreachable => "unreachable",
             Self::Timeout => "timeout",
             Self::OrphanTimeout => "orphan_timeout",
             Self::ListenerClosed => "listener_closed",
@@ -478,6 +491,7 @@ impl Conn {
             TcpState::FinWait2 | TcpState::Closing | TcpState::FinWait1
         ) && self.resets_sent == 0
             && self.resets_received == 0
+            && !self.timed_out()
     }
 
     /// The complete 4-tuple, once both ports are known.
@@ -491,29 +505,47 @@ impl Conn {
     }
 
     pub(super) fn note(&mut self, c: &Context) {
+        self.add_note(Note {
+            kind: c.kind,
+            ts_ns: c.ts_ns,
+            state: c.state,
+            value: c.value,
+        });
+    }
+
+    /// Keeps a context event and counts what it says.
+    pub(super) fn add_note(&mut self, n: Note) {
         if self.notes.len() < MAX_EVENTS_PER_CONN {
-            self.notes.push(Note {
-                kind: c.kind,
-                ts_ns: c.ts_ns,
-                state: c.state,
-                value: c.value,
-            });
+            self.notes.push(n);
         } else {
             self.notes_dropped += 1;
         }
-        match c.kind {
+        match n.kind {
             ContextKind::SendReset => self.resets_sent += 1,
             ContextKind::ReceiveReset => self.resets_received += 1,
             ContextKind::Retransmit => {
                 self.retransmits += 1;
-                if c.state == Some(TcpState::SynSent) || self.last_state() == TcpState::SynSent {
+                if n.state == Some(TcpState::SynSent) || self.last_state() == TcpState::SynSent {
                     self.syn_retransmits += 1;
                 }
             }
             ContextKind::RetransmitSynack => self.synack_retransmits += 1,
-            ContextKind::Error => self.error = Some(c.value.abs()),
+            // Some reports come with no error set yet (0): not an errno.
+            ContextKind::Error if n.value != 0 => self.error = Some(n.value.abs()),
+            ContextKind::Error => {}
             ContextKind::Destroy => {}
         }
+    }
+
+    /// The kernel gave up on the peer (tcp_write_err): ETIMEDOUT, or, for a synchronized
+    /// socket whose retransmits drew ICMP errors, the soft error it kept (EHOSTUNREACH,
+    /// ENETUNREACH), with no reset either way.
+    pub(super) fn timed_out(&self) -> bool {
+        self.error == Some(ETIMEDOUT)
+            || (unreachable_errno(self.error)
+                && self.retransmits > 0
+                && self.resets_received == 0
+                && self.resets_sent == 0)
     }
 
     /// How it ended, from its states and context events.
@@ -529,6 +561,8 @@ impl Conn {
         if prev == SynSent {
             return if self.resets_received > 0 || self.error == Some(ECONNREFUSED) {
                 CloseClass::Refused
+            } else if unreachable_errno(self.error) {
+                CloseClass::Unreachable
             } else if self.error == Some(ETIMEDOUT) || self.syn_retransmits > 0 {
                 CloseClass::Timeout
             } else {
@@ -541,6 +575,10 @@ impl Conn {
         }) = self.orphan.as_ref().and_then(|o| o.end)
         {
             return CloseClass::OrphanTimeout;
+        }
+        // Before the resets: a keepalive timeout sends a RST, then reports ETIMEDOUT.
+        if self.timed_out() {
+            return CloseClass::Timeout;
         }
         if prev == FinWait2 && self.resets_sent > 0 && self.resets_received == 0 {
             return CloseClass::OrphanTimeout;

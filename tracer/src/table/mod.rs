@@ -35,6 +35,33 @@ pub const EXPIRE_EVERY_NS: u64 = 5_000_000;
 /// Longest a record waits for its TIME_WAIT lookup.
 pub const TIME_WAIT_WAIT_NS: u64 = 1_500_000_000;
 
+/// Most sockets whose context events wait for the socket's first transition
+/// ([`Table::unseen_dropped`] counts what does not fit).
+pub const MAX_UNSEEN_SOCKS: usize = 1024;
+
+/// Context events kept per socket not seen yet; further ones are dropped (counted).
+pub const MAX_UNSEEN_NOTES: usize = 16;
+
+/// A waiting socket with no event for this long is given up when room is needed.
+pub const UNSEEN_MAX_AGE_NS: u64 = 60_000_000_000;
+
+/// A full buffer is searched for such sockets at most this often.
+pub const UNSEEN_SWEEP_NS: u64 = 1_000_000_000;
+
+/// Most error reports waiting for their tuple to be known ([`Table::context`]).
+pub const MAX_EARLY_ERRORS: usize = 256;
+
+/// Context events of a socket the table has no record of yet (one older than the tracer,
+/// retransmitting until it dies), kept for the record its first transition creates.
+#[derive(Debug)]
+struct Unseen {
+    netns: u32,
+    tuple: Tuple,
+    /// Its latest event.
+    last_ns: u64,
+    notes: SmallVec<[Note; 4]>,
+}
+
 /// A closed socket whose TIME_WAIT is to be looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PendingTimeWait {
@@ -106,6 +133,18 @@ pub struct Table {
     pub max_conns: usize,
     /// Sockets dropped to stay within `max_conns`.
     pub evicted: u64,
+    /// Context events of sockets not seen yet, by kernel address ([`Unseen`]).
+    unseen: Map<SockAddr, Unseen>,
+    /// No sweep of a full `unseen` before this time (event time).
+    unseen_sweep_ns: u64,
+    /// Error reports (they carry a tuple, not a socket) that matched no socket, for a
+    /// moment: a connecting socket's tuple is complete only from its second transition (its
+    /// local port is not chosen yet at CLOSE → SYN_SENT), and kernels before 6.10 report a
+    /// failed connect's error just before its CLOSE.
+    early_errors: Map<Tuple, Note>,
+    /// Context events of sockets not seen yet that were not kept: beyond the bounds, given
+    /// up, or found stale (the address began a new socket).
+    pub unseen_dropped: u64,
     /// When `Some`, what the enrichers (sock_diag, /proc) tell the table is kept here, so a
     /// recording can replay it without them.
     pub journal: Option<Vec<Fact>>,
@@ -594,11 +633,16 @@ impl Table {
             old.incomplete = true;
             finished.push(*self.finish(old));
         }
+        // The tuple this socket is known by (a socket adopted from the dump is not yet).
+        let had_tuple = self.conns.get(&t.sock).and_then(|c| c.complete_tuple());
         if !self.conns.contains_key(&t.sock)
             && let Some(mut c) = self.take_seeded(&NsTuple::new(t.netns, t.tuple))
         {
             // First event of a socket from the start-up dump: it now has an address.
             c.sock = t.sock;
+            if !self.unseen.is_empty() {
+                self.adopt_unseen(t, &mut c);
+            }
             self.conns.insert(t.sock, c);
         }
         let mut unstuck = None;
@@ -616,7 +660,6 @@ impl Table {
             }
             c.stuck = StuckTrack::default();
         }
-        let had_tuple = self.conns.get(&t.sock).and_then(|c| c.complete_tuple());
         // An accepted socket starts with its listener's owner.
         let listener_owner = if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv)
             && !self.conns.contains_key(&t.sock)
@@ -645,7 +688,7 @@ impl Table {
                 c.entered_ns.push(Some(t.ts_ns));
             }
             None => {
-                let conn = Conn::new(
+                let mut conn = Conn::new(
                     t.sock,
                     t.netns,
                     t.family,
@@ -657,6 +700,9 @@ impl Table {
                     SeenFrom::Events,
                     t.ts_ns,
                 );
+                if !self.unseen.is_empty() {
+                    self.adopt_unseen(t, &mut conn);
+                }
                 self.conns.insert(t.sock, Box::new(conn));
             }
         }
@@ -678,6 +724,13 @@ impl Table {
                 let at = self.by_tuple.entry(new).or_default();
                 at.retain(|(ns, _)| *ns != t.netns);
                 at.push((t.netns, t.sock));
+                if !self.early_errors.is_empty()
+                    && let Some(e) = self.early_errors.remove(&new)
+                    && t.ts_ns.saturating_sub(e.ts_ns) <= GRACE_NS
+                    && let Some(c) = self.conns.get_mut(&t.sock)
+                {
+                    c.add_note(e);
+                }
             }
         }
         if t.new == TcpState::Listen {
@@ -704,21 +757,160 @@ impl Table {
 
     /// Attaches a context event to its connection. Returns the owner of that connection, if
     /// it is known (for the live event record).
+    ///
+    /// A reset sent without a socket answers a segment for which the host has no socket: it
+    /// is matched by tuple only, to a socket that may have just closed, and is not that
+    /// socket's doing (it stays a live event record, with that socket's owner, not on the
+    /// timeline). Events of a
+    /// socket with no record yet wait for its first transition ([`Unseen`]).
     pub fn context(&mut self, c: &Context) -> Option<Owner> {
-        let sock = c.sock.or_else(|| self.sock_by_tuple(c.netns, &c.tuple))?;
+        let Some(sock) = c.sock else {
+            let found = self.sock_by_tuple(c.netns, &c.tuple);
+            if c.kind == ContextKind::SendReset {
+                // Shown with the owner of the connection it answers for, as before; not noted.
+                let sock = found?;
+                return self
+                    .conns
+                    .get(&sock)
+                    .or_else(|| self.closing.get(&sock).map(|h| &h.conn))
+                    .and_then(|c| c.owner);
+            }
+            let Some(sock) = found else {
+                if c.kind == ContextKind::Error {
+                    self.keep_early_error(c);
+                }
+                return None;
+            };
+            return self.note_known(sock, c);
+        };
+        if self.conns.contains_key(&sock) || self.closing.contains_key(&sock) {
+            return self.note_known(sock, c);
+        }
+        if c.netns != 0
+            && let Some(seeded) = self.seeded.get_mut(&NsTuple::new(c.netns, c.tuple))
+        {
+            // A socket from the start-up dump whose first transition is still to come.
+            seeded.note(c);
+            return seeded.owner;
+        }
+        self.keep_unseen(sock, c);
+        None
+    }
+
+    /// [`Self::context`] for a socket with an open or closing record.
+    fn note_known(&mut self, sock: SockAddr, c: &Context) -> Option<Owner> {
         if let Some(conn) = self.conns.get_mut(&sock) {
             conn.note(c);
             return conn.owner;
         }
-        if let Some(held) = self.closing.get_mut(&sock) {
-            held.conn.note(c);
-            if matches!(c.kind, ContextKind::SendReset | ContextKind::ReceiveReset) {
-                // An aborted connection has no TIME_WAIT to look up.
-                held.pending = false;
-            }
-            return held.conn.owner;
+        let held = self.closing.get_mut(&sock)?;
+        held.conn.note(c);
+        if matches!(c.kind, ContextKind::SendReset | ContextKind::ReceiveReset)
+            || (c.kind == ContextKind::Error && held.conn.timed_out())
+        {
+            // An aborted or timed-out connection has no TIME_WAIT to look up.
+            held.pending = false;
         }
-        None
+        held.conn.owner
+    }
+
+    /// Keeps an error report no socket has the tuple of (yet), within the bound; the ones
+    /// older than the grace period give way.
+    fn keep_early_error(&mut self, c: &Context) {
+        if c.value == 0 {
+            return;
+        }
+        if self.early_errors.len() >= MAX_EARLY_ERRORS {
+            let cutoff = c.ts_ns.saturating_sub(GRACE_NS);
+            self.early_errors.retain(|_, n| n.ts_ns >= cutoff);
+            if self.early_errors.len() >= MAX_EARLY_ERRORS {
+                return;
+            }
+        }
+        self.early_errors.insert(
+            c.tuple,
+            Note {
+                kind: c.kind,
+                ts_ns: c.ts_ns,
+                state: c.state,
+                value: c.value,
+            },
+        );
+    }
+
+    /// Keeps a context event of a socket with no record, within the bounds.
+    fn keep_unseen(&mut self, sock: SockAddr, c: &Context) {
+        // A freed socket has no transition to come, nor has a timewait or request socket
+        // (not full sockets).
+        if c.kind == ContextKind::Destroy
+            || matches!(c.state, Some(TcpState::TimeWait | TcpState::NewSynRecv))
+        {
+            return;
+        }
+        if !self.unseen.contains_key(&sock) && self.unseen.len() >= MAX_UNSEEN_SOCKS {
+            if c.ts_ns >= self.unseen_sweep_ns {
+                self.unseen_sweep_ns = c.ts_ns.saturating_add(UNSEEN_SWEEP_NS);
+                let cutoff = c.ts_ns.saturating_sub(UNSEEN_MAX_AGE_NS);
+                let mut dropped = 0;
+                self.unseen.retain(|_, u| {
+                    let keep = u.last_ns >= cutoff;
+                    if !keep {
+                        dropped += u.notes.len() as u64;
+                    }
+                    keep
+                });
+                self.unseen_dropped += dropped;
+            }
+            if self.unseen.len() >= MAX_UNSEEN_SOCKS {
+                self.unseen_dropped += 1;
+                return;
+            }
+        }
+        let u = self.unseen.entry(sock).or_insert_with(|| Unseen {
+            netns: c.netns,
+            tuple: c.tuple,
+            last_ns: c.ts_ns,
+            notes: SmallVec::new(),
+        });
+        u.last_ns = u.last_ns.max(c.ts_ns);
+        if u.notes.len() < MAX_UNSEEN_NOTES {
+            u.notes.push(Note {
+                kind: c.kind,
+                ts_ns: c.ts_ns,
+                state: c.state,
+                value: c.value,
+            });
+        } else {
+            self.unseen_dropped += 1;
+        }
+    }
+
+    /// Sockets whose context events wait for their first transition.
+    pub fn unseen_len(&self) -> usize {
+        self.unseen.len()
+    }
+
+    /// The first transition of a socket with no record: events kept for its address join
+    /// the new record `c` if the transition continues an existing socket (the one they were
+    /// reported for). A birth (CLOSE → *, LISTEN → SYN_RECV) begins a new socket at a reused
+    /// address: what was kept belonged to an earlier one and is dropped, as it is when the
+    /// namespace or tuple differ.
+    fn adopt_unseen(&mut self, t: &Transition, c: &mut Conn) {
+        let Some(u) = self.unseen.remove(&t.sock) else {
+            return;
+        };
+        let birth =
+            t.old == TcpState::Close || (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv);
+        let same = (u.netns == 0 || t.netns == 0 || u.netns == t.netns)
+            && !(u.tuple.is_complete() && t.tuple.is_complete() && u.tuple != t.tuple);
+        if birth || !same {
+            self.unseen_dropped += u.notes.len() as u64;
+            return;
+        }
+        // Its role is unknown, so it is marked incomplete already.
+        for n in u.notes {
+            c.add_note(n);
+        }
     }
 
     /// Releases closed connections whose grace period (or TIME_WAIT lookup) is over.

@@ -813,3 +813,305 @@ fn an_orphaned_fin_wait2_is_followed_to_its_end() {
         );
     }
 }
+
+/// Client 1, 127.0.0.1:40000 → :80, established.
+fn established() -> Vec<Ev> {
+    ts(&[
+        tr(1, 1, Close, SynSent, 0, 80),
+        tr(1, 2, SynSent, Established, 40000, 80),
+    ])
+}
+
+#[test]
+fn a_reset_sent_without_a_socket_is_not_the_closed_connections() {
+    use ContextKind::*;
+    // An active closer waiting for its TIME_WAIT lookup: the host answers a late segment
+    // for that tuple with a RST of no socket.
+    let mut t = Table::new();
+    for e in [
+        established(),
+        ts(&[
+            tr(1, 3, Established, FinWait1, 40000, 80),
+            tr(1, 4, FinWait1, FinWait2, 40000, 80),
+            tr(1, 5, FinWait2, Close, 40000, 80),
+        ]),
+    ]
+    .concat()
+    {
+        if let Ev::T(tr) = e {
+            t.apply(&tr);
+        }
+    }
+    // Shown with the connection's owner, not noted.
+    assert!(t.context(&ctx(None, 6, SendReset, None, 0)).is_some());
+    assert_eq!(
+        t.time_wait_pending().count(),
+        1,
+        "the lookup is still pending"
+    );
+    let done = t.flush();
+    assert_eq!(
+        (done[0].close, done[0].resets_sent, done[0].notes.len()),
+        (Some(CloseClass::Active), 0, 0)
+    );
+
+    // A connection that timed out, then RSTs answering the peer's segments.
+    let c = classify(
+        &[
+            established(),
+            vec![
+                Ev::C(ctx(Some(1), 3, Retransmit, Some(Established), 0)),
+                Ev::T(tr(1, 4, Established, Close, 40000, 80)),
+                Ev::C(ctx(None, 4, Error, None, ETIMEDOUT)),
+                Ev::C(ctx(None, 5, SendReset, None, 0)),
+                Ev::C(ctx(None, 6, SendReset, None, 0)),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (c.close, c.resets_sent, c.error),
+        (Some(CloseClass::Timeout), 0, Some(ETIMEDOUT))
+    );
+    // The socket's own RST still counts.
+    let c = classify(
+        &[
+            established(),
+            vec![
+                Ev::T(tr(1, 3, Established, Close, 40000, 80)),
+                Ev::C(ctx(Some(1), 4, SendReset, Some(Close), 0)),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!((c.close, c.resets_sent), (Some(CloseClass::ResetSent), 1));
+}
+
+#[test]
+fn etimedout_is_a_timeout_in_every_synchronized_state() {
+    use ContextKind::*;
+    let rtx = |ts| Ev::C(ctx(Some(1), ts, Retransmit, None, 0));
+    let timedout = |ts| Ev::C(ctx(None, ts, Error, None, ETIMEDOUT));
+    let cases: Vec<(&str, Vec<Ev>)> = vec![
+        // tcp_retries2 exhausted: tcp_done, then the error report (6.10+).
+        (
+            "retries, error after CLOSE",
+            vec![
+                rtx(3),
+                rtx(4),
+                Ev::T(tr(1, 9, Established, Close, 40000, 80)),
+                timedout(9),
+            ],
+        ),
+        // Older kernels report the error first.
+        (
+            "retries, error before CLOSE",
+            vec![
+                rtx(3),
+                timedout(9),
+                Ev::T(tr(1, 9, Established, Close, 40000, 80)),
+            ],
+        ),
+        // Keepalive probes unanswered: a RST of the socket, then ETIMEDOUT.
+        (
+            "keepalive",
+            vec![
+                Ev::C(ctx(Some(1), 9, SendReset, Some(Established), 0)),
+                Ev::T(tr(1, 9, Established, Close, 40000, 80)),
+                timedout(9),
+            ],
+        ),
+        // shutdown(SHUT_WR), the FIN never acknowledged.
+        (
+            "FIN_WAIT1",
+            vec![
+                Ev::T(tr(1, 3, Established, FinWait1, 40000, 80)),
+                rtx(4),
+                Ev::T(tr(1, 9, FinWait1, Close, 40000, 80)),
+                timedout(9),
+            ],
+        ),
+        (
+            "CLOSE_WAIT",
+            vec![
+                Ev::T(tr(1, 3, Established, CloseWait, 40000, 80)),
+                rtx(4),
+                Ev::T(tr(1, 9, CloseWait, Close, 40000, 80)),
+                timedout(9),
+            ],
+        ),
+        // Retransmits drew ICMP errors: tcp_write_err reports the soft error.
+        (
+            "soft EHOSTUNREACH",
+            vec![
+                rtx(3),
+                Ev::T(tr(1, 9, Established, Close, 40000, 80)),
+                Ev::C(ctx(None, 9, Error, None, EHOSTUNREACH)),
+            ],
+        ),
+    ];
+    for (what, events) in cases {
+        let c = classify(&[established(), events].concat());
+        assert_eq!(c.close, Some(CloseClass::Timeout), "{what}: {c:?}");
+    }
+
+    // The error report ends the wait for a TIME_WAIT that will not come.
+    let mut t = Table::new();
+    run(&mut t, &established());
+    t.apply(&tr(1, 3, Established, FinWait1, 40000, 80));
+    t.apply(&tr(1, 9, FinWait1, Close, 40000, 80));
+    assert_eq!(t.time_wait_pending().count(), 1);
+    t.context(&ctx(None, 9, Error, None, ETIMEDOUT));
+    assert_eq!(t.time_wait_pending().count(), 0);
+    let done = t.expire(9 + GRACE_NS);
+    assert_eq!(done[0].close, Some(CloseClass::Timeout));
+}
+
+#[test]
+fn an_icmp_error_in_syn_sent_is_unreachable() {
+    use ContextKind::*;
+    for errno in [EHOSTUNREACH, ENETUNREACH] {
+        let c = classify(&[
+            Ev::T(tr(1, 1, Close, SynSent, 0, 80)),
+            Ev::T(tr(1, 2, SynSent, Close, 40000, 80)),
+            Ev::C(ctx(None, 2, Error, None, errno)),
+        ]);
+        assert_eq!(c.close, Some(CloseClass::Unreachable), "{errno}");
+        assert_eq!(CloseClass::Unreachable.name(), "unreachable");
+    }
+    // After SYN retransmits too (the error kept while the socket was busy, then reported).
+    let c = classify(&[
+        Ev::T(tr(1, 1, Close, SynSent, 0, 80)),
+        Ev::C(ctx(Some(1), 2, Retransmit, Some(SynSent), 0)),
+        Ev::T(tr(1, 3, SynSent, Close, 40000, 80)),
+        Ev::C(ctx(None, 3, Error, None, EHOSTUNREACH)),
+    ]);
+    assert_eq!(c.close, Some(CloseClass::Unreachable));
+}
+
+#[test]
+fn events_of_a_socket_not_seen_yet_join_its_record() {
+    use ContextKind::*;
+    // A socket older than the tracer retransmits until it dies.
+    let c = classify(&[
+        Ev::C(ctx(Some(9), 10, Retransmit, Some(Established), 0)),
+        Ev::C(ctx(Some(9), 20, Retransmit, Some(Established), 0)),
+        Ev::C(ctx(Some(9), 25, Destroy, None, 0)), // not kept: not this socket's
+        Ev::T(tr(9, 30, Established, Close, 40000, 80)),
+        Ev::C(ctx(None, 30, Error, None, ETIMEDOUT)),
+    ]);
+    assert_eq!(c.role, Role::Unknown);
+    assert!(c.incomplete);
+    assert_eq!((c.retransmits, c.notes.len()), (2, 3));
+    assert_eq!(c.notes[0].ts_ns, 10);
+    assert_eq!(c.close, Some(CloseClass::Timeout));
+
+    // Bounded per socket, counted.
+    let mut t = Table::new();
+    for i in 0..(MAX_UNSEEN_NOTES as u64 + 3) {
+        t.context(&ctx(Some(9), i, Retransmit, Some(Established), 0));
+    }
+    assert_eq!(t.unseen_dropped, 3);
+    t.apply(&tr(9, 100, Established, FinWait1, 40000, 80));
+    let c = t.open().next().unwrap();
+    assert_eq!(c.notes.len(), MAX_UNSEEN_NOTES);
+    assert_eq!(t.unseen_len(), 0);
+}
+
+#[test]
+fn a_new_socket_at_a_reused_address_does_not_take_what_was_kept() {
+    use ContextKind::*;
+    for birth in [
+        tr(9, 30, Close, SynSent, 0, 80),
+        tr(9, 30, Listen, SynRecv, 80, 40000),
+        tr(9, 30, Close, Listen, 80, 0),
+    ] {
+        let mut t = Table::new();
+        t.context(&ctx(Some(9), 10, Retransmit, Some(Established), 0));
+        t.apply(&birth);
+        let c = t.open().next().unwrap();
+        assert_eq!((c.notes.len(), c.retransmits), (0, 0), "{birth:?}");
+        assert_eq!((t.unseen_len(), t.unseen_dropped), (0, 1));
+    }
+    // Another tuple at that address: another socket.
+    let mut t = Table::new();
+    t.context(&ctx(Some(9), 10, Retransmit, Some(Established), 0));
+    t.apply(&tr(9, 30, Established, Close, 40001, 80));
+    assert_eq!((t.unseen_len(), t.unseen_dropped), (0, 1));
+    assert!(t.flush()[0].notes.is_empty());
+}
+
+#[test]
+fn the_sockets_not_seen_yet_are_bounded_and_the_quiet_ones_give_way() {
+    use ContextKind::*;
+    let mut t = Table::new();
+    for s in 0..MAX_UNSEEN_SOCKS as u64 {
+        t.context(&ctx(Some(100 + s), 1, Retransmit, None, 0));
+    }
+    // Full: one more socket's event is dropped (its own are still kept).
+    t.context(&ctx(Some(1), 2, Retransmit, None, 0));
+    t.context(&ctx(Some(100), 1 + UNSEEN_MAX_AGE_NS, Retransmit, None, 0));
+    assert_eq!((t.unseen_len(), t.unseen_dropped), (MAX_UNSEEN_SOCKS, 1));
+    // A minute later the quiet ones are given up for a new one.
+    t.context(&ctx(Some(1), 3 + UNSEEN_MAX_AGE_NS, Retransmit, None, 0));
+    assert_eq!(
+        t.unseen_len(),
+        2,
+        "socket 100 was active since, socket 1 is new"
+    );
+    assert_eq!(t.unseen_dropped, 1 + (MAX_UNSEEN_SOCKS as u64 - 1));
+}
+
+#[test]
+fn a_seeded_socket_keeps_its_events_before_its_first_transition() {
+    use ContextKind::*;
+    let mut t = Table::new();
+    let c = ctx(Some(9), 10, Retransmit, Some(Established), 0);
+    t.seed(
+        Seed {
+            netns: NETNS,
+            family: Family::Ipv4,
+            tuple: c.tuple,
+            state: Established,
+            owner: None,
+            orphan: false,
+        },
+        1,
+    );
+    t.context(&c);
+    t.apply(&tr(9, 30, Established, Close, 40000, 80));
+    t.context(&ctx(None, 30, Error, None, ETIMEDOUT));
+    let done = t.flush();
+    assert_eq!(
+        (done[0].retransmits, done[0].seen_from, done[0].close),
+        (1, SeenFrom::Dump, Some(CloseClass::Timeout))
+    );
+    assert_eq!(t.unseen_len(), 0);
+}
+
+#[test]
+fn an_error_reported_before_a_connecting_sockets_tuple_is_known_is_kept() {
+    use ContextKind::*;
+    // Kernels before 6.10 report a failed connect's error just before its CLOSE, while the
+    // record does not know its local port yet.
+    for (errno, want) in [
+        (EHOSTUNREACH, CloseClass::Unreachable),
+        (ETIMEDOUT, CloseClass::Timeout),
+        (ECONNREFUSED, CloseClass::Refused),
+    ] {
+        let c = classify(&[
+            Ev::T(tr(1, 1, Close, SynSent, 0, 80)),
+            Ev::C(ctx(None, 5, Error, None, errno)),
+            Ev::T(tr(1, 5, SynSent, Close, 40000, 80)),
+        ]);
+        assert_eq!((c.close, c.error), (Some(want), Some(errno)));
+    }
+    // Not one from long before, and a report without an errno sets none.
+    let c = classify(&[
+        Ev::C(ctx(None, 1, Error, None, EHOSTUNREACH)),
+        Ev::T(tr(1, 2, Close, SynSent, 0, 80)),
+        Ev::C(ctx(None, 3, Error, None, 0)),
+        Ev::T(tr(1, 3 + GRACE_NS, SynSent, Close, 40000, 80)),
+    ]);
+    assert_eq!((c.close, c.error), (Some(CloseClass::Unknown), None));
+}

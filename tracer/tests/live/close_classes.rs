@@ -147,3 +147,182 @@ fn ipv4_reset() {
 fn ipv6_reset() {
     reset(true);
 }
+
+/// The connection record of the client at local port `cport`.
+fn client_record(records: &[Value], cport: u16) -> &Value {
+    conns(records)
+        .into_iter()
+        .find(|c| c["role"] == "client" && c["sport"].as_u64() == Some(cport.into()))
+        .unwrap_or_else(|| panic!("no client record for port {cport}: {records:#?}"))
+}
+
+/// A peer that vanishes: an established connection from namespace A to B, then B drops all
+/// TCP to the server port. The client writes, retransmits, and gives up after
+/// tcp_retries2 (3 in A): ETIMEDOUT. The server then closes: A has no socket for its FIN
+/// and answers with RSTs of no socket (the first within the client record's grace period),
+/// dropped until B lets TCP in again. The client's record is a `timeout`, not `reset_sent`.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn a_peer_that_vanishes_is_a_timeout() {
+    require_root();
+    let pair = NsPair::new("vanish", 1);
+    pair.a
+        .exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_retries2=3"]);
+    let b_addr = pair.b_addr;
+    let listener = pair
+        .b
+        .run(move || std::net::TcpListener::bind((b_addr, 0)).unwrap());
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port();
+    let t = Tracer::start(&["-o", "json", "--no-timewait", "-p", &port.to_string()]);
+    let mut client = pair
+        .a
+        .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap());
+    let (mut server, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    client.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    server.read_exact(&mut b).unwrap();
+
+    let drop_tcp = NftTable::new(
+        &pair.b,
+        "tracer_vanish",
+        &format!(
+            "chain input {{ type filter hook input priority 0; policy accept; tcp dport {port} drop; }}"
+        ),
+    );
+    client.write_all(b"lost").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let started = Instant::now();
+    let err = client.read(&mut b).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ETIMEDOUT),
+        "{err} after {:?}",
+        started.elapsed()
+    );
+    // The server's FIN now meets no socket in A.
+    drop(server);
+    drop(client);
+    thread::sleep(Duration::from_millis(300));
+    drop(drop_tcp);
+    t.wait_json(1, |v| {
+        v["type"] == "connection"
+            && v["role"] == "client"
+            && v["sport"].as_u64() == Some(cport.into())
+    });
+    // The server's FIN retransmit, answered now; its record ends with that RST.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t
+        .json()
+        .iter()
+        .any(|v| v["type"] == "connection" && v["role"] == "server")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no server record: {:#?}",
+            t.json()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (status, out, stderr) = t.stop();
+    assert!(status.success(), "{stderr:?}");
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let c = client_record(&records, cport);
+    assert_eq!(
+        states(c),
+        ["CLOSE", "SYN_SENT", "ESTABLISHED", "CLOSE"],
+        "{c:#}"
+    );
+    assert_eq!(c["saddr"], pair.a_addr.to_string(), "{c:#}");
+    assert_eq!(c["close"], "timeout", "{c:#}");
+    if error_reports(&stderr) {
+        assert_eq!(c["error"], "ETIMEDOUT", "{c:#}");
+    }
+    assert!(c["retransmits"].as_u64().unwrap() > 0, "{c:#}");
+    assert_eq!(c["resets_sent"], 0, "{c:#}");
+    assert!(c["time_wait"].is_null(), "{c:#}");
+    // A did answer with RSTs of no socket, on the client's tuple: live events only.
+    let sockless: Vec<&Value> = records
+        .iter()
+        .filter(|v| {
+            v["type"] == "event"
+                && v["kind"] == "send_reset"
+                && v["sock"].is_null()
+                && v["sport"].as_u64() == Some(cport.into())
+        })
+        .collect();
+    let socketless_resets =
+        std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
+            .is_ok_and(|f| f.contains("saddr[28]"));
+    if socketless_resets {
+        assert!(!sockless.is_empty(), "{records:#?}");
+    }
+    assert!(
+        c["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] != "send_reset"),
+        "{c:#}"
+    );
+    let server = conns(&records)
+        .into_iter()
+        .find(|v| v["role"] == "server")
+        .unwrap();
+    assert_eq!(server["close"], "reset_received", "{server:#}");
+}
+
+/// A connect() answered by an ICMP host unreachable (nftables in B rejects the SYN): the
+/// kernel reports EHOSTUNREACH in SYN_SENT, and the record is `unreachable`.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn an_icmp_host_unreachable_connect_is_unreachable() {
+    require_root();
+    let pair = NsPair::new("unreach", 2);
+    let b_addr = pair.b_addr;
+    // A port of B's that nobody will reach.
+    let held = pair
+        .b
+        .run(move || std::net::TcpListener::bind((b_addr, 0)).unwrap());
+    let addr = held.local_addr().unwrap();
+    let port = addr.port();
+    let _reject = NftTable::new(
+        &pair.b,
+        "tracer_unreach",
+        &format!(
+            "chain input {{ type filter hook input priority 0; policy accept; tcp dport {port} reject with icmp type host-unreachable; }}"
+        ),
+    );
+    let t = Tracer::start(&["-o", "json", "--no-timewait", "-p", &port.to_string()]);
+    // A blocking connect(): the first ICMP error meets the socket while connect() still
+    // holds it (veth answers at once), and is only kept (sk_err_soft); the SYN retransmit's
+    // one, a second later, ends the connect. tcp_syn_retries bounds the wait.
+    pair.a
+        .exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=2"]);
+    let err = pair.a.run(move || TcpStream::connect(addr).unwrap_err());
+    assert_eq!(err.raw_os_error(), Some(libc::EHOSTUNREACH), "{err}");
+    t.wait_json(1, |v| v["type"] == "connection" && v["role"] == "client");
+    let (status, out, stderr) = t.stop();
+    assert!(status.success(), "{stderr:?}");
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let c = conns(&records);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    let c = c[0];
+    assert_eq!(states(c), ["CLOSE", "SYN_SENT", "CLOSE"], "{c:#}");
+    assert_eq!(c["daddr"], b_addr.to_string(), "{c:#}");
+    if error_reports(&stderr) {
+        assert_eq!(c["error"], "EHOSTUNREACH", "{c:#}");
+        assert_eq!(c["close"], "unreachable", "{c:#}");
+    }
+    assert_eq!(c["resets_received"], 0, "{c:#}");
+    drop(held);
+}

@@ -453,3 +453,128 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Runs a command that must succeed (output shown if it does not).
+pub fn run_ok(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output_locked()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two network namespaces joined by a veth pair: `a` at 10.231.`net`.1/24, `b` at
+/// 10.231.`net`.2/24. Nothing leaves the machine; dropping it removes both namespaces (and
+/// with them the veth pair and anything configured inside).
+pub struct NsPair {
+    pub a: Netns,
+    pub b: Netns,
+    pub a_addr: Ipv4Addr,
+    pub b_addr: Ipv4Addr,
+}
+
+impl NsPair {
+    pub fn new(tag: &str, net: u8) -> Self {
+        let a = Netns::new(&format!("{tag}-a"));
+        let b = Netns::new(&format!("{tag}-b"));
+        let (a_addr, b_addr) = (
+            Ipv4Addr::new(10, 231, net, 1),
+            Ipv4Addr::new(10, 231, net, 2),
+        );
+        run_ok(&[
+            "ip", "-n", &a.0, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns",
+            &b.0,
+        ]);
+        for (ns, dev, addr) in [(&a, "va", a_addr), (&b, "vb", b_addr)] {
+            run_ok(&[
+                "ip",
+                "-n",
+                &ns.0,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                dev,
+            ]);
+            run_ok(&["ip", "-n", &ns.0, "link", "set", dev, "up"]);
+        }
+        Self {
+            a,
+            b,
+            a_addr,
+            b_addr,
+        }
+    }
+}
+
+impl Netns {
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// `ip netns exec NS ARGS…`, which must succeed.
+    pub fn exec(&self, args: &[&str]) {
+        let mut all = vec!["ip", "netns", "exec", &self.0];
+        all.extend_from_slice(args);
+        run_ok(&all);
+    }
+}
+
+/// An nftables table in a namespace (`nft -f` of `body` inside `table ip NAME { … }`),
+/// deleted on drop.
+pub struct NftTable<'a> {
+    ns: &'a Netns,
+    name: String,
+}
+
+impl<'a> NftTable<'a> {
+    pub fn new(ns: &'a Netns, name: &str, body: &str) -> Self {
+        let script = format!("table ip {name} {{\n{body}\n}}\n");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn_locked()
+            .expect("nft (install nftables)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft -f: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            ns,
+            name: name.into(),
+        }
+    }
+}
+
+impl Drop for NftTable<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.ns.name(),
+                "nft",
+                "delete",
+                "table",
+                "ip",
+                &self.name,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status_locked();
+    }
+}
