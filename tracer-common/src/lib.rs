@@ -61,8 +61,11 @@ pub mod kind {
     pub const ERROR_REPORT: u32 = 6;
     /// `tcp:tcp_destroy_sock`: the socket is really freed.
     pub const DESTROY_SOCK: u32 = 7;
+    /// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the task on the CPU accepted the
+    /// socket (`oldstate` = its state then). Its pid, comm, uid and cgroup are the owner's.
+    pub const ACCEPT: u32 = 8;
     /// Number of kinds + 1 (array sizes indexed by kind).
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 }
 
 /// Names of the maps, programs and globals in the eBPF object, shared so that a rename on
@@ -89,6 +92,12 @@ pub mod names {
     pub const NETNS: &str = "NETNS";
     /// Global [`super::NetnsOffsets`].
     pub const NETNS_OFFSETS: &str = "NETNS_OFFSETS";
+    /// Global [`super::AcceptOffsets`].
+    pub const ACCEPT_OFFSETS: &str = "ACCEPT_OFFSETS";
+    /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category).
+    pub const ACCEPT_PROGRAM: &str = "sys_exit_accept";
+    /// Syscall exits after which the new file descriptor (`ret`) is an accepted socket.
+    pub const ACCEPT_TRACEPOINTS: [&str; 2] = ["sys_exit_accept4", "sys_exit_accept"];
     /// LPM trie of address prefixes ([`super::AddrKey`] → `u8`) for `--addr`.
     pub const ADDRS: &str = "ADDRS";
     /// Program reading the record at the compile-time offsets of [`super::layout`].
@@ -160,7 +169,8 @@ pub struct Counters {
     pub lost_ringbuf_full: u64,
     /// Events whose fields could not be read: lost.
     pub lost_read_error: u64,
-    /// Context events (resets, retransmits, errors, destroys) seen, before the filters.
+    /// Context events (resets, retransmits, errors, destroys) seen, and TCP sockets
+    /// accepted (the accept program's slot), before the filters.
     pub context_seen: u64,
 }
 
@@ -268,6 +278,52 @@ pub struct NetnsOffsets {
     pub skc_net: u32,
     pub net_inum: u32,
 }
+
+/// Byte offset of `long ret` in a `syscalls:sys_exit_*` record (after the 8-byte common
+/// header and `int __syscall_nr`), read by a direct load; the loader checks the running
+/// kernel's `format` file before attaching.
+pub const SYSCALL_RET: u32 = 16;
+
+/// Where the accept program finds the accepted socket, from the kernel's BTF:
+/// `current->files->fdt->fd[ret]->private_data` (a `struct socket *`) `->sk`, bounded by
+/// `fdt->max_fds`, and then the socket's family, protocol, state, ports and addresses.
+/// `enabled` is 0 (the program does nothing) unless every offset was found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AcceptOffsets {
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.max_fds` (unsigned int).
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd` (`struct file **`).
+    pub fdt_fd: u32,
+    /// `file.private_data`.
+    pub file_private_data: u32,
+    /// `socket.sk`.
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family` (u16).
+    pub skc_family: u32,
+    /// `sock.__sk_common.skc_state` (u8).
+    pub skc_state: u32,
+    /// `sock.__sk_common.skc_num`: local port, host order.
+    pub skc_num: u32,
+    /// `sock.__sk_common.skc_dport`: remote port, network order.
+    pub skc_dport: u32,
+    /// `sock.__sk_common.skc_rcv_saddr`: local IPv4 address.
+    pub skc_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_daddr`: remote IPv4 address.
+    pub skc_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`: local IPv6 address.
+    pub skc_v6_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_daddr`: remote IPv6 address.
+    pub skc_v6_daddr: u32,
+    /// `sock.sk_protocol` (u16).
+    pub sk_protocol: u32,
+    pub enabled: u32,
+}
+const _: () = assert!(core::mem::size_of::<AcceptOffsets>() == 64);
 
 /// `Config::filter_owner` bit: the owner's tgid must be in `PIDS`.
 pub const OWNER_PID: u8 = 1;
@@ -424,4 +480,6 @@ mod pod {
     unsafe impl aya::Pod for super::KOwner {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetnsOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AcceptOffsets {}
 }

@@ -12,6 +12,9 @@
 //! - `inet_sock_set_state_portable` reads at offsets the loader took from the running
 //!   kernel's `format` file (the `LAYOUT` global), through `bpf_probe_read_kernel`. The
 //!   loader picks it only when the kernel's layout differs.
+//! - `sys_exit_accept` (attached to `sys_exit_accept4` and `sys_exit_accept`) names the
+//!   process that accepted a socket: the accepted socket's own transitions run in softirq,
+//!   so in a pre-fork server they would only ever name the listener's owner.
 #![no_std]
 #![no_main]
 
@@ -22,7 +25,8 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-            bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+            bpf_get_current_task, bpf_get_current_uid_gid, bpf_get_smp_processor_id,
+            bpf_ktime_get_ns,
         },
     },
     macros::{map, tracepoint},
@@ -31,9 +35,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, AF_INET6, AddrKey, Config, Counters, CtxLayout, Event, FAST_LAYOUT, IPPROTO_TCP,
-    KOwner, NetnsOffsets, OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE,
-    RuntimeLayout, in_owner_context, kind, tcp,
+    AF_INET, AF_INET6, AcceptOffsets, AddrKey, Config, Counters, CtxLayout, Event, FAST_LAYOUT,
+    IPPROTO_TCP, KOwner, NetnsOffsets, OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL,
+    PORT_REMOTE, RuntimeLayout, SYSCALL_RET, in_owner_context, kind, tcp,
 };
 
 /// Bytes one event takes in the ring buffer: its 8-byte header and the record (a multiple
@@ -428,8 +432,11 @@ fn emit(cfg: &Config, f: &Fields, c: *mut Counters) {
         (*ev).skaddr = f.skaddr;
         (*ev).pid_tgid = bpf_get_current_pid_tgid();
         // The uid and cgroup only make an owner, and only the task of a process-context
-        // transition is the socket's owner: elsewhere they would be read and never used.
-        if f.kind == kind::TRANSITION && in_owner_context(f.oldstate, f.newstate) {
+        // transition (or of an accept) is the socket's owner: elsewhere they would be read
+        // and never used.
+        if f.kind == kind::ACCEPT
+            || (f.kind == kind::TRANSITION && in_owner_context(f.oldstate, f.newstate))
+        {
             (*ev).cgroup_id = bpf_get_current_cgroup_id();
             (*ev).uid_gid = bpf_get_current_uid_gid();
         } else {
@@ -676,6 +683,156 @@ fn context_fill<R: Record>(rec: &R, l: &CtxLayout, kind: u32, c: *mut Counters) 
             oldstate: state as u8,
             newstate: 0,
             value: opt::<i32>(rec, l.value)?.unwrap_or(0),
+            netns,
+        },
+        c,
+    );
+    Ok(())
+}
+
+// ---- Accepted sockets: who accepted them -------------------------------------------------
+
+#[unsafe(no_mangle)]
+static ACCEPT_OFFSETS: Global<AcceptOffsets> = Global::new(AcceptOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    skc_family: 0,
+    skc_state: 0,
+    skc_num: 0,
+    skc_dport: 0,
+    skc_rcv_saddr: 0,
+    skc_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    skc_v6_daddr: 0,
+    sk_protocol: 0,
+    enabled: 0,
+});
+
+/// `bpf_probe_read_kernel` of a `T` at kernel address `base + off`.
+#[inline(always)]
+fn kread<T: Copy>(base: u64, off: u32) -> Result<T, ()> {
+    // SAFETY: bpf_probe_read_kernel checks the address itself and fails cleanly; the offsets
+    // come from the running kernel's BTF.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.map_err(|_| ())
+}
+
+/// The exit of `accept4()` / `accept()`: `ret` is the new file descriptor. Its socket is
+/// found through the current task's file table and reported (an [`kind::ACCEPT`] record, the
+/// accepting task's identity in it), and with owner filters the task becomes the socket's
+/// owner in `OWNERS`, so `--pid WORKER` follows what a pre-fork server's worker accepted.
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let Ok(ret) = Direct(ctx.as_ptr().cast()).read::<i64>(SYSCALL_RET) else {
+        return 0;
+    };
+    if ret < 0 {
+        return 0;
+    }
+    let o = ACCEPT_OFFSETS.load();
+    if o.enabled == 0 {
+        return 0;
+    }
+    let Some(c) = COUNTERS.get_ptr_mut(kind::ACCEPT) else {
+        return 0;
+    };
+    if accept_fill(&o, ret as u64, c).is_err() {
+        bump!(c, lost_read_error);
+        debug!(&ctx, "accept: the accepted socket could not be read");
+    }
+    0
+}
+
+#[inline(always)]
+fn accept_fill(o: &AcceptOffsets, fd: u64, c: *mut Counters) -> Result<(), ()> {
+    // SAFETY: a helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = kread(task, o.task_files)?;
+    let fdt: u64 = kread(files, o.files_fdt)?;
+    let max_fds: u32 = kread(fdt, o.fdt_max_fds)?;
+    if fd >= u64::from(max_fds) {
+        return Ok(());
+    }
+    let fds: u64 = kread(fdt, o.fdt_fd)?;
+    let file: u64 = kread(fds + fd * 8, 0)?;
+    if file == 0 {
+        // Already closed by another thread of the process.
+        return Ok(());
+    }
+    let sock: u64 = kread(file, o.file_private_data)?;
+    let sk: u64 = kread(sock, o.socket_sk)?;
+    if sk == 0 {
+        return Ok(());
+    }
+    let family: u16 = kread(sk, o.skc_family)?;
+    if family != AF_INET && family != AF_INET6 {
+        // A unix (or other) stream socket.
+        return Ok(());
+    }
+    if kread::<u16>(sk, o.sk_protocol)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    bump!(c, context_seen);
+    let cfg = CONFIG.load();
+    let sport: u16 = kread(sk, o.skc_num)?;
+    let dport = u16::from_be(kread::<u16>(sk, o.skc_dport)?);
+    if !passes(&cfg, family, sport, dport) {
+        return Ok(());
+    }
+    let (saddr, daddr) = if family == AF_INET {
+        (
+            [v4_word(kread::<u32>(sk, o.skc_rcv_saddr)?), 0],
+            [v4_word(kread::<u32>(sk, o.skc_daddr)?), 0],
+        )
+    } else {
+        (
+            [
+                kread::<u64>(sk, o.skc_v6_rcv_saddr)?,
+                kread::<u64>(sk, o.skc_v6_rcv_saddr + 8)?,
+            ],
+            [
+                kread::<u64>(sk, o.skc_v6_daddr)?,
+                kread::<u64>(sk, o.skc_v6_daddr + 8)?,
+            ],
+        )
+    };
+    if !addr_passes(&cfg, family, &saddr, &daddr) {
+        return Ok(());
+    }
+    let netns = sock_netns(&cfg, sk);
+    if !netns_passes(&cfg, sk, netns) {
+        return Ok(());
+    }
+    if cfg.filter_owner != 0 {
+        let mut ko = KOwner::default();
+        // SAFETY: helpers without preconditions; `ko.comm` is a valid 16-byte buffer.
+        unsafe {
+            ko.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            ko.cgroup_id = bpf_get_current_cgroup_id();
+            bpf_get_current_comm(ko.comm.as_mut_ptr().cast(), 16);
+        }
+        let _ = OWNERS.insert(sk, ko, 0);
+        if !known_owner_passes(&cfg, sk) {
+            return Ok(());
+        }
+    }
+    let state: u8 = kread(sk, o.skc_state)?;
+    emit(
+        &cfg,
+        &Fields {
+            kind: kind::ACCEPT,
+            skaddr: sk,
+            saddr,
+            daddr,
+            sport,
+            dport,
+            family,
+            oldstate: state,
+            newstate: 0,
+            value: 0,
             netns,
         },
         c,

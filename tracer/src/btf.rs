@@ -1,5 +1,6 @@
 //! Struct member offsets from the kernel's BTF (`/sys/kernel/btf/vmlinux`), for the few
-//! fields the eBPF program reads through a socket pointer (its network namespace).
+//! fields the eBPF programs read through a pointer: a socket's network namespace, and the
+//! way from the current task to the socket it just accepted.
 //!
 //! Why a small reader here: aya-obj parses BTF but keeps member offsets private, and the
 //! maintained BTF crate (btf-rs) is LGPL, which does not suit this MIT/Apache project. Only
@@ -220,6 +221,31 @@ pub fn netns_offsets(btf: &Btf) -> anyhow::Result<NetnsOffsets> {
     Ok(NetnsOffsets { skc_net, net_inum })
 }
 
+/// The path from the current task to an accepted socket and the socket fields the accept
+/// program reads (see [`tracer_common::AcceptOffsets`]), `enabled` set. `Err` names the first
+/// member this kernel does not have (or has as a bitfield, e.g. `sk_protocol` before 5.6).
+pub fn accept_offsets(btf: &Btf) -> anyhow::Result<tracer_common::AcceptOffsets> {
+    let sk = |m: &str| btf.path_offset("sock", &["__sk_common", m]);
+    Ok(tracer_common::AcceptOffsets {
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        fdt_fd: btf.member_offset("fdtable", "fd")?,
+        file_private_data: btf.member_offset("file", "private_data")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        skc_family: sk("skc_family")?,
+        skc_state: sk("skc_state")?,
+        skc_num: sk("skc_num")?,
+        skc_dport: sk("skc_dport")?,
+        skc_rcv_saddr: sk("skc_rcv_saddr")?,
+        skc_daddr: sk("skc_daddr")?,
+        skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
+        skc_v6_daddr: sk("skc_v6_daddr")?,
+        sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+        enabled: 1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +338,24 @@ mod tests {
         let o = netns_offsets(&btf).unwrap();
         assert!(o.skc_net > 0 && o.skc_net < 256, "{o:?}");
         assert!(o.net_inum < 4096, "{o:?}");
+    }
+
+    #[test]
+    fn this_kernels_accept_offsets() {
+        let Ok(btf) = Btf::from_sys_fs() else { return };
+        let o = accept_offsets(&btf).unwrap();
+        // struct sock_common's layout has been stable for years: the address pair first, the
+        // port pair next, the family right after.
+        assert_eq!((o.skc_daddr, o.skc_rcv_saddr), (0, 4), "{o:?}");
+        assert_eq!(
+            (o.skc_dport, o.skc_num, o.skc_family),
+            (12, 14, 16),
+            "{o:?}"
+        );
+        assert!(
+            o.skc_state == 18 && o.sk_protocol > 0 && o.task_files > 0,
+            "{o:?}"
+        );
+        assert_eq!((o.fdt_max_fds, o.fdt_fd), (0, 8), "{o:?}");
     }
 }

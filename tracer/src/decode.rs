@@ -245,11 +245,31 @@ pub struct Context {
     pub cpu: u32,
 }
 
+/// A task accepted a TCP socket (`accept()`/`accept4()` returned it): that task's process is
+/// the socket's owner, whatever listener it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accept {
+    pub ts_ns: u64,
+    pub sock: SockAddr,
+    /// Inode of the socket's network namespace; 0 when unknown.
+    pub netns: u32,
+    pub family: Family,
+    /// Local and remote ends, as the socket had them.
+    pub tuple: Tuple,
+    /// The socket's state when it was accepted (ESTABLISHED, CLOSE_WAIT if the peer already
+    /// sent FIN, CLOSE if it already reset).
+    pub state: TcpState,
+    /// The accepting task (its uid and cgroup included).
+    pub task: Task,
+    pub cpu: u32,
+}
+
 /// Any decoded event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded {
     Transition(Transition),
     Context(Context),
+    Accept(Accept),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -304,6 +324,24 @@ pub fn from_raw(ev: &Event) -> Result<Decoded, DecodeError> {
                 ),
                 old: TcpState::try_from(ev.oldstate)?,
                 new: TcpState::try_from(ev.newstate)?,
+                task,
+                cpu: ev.cpu,
+            }));
+        }
+        kind::ACCEPT => {
+            let family = Family::try_from(ev.family)?;
+            return Ok(Decoded::Accept(Accept {
+                ts_ns: ev.ts_ns,
+                sock: SockAddr(ev.skaddr),
+                netns: ev.netns,
+                family,
+                tuple: Tuple::new(
+                    addr(family, &ev.saddr),
+                    ev.sport,
+                    addr(family, &ev.daddr),
+                    ev.dport,
+                ),
+                state: TcpState::try_from(ev.oldstate)?,
                 task,
                 cpu: ev.cpu,
             }));
@@ -525,6 +563,31 @@ pub(crate) mod tests {
             (c.kind, c.family, c.state),
             (ContextKind::SendReset, None, None)
         );
+    }
+
+    #[test]
+    fn decodes_accepts() {
+        let mut ev = raw(1, 0);
+        ev.kind = kind::ACCEPT;
+        ev.sport = 8080;
+        ev.dport = 40000;
+        let Decoded::Accept(a) = decode(&bytes(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.state, a.family), (TcpState::Established, Family::Ipv4));
+        assert_eq!(
+            (a.task.pid, a.task.tid, a.task.uid, a.task.cgroup_id),
+            (42, 43, 1000, 77)
+        );
+        assert_eq!(a.task.comm.as_str(), "curl");
+        assert_eq!((a.tuple.local.port, a.tuple.remote.port), (8080, 40000));
+        assert_eq!(a.sock, SockAddr(0xffff_8881_0000_1000));
+        // An accepted socket always has a family and a state.
+        ev.family = 0;
+        assert_eq!(decode(&bytes(&ev)), Err(DecodeError::Family(0)));
+        ev.family = AF_INET;
+        ev.oldstate = 0;
+        assert_eq!(decode(&bytes(&ev)), Err(DecodeError::State(0)));
     }
 
     #[test]

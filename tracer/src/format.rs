@@ -194,6 +194,33 @@ pub fn read_ctx_layout(dir: &Path, category: &str, name: &str) -> anyhow::Result
         .with_context(|| format!("{category}:{name} has a layout tracer cannot read"))
 }
 
+/// Checks that `syscalls:NAME` (a syscall exit) has `long ret` where the accept program reads
+/// it ([`tracer_common::SYSCALL_RET`], 8 bytes); `Err` says why it cannot be used.
+pub fn check_syscall_exit(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let path = dir.join("events/syscalls").join(name).join("format");
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "tracepoint syscalls:{name} not found on this kernel ({}; CONFIG_FTRACE_SYSCALLS)",
+            kernel_release()
+        )
+    })?;
+    let fields = parse(&text).with_context(|| format!("parsing {}", path.display()))?;
+    syscall_ret_fits(&fields).with_context(|| format!("syscalls:{name}"))
+}
+
+fn syscall_ret_fits(fields: &[Field]) -> anyhow::Result<()> {
+    match fields.iter().find(|f| f.name == "ret") {
+        None => bail!("no field `ret`"),
+        Some(f) if f.offset != tracer_common::SYSCALL_RET || f.size != 8 => bail!(
+            "`ret` is {} bytes at offset {}, expected 8 at {}",
+            f.size,
+            f.offset,
+            tracer_common::SYSCALL_RET
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Where tracefs is mounted (checked in the usual places).
 const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -377,6 +404,26 @@ mod tests {
         let l =
             ctx_layout(&parse(&fixture("linux-6.18-tcp_destroy_sock.format")).unwrap()).unwrap();
         assert_eq!(l, tracer_common::CtxLayout::DESTROY_FAST);
+    }
+
+    #[test]
+    fn syscall_exit_ret_is_checked() {
+        let f = |off: u32, size: u32| {
+            parse(&format!(
+                "\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:long ret;\toffset:{off};\tsize:{size};\tsigned:1;\n"
+            ))
+            .unwrap()
+        };
+        assert!(syscall_ret_fits(&f(16, 8)).is_ok());
+        let e = syscall_ret_fits(&f(12, 4)).unwrap_err().to_string();
+        assert!(e.contains("4 bytes at offset 12"), "{e}");
+        assert!(syscall_ret_fits(&[]).is_err());
+        // This kernel's, when tracefs is there.
+        if Path::new("/sys/kernel/tracing/events/syscalls/sys_exit_accept4").is_dir() {
+            for name in tracer_common::names::ACCEPT_TRACEPOINTS {
+                check_syscall_exit(Path::new("/sys/kernel/tracing"), name).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -189,6 +189,10 @@ impl<S: Sink> Pipeline<S> {
         match decode::from_raw(ev) {
             Ok(Decoded::Transition(t)) => self.transition(&t),
             Ok(Decoded::Context(c)) => self.context(&c),
+            Ok(Decoded::Accept(a)) => {
+                self.accept(&a);
+                Ok(())
+            }
             Err(e) => {
                 self.decode_error(&e);
                 Ok(())
@@ -261,6 +265,15 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         }
         self.sink.event(c, owner.as_ref())
+    }
+
+    /// A process accepted a socket: its owner from now on (not a record of its own: the owner
+    /// shows on every later record of the socket, `"source":"accept"`).
+    fn accept(&mut self, a: &decode::Accept) {
+        if self.user_filter && !self.filter.matches_tuple(a.family, &a.tuple) {
+            return;
+        }
+        self.table.accept(a);
     }
 
     fn connection(&mut self, c: table::Conn) -> io::Result<()> {
@@ -452,6 +465,7 @@ impl<S: Sink> Pipeline<S> {
     /// The periodic check: stuck connections (and a `tick` in the recording, so a replay
     /// checks at the same moments).
     pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
+        self.confirm_stuck_owners(now_ns)?;
         if let Some(r) = &mut self.recorder {
             r.line(&record::Line::Tick { ts_ns: now_ns })
                 .map_err(recording_error)?;
@@ -495,6 +509,28 @@ impl<S: Sink> Pipeline<S> {
         m.set_states(&open, &stuck);
     }
 
+    /// The connections about to be reported stuck whose owner is unknown or only inherited
+    /// from their listener: checked in /proc first ([`OwnerResolver::confirm`]). What is
+    /// found goes to the recording before the `tick` line, so a replay reports the same
+    /// owners.
+    fn confirm_stuck_owners(&mut self, now_ns: u64) -> io::Result<()> {
+        let (Some(threshold), Some(o), Some(ns)) =
+            (self.stuck_ns, &mut self.owners, &mut self.namespaces)
+        else {
+            return Ok(());
+        };
+        let due = self.table.stuck_due(now_ns, threshold);
+        let want = self.table.unconfirmed_owners(&due);
+        if want.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = o.confirm(&want, &mut self.table, ns) {
+            eprintln!("tracer: owner lookups and pruning via sock_diag and /proc stopped: {e}");
+            self.owners = None;
+        }
+        self.write_journal().map(|_| ())
+    }
+
     /// Reports connections that crossed the stuck threshold (or aged further).
     pub fn check_stuck(&mut self, now_ns: u64) -> io::Result<()> {
         let Some(threshold) = self.stuck_ns else {
@@ -530,6 +566,7 @@ impl<S: Sink> Pipeline<S> {
     /// At exit: one last TIME_WAIT lookup, then every record still held back.
     pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
         self.settle(now_ns.saturating_add(crate::table::TIME_WAIT_WAIT_NS / 2))?;
+        self.confirm_stuck_owners(now_ns)?;
         for c in self.table.expire(u64::MAX) {
             self.connection(*c)?;
         }

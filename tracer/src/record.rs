@@ -200,12 +200,7 @@ impl From<&Owner> for RecOwner {
             comm: hex(&o.comm.0),
             uid: o.uid,
             cgroup_id: o.cgroup_id,
-            source: match o.source {
-                OwnerSource::Event => "event",
-                OwnerSource::Inherited => "inherited",
-                OwnerSource::Procfs => "procfs",
-            }
-            .into(),
+            source: o.source.name().into(),
         }
     }
 }
@@ -222,6 +217,7 @@ impl TryFrom<&RecOwner> for Owner {
                 "event" => OwnerSource::Event,
                 "inherited" => OwnerSource::Inherited,
                 "procfs" => OwnerSource::Procfs,
+                "accept" => OwnerSource::Accept,
                 other => return Err(format!("unknown owner source {other:?}")),
             },
         })

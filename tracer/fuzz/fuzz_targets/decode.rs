@@ -31,6 +31,9 @@ fuzz_target!(|data: &[u8]| {
                 out += &s.to_string();
             }
         }
+        Ok(Decoded::Accept(a)) => {
+            out += &format!("{a:?} {} {} {}", a.sock, a.state, a.task.comm);
+        }
         Err(e) => out += &e.to_string(),
     }
     assert!(!out.is_empty());

@@ -222,6 +222,16 @@ async fn attach<S: Sink>(
     for u in &live.unavailable {
         eprintln!("tracer: warning: context events unavailable: {u}");
     }
+    if let Some(why) = &live.accept_unavailable {
+        eprintln!(
+            "tracer: warning: accepted sockets are not attributed to the process that accepted them ({why}): they keep their listener's owner (source inherited) until their own close"
+        );
+    } else if !live.accept_programs.is_empty() {
+        eprintln!(
+            "tracer: accepting processes from {}",
+            live.accept_programs.join(", ")
+        );
+    }
     Ok(live)
 }
 

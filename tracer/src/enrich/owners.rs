@@ -96,10 +96,46 @@ impl OwnerResolver {
             return Ok(());
         }
         self.last_ns = Some(now_ns);
+        let found = self.lookup(&wanted, namespaces)?;
+        for (sock, _) in &wanted {
+            table.owner_lookup_tried(*sock);
+        }
+        for (sock, owner) in found {
+            table.set_owner(sock, owner);
+        }
+        Ok(())
+    }
+
+    /// Before a stuck report names an owner that is unknown or only inherited from the
+    /// listener (a pre-fork server's master, when the accept was not seen): the process that
+    /// really holds each of `socks` now, from /proc in the socket's own namespace, becomes
+    /// its owner (source `procfs`). Those not found keep what they had.
+    pub fn confirm(
+        &mut self,
+        socks: &[(SockAddr, NsTuple)],
+        table: &mut Table,
+        namespaces: &mut Namespaces,
+    ) -> io::Result<()> {
+        if socks.is_empty() {
+            return Ok(());
+        }
+        for (sock, owner) in self.lookup(socks, namespaces)? {
+            table.set_owner(sock, owner);
+        }
+        Ok(())
+    }
+
+    /// The owners /proc gives for `wanted`: each socket's inode from sock_diag in its own
+    /// namespace, then the process holding `socket:[inode]`.
+    fn lookup(
+        &self,
+        wanted: &[(SockAddr, NsTuple)],
+        namespaces: &mut Namespaces,
+    ) -> io::Result<Vec<(SockAddr, Owner)>> {
         // Socket inodes are unique on the host, but only the socket's own namespace can
         // tell which inode a tuple has.
         let mut by_ns: HashMap<u32, Vec<(SockAddr, Tuple)>> = HashMap::new();
-        for (sock, t) in &wanted {
+        for (sock, t) in wanted {
             by_ns.entry(t.netns).or_default().push((*sock, t.tuple));
         }
         let mut want_inodes = HashMap::new();
@@ -120,12 +156,11 @@ impl OwnerResolver {
         }
         let found = procfs_owners(&want_inodes.keys().copied().collect());
         note_cgroups(&self.names, found.values());
-        for (sock, _) in &wanted {
-            table.owner_lookup_tried(*sock);
-        }
-        for (inode, (sock, uid)) in want_inodes {
-            if let Some(p) = found.get(&inode) {
-                table.set_owner(
+        Ok(want_inodes
+            .into_iter()
+            .filter_map(|(inode, (sock, uid))| {
+                let p = found.get(&inode)?;
+                Some((
                     sock,
                     Owner {
                         pid: p.pid,
@@ -134,10 +169,9 @@ impl OwnerResolver {
                         cgroup_id: p.cgroup_id,
                         source: OwnerSource::Procfs,
                     },
-                );
-            }
-        }
-        Ok(())
+                ))
+            })
+            .collect())
     }
 }
 

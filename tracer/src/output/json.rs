@@ -443,11 +443,7 @@ fn put_comm(b: &mut Vec<u8>, c: &Comm) -> io::Result<()> {
 }
 
 const fn source_name(s: OwnerSource) -> &'static str {
-    match s {
-        OwnerSource::Event => "event",
-        OwnerSource::Inherited => "inherited",
-        OwnerSource::Procfs => "procfs",
-    }
+    s.name()
 }
 
 fn put_opt_str(b: &mut Vec<u8>, s: Option<&str>) -> io::Result<()> {

@@ -109,6 +109,7 @@ fn one_sink_over_many_records_stays_serdes_byte_for_byte() {
         OwnerSource::Event,
         OwnerSource::Inherited,
         OwnerSource::Procfs,
+        OwnerSource::Accept,
     ];
     // Cgroups learned part-way: the owners cached before must be written again.
     let names = Names::new();

@@ -17,8 +17,8 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 
 use tracer_common::{
-    AF_INET, AF_INET6, AddrKey, Config, Counters, CtxLayout, NetnsOffsets, OWNER_CGROUP,
-    OWNER_COMM, OWNER_PID, names,
+    AF_INET, AF_INET6, AcceptOffsets, AddrKey, Config, Counters, CtxLayout, NetnsOffsets,
+    OWNER_CGROUP, OWNER_COMM, OWNER_PID, names,
 };
 
 mod privileges;
@@ -79,6 +79,10 @@ pub struct Live {
     pub unavailable: Vec<String>,
     /// Every record carries its socket's network namespace inode.
     pub reads_netns: bool,
+    /// The syscall exits the accept program is attached to (empty: not attached).
+    pub accept_programs: Vec<String>,
+    /// Why accepted sockets are not named after their accepter, if they are not.
+    pub accept_unavailable: Option<String>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -117,11 +121,10 @@ impl Live {
         // record carries it (lookups in user space go to the socket's own namespace);
         // without BTF `--netns` fails before anything is loaded, and otherwise the events
         // say 0 (unknown) and user space stays in its own namespace.
-        let netns_offsets = match crate::btf::Btf::from_sys_fs()
-            .context("reading the kernel's BTF")
-            .and_then(|btf| {
-                crate::btf::netns_offsets(&btf).context("struct offsets from the kernel's BTF")
-            }) {
+        let btf = crate::btf::Btf::from_sys_fs().context("reading the kernel's BTF");
+        let netns_offsets = match btf.as_ref().map_err(|e| anyhow!("{e:#}")).and_then(|btf| {
+            crate::btf::netns_offsets(btf).context("struct offsets from the kernel's BTF")
+        }) {
             Ok(o) => {
                 config.read_netns = 1;
                 NetnsOffsets {
@@ -138,6 +141,25 @@ impl Live {
                 );
                 NetnsOffsets::default()
             }
+        };
+        // Who accepted each socket: the accepting task walks to the new socket through its
+        // file table, at offsets from the BTF; the syscall exits must have `ret` where the
+        // program reads it. Without either, accepted sockets keep their listener's owner.
+        let accept = btf
+            .as_ref()
+            .map_err(|e| anyhow!("{e:#}"))
+            .and_then(|btf| {
+                crate::btf::accept_offsets(btf).context("struct offsets from the kernel's BTF")
+            })
+            .and_then(|o| {
+                for name in names::ACCEPT_TRACEPOINTS {
+                    format::check_syscall_exit(&tracefs, name)?;
+                }
+                Ok(o)
+            });
+        let (accept_offsets, mut accept_unavailable) = match accept {
+            Ok(o) => (o, None),
+            Err(e) => (AcceptOffsets::default(), Some(format!("{e:#}"))),
         };
         let (program, layout) = match choice {
             Choice::Fast => (names::PROG_FAST, format::FAST),
@@ -174,6 +196,7 @@ impl Live {
             .override_global(names::CONFIG, &config, true)
             .override_global(names::LAYOUT, &layout, true)
             .override_global(names::NETNS_OFFSETS, &netns_offsets, true)
+            .override_global(names::ACCEPT_OFFSETS, &accept_offsets, true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .map_max_entries(names::PORTS, ports_len)
@@ -267,6 +290,42 @@ impl Live {
             }
         }
 
+        let mut accept_programs = Vec::new();
+        if accept_unavailable.is_none() {
+            let attached = (|| -> anyhow::Result<()> {
+                let p: &mut TracePoint = ebpf
+                    .program_mut(names::ACCEPT_PROGRAM)
+                    .with_context(|| format!("program {} missing", names::ACCEPT_PROGRAM))?
+                    .try_into()?;
+                p.load().map_err(hint_prog)?;
+                // One program, one link per syscall exit; both or neither, so every accept
+                // is named the same way.
+                let mut links = Vec::new();
+                for name in names::ACCEPT_TRACEPOINTS {
+                    match p.attach("syscalls", name) {
+                        Ok(l) => links.push(l),
+                        Err(e) => {
+                            for l in links {
+                                let _ = p.detach(l);
+                            }
+                            return Err(privilege_hint(anyhow!(e)))
+                                .with_context(|| format!("attaching to syscalls:{name}"));
+                        }
+                    }
+                }
+                prog_fds.push(p.fd()?.as_fd().try_clone_to_owned()?);
+                Ok(())
+            })();
+            match attached {
+                Ok(()) => accept_programs.extend(
+                    names::ACCEPT_TRACEPOINTS
+                        .iter()
+                        .map(|n| format!("syscalls:{n}")),
+                ),
+                Err(e) => accept_unavailable = Some(format!("{e:#}")),
+            }
+        }
+
         let ring = match ebpf.take_map(names::EVENTS).context("EVENTS map missing")? {
             aya::maps::Map::RingBuf(m) => m,
             _ => bail!("the EVENTS map is not a ring buffer"),
@@ -292,6 +351,8 @@ impl Live {
             context_programs,
             unavailable,
             reads_netns: config.read_netns != 0,
+            accept_programs,
+            accept_unavailable,
             _logger: logger,
         })
     }

@@ -56,7 +56,9 @@ impl Role {
     }
 }
 
-/// How an owner was learned.
+/// How an owner was learned. Which one wins when several are learned ([`Self::rank`]): the
+/// socket's own act (`event`) over the process that accepted it (`accept`) over what /proc
+/// says (`procfs`) over the listener's owner (`inherited`, a guess).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OwnerSource {
@@ -66,6 +68,41 @@ pub enum OwnerSource {
     Inherited,
     /// From /proc/<pid>/fd, for a socket whose history the tracer did not see.
     Procfs,
+    /// An accepted socket, from the process whose `accept()`/`accept4()` returned it (a
+    /// pre-fork server's worker, not the master that owns the listener).
+    Accept,
+}
+
+impl OwnerSource {
+    /// Precedence: an owner learned from a higher rank replaces one of a lower rank, never
+    /// the other way round. `event` comes last in time too (a close or shutdown after the
+    /// accept), so it is always the latest word.
+    pub const fn rank(self) -> u8 {
+        match self {
+            Self::Inherited => 0,
+            Self::Procfs => 1,
+            Self::Accept => 2,
+            Self::Event => 3,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Inherited => "inherited",
+            Self::Procfs => "procfs",
+            Self::Accept => "accept",
+        }
+    }
+}
+
+/// Whether an owner learned from `new` replaces `current` ([`OwnerSource::rank`]). An
+/// `event` owner always replaces (the socket's latest own act), even another `event`.
+pub fn owner_replaces(current: Option<&Owner>, new: OwnerSource) -> bool {
+    match current {
+        None => true,
+        Some(o) => new == OwnerSource::Event || new.rank() > o.source.rank(),
+    }
 }
 
 /// The process that owns a socket (not the task that happened to be on the CPU). What its

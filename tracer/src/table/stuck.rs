@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 
 use super::{Conn, Owner, Table};
-use crate::decode::{Comm, TcpState};
+use crate::decode::{Comm, SockAddr, TcpState};
 
 /// Stuck reports of a socket in its current state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,19 +62,11 @@ impl Table {
     pub fn stuck(&mut self, now_ns: u64, threshold_ns: u64) -> Vec<StuckReport> {
         let mut out = Vec::new();
         for c in self.conns.values_mut().chain(self.seeded.values_mut()) {
-            let state = c.last_state();
-            if !STUCK_STATES.contains(&state) {
+            let Some(next) = c.stuck_due(now_ns, threshold_ns) else {
                 continue;
-            }
-            let (age_ns, age_at_least) = c.age(now_ns);
-            let next = if c.stuck.next_age_ns == 0 {
-                threshold_ns
-            } else {
-                c.stuck.next_age_ns
             };
-            if age_ns < next {
-                continue;
-            }
+            let state = c.last_state();
+            let (age_ns, age_at_least) = c.age(now_ns);
             c.stuck.reports += 1;
             // The next report when the age doubles (at least one threshold later).
             c.stuck.next_age_ns = (age_ns.saturating_mul(2)).max(next.saturating_add(threshold_ns));
@@ -117,6 +109,16 @@ impl Table {
         }
         out.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
         out
+    }
+
+    /// The open sockets [`Self::stuck`] would report at `now_ns` (seeded ones, which have
+    /// no address yet, left out), without counting a report.
+    pub fn stuck_due(&self, now_ns: u64, threshold_ns: u64) -> Vec<SockAddr> {
+        self.conns
+            .values()
+            .filter(|c| c.stuck_due(now_ns, threshold_ns).is_some())
+            .map(|c| c.sock)
+            .collect()
     }
 
     /// Every connection stuck for at least `threshold_ns` now, grouped by owner and state,
@@ -172,5 +174,21 @@ impl Table {
         let mut v: Vec<StuckGroup> = groups.into_values().collect();
         v.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest_ns.cmp(&a.oldest_ns)));
         v
+    }
+}
+
+impl Conn {
+    /// Whether it is due for a stuck report at `now_ns` (in a stuck-prone state, and as old
+    /// as the next report's age): that age, or `None`.
+    fn stuck_due(&self, now_ns: u64, threshold_ns: u64) -> Option<u64> {
+        if !STUCK_STATES.contains(&self.last_state()) {
+            return None;
+        }
+        let next = if self.stuck.next_age_ns == 0 {
+            threshold_ns
+        } else {
+            self.stuck.next_age_ns
+        };
+        (self.age(now_ns).0 >= next).then_some(next)
     }
 }

@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::decode::Task;
+use crate::decode::{Accept, Task};
 use crate::decode::{Comm, TcpState::*};
 
 /// The network namespace of the test sockets.
@@ -268,6 +268,170 @@ fn owners_come_from_process_context_and_are_inherited_by_accepted_sockets() {
     close.task = task(101, "worker");
     let o = t.apply(&close).owner.unwrap();
     assert_eq!((o.pid, o.source), (101, OwnerSource::Event));
+}
+
+/// `pid` (comm `comm`) accepted the socket `sock` (local port `sport`, remote `dport`).
+pub(crate) fn acc(
+    sock: u64,
+    ts: u64,
+    state: TcpState,
+    (sport, dport): (u16, u16),
+    pid: u32,
+    comm: &str,
+) -> Accept {
+    let t = tr(sock, ts, state, state, sport, dport);
+    Accept {
+        ts_ns: ts,
+        sock: t.sock,
+        netns: t.netns,
+        family: t.family,
+        tuple: t.tuple,
+        state,
+        task: task(pid, comm),
+        cpu: 0,
+    }
+}
+
+fn owner_of(t: &Table, sock: u64) -> Option<(u32, OwnerSource)> {
+    t.open()
+        .find(|c| c.sock == SockAddr(sock))
+        .and_then(|c| c.owner)
+        .map(|o| (o.pid, o.source))
+}
+
+#[test]
+fn the_accepting_process_owns_an_accepted_socket_until_its_own_act() {
+    // A pre-fork server: the master (100) listens, a worker (101) accepts.
+    let mut t = Table::new();
+    let mut listen = tr(9, 1, Close, Listen, 80, 0);
+    listen.task = task(100, "master");
+    t.apply(&listen);
+    t.apply(&tr(2, 2, Listen, SynRecv, 80, 5000));
+    t.apply(&tr(2, 3, SynRecv, Established, 80, 5000));
+    assert_eq!(owner_of(&t, 2), Some((100, OwnerSource::Inherited)));
+    let o = t.accept(&acc(2, 4, Established, (80, 5000), 101, "worker"));
+    assert_eq!(
+        o.map(|o| (o.pid, o.source)),
+        Some((101, OwnerSource::Accept))
+    );
+    let c = t.open().find(|c| c.sock == SockAddr(2)).unwrap();
+    assert_eq!(c.owner.unwrap().comm.as_str(), "worker");
+    // Softirq transitions keep it; /proc does not replace it.
+    let a = t.apply(&tr(2, 5, Established, CloseWait, 80, 5000));
+    assert_eq!(a.owner.map(|o| o.pid), Some(101));
+    let mut proc_owner = Owner::from_task(&task(55, "other"), OwnerSource::Procfs);
+    t.set_owner(SockAddr(2), proc_owner);
+    assert_eq!(owner_of(&t, 2), Some((101, OwnerSource::Accept)));
+    // The socket's own act afterwards wins (the fd was passed on, say).
+    let mut close = tr(2, 6, CloseWait, LastAck, 80, 5000);
+    close.task = task(102, "handler");
+    let o = t.apply(&close).owner.unwrap();
+    assert_eq!((o.pid, o.source), (102, OwnerSource::Event));
+    // ... and a late accept record does not undo it.
+    t.accept(&acc(2, 7, LastAck, (80, 5000), 101, "worker"));
+    assert_eq!(owner_of(&t, 2), Some((102, OwnerSource::Event)));
+    // /proc replaces an inherited owner (the stuck check), not an accepted one.
+    t.apply(&tr(3, 8, Listen, SynRecv, 80, 5001));
+    proc_owner.pid = 56;
+    t.set_owner(SockAddr(3), proc_owner);
+    assert_eq!(owner_of(&t, 3), Some((56, OwnerSource::Procfs)));
+    t.accept(&acc(3, 9, SynRecv, (80, 5001), 103, "worker2"));
+    assert_eq!(owner_of(&t, 3), Some((103, OwnerSource::Accept)));
+    t.set_owner(SockAddr(3), proc_owner);
+    assert_eq!(owner_of(&t, 3), Some((103, OwnerSource::Accept)));
+}
+
+#[test]
+fn ranks_of_owner_sources() {
+    use OwnerSource::*;
+    let o = |s| Some(Owner::from_task(&task(1, "x"), s));
+    for (cur, new, replaces) in [
+        (None, Inherited, true),
+        (o(Inherited), Procfs, true),
+        (o(Inherited), Accept, true),
+        (o(Procfs), Accept, true),
+        (o(Accept), Procfs, false),
+        (o(Accept), Inherited, false),
+        (o(Accept), Accept, false),
+        (o(Accept), Event, true),
+        (o(Event), Accept, false),
+        (o(Event), Procfs, false),
+        (o(Event), Event, true),
+    ] {
+        assert_eq!(
+            owner_replaces(cur.as_ref(), new),
+            replaces,
+            "{cur:?} <- {new:?}"
+        );
+    }
+    assert_eq!(
+        serde_json::to_string(&Accept).unwrap(),
+        "\"accept\"",
+        "the JSON name"
+    );
+    assert_eq!(Accept.name(), "accept");
+}
+
+#[test]
+fn an_accept_of_a_socket_not_seen_yet_starts_its_timeline() {
+    // `--pid WORKER`: the kernel dropped the handshake (the master's), not the accept.
+    let mut t = Table::new();
+    t.accept(&acc(4, 10, Established, (80, 6000), 101, "worker"));
+    let c = t.open().next().unwrap();
+    assert_eq!(
+        (c.role, c.states.as_slice(), c.incomplete),
+        (Role::Server, &[Established][..], true)
+    );
+    assert_eq!(owner_of(&t, 4), Some((101, OwnerSource::Accept)));
+    // Context events without an address find it by tuple.
+    let mut e = ctx(None, 11, ContextKind::Error, None, 104);
+    e.tuple = c.tuple;
+    assert_eq!(t.context(&e).map(|o| o.pid), Some(101));
+    let a = t.apply(&tr(4, 12, Established, CloseWait, 80, 6000));
+    assert_eq!((a.in_old_ns, a.owner.map(|o| o.pid)), (None, Some(101)));
+    // Already reset in the accept queue, never seen: nothing to follow.
+    t.accept(&acc(5, 13, Close, (80, 6001), 101, "worker"));
+    assert_eq!(t.len(), 1);
+    // Reset in the queue after its handshake was seen: the closed record gets the owner.
+    t.apply(&tr(6, 14, Listen, SynRecv, 80, 6002));
+    t.apply(&tr(6, 15, SynRecv, Established, 80, 6002));
+    t.apply(&tr(6, 16, Established, Close, 80, 6002));
+    t.accept(&acc(6, 17, Close, (80, 6002), 101, "worker"));
+    let done = t.flush();
+    let c = done.iter().find(|c| c.sock == SockAddr(6)).unwrap();
+    assert_eq!(
+        c.owner.map(|o| (o.pid, o.source)),
+        Some((101, OwnerSource::Accept))
+    );
+}
+
+#[test]
+fn stuck_reports_ask_proc_about_unknown_and_inherited_owners_only() {
+    let mut t = Table::new();
+    let mut listen = tr(9, 0, Close, Listen, 80, 0);
+    listen.task = task(100, "master");
+    t.apply(&listen);
+    for (sock, port) in [(1, 5001), (2, 5002), (3, 5003)] {
+        t.apply(&tr(sock, S, Listen, SynRecv, 80, port));
+        t.apply(&tr(sock, S, SynRecv, Established, 80, port));
+        t.apply(&tr(sock, S, Established, CloseWait, 80, port));
+    }
+    t.accept(&acc(2, S, CloseWait, (80, 5002), 101, "worker"));
+    // Not due yet; then all three are, and only the inherited ones need /proc.
+    assert!(t.stuck_due(10 * S, 30 * S).is_empty());
+    let mut due = t.stuck_due(31 * S, 30 * S);
+    due.sort();
+    assert_eq!(due, [SockAddr(1), SockAddr(2), SockAddr(3)]);
+    let mut want: Vec<u64> = t
+        .unconfirmed_owners(&due)
+        .into_iter()
+        .map(|(s, _)| s.0)
+        .collect();
+    want.sort();
+    assert_eq!(want, [1, 3]);
+    // Reported, they are not due again until the back-off age.
+    assert_eq!(t.stuck(31 * S, 30 * S).len(), 3);
+    assert!(t.stuck_due(32 * S, 30 * S).is_empty());
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod accept;
 mod cgroups;
 mod close_classes;
 mod connections;
