@@ -109,10 +109,10 @@ impl Namespaces {
         if self.refused.contains(&netns) {
             return Lookup::Refused;
         }
-        if !self.others.contains_key(&netns) {
-            if let Some(missing) = self.missing(netns) {
-                return missing;
-            }
+        if !self.others.contains_key(&netns)
+            && let Some(missing) = self.missing(netns)
+        {
+            return missing;
         }
         let needs_socket = match self.others.get(&netns) {
             None => return Lookup::Gone,
