@@ -412,6 +412,13 @@ fn final_report<S: Sink>(
             String::new()
         },
     );
+    if totals.lost_accepts > 0 {
+        let _ = writeln!(
+            err,
+            "tracer: {} accept records lost (ring buffer full or unreadable): those accepted sockets keep their listener's owner",
+            totals.lost_accepts
+        );
+    }
     if let Some(n) = pipe.namespaces.as_ref().filter(|n| n.over_cap > 0) {
         let _ = writeln!(
             err,

@@ -58,6 +58,10 @@ pub struct Totals {
     pub lost_ringbuf_full: u64,
     pub lost_read_error: u64,
     pub context_seen: u64,
+    /// Accept records (owners of accepted sockets) not handed over: full ring or unreadable.
+    /// Apart from the events' losses: they are no events, and an accepted socket whose
+    /// record is lost only keeps its listener's owner.
+    pub lost_accepts: u64,
     /// `recursion_misses` of the program (bpf_prog_info): runs the kernel skipped.
     pub recursion_misses: u64,
 }
@@ -372,8 +376,12 @@ impl Live {
             for c in per_cpu.iter() {
                 t.seen += c.seen;
                 t.submitted += c.submitted;
-                t.lost_ringbuf_full += c.lost_ringbuf_full;
-                t.lost_read_error += c.lost_read_error;
+                if slot == tracer_common::kind::ACCEPT {
+                    t.lost_accepts += c.lost_ringbuf_full + c.lost_read_error;
+                } else {
+                    t.lost_ringbuf_full += c.lost_ringbuf_full;
+                    t.lost_read_error += c.lost_read_error;
+                }
                 t.context_seen += c.context_seen;
             }
         }

@@ -475,6 +475,14 @@ impl Table {
         for c in self.conns.values().chain(self.seeded.values()) {
             n[c.last_state() as usize] += 1;
         }
+        // Orphaned FIN_WAIT2s are still in FIN_WAIT2 (in a timewait socket).
+        let orphans = self
+            .closing
+            .values()
+            .chain(self.displaced.values())
+            .filter(|h| h.orphaned())
+            .count();
+        n[TcpState::FinWait2 as usize] += orphans as u64;
         TcpState::ALL
             .iter()
             .map(|&s| (s, n[s as usize]))
