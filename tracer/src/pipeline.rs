@@ -536,14 +536,22 @@ impl<S: Sink> Pipeline<S> {
         let Some(threshold) = self.stuck_ns else {
             return Ok(());
         };
-        for r in self.table.stuck(now_ns, threshold) {
-            if self.filter.matches_states(&r.conn.states)
-                && self
-                    .filter
-                    .matches_owner(r.conn.owner.as_ref(), &self.names)
-            {
-                self.sink.stuck(&r)?;
-            }
+        let mut reports: Vec<_> = self
+            .table
+            .stuck(now_ns, threshold)
+            .into_iter()
+            .filter(|r| {
+                self.filter.matches_states(&r.conn.states)
+                    && self
+                        .filter
+                        .matches_owner(r.conn.owner.as_ref(), &self.names)
+            })
+            .collect();
+        if let Some(ns) = &mut self.namespaces {
+            crate::enrich::why_stuck(&mut reports, ns);
+        }
+        for r in &reports {
+            self.sink.stuck(r)?;
         }
         Ok(())
     }

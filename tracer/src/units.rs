@@ -21,6 +21,17 @@ pub(crate) fn put_zero_padded(b: &mut Vec<u8>, mut n: u64, width: usize) {
 }
 
 /// `1.25ms`, `52.3µs`, `3.20s`, `2m05s`: short and unambiguous.
+/// `512B`, `1.5KiB`, `4.0MiB`, `2.3GiB`: a byte count for people (binary units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if n >= size {
+            return format!("{:.1}{unit}", n as f64 / size as f64);
+        }
+    }
+    format!("{n}B")
+}
+
 pub fn human_ns(ns: u64) -> String {
     let mut b = Vec::with_capacity(16);
     put_human_ns(&mut b, ns);

@@ -148,3 +148,30 @@ pub fn seed(
     }
     Ok(out)
 }
+
+/// What `ss -ti` shows of each stuck full socket, from sock_diag in its own namespace (one
+/// dump per namespace, of the reported states only): the reports' `info`. Orphaned
+/// FIN_WAIT2s (timewait sockets) have none. Best effort: a namespace that cannot be asked
+/// leaves its reports without.
+pub fn why_stuck(reports: &mut [crate::table::StuckReport], namespaces: &mut Namespaces) {
+    use netlink_packet_sock_diag::inet::StateFlags;
+    let mut by_ns: std::collections::BTreeMap<u32, StateFlags> = std::collections::BTreeMap::new();
+    for r in reports.iter().filter(|r| r.conn.orphan.is_none()) {
+        let bit = StateFlags::from_bits_truncate(1 << (r.state as u32));
+        *by_ns.entry(r.conn.netns).or_insert(StateFlags::empty()) |= bit;
+    }
+    for (ns, states) in by_ns {
+        let Lookup::Diag(d) = namespaces.lookup(ns) else {
+            continue;
+        };
+        let Ok(info) = d.info(states) else {
+            continue;
+        };
+        for r in reports
+            .iter_mut()
+            .filter(|r| r.conn.netns == ns && r.conn.orphan.is_none())
+        {
+            r.info = info.get(&r.conn.tuple).copied();
+        }
+    }
+}

@@ -7,10 +7,14 @@ use netlink_packet_core::{
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags, Timer},
+    inet::{
+        ExtensionFlags, InetRequest, InetResponse, InetResponseHeader, SocketId, StateFlags, Timer,
+        nlas::Nla,
+    },
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
+pub use crate::table::SockInfo;
 use crate::{
     decode::{Family, TcpState},
     table::Tuple,
@@ -111,11 +115,61 @@ impl SockDiag {
         Ok(out)
     }
 
+    /// What `ss -ti` shows of every full socket in `states`: local/remote tuple → its queues
+    /// and `tcp_info` (INET_DIAG_INFO). For the stuck reports' "why".
+    pub fn info(&mut self, states: StateFlags) -> io::Result<HashMap<Tuple, SockInfo>> {
+        let mut out = HashMap::new();
+        for family in [AF_INET, AF_INET6] {
+            self.dump_ext(family, states.clone(), ExtensionFlags::INFO, |r, _| {
+                let h = &r.header;
+                let tcp = r.nlas.iter().find_map(|n| match n {
+                    Nla::TcpInfo(i) => Some(i),
+                    _ => None,
+                });
+                let Some(i) = tcp else {
+                    return;
+                };
+                out.insert(
+                    tuple(&h.socket_id),
+                    SockInfo {
+                        recv_queue: h.recv_queue,
+                        send_queue: h.send_queue,
+                        notsent_bytes: i.notsent_bytes,
+                        unacked: i.unacked,
+                        retransmits: i.retransmits,
+                        probes: i.probes,
+                        backoff: i.backoff,
+                        rto_us: i.rto,
+                        rtt_us: i.rtt,
+                        total_retrans: i.total_retrans,
+                        last_data_sent_ms: i.last_data_sent,
+                        last_data_recv_ms: i.last_data_recv,
+                        last_ack_recv_ms: i.last_ack_recv,
+                        snd_wnd: i.snd_wnd,
+                    },
+                );
+            })?;
+        }
+        Ok(out)
+    }
+
     fn dump(
         &mut self,
         family: u8,
         states: StateFlags,
         mut f: impl FnMut(&InetResponseHeader, u32),
+    ) -> io::Result<()> {
+        self.dump_ext(family, states, ExtensionFlags::empty(), |r, e| {
+            f(&r.header, e)
+        })
+    }
+
+    fn dump_ext(
+        &mut self,
+        family: u8,
+        states: StateFlags,
+        extensions: ExtensionFlags,
+        mut f: impl FnMut(&InetResponse, u32),
     ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut hdr = NetlinkHeader::default();
@@ -131,7 +185,7 @@ impl SockDiag {
             SockDiagMessage::InetRequest(InetRequest {
                 family,
                 protocol: IPPROTO_TCP,
-                extensions: ExtensionFlags::empty(),
+                extensions,
                 states,
                 socket_id,
             })
@@ -160,7 +214,7 @@ impl SockDiag {
                         let expires = bytes
                             .get(at..at + 4)
                             .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        f(&r.header, expires);
+                        f(&r, expires);
                     }
                     _ => {}
                 }

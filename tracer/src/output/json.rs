@@ -626,6 +626,15 @@ struct StuckJson<'a> {
     seen_from: SeenFrom,
     /// Closed by its owner, handed to a timewait socket that awaits the peer's FIN.
     orphaned: bool,
+    /// What `ss -ti` showed of it when reported (live, full sockets only).
+    why: Option<WhyJson>,
+}
+
+#[derive(Serialize)]
+struct WhyJson {
+    text: String,
+    #[serde(flatten)]
+    info: crate::table::SockInfo,
 }
 
 #[derive(Serialize)]
@@ -721,6 +730,10 @@ impl<W: Write> Sink for Json<W> {
             states: &c.states,
             seen_from: c.seen_from,
             orphaned: c.orphan.is_some(),
+            why: r.info.map(|info| WhyJson {
+                text: info.why(r.state),
+                info,
+            }),
         })
     }
 

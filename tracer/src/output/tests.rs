@@ -178,6 +178,7 @@ fn owner_identity_in_json_and_text() {
         age_ns: 5,
         age_at_least: false,
         report: 1,
+        info: None,
     };
     s.stuck(&report).unwrap();
     let u = Unstuck {
@@ -348,6 +349,10 @@ fn schema_of_every_record_type() {
         age_ns: 5,
         age_at_least: false,
         report: 1,
+        info: Some(crate::table::SockInfo {
+            recv_queue: 7,
+            ..Default::default()
+        }),
     })
     .unwrap();
     s.unstuck(
@@ -403,7 +408,9 @@ fn schema_of_every_record_type() {
         ),
         format!(
             "{{v type sock netns state age_ns age_at_least report owner{OWNER} {TUPLE} role states \
-             seen_from orphaned}}"
+             seen_from orphaned why{{text recv_queue send_queue notsent_bytes unacked retransmits probes \
+             backoff rto_us rtt_us total_retrans last_data_sent_ms last_data_recv_ms last_ack_recv_ms \
+             snd_wnd}}}}"
         ),
         format!(
             "{{v type time ts_ns sock netns state new age_ns age_at_least reports owner{OWNER} {TUPLE}}}"

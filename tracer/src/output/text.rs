@@ -473,6 +473,10 @@ impl<W: Write> Sink for Text<W> {
                 "\n      why: closed before tracer started; the peer never sent FIN".to_string()
             }
         };
+        let why = match r.info.map(|i| i.why(r.state)) {
+            Some(text) if !text.is_empty() => format!("{why}\n      why: {text}"),
+            _ => why,
+        };
         writeln!(
             self.out,
             "{w}STUCK{w:#} {sock} {} -> {}{netns} in {} for {at_least}{}  {owner}{again}\n      so far: {}{why}",

@@ -24,6 +24,76 @@ pub const STUCK_STATES: [TcpState; 7] = [
     TcpState::Closing,
 ];
 
+/// A full socket's queues and `tcp_info`, as `ss -ti` shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SockInfo {
+    /// Bytes received and not read by the application.
+    pub recv_queue: u32,
+    /// Bytes written and not acked by the peer (sent and unsent).
+    pub send_queue: u32,
+    /// Of those, bytes not sent yet.
+    pub notsent_bytes: u32,
+    /// Segments sent and not acked.
+    pub unacked: u32,
+    /// Retransmits of the current segment (RTO back-offs so far).
+    pub retransmits: u8,
+    /// Zero-window or keepalive probes sent without an answer.
+    pub probes: u8,
+    pub backoff: u8,
+    pub rto_us: u32,
+    pub rtt_us: u32,
+    pub total_retrans: u32,
+    pub last_data_sent_ms: u32,
+    pub last_data_recv_ms: u32,
+    pub last_ack_recv_ms: u32,
+    /// The peer's advertised receive window (bytes, scaled).
+    pub snd_wnd: u32,
+}
+
+impl SockInfo {
+    /// Why a socket stuck in `state` is stuck, in a few words: "4.0MiB unsent, peer window
+    /// 0, 12 probes". Empty when nothing stands out.
+    pub fn why(&self, state: TcpState) -> String {
+        use crate::units::human_bytes;
+        let mut parts: Vec<String> = Vec::new();
+        let unsent = self.notsent_bytes;
+        let in_flight = self.send_queue.saturating_sub(unsent);
+        if unsent > 0 {
+            parts.push(format!("{} unsent", human_bytes(unsent.into())));
+        }
+        if in_flight > 0 {
+            parts.push(format!(
+                "{} sent and not acked ({} segments)",
+                human_bytes(in_flight.into()),
+                self.unacked
+            ));
+        }
+        if self.send_queue > 0 && self.snd_wnd == 0 {
+            parts.push("peer window 0".into());
+        }
+        if self.probes > 0 {
+            parts.push(format!("{} probes unanswered", self.probes));
+        }
+        if self.retransmits > 0 || self.backoff > 0 {
+            parts.push(format!(
+                "retransmitting (RTO {}, back-off {})",
+                crate::units::human_ns(u64::from(self.rto_us) * 1_000),
+                self.backoff
+            ));
+        }
+        if self.recv_queue > 0 {
+            parts.push(format!(
+                "{} received and not read by the application",
+                human_bytes(self.recv_queue.into())
+            ));
+        }
+        if parts.is_empty() && state == TcpState::CloseWait {
+            parts.push("the peer closed; the application has not called close()".into());
+        }
+        parts.join(", ")
+    }
+}
+
 /// A connection that has stayed in one state longer than the threshold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StuckReport {
@@ -34,6 +104,8 @@ pub struct StuckReport {
     pub age_at_least: bool,
     /// 1 for the first report in this state, then 2, 3, … as it ages.
     pub report: u32,
+    /// Its queues and `tcp_info` when the report was made (live, full sockets only).
+    pub info: Option<SockInfo>,
 }
 
 /// A stuck connection that finally moved.
@@ -76,6 +148,7 @@ impl Table {
                 age_ns,
                 age_at_least,
                 report: c.stuck.reports,
+                info: None,
             });
         }
         // Orphaned FIN_WAIT2s: closed by their owner, the peer's FIN still awaited.
@@ -105,6 +178,7 @@ impl Table {
                 age_ns,
                 age_at_least: false,
                 report: c.stuck.reports,
+                info: None,
             });
         }
         out.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
@@ -190,5 +264,51 @@ impl Conn {
             self.stuck.next_age_ns
         };
         (self.age(now_ns).0 >= next).then_some(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn why_names_what_stands_out() {
+        let behind_a_closed_window = SockInfo {
+            send_queue: 4 << 20,
+            notsent_bytes: 4 << 20,
+            snd_wnd: 0,
+            probes: 12,
+            ..SockInfo::default()
+        };
+        assert_eq!(
+            behind_a_closed_window.why(TcpState::FinWait1),
+            "4.0MiB unsent, peer window 0, 12 probes unanswered"
+        );
+        let retransmitting = SockInfo {
+            send_queue: 1448,
+            unacked: 1,
+            snd_wnd: 65535,
+            retransmits: 3,
+            backoff: 3,
+            rto_us: 1_600_000,
+            ..SockInfo::default()
+        };
+        assert_eq!(
+            retransmitting.why(TcpState::Established),
+            "1.4KiB sent and not acked (1 segments), retransmitting (RTO 1.60s, back-off 3)"
+        );
+        assert_eq!(
+            SockInfo {
+                recv_queue: 100,
+                ..SockInfo::default()
+            }
+            .why(TcpState::CloseWait),
+            "100B received and not read by the application"
+        );
+        assert_eq!(
+            SockInfo::default().why(TcpState::CloseWait),
+            "the peer closed; the application has not called close()"
+        );
+        assert_eq!(SockInfo::default().why(TcpState::SynSent), "");
     }
 }

@@ -155,3 +155,94 @@ fn a_socket_stuck_before_the_tracer_started_is_seeded_and_reported() {
     );
     assert_eq!(g["owner"]["pid"].as_u64(), Some(std::process::id().into()));
 }
+
+/// A FIN_WAIT1 stuck behind a peer that stopped reading: the stuck report says why (what
+/// `ss -ti` shows: bytes unsent, the peer's zero window, probes), with the same send queue
+/// as `ss` for that socket.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn a_stuck_fin_wait1_says_why() {
+    let (listener, addr) = bound(false);
+    listener.set_recv_buffer_size(4096).unwrap();
+    let t = Tracer::start(&[
+        "-o",
+        "json",
+        "--stuck",
+        "1s",
+        "-p",
+        &addr.port().to_string(),
+    ]);
+    t.wait_stderr("attached", Duration::from_secs(5));
+    listener.listen(4).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let client = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    client.set_send_buffer_size(65536).unwrap();
+    client.connect(&addr.into()).unwrap();
+    let (server, _) = listener.accept().unwrap(); // never reads
+    let cport = client.local_addr().unwrap().as_socket().unwrap().port();
+    client.set_nonblocking(true).unwrap();
+    let chunk = [0u8; 16384];
+    let mut written = 0usize;
+    let start = Instant::now();
+    loop {
+        match std::io::Write::write(&mut &client, &chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Let the peer's window close, then try once more.
+                thread::sleep(Duration::from_millis(50));
+                if std::io::Write::write(&mut &client, &chunk).is_err() {
+                    break;
+                }
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "wrote {written} bytes"
+        );
+    }
+    drop(client); // close(): FIN_WAIT1, the FIN queued behind the unsent bytes
+    let p = u64::from(cport);
+    let is_report =
+        |v: &Value| v["type"] == "stuck" && v["sport"] == p && v["state"] == "FIN_WAIT1";
+    t.wait_json(1, is_report);
+    // ss for the same socket, right after.
+    let ss = Command::new("ss")
+        .args([
+            "-tnH",
+            "state",
+            "fin-wait-1",
+            "sport",
+            "=",
+            &format!(":{cport}"),
+        ])
+        .output_locked()
+        .unwrap();
+    let ss = String::from_utf8_lossy(&ss.stdout).to_string();
+    let (status, out, err) = t.stop();
+    drop(server);
+    drop(listener);
+    assert!(status.success(), "{err:?}");
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let r = records.iter().find(|v| is_report(v)).unwrap();
+    let why = &r["why"];
+    assert!(why.is_object(), "{r:#}");
+    let send_q = why["send_queue"].as_u64().unwrap();
+    assert!(send_q > 0, "{why:#}");
+    assert_eq!(why["snd_wnd"], 0, "the peer's window is closed: {why:#}");
+    let text = why["text"].as_str().unwrap();
+    assert!(text.contains("peer window 0"), "{text}");
+    // `ss -tn` columns: Recv-Q Send-Q Local Peer.
+    let ss_send_q: u64 = ss
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("ss: {ss:?}"));
+    assert_eq!(
+        send_q, ss_send_q,
+        "tracer's send queue and ss's: {why:#}\n{ss}"
+    );
+}
