@@ -653,13 +653,9 @@ impl Table {
         };
         // The peer's own namespace first (loopback); across a veth pair the closer is in
         // another one, and then only a single candidate is trusted.
-        let same: Vec<(u32, SockAddr)> = at
-            .iter()
-            .copied()
-            .filter(|(ns, _)| *ns == t.netns)
-            .collect();
-        let pick = match (same.as_slice(), at.as_slice()) {
-            ([one], _) | ([], [one]) => *one,
+        let mut same = at.iter().filter(|(ns, _)| *ns == t.netns);
+        let pick = match (same.next(), same.next(), at.as_slice()) {
+            (Some(one), None, _) | (None, _, [one]) => *one,
             _ => return,
         };
         let key = NsTuple::new(pick.0, rev);

@@ -181,3 +181,117 @@ fn stuck_sees_an_older_leak_in_another_namespace_with_its_owner() {
         "the start-up line counts namespaces: {err:?}"
     );
 }
+
+/// The same port in two namespaces, no namespace filter: each side's transitions, owner
+/// and TIME_WAIT are its own.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn two_namespaces_with_the_same_ports_are_told_apart() {
+    let ns = Netns::new("twins");
+    let inode = ns_inode(&ns.path());
+    let host = ns_inode("/proc/self/ns/net");
+    let (root_listener, root_addr) = bound(false);
+    let port = root_addr.port();
+    let (ns_listener, ns_addr) = ns.run(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
+            .unwrap();
+        let a = s.local_addr().unwrap().as_socket().unwrap();
+        (s, a)
+    });
+    let t = Tracer::start(&["-o", "json", "-p", &port.to_string()]);
+    t.wait_stderr("attached", Duration::from_secs(5));
+    let root_client = one_connection(root_listener, root_addr, FirstCloser::Client);
+    let ns_client = ns.run(move || one_connection(ns_listener, ns_addr, FirstCloser::Client));
+    t.wait_json(6, |v| v["type"] == "connection");
+    let (status, out, err) = t.stop();
+    assert!(status.success(), "{err:?}");
+    let records = parse(&out);
+    let me = u64::from(std::process::id());
+    for (netns, cport) in [(host, root_client), (inode, ns_client)] {
+        let mine: Vec<&Value> = records
+            .iter()
+            .filter(|v| v["netns"].as_u64() == Some(netns))
+            .collect();
+        assert_eq!(
+            mine.iter()
+                .filter(|v| v["type"] == "transition" && v["source"] == "tracepoint")
+                .count(),
+            12,
+            "namespace {netns}: {mine:#?}"
+        );
+        let conns: Vec<&&Value> = mine.iter().filter(|v| v["type"] == "connection").collect();
+        assert_eq!(conns.len(), 3, "client, server, listener in {netns}");
+        for c in &conns {
+            assert_eq!(c["owner"]["pid"].as_u64(), Some(me), "{c:#}");
+        }
+        let client = conns
+            .iter()
+            .find(|c| c["role"] == "client")
+            .expect("a client");
+        assert_eq!(client["sport"].as_u64(), Some(cport.into()));
+        assert_eq!(client["time_wait"]["confirmed"], true, "{client:#}");
+    }
+}
+
+/// A container in miniature: a process in its own network namespace and in a Docker-style
+/// cgroup scope holds a CLOSE_WAIT leak made before the tracer starts. `tracer stuck` finds
+/// it in the start-up dump of that namespace, with the process and its container id.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn stuck_names_a_containers_leak_with_its_pid_and_container_id() {
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let mut cg = TestCgroups::new("ctr");
+    let dir = cg.add(&format!("docker-{ID}.scope"));
+    let ns = Netns::new("ctr");
+    let inode = ns_inode(&ns.path());
+    let (listener, addr) = ns.run(|| {
+        let (l, a) = bound(false);
+        l.listen(1).unwrap();
+        (l, a)
+    });
+    let name = ns.path().trim_start_matches("/run/netns/").to_string();
+    let mut kid = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &name, "bash", "-c"])
+            .arg(format!(
+                "read go; exec 3<>/dev/tcp/127.0.0.1/{}; echo connected; sleep 30",
+                addr.port()
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn_locked()
+            .unwrap(),
+    );
+    let pid = kid.0.id();
+    TestCgroups::enter(&dir, pid);
+    kid.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(kid.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "connected");
+    let listener: std::net::TcpListener = listener.into();
+    let (server, peer) = listener.accept().unwrap();
+    drop(server); // our FIN: the process's socket goes to CLOSE_WAIT and stays there
+    thread::sleep(Duration::from_millis(100));
+    let t = Tracer::start(&["stuck", "1s", "-o", "json", "-p", &addr.port().to_string()]);
+    let cport = u64::from(peer.port());
+    t.wait_json(1, |v| {
+        v["type"] == "stuck" && v["sport"] == cport && v["state"] == "CLOSE_WAIT"
+    });
+    let (status, out, err) = t.stop();
+    drop(kid);
+    drop(listener);
+    assert!(status.success(), "{err:?}");
+    let records = parse(&out);
+    let s = records
+        .iter()
+        .find(|v| v["type"] == "stuck" && v["sport"] == cport)
+        .unwrap();
+    assert_eq!(s["netns"].as_u64(), Some(inode), "{s:#}");
+    assert_eq!(s["seen_from"], "dump");
+    assert_eq!(s["owner"]["pid"].as_u64(), Some(u64::from(pid)), "{s:#}");
+    assert_eq!(s["owner"]["container_id"], ID, "{s:#}");
+    drop(cg);
+}
