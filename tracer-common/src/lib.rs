@@ -68,8 +68,11 @@ pub mod kind {
     pub const COUNT: usize = 9;
 }
 
-/// Names of the maps, programs and globals in the eBPF object, shared so that a rename on
-/// one side is a compile error on the other rather than a load-time "map not found".
+/// Names of the maps, programs and globals in the eBPF object, as the loader looks them up.
+/// The kernel side spells them as Rust identifiers (a `static` or `fn` name), so a rename there
+/// is not a compile error: the loader's unit tests (`source::object_tests`) parse the built
+/// object and check that each name below exists, with the map type, key and value sizes and
+/// global sizes the loader assumes.
 pub mod names {
     /// Ring buffer carrying [`super::Event`]s.
     pub const EVENTS: &str = "EVENTS";

@@ -197,7 +197,7 @@ fn run_target(cmd: &mut Command) -> anyhow::Result<Outcome> {
 
 /// Whether rustup has an undated `nightly` (what `rustup run nightly` uses).
 fn has_nightly() -> bool {
-    crate::rustup_toolchains().is_ok_and(|ts| {
+    crate::toolchain::rustup_toolchains().is_ok_and(|ts| {
         ts.iter().any(|t| match t.strip_prefix("nightly") {
             Some("") => true,
             // `nightly-x86_64-unknown-linux-gnu`, not a dated `nightly-2025-01-01-…`.

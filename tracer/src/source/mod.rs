@@ -21,6 +21,8 @@ use tracer_common::{
     OWNER_CGROUP, OWNER_COMM, OWNER_PID, names,
 };
 
+#[cfg(test)]
+mod object_tests;
 mod privileges;
 
 use privileges::{check_privileges, privilege_hint, raise_memlock};

@@ -1,0 +1,61 @@
+//! The maps and the globals every program shares. The names are the contract with the loader
+//! (`tracer_common::names`); a test in the loader checks them against the built object.
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{AddrKey, Config, Counters, KOwner, NetnsOffsets, kind};
+
+/// The loader resizes it (`--ring-buffer-size`) before loading.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(kind::COUNT as u32, 0);
+
+/// Ports of `--port`/`--lport`/`--rport`; the loader sizes it to the number of ports.
+#[map]
+pub(crate) static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1, 0);
+
+/// Socket → owner, learned from process-context transitions (only with owner filters).
+#[map]
+pub(crate) static OWNERS: LruHashMap<u64, KOwner> = LruHashMap::with_max_entries(65536, 0);
+
+/// Listening port → owner, for accepted sockets to inherit.
+#[map]
+pub(crate) static LISTEN_OWNERS: LruHashMap<u16, KOwner> = LruHashMap::with_max_entries(4096, 0);
+
+#[map]
+pub(crate) static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
+#[map]
+pub(crate) static COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(1, 0);
+#[map]
+pub(crate) static CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
+
+/// Address prefixes of `--addr`; the loader sizes it to the number of prefixes.
+#[map]
+pub(crate) static ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+pub(crate) static CONFIG: Global<Config> = Global::new(Config {
+    wakeup_bytes: 0,
+    family: 0,
+    filter_ports: 0,
+    filter_addrs: 0,
+    filter_owner: 0,
+    filter_netns: 0,
+    read_netns: 0,
+    _pad: 0,
+});
+
+#[unsafe(no_mangle)]
+pub(crate) static NETNS_OFFSETS: Global<NetnsOffsets> = Global::new(NetnsOffsets {
+    skc_net: 0,
+    net_inum: 0,
+});
+
+/// Network namespace inodes of `--netns`.
+#[map]
+pub(crate) static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);

@@ -1,0 +1,454 @@
+//! One run: one tool started (or none), one generator run, the tool stopped, measured.
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::loadgen::{self, Family};
+
+use super::{
+    Tool,
+    count::count_output,
+    proc::{Proc, cpu_ticks, prog_delta, prog_stats, wait_quiet},
+    report::{slug, uname_r},
+    tracefs::TraceCount,
+};
+
+pub(super) struct Ctx {
+    pub(super) tracer: Option<PathBuf>,
+    /// `--compare`: the second build.
+    pub(super) compare: Option<PathBuf>,
+    pub(super) runs_dir: PathBuf,
+    pub(super) keep_output: bool,
+    pub(super) family: Family,
+}
+
+pub(super) struct Workload {
+    pub(super) name: String,
+    pub(super) gen_args: loadgen::Args,
+    pub(super) tools: Vec<Tool>,
+    pub(super) reps: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct RunResult {
+    pub(super) workload: String,
+    pub(super) tool: Tool,
+    pub(super) rep: u32,
+    pub(super) conns: u64,
+    pub(super) failed: u64,
+    pub(super) conns_per_s: f64,
+    pub(super) elapsed_s: f64,
+    /// Rate mode: the generator's worst lag behind its schedule.
+    pub(super) max_lag_s: f64,
+    /// Counted by the tracefs instance.
+    pub(super) kernel_events: u64,
+    /// 10 per connection (6 with RSTs) + 2 per listener.
+    pub(super) expected_events: u64,
+    /// Transitions on the generator's ports found in the tool's output.
+    pub(super) captured: Option<u64>,
+    /// How `captured` was counted.
+    pub(super) captured_from: &'static str,
+    /// Lost events as the tool itself reports them.
+    pub(super) lost_reported: Option<u64>,
+    /// Sum over the tool's BPF programs during the load.
+    pub(super) recursion_misses: Option<u64>,
+    /// run_time_ns / run_cnt of the tool's busiest program (the inet_sock_set_state one).
+    pub(super) prog_ns_per_run: Option<f64>,
+    /// All the tool's programs' run time during the load / kernel_events.
+    pub(super) all_progs_ns_per_event: Option<f64>,
+    /// The tool's CPU (user + system) from just before the load until it exited.
+    pub(super) cpu_s: Option<f64>,
+    pub(super) cpu_s_per_m_events: Option<f64>,
+    pub(super) peak_rss_kib: Option<u64>,
+    /// Exec until its program ran on an event (perf: until its perf event was open).
+    pub(super) startup_s: Option<f64>,
+    /// tracer only: exec until its "attached" line.
+    pub(super) attached_line_s: Option<f64>,
+    pub(super) summary_line: Option<String>,
+    pub(super) notes: Vec<String>,
+}
+
+impl RunResult {
+    pub(super) fn one_line(&self) -> String {
+        let o = |v: Option<f64>, p: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.p$}"));
+        format!(
+            "{:.0} conns/s, kernel {} (expected {}), captured {}, lost {}, misses {}, {} ns/run, CPU {} s/M, RSS {} MiB, start {} s{}",
+            self.conns_per_s,
+            self.kernel_events,
+            self.expected_events,
+            self.captured.map_or_else(|| "-".into(), |c| c.to_string()),
+            self.lost_reported
+                .map_or_else(|| "-".into(), |c| c.to_string()),
+            self.recursion_misses
+                .map_or_else(|| "-".into(), |c| c.to_string()),
+            o(self.prog_ns_per_run, 0),
+            o(self.cpu_s_per_m_events, 3),
+            o(self.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            o(self.startup_s, 3),
+            if self.notes.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", self.notes.join("; "))
+            }
+        )
+    }
+}
+
+pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::Result<RunResult> {
+    let g = &w.gen_args;
+    let counter = TraceCount::new(g)?;
+    let out_path = ctx.runs_dir.join(format!(
+        "{}-{}-{}.out",
+        slug(&w.name),
+        slug(tool.name()),
+        rep + 1
+    ));
+    let mut notes = Vec::new();
+    let mut proc = None;
+    let mut startup_s = None;
+    let mut attached_line_s = None;
+    if tool != Tool::Untraced {
+        let (mut cmd, out_file) = tool_command(ctx, tool, &out_path)?;
+        let mut p = Proc::spawn(&mut cmd, out_file)?;
+        let ready = if tool == Tool::Perf {
+            p.wait_for_perf_event(Duration::from_secs(60))
+        } else {
+            p.wait_for_first_event(Duration::from_secs(120))
+        };
+        match ready {
+            Ok(s) => startup_s = Some(s),
+            Err(e) => {
+                let tail = p.stderr_tail();
+                p.interrupt();
+                let _ = p.stop(Duration::from_secs(10));
+                return Err(e.context(tail));
+            }
+        }
+        if tool.is_tracer() {
+            attached_line_s = p
+                .wait_for_stderr("tracer: attached to", Duration::from_secs(5))
+                .ok();
+        }
+        if tool == Tool::Perf {
+            notes.push("start-up: until perf's event was open".into());
+        }
+        // Let the tool's start-up work (compiling, loading, first allocations) settle.
+        thread::sleep(Duration::from_millis(500));
+        proc = Some(p);
+    }
+
+    let before = proc.as_ref().map(|p| (cpu_ticks(p.pid), prog_stats(p.pid)));
+    let gen_result = run_loadgen(g);
+    let lg = match gen_result {
+        Ok(g) => g,
+        Err(e) => {
+            if let Some(p) = proc {
+                p.interrupt();
+                let _ = p.stop(Duration::from_secs(10));
+            }
+            return Err(e).context("generator");
+        }
+    };
+    let mut res = RunResult {
+        workload: w.name.clone(),
+        tool,
+        rep: rep + 1,
+        conns: lg.conns,
+        failed: lg.failed,
+        conns_per_s: lg.conns_per_s,
+        elapsed_s: lg.elapsed_s,
+        max_lag_s: lg.max_lag_s,
+        kernel_events: 0,
+        expected_events: lg.expected_transitions,
+        captured: None,
+        captured_from: "",
+        lost_reported: None,
+        recursion_misses: None,
+        prog_ns_per_run: None,
+        all_progs_ns_per_event: None,
+        cpu_s: None,
+        cpu_s_per_m_events: None,
+        peak_rss_kib: None,
+        startup_s,
+        attached_line_s,
+        summary_line: None,
+        notes,
+    };
+    if lg.failed > 0 {
+        res.notes.push(format!("{} connects failed", lg.failed));
+    }
+    if lg.timed_out {
+        res.notes.push("generator hit its time bound".into());
+    }
+
+    if let (Some(p), Some((cpu0, progs0))) = (proc, before) {
+        // Wait for the tool to finish writing what it has (its output stops growing).
+        let min = if tool.is_tracer() { 2.0 } else { 1.0 };
+        wait_quiet(
+            &out_path,
+            Duration::from_secs_f64(min),
+            Duration::from_secs(60),
+        );
+        let progs1 = prog_stats(p.pid);
+        let exit = p.stop(Duration::from_secs(120))?;
+        res.peak_rss_kib = exit.maxrss_kib;
+        if let Some(cpu0) = cpu0 {
+            res.cpu_s = Some((exit.cpu_total_s - cpu0).max(0.0));
+        }
+        res.summary_line = exit.summary_line.clone();
+        if tool != Tool::Perf {
+            let (ns_run, total_ns, misses) = prog_delta(&progs0, &progs1);
+            res.prog_ns_per_run = ns_run;
+            res.recursion_misses = Some(misses);
+            res.all_progs_ns_per_event = Some(total_ns as f64);
+        }
+        let (captured, from, lost) = count_output(tool, &out_path, &exit, g)?;
+        res.captured = captured;
+        res.captured_from = from;
+        res.lost_reported = lost;
+        if !ctx.keep_output {
+            let _ = fs::remove_file(&out_path);
+        }
+        if let Some(code) = exit.code
+            && code != 0
+            && tool != Tool::Perf
+        {
+            res.notes.push(format!("exit status {code}"));
+        }
+    }
+    res.kernel_events = counter.count()?;
+    drop(counter);
+    if let Some(total) = res.all_progs_ns_per_event {
+        res.all_progs_ns_per_event = Some(total / res.kernel_events.max(1) as f64);
+    }
+    if let Some(cpu) = res.cpu_s {
+        res.cpu_s_per_m_events = Some(cpu / (res.kernel_events.max(1) as f64 / 1e6));
+    }
+    if res.kernel_events != res.expected_events {
+        res.notes.push(format!(
+            "kernel emitted {} transitions, formula says {}",
+            res.kernel_events, res.expected_events
+        ));
+    }
+    Ok(res)
+}
+
+pub(super) fn run_loadgen(g: &loadgen::Args) -> anyhow::Result<loadgen::Report> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let out = Command::new(exe)
+        .arg("loadgen")
+        .args(g.to_cli())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the load generator")?;
+    if !out.status.success() {
+        bail!("load generator failed ({})", out.status);
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim())
+        .with_context(|| format!("parsing the generator's report {:?}", line.trim()))
+}
+
+/// The command line of a tool, with its stdout file.
+pub(super) fn tool_command(ctx: &Ctx, tool: Tool, out: &Path) -> anyhow::Result<(Command, File)> {
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let tracer = || -> anyhow::Result<Command> {
+        let bin = ctx.tracer.as_ref().context("no tracer binary")?;
+        let mut c = Command::new(bin);
+        c.args(["--color", "never"]);
+        Ok(c)
+    };
+    let cmd = match tool {
+        Tool::Untraced => bail!("untraced has no command"),
+        Tool::TracerJson => {
+            let mut c = tracer()?;
+            c.args(["-o", "json"]);
+            c
+        }
+        Tool::TracerText => tracer()?,
+        Tool::TracerQuiet => {
+            let mut c = tracer()?;
+            c.arg("-q");
+            c
+        }
+        Tool::CompareJson => {
+            let bin = ctx.compare.as_ref().context("no --compare binary")?;
+            let mut c = Command::new(bin);
+            c.args(["--color", "never", "-o", "json"]);
+            c
+        }
+        Tool::TracerJsonNoEvents => {
+            let mut c = tracer()?;
+            c.args(["-o", "json", "--no-events"]);
+            c
+        }
+        Tool::TracerJsonConnections => {
+            let mut c = tracer()?;
+            c.args(["-o", "json", "--view", "connections"]);
+            c
+        }
+        Tool::Tcpstates => Command::new("/usr/sbin/tcpstates"),
+        Tool::Bcc => {
+            let mut c = Command::new("/usr/sbin/tcpstates-bpfcc");
+            // Python buffers stdout to a file in blocks either way; this only makes sure the
+            // interpreter does not hold back its output at exit.
+            c.env("PYTHONUNBUFFERED", "0");
+            c
+        }
+        Tool::Bpftrace => {
+            let (s, d) = match ctx.family {
+                Family::V4 => ("args->saddr", "args->daddr"),
+                Family::V6 => ("args->saddr_v6", "args->daddr_v6"),
+            };
+            // The same fields tcpstates prints: ports first so the bench can count by port.
+            let script = format!(
+                "tracepoint:sock:inet_sock_set_state {{ printf(\"%d %d %llu %llx %d %s %s %s %d %d\\n\", args->sport, args->dport, nsecs, args->skaddr, pid, comm, ntop({s}), ntop({d}), args->oldstate, args->newstate); }}"
+            );
+            let mut c = Command::new("bpftrace");
+            c.args(["-e", &script]);
+            c
+        }
+        Tool::Perf => {
+            let mut c = Command::new("perf");
+            c.args([
+                "record",
+                "-q",
+                "-B",
+                "-a",
+                "-e",
+                "sock:inet_sock_set_state",
+                "-o",
+            ])
+            .arg(out.with_extension("perf.data"));
+            c
+        }
+    };
+    Ok((cmd, file))
+}
+
+/// Why a tool cannot run here, if it cannot.
+pub(super) fn unavailable(tool: Tool) -> Option<String> {
+    let need = |bin: &str, pkg: &str| {
+        (!Path::new(bin).exists() && which(bin).is_none())
+            .then(|| format!("{bin} not installed (Debian package {pkg}; --peers installs it)"))
+    };
+    match tool {
+        Tool::Tcpstates => need("/usr/sbin/tcpstates", "libbpf-tools"),
+        Tool::Bcc => need("/usr/sbin/tcpstates-bpfcc", "bpfcc-tools").or_else(|| {
+            let build = format!("/lib/modules/{}/build", uname_r());
+            (!Path::new(&build).exists()).then(|| {
+                format!(
+                    "bcc needs kernel headers at {build} (--peers puts Debian's 6.1 headers there)"
+                )
+            })
+        }),
+        Tool::Bpftrace => need("bpftrace", "bpftrace"),
+        Tool::Perf => need("perf", "linux-perf"),
+        _ => None,
+    }
+}
+
+pub(super) fn which(bin: &str) -> Option<PathBuf> {
+    if bin.contains('/') {
+        return Path::new(bin).exists().then(|| PathBuf::from(bin));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+pub(super) fn install_peers(tools: &[Tool]) -> anyhow::Result<()> {
+    let mut pkgs = Vec::new();
+    for (t, pkg) in [
+        (Tool::Tcpstates, "libbpf-tools"),
+        (Tool::Bcc, "bpfcc-tools"),
+        (Tool::Bpftrace, "bpftrace"),
+        (Tool::Perf, "linux-perf"),
+    ] {
+        if tools.contains(&t) {
+            if crate::deb_installed(pkg) {
+                eprintln!("bench: {pkg} already installed");
+            } else {
+                pkgs.push(pkg);
+            }
+        }
+    }
+    let modules = PathBuf::from(format!("/lib/modules/{}", uname_r()));
+    let want_headers = tools.contains(&Tool::Bcc)
+        && !(modules.join("build").exists() && modules.join("source").exists());
+    if want_headers && !crate::deb_installed("linux-headers-amd64") {
+        // bcc compiles its program against kernel headers; there are none for this kernel in
+        // the archive, and bookworm's 6.1 headers work for tcpstates (6.12's do not).
+        pkgs.push("linux-headers-amd64");
+    }
+    if !pkgs.is_empty() {
+        eprintln!("bench: installing the peers: {}", pkgs.join(" "));
+        crate::apt_install(&pkgs)?;
+    }
+    if want_headers {
+        // Debian's layout: build -> the arch headers, source -> the common ones (bcc and
+        // bpftrace need both once `build` exists).
+        let newest = |suffix: &str| -> anyhow::Result<PathBuf> {
+            fs::read_dir("/usr/src")
+                .context("listing /usr/src")?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("linux-headers-6.1.") && n.ends_with(suffix))
+                })
+                .max()
+                .with_context(|| format!("no /usr/src/linux-headers-6.1.*{suffix}"))
+        };
+        fs::create_dir_all(&modules).with_context(|| format!("creating {}", modules.display()))?;
+        for (name, suffix) in [("build", "-amd64"), ("source", "-common")] {
+            let link = modules.join(name);
+            if link.exists() {
+                continue;
+            }
+            let _ = fs::remove_file(&link); // a dangling link
+            let target = newest(suffix)?;
+            std::os::unix::fs::symlink(&target, &link)
+                .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+            eprintln!(
+                "bench: bcc: linked {} -> {} (no headers exist for this kernel)",
+                link.display(),
+                target.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The tracer to benchmark: given, or built now (into CARGO_TARGET_DIR if set), then copied
+/// into the output directory so a rebuild during the benchmark cannot swap it.
+pub(super) fn tracer_binary(
+    root: &Path,
+    cargo: &mut Command,
+    given: Option<&Path>,
+    out: &Path,
+) -> anyhow::Result<PathBuf> {
+    let src = match given {
+        Some(p) => p.to_path_buf(),
+        None => {
+            crate::status(cargo.args(["build", "--release", "-p", "tracer"]))?;
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root.join("target"), PathBuf::from);
+            target.join("release/tracer")
+        }
+    };
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let dst = out.join("tracer-under-test");
+    fs::copy(&src, &dst)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    Ok(dst)
+}
