@@ -64,8 +64,11 @@ pub mod kind {
     /// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the task on the CPU accepted the
     /// socket (`oldstate` = its state then). Its pid, comm, uid and cgroup are the owner's.
     pub const ACCEPT: u32 = 8;
+    /// A connection's TCP counters, read from its `tcp_sock` just after the transition it
+    /// follows (a synchronized state → CLOSE): [`super::TcpStats`] packed into the record.
+    pub const TCP_STATS: u32 = 9;
     /// Number of kinds + 1 (array sizes indexed by kind).
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 }
 
 /// Names of the maps, programs and globals in the eBPF object, as the loader looks them up.
@@ -97,6 +100,8 @@ pub mod names {
     pub const NETNS_OFFSETS: &str = "NETNS_OFFSETS";
     /// Global [`super::AcceptOffsets`].
     pub const ACCEPT_OFFSETS: &str = "ACCEPT_OFFSETS";
+    /// Global [`super::TcpStatsOffsets`].
+    pub const TCP_STATS_OFFSETS: &str = "TCP_STATS_OFFSETS";
     /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category).
     pub const ACCEPT_PROGRAM: &str = "sys_exit_accept";
     /// Syscall exits after which the new file descriptor (`ret`) is an accepted socket.
@@ -485,4 +490,134 @@ mod pod {
     unsafe impl aya::Pod for super::NetnsOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AcceptOffsets {}
+    // SAFETY: as above (twelve u32).
+    unsafe impl aya::Pod for super::TcpStatsOffsets {}
+}
+
+/// Where a `struct tcp_sock`'s counters are, from the kernel's BTF: offsets into the socket;
+/// 0 for a field this kernel does not have (no counter sits at offset 0 of a `tcp_sock`).
+/// `enabled` is 0 (nothing is read) without BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpStatsOffsets {
+    /// `bytes_acked` (u64): bytes sent and acked by the peer.
+    pub bytes_acked: u32,
+    /// `bytes_received` (u64).
+    pub bytes_received: u32,
+    /// `bytes_sent` (u64): data bytes sent, retransmissions included.
+    pub bytes_sent: u32,
+    /// `bytes_retrans` (u64).
+    pub bytes_retrans: u32,
+    /// `segs_out`, `segs_in` (u32).
+    pub segs_out: u32,
+    pub segs_in: u32,
+    /// `total_retrans` (u32).
+    pub total_retrans: u32,
+    /// `srtt_us` (u32, smoothed RTT << 3).
+    pub srtt_us: u32,
+    /// `mdev_us` (u32, RTT deviation << 2).
+    pub mdev_us: u32,
+    /// `rtt_min.s[0].v` (u32, µs): the minimum RTT seen.
+    pub min_rtt: u32,
+    /// `snd_cwnd` (u32, segments).
+    pub snd_cwnd: u32,
+    pub enabled: u32,
+}
+
+/// Bit of [`TcpStats::present`] per counter, in [`TcpStatsOffsets`] order.
+pub mod stat {
+    pub const BYTES_ACKED: u32 = 1;
+    pub const BYTES_RECEIVED: u32 = 1 << 1;
+    pub const BYTES_SENT: u32 = 1 << 2;
+    pub const BYTES_RETRANS: u32 = 1 << 3;
+    pub const SEGS_OUT: u32 = 1 << 4;
+    pub const SEGS_IN: u32 = 1 << 5;
+    pub const TOTAL_RETRANS: u32 = 1 << 6;
+    pub const SRTT: u32 = 1 << 7;
+    pub const MDEV: u32 = 1 << 8;
+    pub const MIN_RTT: u32 = 1 << 9;
+    pub const SND_CWND: u32 = 1 << 10;
+}
+
+/// A connection's counters as the kernel had them at its close: raw values (`srtt_us` still
+/// << 3, `mdev_us` << 2, as in `tcp_sock`); `present` has a [`stat`] bit per field read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpStats {
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_retrans: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    pub total_retrans: u32,
+    pub srtt_us: u32,
+    pub mdev_us: u32,
+    pub min_rtt_us: u32,
+    pub snd_cwnd: u32,
+    pub present: u32,
+}
+
+fn word4(b: &[u8; 16], i: usize) -> u32 {
+    u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+fn put4(b: &mut [u8; 16], i: usize, v: u32) {
+    let w = v.to_ne_bytes();
+    b[i] = w[0];
+    b[i + 1] = w[1];
+    b[i + 2] = w[2];
+    b[i + 3] = w[3];
+}
+
+impl TcpStats {
+    /// Packs the counters into a [`kind::TCP_STATS`] record's fields (the record keeps the
+    /// common header: kind, cpu, ts, skaddr, ports, family, states, netns): `pid_tgid`,
+    /// `cgroup_id`, `uid_gid` and `comm[0..8]` hold the four byte counters, `comm[8..16]`
+    /// the segment counts, `saddr` total_retrans, srtt, mdev, min_rtt, `daddr` snd_cwnd and
+    /// `present`. One record size on the wire keeps the ring reader and recordings as they
+    /// are.
+    pub fn pack(&self, ev: &mut Event) {
+        ev.pid_tgid = self.bytes_acked;
+        ev.cgroup_id = self.bytes_received;
+        ev.uid_gid = self.bytes_sent;
+        let r = self.bytes_retrans.to_ne_bytes();
+        let mut comm = [0u8; 16];
+        let mut i = 0;
+        while i < 8 {
+            comm[i] = r[i];
+            i += 1;
+        }
+        put4(&mut comm, 8, self.segs_out);
+        put4(&mut comm, 12, self.segs_in);
+        ev.comm = comm;
+        let mut s = [0u8; 16];
+        put4(&mut s, 0, self.total_retrans);
+        put4(&mut s, 4, self.srtt_us);
+        put4(&mut s, 8, self.mdev_us);
+        put4(&mut s, 12, self.min_rtt_us);
+        ev.saddr = s;
+        let mut d = [0u8; 16];
+        put4(&mut d, 0, self.snd_cwnd);
+        put4(&mut d, 4, self.present);
+        ev.daddr = d;
+    }
+
+    /// The counters of a [`kind::TCP_STATS`] record ([`Self::pack`]'s inverse).
+    pub fn unpack(ev: &Event) -> Self {
+        let c = &ev.comm;
+        Self {
+            bytes_acked: ev.pid_tgid,
+            bytes_received: ev.cgroup_id,
+            bytes_sent: ev.uid_gid,
+            bytes_retrans: u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+            segs_out: word4(c, 8),
+            segs_in: word4(c, 12),
+            total_retrans: word4(&ev.saddr, 0),
+            srtt_us: word4(&ev.saddr, 4),
+            mdev_us: word4(&ev.saddr, 8),
+            min_rtt_us: word4(&ev.saddr, 12),
+            snd_cwnd: word4(&ev.daddr, 0),
+            present: word4(&ev.daddr, 4),
+        }
+    }
 }

@@ -43,6 +43,7 @@ mod emit;
 mod filters;
 mod maps;
 mod readers;
+mod stats;
 mod transition;
 
 #[cfg(not(test))]

@@ -86,22 +86,20 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout, c: *mut Counters) -> Result<(), (
     {
         return Ok(());
     }
-    emit(
-        &cfg,
-        &Fields {
-            kind: kind::TRANSITION,
-            skaddr,
-            saddr,
-            daddr,
-            sport,
-            dport,
-            family,
-            oldstate,
-            newstate,
-            value: 0,
-            netns,
-        },
-        c,
-    );
+    let f = Fields {
+        kind: kind::TRANSITION,
+        skaddr,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        family,
+        oldstate,
+        newstate,
+        value: 0,
+        netns,
+    };
+    emit(&cfg, &f, c);
+    crate::stats::after_transition(&f);
     Ok(())
 }

@@ -246,6 +246,48 @@ pub fn accept_offsets(btf: &Btf) -> anyhow::Result<tracer_common::AcceptOffsets>
     })
 }
 
+/// The offsets of the `tcp_sock` counters the stats read takes (see
+/// [`tracer_common::TcpStatsOffsets`]); a field this kernel lacks is 0 and named in the
+/// returned list. `Err` when there is no `struct tcp_sock` at all.
+pub fn tcp_stats_offsets(
+    btf: &Btf,
+) -> anyhow::Result<(tracer_common::TcpStatsOffsets, Vec<&'static str>)> {
+    btf.member_offset("tcp_sock", "srtt_us")
+        .or_else(|_| btf.member_offset("tcp_sock", "snd_cwnd"))
+        .context("struct tcp_sock")?;
+    let mut missing = Vec::new();
+    let mut get = |m: &'static str| match btf.member_offset("tcp_sock", m) {
+        Ok(o) => o,
+        Err(_) => {
+            missing.push(m);
+            0
+        }
+    };
+    let mut o = tracer_common::TcpStatsOffsets {
+        bytes_acked: get("bytes_acked"),
+        bytes_received: get("bytes_received"),
+        bytes_sent: get("bytes_sent"),
+        bytes_retrans: get("bytes_retrans"),
+        segs_out: get("segs_out"),
+        segs_in: get("segs_in"),
+        total_retrans: get("total_retrans"),
+        srtt_us: get("srtt_us"),
+        mdev_us: get("mdev_us"),
+        min_rtt: 0,
+        snd_cwnd: get("snd_cwnd"),
+        enabled: 1,
+    };
+    // `struct minmax rtt_min { struct minmax_sample s[3]; }`: the minimum is `s[0].v`.
+    match btf
+        .path_offset("tcp_sock", &["rtt_min", "s"])
+        .and_then(|s| Ok(s + btf.member_offset("minmax_sample", "v")?))
+    {
+        Ok(off) => o.min_rtt = off,
+        Err(_) => missing.push("rtt_min"),
+    }
+    Ok((o, missing))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -264,12 +264,22 @@ pub struct Accept {
     pub cpu: u32,
 }
 
+/// A connection's TCP counters at its close, read from the socket just after the transition
+/// to CLOSE it follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub ts_ns: u64,
+    pub sock: SockAddr,
+    pub stats: tracer_common::TcpStats,
+}
+
 /// Any decoded event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded {
     Transition(Transition),
     Context(Context),
     Accept(Accept),
+    Stats(Stats),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -344,6 +354,13 @@ pub fn from_raw(ev: &Event) -> Result<Decoded, DecodeError> {
                 state: TcpState::try_from(ev.oldstate)?,
                 task,
                 cpu: ev.cpu,
+            }));
+        }
+        kind::TCP_STATS => {
+            return Ok(Decoded::Stats(Stats {
+                ts_ns: ev.ts_ns,
+                sock: SockAddr(ev.skaddr),
+                stats: tracer_common::TcpStats::unpack(ev),
             }));
         }
         kind::SEND_RESET => ContextKind::SendReset,
@@ -533,9 +550,37 @@ pub(crate) mod tests {
         ev.family = 1;
         assert_eq!(decode(&bytes(&ev)), Err(DecodeError::Family(1)));
         let mut ev = raw(7, 2);
-        ev.kind = 9;
-        assert_eq!(decode(&bytes(&ev)), Err(DecodeError::Kind(9)));
+        ev.kind = 10;
+        assert_eq!(decode(&bytes(&ev)), Err(DecodeError::Kind(10)));
         assert_eq!(decode(&bytes(&raw(7, 99))), Err(DecodeError::State(99)));
+    }
+
+    #[test]
+    fn counters_records_round_trip() {
+        let st = tracer_common::TcpStats {
+            bytes_acked: 1 << 40,
+            bytes_received: 12345,
+            bytes_sent: 1 << 33,
+            bytes_retrans: 77,
+            segs_out: 1,
+            segs_in: 2,
+            total_retrans: 3,
+            srtt_us: 4,
+            mdev_us: 5,
+            min_rtt_us: 6,
+            snd_cwnd: 7,
+            present: 0x7ff,
+        };
+        let mut ev = raw(7, 1);
+        ev.kind = kind::TCP_STATS;
+        st.pack(&mut ev);
+        let Decoded::Stats(s) = decode(&bytes(&ev)).unwrap() else {
+            panic!("a counters record")
+        };
+        assert_eq!(
+            (s.stats, s.sock, s.ts_ns),
+            (st, SockAddr(ev.skaddr), ev.ts_ns)
+        );
     }
 
     #[test]

@@ -177,7 +177,8 @@ impl<S: Sink> Pipeline<S> {
     pub fn raw_event(&mut self, ev: &tracer_common::Event) -> io::Result<()> {
         // The owner's cgroup (only process-context events carry one): resolved before the
         // event is recorded, so a replay knows it from the same point on.
-        if ev.cgroup_id != 0 {
+        // (A counters record packs counters where other records have the task.)
+        if ev.cgroup_id != 0 && ev.kind != tracer_common::kind::TCP_STATS {
             let pid = (ev.pid_tgid >> 32) as u32;
             self.names.resolve(ev.cgroup_id, (pid != 0).then_some(pid));
             self.write_cgroups()?;
@@ -191,6 +192,10 @@ impl<S: Sink> Pipeline<S> {
             Ok(Decoded::Context(c)) => self.context(&c),
             Ok(Decoded::Accept(a)) => {
                 self.accept(&a);
+                Ok(())
+            }
+            Ok(Decoded::Stats(st)) => {
+                self.table.stats(&st);
                 Ok(())
             }
             Err(e) => {

@@ -412,6 +412,13 @@ fn final_report<S: Sink>(
             String::new()
         },
     );
+    if totals.lost_stats > 0 {
+        let _ = writeln!(
+            err,
+            "tracer: {} connection counter records lost (ring buffer full or unreadable): those connections' bytes and RTT are null",
+            totals.lost_stats
+        );
+    }
     if totals.lost_accepts > 0 {
         let _ = writeln!(
             err,

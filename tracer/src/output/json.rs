@@ -324,6 +324,60 @@ impl<W: Write> Json<W> {
                 }
                 None => b.extend_from_slice(b"null"),
             }
+            b.extend_from_slice(b",\"tcp\":");
+            match c.tcp.as_deref() {
+                Some(t) => {
+                    use tracer_common::stat;
+                    let has = |bit: u32| t.present & bit != 0;
+                    let fields: [(&[u8], Option<u64>); 11] = [
+                        (b"{\"bytes_sent\":", c.data_bytes().0),
+                        (b",\"bytes_received\":", c.data_bytes().1),
+                        (
+                            b",\"bytes_retrans\":",
+                            has(stat::BYTES_RETRANS).then_some(t.bytes_retrans),
+                        ),
+                        (
+                            b",\"segs_out\":",
+                            has(stat::SEGS_OUT).then_some(t.segs_out.into()),
+                        ),
+                        (
+                            b",\"segs_in\":",
+                            has(stat::SEGS_IN).then_some(t.segs_in.into()),
+                        ),
+                        (
+                            b",\"retrans_total\":",
+                            has(stat::TOTAL_RETRANS).then_some(t.total_retrans.into()),
+                        ),
+                        (
+                            b",\"srtt_us\":",
+                            has(stat::SRTT).then_some((t.srtt_us >> 3).into()),
+                        ),
+                        (
+                            b",\"rttvar_us\":",
+                            has(stat::MDEV).then_some((t.mdev_us >> 2).into()),
+                        ),
+                        (
+                            b",\"min_rtt_us\":",
+                            (has(stat::MIN_RTT) && t.min_rtt_us != u32::MAX)
+                                .then_some(t.min_rtt_us.into()),
+                        ),
+                        (
+                            b",\"cwnd\":",
+                            has(stat::SND_CWND).then_some(t.snd_cwnd.into()),
+                        ),
+                        (
+                            b",\"handshake_rtt_us\":",
+                            c.handshake_rtt_ns().map(|n| n / 1_000),
+                        ),
+                    ];
+                    for (key, v) in fields {
+                        b.extend_from_slice(key);
+                        put_opt_u64(b, v);
+                    }
+                    b.push(b'}');
+                }
+                None => b.extend_from_slice(b"null"),
+            }
             b.extend_from_slice(b",\"seen_from\":\"");
             b.extend_from_slice(c.seen_from.name().as_bytes());
             b.extend_from_slice(b"\"}\n");

@@ -142,7 +142,23 @@ struct ConnectionJson<'a> {
     error: Option<String>,
     time_wait: Option<TimeWait>,
     orphan: Option<OrphanJson>,
+    tcp: Option<TcpJson>,
     seen_from: SeenFrom,
+}
+
+#[derive(Serialize)]
+struct TcpJson {
+    bytes_sent: Option<u64>,
+    bytes_received: Option<u64>,
+    bytes_retrans: Option<u64>,
+    segs_out: Option<u32>,
+    segs_in: Option<u32>,
+    retrans_total: Option<u32>,
+    srtt_us: Option<u32>,
+    rttvar_us: Option<u32>,
+    min_rtt_us: Option<u32>,
+    cwnd: Option<u32>,
+    handshake_rtt_us: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -294,6 +310,24 @@ impl<W: Write> Json<W> {
                 end: o.end.map(|e| e.how.name()),
                 end_ns: o.end.map(|e| e.ts_ns),
                 source: o.end.map(|e| e.how.source()),
+            }),
+            tcp: c.tcp.as_deref().map(|t| {
+                use tracer_common::stat;
+                let has = |bit: u32| t.present & bit != 0;
+                TcpJson {
+                    bytes_sent: c.data_bytes().0,
+                    bytes_received: c.data_bytes().1,
+                    bytes_retrans: has(stat::BYTES_RETRANS).then_some(t.bytes_retrans),
+                    segs_out: has(stat::SEGS_OUT).then_some(t.segs_out),
+                    segs_in: has(stat::SEGS_IN).then_some(t.segs_in),
+                    retrans_total: has(stat::TOTAL_RETRANS).then_some(t.total_retrans),
+                    srtt_us: has(stat::SRTT).then_some(t.srtt_us >> 3),
+                    rttvar_us: has(stat::MDEV).then_some(t.mdev_us >> 2),
+                    min_rtt_us: (has(stat::MIN_RTT) && t.min_rtt_us != u32::MAX)
+                        .then_some(t.min_rtt_us),
+                    cwnd: has(stat::SND_CWND).then_some(t.snd_cwnd),
+                    handshake_rtt_us: c.handshake_rtt_ns().map(|n| n / 1_000),
+                }
             }),
             seen_from: c.seen_from,
         };

@@ -316,6 +316,19 @@ fn schema_of_every_record_type() {
         confirmed: true,
         expires_ns: Some(60_000_000_000),
     });
+    c.tcp = Some(Box::new(tracer_common::TcpStats {
+        bytes_acked: 1,
+        bytes_received: 1,
+        segs_out: 5,
+        segs_in: 4,
+        srtt_us: 52 << 3,
+        present: tracer_common::stat::BYTES_ACKED
+            | tracer_common::stat::BYTES_RECEIVED
+            | tracer_common::stat::SEGS_OUT
+            | tracer_common::stat::SEGS_IN
+            | tracer_common::stat::SRTT,
+        ..Default::default()
+    }));
     c.orphan = Some(Box::new(crate::table::Orphan {
         handoff_ns: 1_061_000,
         expires_ns: Some(60_001_061_000),
@@ -400,7 +413,9 @@ fn schema_of_every_record_type() {
              incomplete owner{OWNER} close \
              events[{{kind ts_ns state errno value}} {{kind ts_ns state value}}] events_dropped \
              retransmits syn_retransmits synack_retransmits resets_sent resets_received error \
-             time_wait{{confirmed expires_ns}} orphan{{handoff_ns expires_ns end end_ns source}} seen_from}}"
+             time_wait{{confirmed expires_ns}} orphan{{handoff_ns expires_ns end end_ns source}} \
+             tcp{{bytes_sent bytes_received bytes_retrans segs_out segs_in retrans_total srtt_us \
+             rttvar_us min_rtt_us cwnd handshake_rtt_us}} seen_from}}"
         ),
         format!(
             "{{v type time ts_ns sock netns {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} \

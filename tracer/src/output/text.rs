@@ -223,6 +223,10 @@ impl<W: Write> Text<W> {
         }
         head.extend_from_slice(b"  lifetime ");
         put_human_ns(&mut head, c.lifetime_ns());
+        if let Some(words) = tcp_words(c) {
+            head.extend_from_slice(b"  ");
+            head.extend_from_slice(words.as_bytes());
+        }
         if c.incomplete {
             head.extend_from_slice(b"  (incomplete: events before or within it were not seen)");
         }
@@ -647,4 +651,30 @@ pub(super) fn orphan_note(c: &Conn) -> Option<(u64, &'static str)> {
         }
     };
     Some((o.handoff_ns, text))
+}
+
+/// What a connection carried, for its timeline header: `tx 1.2MiB rx 3.4KiB rtt 52µs
+/// retrans 3` (what the kernel has; the retransmits only when there were some).
+pub(super) fn tcp_words(c: &Conn) -> Option<String> {
+    use tracer_common::stat;
+    let t = c.tcp.as_deref()?;
+    let has = |bit: u32| t.present & bit != 0;
+    let mut w = Vec::new();
+    let (tx, rx) = c.data_bytes();
+    if let Some(tx) = tx {
+        w.push(format!("tx {}", crate::units::human_bytes(tx)));
+    }
+    if let Some(rx) = rx {
+        w.push(format!("rx {}", crate::units::human_bytes(rx)));
+    }
+    if has(stat::SRTT) {
+        w.push(format!(
+            "rtt {}",
+            human_ns(u64::from(t.srtt_us >> 3) * 1_000)
+        ));
+    }
+    if has(stat::TOTAL_RETRANS) && t.total_retrans > 0 {
+        w.push(format!("retrans {}", t.total_retrans));
+    }
+    (!w.is_empty()).then(|| w.join(" "))
 }

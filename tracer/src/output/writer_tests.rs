@@ -319,10 +319,11 @@ fn reference_block<W: Write>(this: &Text<W>, c: &Conn) -> String {
         .map_or_else(String::new, |k| format!("  close {}", k.name()));
     let _ = writeln!(
         block,
-        "{b}── {} {} {peer}{owner}{close}  lifetime {}{}{b:#}",
+        "{b}── {} {} {peer}{owner}{close}  lifetime {}{}{}{b:#}",
         c.sock,
         c.role.name(),
         human_ns(c.lifetime_ns()),
+        super::text::tcp_words(c).map_or_else(String::new, |w| format!("  {w}")),
         if c.incomplete {
             "  (incomplete: events before or within it were not seen)"
         } else {
@@ -459,6 +460,20 @@ fn the_hand_written_timeline_block_is_the_formatted_one() {
     });
     c.entered_ns.set(1, None);
     conns.push(c.clone());
+    // With its counters.
+    let mut carried = client.clone();
+    carried.tcp = Some(Box::new(tracer_common::TcpStats {
+        bytes_acked: 1_234_567,
+        bytes_received: 3_500,
+        srtt_us: 52 << 3,
+        total_retrans: 3,
+        present: tracer_common::stat::BYTES_ACKED
+            | tracer_common::stat::BYTES_RECEIVED
+            | tracer_common::stat::SRTT
+            | tracer_common::stat::TOTAL_RETRANS,
+        ..Default::default()
+    }));
+    conns.push(carried);
     // An orphaned FIN_WAIT2, each way it can end (the handoff before a note, after one).
     for end in [
         None,

@@ -18,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 
 use tracer_common::{
     AF_INET, AF_INET6, AcceptOffsets, AddrKey, Config, Counters, CtxLayout, NetnsOffsets,
-    OWNER_CGROUP, OWNER_COMM, OWNER_PID, names,
+    OWNER_CGROUP, OWNER_COMM, OWNER_PID, TcpStatsOffsets, names,
 };
 
 #[cfg(test)]
@@ -64,6 +64,8 @@ pub struct Totals {
     /// Apart from the events' losses: they are no events, and an accepted socket whose
     /// record is lost only keeps its listener's owner.
     pub lost_accepts: u64,
+    /// Connection counter records lost (their connection's `tcp` is then null).
+    pub lost_stats: u64,
     /// `recursion_misses` of the program (bpf_prog_info): runs the kernel skipped.
     pub recursion_misses: u64,
 }
@@ -163,6 +165,29 @@ impl Live {
                 }
                 Ok(o)
             });
+        // Each connection's counters at its close, at offsets from the BTF; a field this
+        // kernel lacks is null in the output (said once here).
+        let tcp_stats_offsets = match btf
+            .as_ref()
+            .map_err(|e| anyhow!("{e:#}"))
+            .and_then(crate::btf::tcp_stats_offsets)
+        {
+            Ok((o, missing)) => {
+                if !missing.is_empty() {
+                    eprintln!(
+                        "tracer: this kernel's tcp_sock lacks {}: those connection counters will be null",
+                        missing.join(", ")
+                    );
+                }
+                o
+            }
+            Err(e) => {
+                eprintln!(
+                    "tracer: warning: connections' bytes, RTT and retransmits unknown ({e:#})"
+                );
+                TcpStatsOffsets::default()
+            }
+        };
         let (accept_offsets, mut accept_unavailable) = match accept {
             Ok(o) => (o, None),
             Err(e) => (AcceptOffsets::default(), Some(format!("{e:#}"))),
@@ -203,6 +228,7 @@ impl Live {
             .override_global(names::LAYOUT, &layout, true)
             .override_global(names::NETNS_OFFSETS, &netns_offsets, true)
             .override_global(names::ACCEPT_OFFSETS, &accept_offsets, true)
+            .override_global(names::TCP_STATS_OFFSETS, &tcp_stats_offsets, true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .map_max_entries(names::PORTS, ports_len)
@@ -378,7 +404,9 @@ impl Live {
             for c in per_cpu.iter() {
                 t.seen += c.seen;
                 t.submitted += c.submitted;
-                if slot == tracer_common::kind::ACCEPT {
+                if slot == tracer_common::kind::TCP_STATS {
+                    t.lost_stats += c.lost_ringbuf_full + c.lost_read_error;
+                } else if slot == tracer_common::kind::ACCEPT {
                     t.lost_accepts += c.lost_ringbuf_full + c.lost_read_error;
                 } else {
                     t.lost_ringbuf_full += c.lost_ringbuf_full;

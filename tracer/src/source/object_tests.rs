@@ -133,6 +133,10 @@ fn every_global_exists_with_its_size() {
         (names::LAYOUT, size_of::<RuntimeLayout>()),
         (names::NETNS_OFFSETS, size_of::<NetnsOffsets>()),
         (names::ACCEPT_OFFSETS, size_of::<AcceptOffsets>()),
+        (
+            names::TCP_STATS_OFFSETS,
+            size_of::<tracer_common::TcpStatsOffsets>(),
+        ),
         // aya-log's level: the loader writes a u8 (0 or 0xff for `--bpf-log`).
         (aya_log::LEVEL, size_of::<u8>()),
     ];

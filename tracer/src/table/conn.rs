@@ -355,6 +355,8 @@ pub struct Conn {
     pub time_wait: Option<TimeWait>,
     /// Handed to a timewait socket in FIN_WAIT2 (boxed: few records have one).
     pub orphan: Option<Box<Orphan>>,
+    /// Its TCP counters at its close, from the kernel (boxed: only closed records have them).
+    pub tcp: Option<Box<tracer_common::TcpStats>>,
     /// /proc owner lookups tried for this socket (it had no owner).
     pub owner_lookups: u8,
     /// Where tracer first learned of it.
@@ -436,6 +438,7 @@ impl Conn {
             close: None,
             time_wait: None,
             orphan: None,
+            tcp: None,
             owner_lookups: 0,
             seen_from,
             first_seen_ns,
@@ -509,6 +512,48 @@ impl Conn {
             .and_then(|i| self.entered_ns.get(i))
             .unwrap_or(o.handoff_ns);
         Some(now_ns.saturating_sub(since))
+    }
+
+    /// Data bytes sent and acked, and received, from the kernel's `bytes_acked` and
+    /// `bytes_received`, which count the SYN's and FIN's sequence numbers too (`ss -ti` shows
+    /// `bytes_acked:1` for a connection that sent nothing): those are taken out, as the
+    /// timeline tells which were exchanged. A client's SYN is in its `bytes_acked` (an accepted
+    /// socket starts past its SYN-ACK); a FIN acked or received before the counters were read
+    /// (at the close) is in them, an orphan's later FIN is not.
+    pub fn data_bytes(&self) -> (Option<u64>, Option<u64>) {
+        use TcpState::*;
+        use tracer_common::stat;
+        let Some(t) = self.tcp.as_deref() else {
+            return (None, None);
+        };
+        let reset = self.resets_received > 0 || self.resets_sent > 0;
+        let prev = self.before_close();
+        let has = |s: TcpState| self.states.contains(&s);
+        let syn = u64::from(self.role == Role::Client && has(Established));
+        let our_fin_acked =
+            !reset && (has(FinWait2) || matches!(prev, LastAck | Closing | FinWait1));
+        let their_fin = !reset
+            && (has(CloseWait)
+                || has(Closing)
+                || (prev == FinWait2 && self.orphan.is_none())
+                || prev == FinWait1);
+        let sent = (t.present & stat::BYTES_ACKED != 0)
+            .then(|| t.bytes_acked.saturating_sub(syn + u64::from(our_fin_acked)));
+        let received = (t.present & stat::BYTES_RECEIVED != 0)
+            .then(|| t.bytes_received.saturating_sub(u64::from(their_fin)));
+        (sent, received)
+    }
+
+    /// The handshake's round trip as this end saw it: a client's time in SYN_SENT (its SYN
+    /// out, the SYN-ACK in).
+    pub fn handshake_rtt_ns(&self) -> Option<u64> {
+        if self.role != Role::Client {
+            return None;
+        }
+        let i = self.states.iter().position(|s| *s == TcpState::SynSent)?;
+        (self.states.get(i + 1) == Some(&TcpState::Established))
+            .then(|| self.durations().nth(i).flatten())
+            .flatten()
     }
 
     /// The state before the final CLOSE (or the last state if not closed).

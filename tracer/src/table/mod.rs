@@ -641,6 +641,19 @@ impl Table {
         h.conn.orphan = Some(Box::new(orphan));
     }
 
+    /// A connection's counters at its close: the record its CLOSE just moved to the held ones
+    /// (or still open, should they come first).
+    pub fn stats(&mut self, st: &crate::decode::Stats) {
+        let c = match self.closing.get_mut(&st.sock) {
+            Some(h) => &mut h.conn,
+            None => match self.conns.get_mut(&st.sock) {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        c.tcp = Some(Box::new(st.stats));
+    }
+
     /// A peer on this host sent its FIN (`t` is its `CLOSE_WAIT -> LAST_ACK`): an active
     /// closer on the reversed tuple, already handed to a timewait socket, got it now.
     fn peer_fin(&mut self, t: &Transition) {

@@ -12,6 +12,7 @@ mod accept;
 mod cgroups;
 mod close_classes;
 mod connections;
+mod counters;
 mod demo;
 mod filters;
 mod fin_wait2;

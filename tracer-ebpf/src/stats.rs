@@ -1,0 +1,135 @@
+//! A connection's TCP counters (bytes, segments, retransmits, RTT, cwnd), read from its
+//! `tcp_sock` right after it leaves a synchronized state for CLOSE: the socket is still
+//! whole then, and its counters are final. At most one read per socket, only for sockets
+//! whose transition passed every filter.
+use aya_ebpf::{
+    Global,
+    helpers::bpf_probe_read_kernel,
+    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+};
+use tracer_common::{Counters, Event, TcpStats, TcpStatsOffsets, kind, stat};
+
+use crate::{
+    emit::Fields,
+    maps::{COUNTERS, EVENTS},
+};
+
+#[unsafe(no_mangle)]
+static TCP_STATS_OFFSETS: Global<TcpStatsOffsets> = Global::new(TcpStatsOffsets {
+    bytes_acked: 0,
+    bytes_received: 0,
+    bytes_sent: 0,
+    bytes_retrans: 0,
+    segs_out: 0,
+    segs_in: 0,
+    total_retrans: 0,
+    srtt_us: 0,
+    mdev_us: 0,
+    min_rtt: 0,
+    snd_cwnd: 0,
+    enabled: 0,
+});
+
+/// TCP states (kernel numbering) with data moving: ESTABLISHED, FIN_WAIT1, FIN_WAIT2,
+/// CLOSE_WAIT, LAST_ACK, CLOSING.
+#[inline(always)]
+fn synchronized(s: u8) -> bool {
+    matches!(s, 1 | 4 | 5 | 8 | 9 | 11)
+}
+
+#[inline(always)]
+fn read_u64(sk: u64, off: u32, bit: u32, present: &mut u32) -> u64 {
+    if off == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address itself and fails cleanly.
+    match unsafe { bpf_probe_read_kernel((sk + u64::from(off)) as *const u64) } {
+        Ok(v) => {
+            *present |= bit;
+            v
+        }
+        Err(_) => 0,
+    }
+}
+
+#[inline(always)]
+fn read_u32(sk: u64, off: u32, bit: u32, present: &mut u32) -> u32 {
+    if off == 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    match unsafe { bpf_probe_read_kernel((sk + u64::from(off)) as *const u32) } {
+        Ok(v) => {
+            *present |= bit;
+            v
+        }
+        Err(_) => 0,
+    }
+}
+
+/// After transition `f` was emitted: when it closes a connection that moved data, reads its
+/// counters and emits a [`kind::TCP_STATS`] record.
+#[inline(always)]
+pub(crate) fn after_transition(f: &Fields) {
+    if f.newstate != 7 || !synchronized(f.oldstate) {
+        return;
+    }
+    let o = TCP_STATS_OFFSETS.load();
+    if o.enabled == 0 {
+        return;
+    }
+    let Some(c) = COUNTERS.get_ptr_mut(kind::TCP_STATS) else {
+        return;
+    };
+    bump!(c, seen);
+    let sk = f.skaddr;
+    let mut p = 0u32;
+    let stats = TcpStats {
+        bytes_acked: read_u64(sk, o.bytes_acked, stat::BYTES_ACKED, &mut p),
+        bytes_received: read_u64(sk, o.bytes_received, stat::BYTES_RECEIVED, &mut p),
+        bytes_sent: read_u64(sk, o.bytes_sent, stat::BYTES_SENT, &mut p),
+        bytes_retrans: read_u64(sk, o.bytes_retrans, stat::BYTES_RETRANS, &mut p),
+        segs_out: read_u32(sk, o.segs_out, stat::SEGS_OUT, &mut p),
+        segs_in: read_u32(sk, o.segs_in, stat::SEGS_IN, &mut p),
+        total_retrans: read_u32(sk, o.total_retrans, stat::TOTAL_RETRANS, &mut p),
+        srtt_us: read_u32(sk, o.srtt_us, stat::SRTT, &mut p),
+        mdev_us: read_u32(sk, o.mdev_us, stat::MDEV, &mut p),
+        min_rtt_us: read_u32(sk, o.min_rtt, stat::MIN_RTT, &mut p),
+        snd_cwnd: read_u32(sk, o.snd_cwnd, stat::SND_CWND, &mut p),
+        present: 0,
+    };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump!(c, lost_ringbuf_full);
+        return;
+    };
+    let mut ev = Event {
+        kind: kind::TCP_STATS,
+        // SAFETY: plain helper calls without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: as above.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        skaddr: sk,
+        pid_tgid: 0,
+        cgroup_id: 0,
+        uid_gid: 0,
+        comm: [0; 16],
+        saddr: [0; 16],
+        daddr: [0; 16],
+        sport: f.sport,
+        dport: f.dport,
+        family: f.family,
+        oldstate: f.oldstate,
+        newstate: f.newstate,
+        value: 0,
+        netns: f.netns,
+    };
+    TcpStats {
+        present: p,
+        ..stats
+    }
+    .pack(&mut ev);
+    entry.write(ev);
+    // The transition just before woke the reader if a batch was due.
+    entry.submit(aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64);
+    bump!(c, submitted);
+}
