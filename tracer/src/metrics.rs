@@ -79,6 +79,9 @@ pub struct Metrics {
     fin_wait2: Histogram,
     time_wait: Histogram,
     lifetime: Histogram,
+    rtt: Histogram,
+    bytes: Family<DirLabels, Counter>,
+    connection_bytes: Histogram,
 }
 
 impl Default for Metrics {
@@ -173,8 +176,29 @@ impl Metrics {
             "tcp_connection_lifetime_seconds",
             "Connection lifetime, first to last transition",
         );
+        let rtt = h(
+            &mut r,
+            "tcp_rtt_seconds",
+            "Smoothed RTT of each connection at its close (the kernel's srtt)",
+        );
+        let bytes = Family::<DirLabels, Counter>::default();
+        r.register(
+            "tcp_data_bytes",
+            "Data bytes of finished connections, by direction (sent and acked, received)",
+            bytes.clone(),
+        );
+        // 64 B to 64 GiB, factor 4.
+        let connection_bytes = Histogram::new(exponential_buckets(64.0, 4.0, 16));
+        r.register(
+            "tcp_connection_bytes",
+            "Data bytes each finished connection moved, both ways",
+            connection_bytes.clone(),
+        );
         Self {
             registry: Arc::new(r),
+            rtt,
+            bytes,
+            connection_bytes,
             transitions,
             connections,
             resets,
@@ -260,6 +284,21 @@ impl Metrics {
         }
         if !c.incomplete {
             self.lifetime.observe(secs(c.lifetime_ns()));
+        }
+        if let Some(t) = c.tcp.as_deref() {
+            if t.present & tracer_common::stat::SRTT != 0 {
+                self.rtt.observe(f64::from(t.srtt_us >> 3) / 1e6);
+            }
+            let (tx, rx) = c.data_bytes();
+            for (direction, n) in [("sent", tx), ("received", rx)] {
+                if let Some(n) = n {
+                    self.bytes.get_or_create(&DirLabels { direction }).inc_by(n);
+                }
+            }
+            if tx.is_some() || rx.is_some() {
+                self.connection_bytes
+                    .observe((tx.unwrap_or(0) + rx.unwrap_or(0)) as f64);
+            }
         }
     }
 

@@ -31,16 +31,19 @@ pub enum Span {
     TimeWait,
     /// First event to CLOSE, for complete connections (not listeners).
     Lifetime,
+    /// The smoothed RTT at the close (the kernel's `srtt_us`).
+    Rtt,
 }
 
 impl Span {
-    pub const ALL: [Span; 6] = [
+    pub const ALL: [Span; 7] = [
         Self::Handshake,
         Self::Accept,
         Self::CloseWait,
         Self::FinWait2,
         Self::TimeWait,
         Self::Lifetime,
+        Self::Rtt,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Span {
             Self::FinWait2 => "fin_wait2",
             Self::TimeWait => "time_wait",
             Self::Lifetime => "lifetime",
+            Self::Rtt => "srtt",
         }
     }
 
@@ -62,6 +66,7 @@ impl Span {
             Self::FinWait2 => "in FIN_WAIT2",
             Self::TimeWait => "in TIME_WAIT",
             Self::Lifetime => "connection lifetime",
+            Self::Rtt => "smoothed RTT at the close",
         }
     }
 }
@@ -78,6 +83,9 @@ const TOP: usize = 5;
 struct RemoteCounts {
     connections: u64,
     resets: u64,
+    /// Data bytes both ways (what the kernel counted at the close).
+    bytes: u64,
+    retransmits: u64,
 }
 
 pub struct Summary {
@@ -178,15 +186,30 @@ impl Summary {
             _ => endpoint(c.tuple.remote),
         };
         let resets = u64::from(c.resets_received + c.resets_sent);
+        let (tx, rx) = c.data_bytes();
+        let bytes = tx.unwrap_or(0) + rx.unwrap_or(0);
+        let retransmits = c
+            .tcp
+            .as_deref()
+            .map_or(u64::from(c.retransmits), |t| u64::from(t.total_retrans));
+        if let Some(t) = c.tcp.as_deref()
+            && t.present & tracer_common::stat::SRTT != 0
+        {
+            self.record(Span::Rtt, u64::from(t.srtt_us >> 3) * 1_000);
+        }
         if let Some(r) = self.remotes.get_mut(&remote) {
             r.connections += 1;
             r.resets += resets;
+            r.bytes += bytes;
+            r.retransmits += retransmits;
         } else if self.remotes.len() < MAX_REMOTES {
             self.remotes.insert(
                 remote,
                 RemoteCounts {
                     connections: 1,
                     resets,
+                    bytes,
+                    retransmits,
                 },
             );
         } else {
@@ -256,6 +279,16 @@ impl Summary {
                 .collect(),
             top_remotes_by_resets: self
                 .top(|r| r.resets)
+                .into_iter()
+                .map(|(remote, count)| RemoteCount { remote, count })
+                .collect(),
+            top_remotes_by_bytes: self
+                .top(|r| r.bytes)
+                .into_iter()
+                .map(|(remote, count)| RemoteCount { remote, count })
+                .collect(),
+            top_remotes_by_retransmits: self
+                .top(|r| r.retransmits)
                 .into_iter()
                 .map(|(remote, count)| RemoteCount { remote, count })
                 .collect(),
@@ -345,6 +378,8 @@ impl Summary {
         for (title, list) in [
             ("top remotes by connections", &r.top_remotes_by_connections),
             ("top remotes by resets", &r.top_remotes_by_resets),
+            ("top remotes by bytes", &r.top_remotes_by_bytes),
+            ("top remotes by retransmits", &r.top_remotes_by_retransmits),
         ] {
             if list.is_empty() {
                 continue;
@@ -399,6 +434,9 @@ pub struct SummaryRecord {
     pub durations: Vec<DurationStats>,
     pub top_remotes_by_connections: Vec<RemoteCount>,
     pub top_remotes_by_resets: Vec<RemoteCount>,
+    /// Data bytes both ways.
+    pub top_remotes_by_bytes: Vec<RemoteCount>,
+    pub top_remotes_by_retransmits: Vec<RemoteCount>,
     pub remotes_not_counted: u64,
 }
 

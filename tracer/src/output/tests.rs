@@ -438,7 +438,7 @@ fn schema_of_every_record_type() {
          transitions[{old new count}] \
          durations[{name count p50_ns p90_ns p99_ns max_ns buckets[{le_ns count}]}] \
          top_remotes_by_connections[{remote count}] top_remotes_by_resets \
-         remotes_not_counted}"
+         top_remotes_by_bytes[{remote count}] top_remotes_by_retransmits remotes_not_counted}"
             .to_string(),
     ];
     assert_eq!(got.len(), want.len(), "{out}");
