@@ -377,7 +377,7 @@ fn final_report<S: Sink>(
         pipe.connections,
         pipe.table.len(),
         pipe.time_wait.as_ref().map_or_else(String::new, |t| {
-            let untracked = if t.untracked > 0 {
+            let mut untracked = if t.untracked > 0 {
                 format!(
                     " ({} more confirmed but not followed to their end)",
                     t.untracked
@@ -385,6 +385,13 @@ fn final_report<S: Sink>(
             } else {
                 String::new()
             };
+            if t.orphans_untracked > 0 {
+                untracked.push_str(&format!(
+                    ", {} orphaned FIN_WAIT2s not followed (over {})",
+                    t.orphans_untracked,
+                    crate::enrich::MAX_ORPHANS
+                ));
+            }
             format!(", {} in TIME_WAIT{untracked}", t.tracked())
         }),
         if pipe.table.evicted > 0 {

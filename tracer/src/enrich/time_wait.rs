@@ -20,6 +20,10 @@ const HANDOFF_SLACK_NS: u64 = 20_000_000;
 /// (the dump's own timing).
 const ORPHAN_EARLY_NS: u64 = 1_500_000_000;
 
+/// Orphaned FIN_WAIT2s followed at once (their records held until the peer's FIN or their
+/// timer: ~350 bytes each); beyond this a new one is reported at once, its end unknown.
+pub const MAX_ORPHANS: usize = 262_144;
+
 /// Timewait sockets followed until they end; beyond this only their start is reported.
 pub const MAX_TRACKED: usize = 65_536;
 
@@ -47,6 +51,8 @@ pub struct TimeWaitTracker {
     tracked: HashMap<NsTuple, Tracked>,
     /// Timewait sockets confirmed but not followed (over [`MAX_TRACKED`]).
     pub untracked: u64,
+    /// Orphaned FIN_WAIT2s not followed (over [`MAX_ORPHANS`]).
+    pub orphans_untracked: u64,
 }
 
 impl TimeWaitTracker {
@@ -131,6 +137,10 @@ impl TimeWaitTracker {
                 _ => 0,
             })
             .sum();
+        let mut orphans = pending
+            .iter()
+            .filter(|p| p.orphan.is_some_and(|o| o.end.is_none()))
+            .count();
         for p in pending {
             let key = NsTuple::new(p.netns, p.tuple);
             // A namespace that could not be looked up confirms nothing; one not found yet
@@ -145,7 +155,14 @@ impl TimeWaitTracker {
                 Some(s) if s.state == TcpState::FinWait2 => {
                     // Handed over but still waiting for the peer's FIN: followed, as an
                     // orphaned FIN_WAIT2, until TIME_WAIT or its timer's end.
+                    if p.orphan.is_none() && orphans >= MAX_ORPHANS {
+                        // Not followed: released now, its end unknown (counted, reported).
+                        self.orphans_untracked += 1;
+                        table.set_time_wait(p.sock, key, None);
+                        continue;
+                    }
                     if p.orphan.is_none() {
+                        orphans += 1;
                         table.set_orphan(
                             p.sock,
                             key,
