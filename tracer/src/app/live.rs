@@ -49,6 +49,7 @@ pub(super) async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         bpf_log: args.bpf_log,
         force_portable: args.force_portable,
         context_events: !args.no_events,
+        tcp_stats: !args.no_counters,
     };
     let clock = WallClock::now();
     with_pipeline!(&args, clock, |pipe| trace(&args, &opts, pipe, clock, demo)

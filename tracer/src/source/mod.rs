@@ -50,6 +50,8 @@ pub struct LiveOptions {
     pub force_portable: bool,
     /// Attach the context tracepoints (resets, retransmits, errors, destroys).
     pub context_events: bool,
+    /// Read each connection's TCP counters at its close.
+    pub tcp_stats: bool,
 }
 
 /// Sums of the per-CPU counters plus the kernel's own count of skipped runs.
@@ -172,6 +174,7 @@ impl Live {
             .map_err(|e| anyhow!("{e:#}"))
             .and_then(crate::btf::tcp_stats_offsets)
         {
+            _ if !opts.tcp_stats => TcpStatsOffsets::default(),
             Ok((o, missing)) => {
                 if !missing.is_empty() {
                     eprintln!(
