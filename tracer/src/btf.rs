@@ -401,3 +401,33 @@ mod tests {
         assert_eq!((o.fdt_max_fds, o.fdt_fd), (0, 8), "{o:?}");
     }
 }
+
+#[cfg(test)]
+mod stats_offsets_tests {
+    use super::*;
+
+    /// Every counter this kernel (6.18) has is found, at a plausible place in `tcp_sock`.
+    #[test]
+    fn this_kernels_tcp_stats_offsets() {
+        let Ok(btf) = Btf::from_sys_fs() else { return };
+        let (o, missing) = tcp_stats_offsets(&btf).unwrap();
+        eprintln!("{o:?}");
+        assert!(missing.is_empty(), "{missing:?}");
+        for off in [
+            o.bytes_acked,
+            o.bytes_received,
+            o.bytes_sent,
+            o.bytes_retrans,
+            o.segs_out,
+            o.segs_in,
+            o.total_retrans,
+            o.srtt_us,
+            o.mdev_us,
+            o.min_rtt,
+            o.snd_cwnd,
+        ] {
+            // Past the inet_connection_sock at the head of a tcp_sock, within a few KiB.
+            assert!((1024..8192).contains(&off), "{o:?}");
+        }
+    }
+}
