@@ -50,6 +50,7 @@ pub(super) async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         force_portable: args.force_portable,
         context_events: !args.no_events,
         tcp_stats: !args.no_counters,
+        accept: !args.no_accept,
     };
     let clock = WallClock::now();
     with_pipeline!(&args, clock, |pipe| trace(&args, &opts, pipe, clock, demo)
@@ -223,7 +224,9 @@ async fn attach<S: Sink>(
     for u in &live.unavailable {
         eprintln!("tracer: warning: context events unavailable: {u}");
     }
-    if let Some(why) = &live.accept_unavailable {
+    if args.no_accept {
+        // Asked for: nothing to warn about.
+    } else if let Some(why) = &live.accept_unavailable {
         eprintln!(
             "tracer: warning: accepted sockets are not attributed to the process that accepted them ({why}): they keep their listener's owner (source inherited) until their own close"
         );

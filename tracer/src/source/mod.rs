@@ -52,6 +52,8 @@ pub struct LiveOptions {
     pub context_events: bool,
     /// Read each connection's TCP counters at its close.
     pub tcp_stats: bool,
+    /// Attach the accept program (owners of accepted sockets).
+    pub accept: bool,
 }
 
 /// Sums of the per-CPU counters plus the kernel's own count of skipped runs.
@@ -192,6 +194,7 @@ impl Live {
             }
         };
         let (accept_offsets, mut accept_unavailable) = match accept {
+            _ if !opts.accept => (AcceptOffsets::default(), Some("--no-accept".to_string())),
             Ok(o) => (o, None),
             Err(e) => (AcceptOffsets::default(), Some(format!("{e:#}"))),
         };
