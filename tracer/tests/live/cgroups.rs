@@ -28,6 +28,10 @@ enum Dir {
 
 /// Starts a tracer with `extra` on a port of its own, then one `bash` client per cgroup
 /// (`/dev/tcp`), each moved into its cgroup before it connects; our listener answers each.
+/// Each client lives 300 ms past its answer, as a real one would: the tracer reads a new
+/// cgroup's path from the owner's /proc/PID/cgroup when it meets the cgroup id (its reader
+/// may take a poll interval to get there), and a client gone by then leaves its path to the
+/// next rescan, which can come after the connection's record.
 /// Returns the records, the clients' pids and cgroup directories in order, and stderr.
 fn clients_in(
     cg: &mut TestCgroups,
@@ -51,7 +55,7 @@ fn clients_in(
             Command::new("bash")
                 .arg("-c")
                 .arg(format!(
-                    "read go; exec 3<>/dev/tcp/127.0.0.1/{port}; echo x >&3; read -t 5 -u 3 y; exec 3>&-"
+                    "read go; exec 3<>/dev/tcp/127.0.0.1/{port}; echo x >&3; read -t 5 -u 3 y; sleep 0.3; exec 3>&-"
                 ))
                 .stdin(Stdio::piped())
                 .spawn_locked()

@@ -76,11 +76,22 @@ fn losses_are_counted_captured_plus_lost_is_what_the_kernel_emitted() {
         .map(|l| l["count"].as_u64().unwrap())
         .sum();
     assert!(lost > 0, "a 4 KiB buffer must have overflowed: {err:?}");
-    assert_eq!(
-        captured as u64 + lost,
-        emitted as u64,
-        "captured {captured} + lost {lost} != emitted {emitted}"
+    // Runs the kernel skipped (recursion) are counted for every TCP event on the host,
+    // whatever its port: other tests' traffic on the same CPUs adds to them. Without any,
+    // the sum is exact; with some, what was dropped for this port lies between.
+    let misses: u64 = of_type(&records, "lost")
+        .iter()
+        .filter(|l| l["cause"] == "recursion")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    let (captured_u, emitted_u) = (captured as u64, emitted as u64);
+    assert!(
+        captured_u + lost - misses <= emitted_u && emitted_u <= captured_u + lost,
+        "captured {captured} + lost {lost} (of which {misses} recursion misses, host-wide) vs emitted {emitted}"
     );
+    if misses == 0 {
+        assert_eq!(captured_u + lost, emitted_u);
+    }
     // Reported live (`lost` records) and in the exit line.
     let line = err.iter().find(|l| l.contains("stopped")).unwrap();
     assert!(line.contains(&format!("lost {lost} ")), "{line}");
