@@ -332,14 +332,35 @@ impl TracefsCount {
     }
 
     pub fn count(&self) -> usize {
-        std::fs::write(self.0.join("events/sock/inet_sock_set_state/enable"), "0").unwrap();
+        self.count_of("sock/inet_sock_set_state")
+    }
+
+    /// Another event, `category/name` (e.g. `tcp/tcp_retransmit_skb`), filtered by `filter`,
+    /// counted in an instance of its own (`tag` names it).
+    pub fn event(tag: &str, event: &str, filter: &str) -> Self {
+        let dir = std::path::PathBuf::from(format!(
+            "/sys/kernel/tracing/instances/tracer-test-{}-{tag}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("buffer_size_kb"), "4096").unwrap();
+        let ev = dir.join("events").join(event);
+        std::fs::write(ev.join("filter"), filter).unwrap();
+        std::fs::write(ev.join("enable"), "1").unwrap();
+        Self(dir)
+    }
+
+    /// How many times `event` (as given to [`Self::event`]) fired; stops counting.
+    pub fn count_of(&self, event: &str) -> usize {
+        std::fs::write(self.0.join("events").join(event).join("enable"), "0").unwrap();
         let text = std::fs::read_to_string(self.0.join("trace")).unwrap();
         assert!(
             !text.contains("LOST"),
             "the counting instance itself lost events"
         );
+        let name = event.rsplit('/').next().unwrap_or(event);
         text.lines()
-            .filter(|l| l.contains("inet_sock_set_state:"))
+            .filter(|l| l.contains(&format!("{name}:")))
             .count()
     }
 }
