@@ -122,6 +122,14 @@ fn run() -> anyhow::Result<ExitCode> {
             if fuzz.fuzz_only {
                 eprintln!("xtask: --fuzz-only: skipping the tests");
             } else if unit_only {
+                let missing: Vec<&str> = UNIT_TEST_PACKAGES
+                    .iter()
+                    .copied()
+                    .filter(|p| !deb_installed(p))
+                    .collect();
+                if !missing.is_empty() {
+                    apt_install(&missing)?;
+                }
                 status(cargo().args(["test", "--workspace", "--exclude", "tracer-ebpf"]))?;
             } else {
                 // The privileged tests are #[ignore]d for a plain `cargo test`; run them all here.
@@ -226,8 +234,19 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 
 /// Debian packages the privileged tests use: headless Chromium renders the SVG ladders;
 /// nginx and curl are the real server and client; nftables makes drops, rejects and loss in
-/// the tests' own namespaces; iproute2 creates them.
-const TEST_PACKAGES: &[&str] = &["chromium", "nginx-light", "curl", "nftables", "iproute2"];
+/// the tests' own namespaces; iproute2 creates them. And [`UNIT_TEST_PACKAGES`].
+const TEST_PACKAGES: &[&str] = &[
+    "chromium",
+    "nginx-light",
+    "curl",
+    "nftables",
+    "iproute2",
+    "bpftool",
+];
+
+/// Debian packages the unit tests use: bpftool reads the kernel's BTF for the test that
+/// checks the loader's struct offsets against it.
+const UNIT_TEST_PACKAGES: &[&str] = &["bpftool"];
 
 pub(crate) fn deb_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
