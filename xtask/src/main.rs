@@ -67,7 +67,8 @@ enum Cmd {
     /// target/bench/results.md and results.json.
     Bench(bench::BenchArgs),
     /// Set up, build release, then run tracer against 1,000,000 loopback connections and
-    /// report its peak RSS and its RSS after the churn.
+    /// report its peak RSS and its RSS after the churn, what it captured against a tracefs
+    /// count, and each BPF program's runs and recursion misses.
     Soak(bench::SoakArgs),
     /// The load generator the benchmarks run (one JSON line on stdout).
     #[command(hide = true)]
