@@ -373,32 +373,204 @@ mod tests {
         assert!(Btf::parse(&[0u8; 24]).is_err());
     }
 
-    #[test]
-    fn this_kernels_netns_offsets() {
-        // The real vmlinux BTF, when the machine has it (it does here; the VM kernels too).
-        let Ok(btf) = Btf::from_sys_fs() else { return };
-        let o = netns_offsets(&btf).unwrap();
-        assert!(o.skc_net > 0 && o.skc_net < 256, "{o:?}");
-        assert!(o.net_inum < 4096, "{o:?}");
+    /// This kernel's BTF as `bpftool btf dump file … format raw` prints it (libbpf's parser,
+    /// not ours), by type id.
+    struct RawDump(HashMap<u32, RawType>);
+
+    struct RawType {
+        kind: String,
+        name: String,
+        /// `type_id=` of a typedef or qualifier.
+        target: u32,
+        /// (name, type id, bit offset); `(anon)` for anonymous members.
+        members: Vec<(String, u32, u32)>,
+    }
+
+    impl RawDump {
+        fn load() -> Self {
+            let vmlinux = "/sys/kernel/btf/vmlinux";
+            assert!(
+                std::path::Path::new(vmlinux).exists(),
+                "{vmlinux} missing: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF), so the \
+                 loader's struct offsets cannot be checked on it"
+            );
+            let bpftool = ["/usr/sbin/bpftool", "/sbin/bpftool", "/usr/bin/bpftool"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .expect("bpftool not found: install Debian's `bpftool` (`cargo xtask test` does)");
+            let out = std::process::Command::new(bpftool)
+                .args(["btf", "dump", "file", vmlinux, "format", "raw"])
+                .output()
+                .expect("running bpftool");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            let field = |l: &str, key: &str| -> Option<u32> {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key)?.parse().ok())
+            };
+            let quoted = |l: &str| l.split('\'').nth(1).unwrap_or("").to_string();
+            let mut types = HashMap::new();
+            let mut current: Option<u32> = None;
+            for l in text.lines() {
+                if let Some(rest) = l.strip_prefix('[') {
+                    let (id, rest) = rest.split_once("] ").unwrap();
+                    let id: u32 = id.parse().unwrap();
+                    let kind = rest.split_whitespace().next().unwrap().to_string();
+                    types.insert(
+                        id,
+                        RawType {
+                            kind,
+                            name: quoted(rest),
+                            target: field(rest, "type_id=").unwrap_or(0),
+                            members: Vec::new(),
+                        },
+                    );
+                    current = Some(id);
+                } else if let (Some(id), Some(m)) = (current, l.strip_prefix('\t')) {
+                    let (Some(ty), Some(bits)) = (field(m, "type_id="), field(m, "bits_offset="))
+                    else {
+                        continue; // enum values, function parameters
+                    };
+                    types
+                        .get_mut(&id)
+                        .unwrap()
+                        .members
+                        .push((quoted(m), ty, bits));
+                }
+            }
+            Self(types)
+        }
+
+        /// Bit offset of `path` inside type `id` (through typedefs, qualifiers and anonymous
+        /// members), and the member's type.
+        fn walk(&self, mut id: u32, path: &[&str]) -> Option<(u32, u32)> {
+            let mut bits = 0;
+            for m in path {
+                let (o, t) = self.member(id, m)?;
+                bits += o;
+                id = t;
+            }
+            Some((bits, id))
+        }
+
+        fn member(&self, id: u32, name: &str) -> Option<(u32, u32)> {
+            let t = self.0.get(&id)?;
+            match t.kind.as_str() {
+                "TYPEDEF" | "CONST" | "VOLATILE" | "RESTRICT" | "TYPE_TAG" => {
+                    self.member(t.target, name)
+                }
+                "STRUCT" | "UNION" => {
+                    t.members
+                        .iter()
+                        .find(|(n, _, _)| n == name)
+                        .map(|&(_, t, o)| (o, t))
+                        .or_else(|| {
+                            t.members.iter().filter(|(n, _, _)| n == "(anon)").find_map(
+                                |&(_, t, o)| self.member(t, name).map(|(o2, t2)| (o + o2, t2)),
+                            )
+                        })
+                }
+                _ => None,
+            }
+        }
+
+        /// Byte offset of `strukt.path…`, from the first struct of that name that has it.
+        fn offset(&self, strukt: &str, path: &[&str]) -> u32 {
+            let bits = self
+                .0
+                .iter()
+                .filter(|(_, t)| t.kind == "STRUCT" && t.name == strukt)
+                .find_map(|(&id, _)| self.walk(id, path).map(|(b, _)| b))
+                .unwrap_or_else(|| panic!("bpftool: no {strukt}.{}", path.join(".")));
+            assert_eq!(bits % 8, 0, "{strukt}.{} is a bitfield", path.join("."));
+            bits / 8
+        }
     }
 
     #[test]
-    fn this_kernels_accept_offsets() {
-        let Ok(btf) = Btf::from_sys_fs() else { return };
-        let o = accept_offsets(&btf).unwrap();
-        // struct sock_common's layout has been stable for years: the address pair first, the
-        // port pair next, the family right after.
-        assert_eq!((o.skc_daddr, o.skc_rcv_saddr), (0, 4), "{o:?}");
+    fn this_kernels_offsets_match_bpftool() {
+        // Every offset the loader takes from the running kernel's BTF, against bpftool's
+        // reading of the same BTF. Fails (does not skip) where either is missing.
+        let btf = Btf::from_sys_fs().expect("reading /sys/kernel/btf/vmlinux");
+        let raw = RawDump::load();
+        let n = netns_offsets(&btf).unwrap();
         assert_eq!(
-            (o.skc_dport, o.skc_num, o.skc_family),
-            (12, 14, 16),
-            "{o:?}"
+            (n.skc_net, n.net_inum),
+            (
+                raw.offset("sock", &["__sk_common", "skc_net", "net"]),
+                raw.offset("net", &["ns", "inum"])
+            ),
+            "netns offsets (sock.__sk_common.skc_net.net, net.ns.inum)"
         );
-        assert!(
-            o.skc_state == 18 && o.sk_protocol > 0 && o.task_files > 0,
-            "{o:?}"
+        let a = accept_offsets(&btf).unwrap();
+        let sk = |m: &str| raw.offset("sock", &["__sk_common", m]);
+        let want = [
+            (
+                "task_files",
+                a.task_files,
+                raw.offset("task_struct", &["files"]),
+            ),
+            (
+                "files_fdt",
+                a.files_fdt,
+                raw.offset("files_struct", &["fdt"]),
+            ),
+            (
+                "fdt_max_fds",
+                a.fdt_max_fds,
+                raw.offset("fdtable", &["max_fds"]),
+            ),
+            ("fdt_fd", a.fdt_fd, raw.offset("fdtable", &["fd"])),
+            (
+                "file_private_data",
+                a.file_private_data,
+                raw.offset("file", &["private_data"]),
+            ),
+            ("socket_sk", a.socket_sk, raw.offset("socket", &["sk"])),
+            ("skc_family", a.skc_family, sk("skc_family")),
+            ("skc_state", a.skc_state, sk("skc_state")),
+            ("skc_num", a.skc_num, sk("skc_num")),
+            ("skc_dport", a.skc_dport, sk("skc_dport")),
+            ("skc_rcv_saddr", a.skc_rcv_saddr, sk("skc_rcv_saddr")),
+            ("skc_daddr", a.skc_daddr, sk("skc_daddr")),
+            (
+                "skc_v6_rcv_saddr",
+                a.skc_v6_rcv_saddr,
+                sk("skc_v6_rcv_saddr"),
+            ),
+            ("skc_v6_daddr", a.skc_v6_daddr, sk("skc_v6_daddr")),
+            (
+                "sk_protocol",
+                a.sk_protocol,
+                raw.offset("sock", &["sk_protocol"]),
+            ),
+        ];
+        for (field, ours, theirs) in want {
+            assert_eq!(ours, theirs, "AcceptOffsets.{field}: ours vs bpftool");
+        }
+        assert_eq!(a.enabled, 1);
+        // Every field of AcceptOffsets is compared above (15 u32 offsets and `enabled`).
+        assert_eq!(
+            std::mem::size_of::<tracer_common::AcceptOffsets>(),
+            (want.len() + 1) * 4
         );
-        assert_eq!((o.fdt_max_fds, o.fdt_fd), (0, 8), "{o:?}");
+        // And struct sock_common's start, stable for years: the address pair, the port pair,
+        // the family, the state.
+        assert_eq!(
+            (
+                a.skc_daddr,
+                a.skc_rcv_saddr,
+                a.skc_dport,
+                a.skc_num,
+                a.skc_family,
+                a.skc_state
+            ),
+            (0, 4, 12, 14, 16, 18)
+        );
     }
 }
 

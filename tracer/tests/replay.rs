@@ -173,6 +173,9 @@ fn the_connections_view_shows_only_the_connection_records() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-timeline"));
 }
 
+/// Client connections to mixed.jsonl's listener.
+const RPORT_CLIENTS: usize = 20;
+
 #[test]
 fn replay_applies_the_filters_as_the_kernel_would() {
     let all = json_records(&replay(&fixture("mixed.jsonl"), &["-o", "json"]));
@@ -193,17 +196,37 @@ fn replay_applies_the_filters_as_the_kernel_would() {
     // A port nobody used: nothing at all.
     let none = replay(&fixture("mixed.jsonl"), &["-o", "json", "-p", "1"]);
     assert_eq!(ok_stdout(&none), "");
-    // The listener's port as the remote port: the clients only.
+    // The listener's port as the remote port: exactly the connections whose remote port it
+    // is in the unfiltered replay (the clients), none missing, nothing else.
+    let key = |v: &Value| {
+        (
+            v["sock"].to_string(),
+            v["role"].to_string(),
+            v["sport"].to_string(),
+        )
+    };
+    let mut want: Vec<_> = all
+        .iter()
+        .filter(|v| v["type"] == "connection" && v["dport"] == port.parse::<u64>().unwrap())
+        .map(key)
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), RPORT_CLIENTS, "{want:?}");
+    assert!(
+        want.iter().all(|(_, role, _)| role == "\"client\""),
+        "{want:?}"
+    );
     let clients = json_records(&replay(
         &fixture("mixed.jsonl"),
         &["-o", "json", "--rport", &port],
     ));
-    assert!(
-        clients
-            .iter()
-            .filter(|v| v["type"] == "connection")
-            .all(|v| v["role"] == "client")
-    );
+    let mut got: Vec<_> = clients
+        .iter()
+        .filter(|v| v["type"] == "connection")
+        .map(key)
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
     // Options that cannot apply to a recording are refused (exit 2), naming why.
     let out = replay(&fixture("mixed.jsonl"), &["--netns", "4026531840"]);
     assert_eq!(out.status.code(), Some(2));

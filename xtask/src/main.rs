@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
 mod fuzz;
 mod loadgen;
 mod toolchain;
@@ -57,15 +58,17 @@ enum Cmd {
         #[arg(long = "kernel", value_name = "PACKAGE")]
         kernels: Vec<String>,
     },
-    /// Set up, build release, and pack target/dist/tracer-VERSION-ARCH-linux.tar.gz: binary,
-    /// man page, shell completions, systemd unit, licences, README.
+    /// Set up, build release, and pack target/dist/tracer-VERSION-ARCH-linux.tar.gz (binary,
+    /// man page, shell completions, systemd unit, licences, README) and the Debian package
+    /// target/dist/tracer_VERSION_ARCH.deb.
     Dist,
     /// Set up, build release, then benchmark tracer against untraced runs and the peers
     /// (libbpf-tools tcpstates, bcc, bpftrace, perf) under loopback load; writes
     /// target/bench/results.md and results.json.
     Bench(bench::BenchArgs),
     /// Set up, build release, then run tracer against 1,000,000 loopback connections and
-    /// report its peak RSS and its RSS after the churn.
+    /// report its peak RSS and its RSS after the churn, what it captured against a tracefs
+    /// count, and each BPF program's runs and recursion misses.
     Soak(bench::SoakArgs),
     /// The load generator the benchmarks run (one JSON line on stdout).
     #[command(hide = true)]
@@ -120,6 +123,14 @@ fn run() -> anyhow::Result<ExitCode> {
             if fuzz.fuzz_only {
                 eprintln!("xtask: --fuzz-only: skipping the tests");
             } else if unit_only {
+                let missing: Vec<&str> = UNIT_TEST_PACKAGES
+                    .iter()
+                    .copied()
+                    .filter(|p| !deb_installed(p))
+                    .collect();
+                if !missing.is_empty() {
+                    apt_install(&missing)?;
+                }
                 status(cargo().args(["test", "--workspace", "--exclude", "tracer-ebpf"]))?;
             } else {
                 // The privileged tests are #[ignore]d for a plain `cargo test`; run them all here.
@@ -180,8 +191,10 @@ fn run() -> anyhow::Result<ExitCode> {
         Cmd::Loadgen(args) => return loadgen::main(&args),
         Cmd::Dist => {
             status(cargo().args(["build", "--release"]))?;
-            let tarball = dist(&root)?;
+            let tarball = dist::tarball(&root)?;
             eprintln!("xtask: wrote {}", tarball.display());
+            let deb = dist::deb(&root)?;
+            eprintln!("xtask: wrote {}", deb.display());
         }
         Cmd::Lint => {
             status(cargo().args(["fmt", "--all", "--check"]))?;
@@ -212,84 +225,6 @@ fn run() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Lays out the release in target/dist/NAME/ and packs it; returns the tarball's path.
-fn dist(root: &Path) -> anyhow::Result<PathBuf> {
-    let name = format!(
-        "tracer-{}-{}-linux",
-        env!("CARGO_PKG_VERSION"),
-        env::consts::ARCH
-    );
-    let out = root.join("target/dist");
-    let dir = out.join(&name);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    let bin = root.join("target/release/tracer");
-    let put = |rel: &str, bytes: &[u8]| -> anyhow::Result<()> {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().context("no parent")?)?;
-        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))
-    };
-    let run = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
-        let o = Command::new(&bin)
-            .args(args)
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        if !o.status.success() {
-            bail!(
-                "tracer {args:?} failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        Ok(o.stdout)
-    };
-    put(
-        "bin/tracer",
-        &std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?,
-    )?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(
-            dir.join("bin/tracer"),
-            std::fs::Permissions::from_mode(0o755),
-        )?;
-    }
-    put("share/man/man1/tracer.1", &run(&["man"])?)?;
-    put(
-        "share/bash-completion/completions/tracer",
-        &run(&["completions", "bash"])?,
-    )?;
-    put(
-        "share/zsh/site-functions/_tracer",
-        &run(&["completions", "zsh"])?,
-    )?;
-    put(
-        "share/fish/vendor_completions.d/tracer.fish",
-        &run(&["completions", "fish"])?,
-    )?;
-    for (src, dst) in [
-        ("dist/tracer.service", "lib/systemd/system/tracer.service"),
-        ("LICENSE-MIT", "LICENSE-MIT"),
-        ("LICENSE-APACHE", "LICENSE-APACHE"),
-        ("README.md", "README.md"),
-    ] {
-        put(
-            dst,
-            &std::fs::read(root.join(src)).with_context(|| format!("reading {src}"))?,
-        )?;
-    }
-    let tarball = out.join(format!("{name}.tar.gz"));
-    status(
-        Command::new("tar")
-            .arg("-czf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&out)
-            .arg(&name),
-    )?;
-    Ok(tarball)
-}
-
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = env::var_os("CARGO_MANIFEST_DIR").context("run me through `cargo xtask`")?;
     Ok(Path::new(&manifest)
@@ -300,8 +235,19 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 
 /// Debian packages the privileged tests use: headless Chromium renders the SVG ladders;
 /// nginx and curl are the real server and client; nftables makes drops, rejects and loss in
-/// the tests' own namespaces; iproute2 creates them.
-const TEST_PACKAGES: &[&str] = &["chromium", "nginx-light", "curl", "nftables", "iproute2"];
+/// the tests' own namespaces; iproute2 creates them. And [`UNIT_TEST_PACKAGES`].
+const TEST_PACKAGES: &[&str] = &[
+    "chromium",
+    "nginx-light",
+    "curl",
+    "nftables",
+    "iproute2",
+    "bpftool",
+];
+
+/// Debian packages the unit tests use: bpftool reads the kernel's BTF for the test that
+/// checks the loader's struct offsets against it.
+const UNIT_TEST_PACKAGES: &[&str] = &["bpftool"];
 
 pub(crate) fn deb_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")

@@ -19,6 +19,15 @@ fn family_filter_is_applied_in_the_kernel() {
 
 /// Two listeners on two loopback addresses; returns the records a tracer with `filter` saw.
 fn filtered(filter: &[&str]) -> (Vec<Value>, SocketAddr, SocketAddr, Vec<String>) {
+    let (records, a1, a2, err, _) = filtered_counted(filter);
+    (records, a1, a2, err)
+}
+
+/// [`filtered`], and the transitions the kernel emitted on each listener's port (tracefs:
+/// ground truth, whatever tracer did).
+fn filtered_counted(
+    filter: &[&str],
+) -> (Vec<Value>, SocketAddr, SocketAddr, Vec<String>, [usize; 2]) {
     let l1 = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     l1.bind(&SocketAddr::from((Ipv4Addr::new(127, 0, 0, 1), 0)).into())
         .unwrap();
@@ -36,12 +45,14 @@ fn filtered(filter: &[&str]) -> (Vec<Value>, SocketAddr, SocketAddr, Vec<String>
         owned.push(a.replace("P1", &p1).replace("P2", &p2));
     }
     let argv: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let (k1, k2) = (TracefsCount::new(a1.port()), TracefsCount::new(a2.port()));
     let t = Tracer::start(&argv);
     one_connection(l1, a1, FirstCloser::Client);
     one_connection(l2, a2, FirstCloser::Client);
     thread::sleep(Duration::from_millis(300));
     let (status, out, err) = t.stop();
     assert!(status.success(), "{err:?}");
+    let kernel = [k1.count(), k2.count()];
     (
         out.iter()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -49,6 +60,7 @@ fn filtered(filter: &[&str]) -> (Vec<Value>, SocketAddr, SocketAddr, Vec<String>
         a1,
         a2,
         err,
+        kernel,
     )
 }
 
@@ -71,7 +83,8 @@ fn roles(records: &[Value]) -> Vec<(String, u64)> {
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn filters_let_through_exactly_the_expected_connections() {
     // --addr: only the connection on 127.0.0.2 (both of its ends, and its listener).
-    let (r, _, a2, err) = filtered(&["-p", "P1", "-p", "P2", "--addr", "127.0.0.2/32"]);
+    let (r, _, a2, err, [k1, k2]) =
+        filtered_counted(&["-p", "P1", "-p", "P2", "--addr", "127.0.0.2/32"]);
     let got = roles(&r);
     assert_eq!(got.len(), 3, "{got:?}");
     assert!(
@@ -81,9 +94,22 @@ fn filters_let_through_exactly_the_expected_connections() {
         "{r:#?}"
     );
     assert!(got.contains(&("listener".into(), a2.port().into())));
-    // Filtered in the kernel: the program saw more TCP events than it submitted.
-    let line = err.iter().find(|l| l.contains("stopped")).unwrap();
-    assert!(line.contains("filtered out in the kernel"), "{line}");
+    // Filtered in the kernel, by the numbers. Each connection is 12 transitions (the
+    // listener's 2, each side's 5), as the kernel itself counted them.
+    assert_eq!([k1, k2], [12, 12], "{err:?}");
+    let c = StopCounts::from_stderr(&err);
+    assert_eq!(c.lost, 0, "{c:?}");
+    // What arrived from the kernel: exactly the 127.0.0.2 connection's transitions (the port
+    // and address filters run again in user space, but only drop what the kernel let by).
+    assert_eq!(c.transitions, k2 as u64, "{c:?}");
+    assert_eq!(c.context_events, 0, "--no-events: {c:?}");
+    // The kernel's counters: it submitted those and, with the accept program, the one
+    // accepted socket on 127.0.0.2; it saw at least both connections' transitions and
+    // filtered out at least the 127.0.0.1 one's.
+    let accepts = u64::from(accept_attached(&err));
+    assert_eq!(c.submitted(), c.transitions + accepts, "{c:?}");
+    assert!(c.seen >= (k1 + k2) as u64, "{c:?}");
+    assert!(c.filtered_out >= k1 as u64, "{c:?}");
 
     // --lport: the listener and the server side of P2 only (their local port is P2).
     let (r, _, a2, _) = filtered(&["--lport", "P2"]);

@@ -156,6 +156,69 @@ impl Drop for Tracer {
     }
 }
 
+/// The kernel's counts in tracer's exit line (`tracer: stopped (…): N transitions, E context
+/// events, …, lost L (…)…, filtered out in the kernel: X of M TCP events`). `transitions` and
+/// `context_events` are the records that arrived from the kernel and passed the port and
+/// address filters again in user space (the owner filters only decide what is printed), so
+/// with kernel filters on they are what the kernel submitted; `filtered_out` and `seen` are
+/// the kernel's own counters (M = TCP events its programs saw, X = M − submitted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopCounts {
+    pub transitions: u64,
+    pub context_events: u64,
+    pub lost: u64,
+    pub filtered_out: u64,
+    pub seen: u64,
+}
+
+impl StopCounts {
+    /// From a stopped tracer's stderr; panics (naming the line) if a count is missing.
+    pub fn from_stderr(err: &[String]) -> Self {
+        let line = err
+            .iter()
+            .find(|l| l.starts_with("tracer: stopped"))
+            .unwrap_or_else(|| panic!("no exit line in {err:#?}"));
+        let before = |needle: &str| -> u64 {
+            let head = &line[..line
+                .find(needle)
+                .unwrap_or_else(|| panic!("no `{needle}` in {line}"))];
+            head.rsplit(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no number before `{needle}` in {line}"))
+        };
+        let after = |needle: &str| -> u64 {
+            let tail = &line[line
+                .find(needle)
+                .unwrap_or_else(|| panic!("no `{needle}` in {line}"))
+                + needle.len()..];
+            tail.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no number after `{needle}` in {line}"))
+        };
+        Self {
+            transitions: before(" transitions,"),
+            context_events: before(" context events"),
+            lost: after(", lost "),
+            filtered_out: after("filtered out in the kernel: "),
+            seen: before(" TCP events"),
+        }
+    }
+
+    /// What the kernel's programs submitted: M − X.
+    pub fn submitted(&self) -> u64 {
+        self.seen - self.filtered_out
+    }
+}
+
+/// Whether the tracer said it attached the accept program (accepted sockets are then
+/// reported, one record each, and counted as submitted by the kernel).
+pub fn accept_attached(err: &[String]) -> bool {
+    err.iter()
+        .any(|l| l.starts_with("tracer: accepting processes from"))
+}
+
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {

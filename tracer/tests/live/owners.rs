@@ -50,13 +50,32 @@ fn owner_of_a_socket_older_than_the_tracer_comes_from_proc() {
     assert!(first["owner"].is_null(), "{first}");
 }
 
+/// What [`owner_filtered`] saw: the connection records, the listener's port, the exit line's
+/// counts, whether the accept program was attached, and the transitions on the port that the
+/// kernel emitted (a tracefs instance: ground truth, whatever tracer did).
+struct OwnerRun {
+    conns: Vec<Value>,
+    port: u16,
+    counts: StopCounts,
+    accepts: bool,
+    kernel: usize,
+}
+
+/// The transitions of the workload below, socket by socket: the listener's CLOSE → LISTEN →
+/// CLOSE, and each side of a connection five (client CLOSE → SYN_SENT → ESTABLISHED →
+/// FIN_WAIT1 → FIN_WAIT2 → CLOSE; server LISTEN → SYN_RECV → ESTABLISHED → CLOSE_WAIT →
+/// LAST_ACK → CLOSE).
+const LISTENER: u64 = 2;
+const SIDE: u64 = 5;
+
 /// Runs `filter` around: a listener (ours) on P, one connection from this process and one
-/// from a `bash` child (`/dev/tcp`). Returns the connection records.
-fn owner_filtered(filter: &[String]) -> (Vec<Value>, u16) {
+/// from a `bash` child (`/dev/tcp`), both accepted by this process.
+fn owner_filtered(filter: &[String]) -> OwnerRun {
     let (listener, addr) = bound(false);
     let port = addr.port().to_string();
     let mut args: Vec<&str> = vec!["-o", "json", "--no-timewait", "-p", &port];
     args.extend(filter.iter().map(String::as_str));
+    let kernel = TracefsCount::new(addr.port());
     let t = Tracer::start(&args);
     listener.listen(4).unwrap();
     let listener: std::net::TcpListener = listener.into();
@@ -88,17 +107,45 @@ fn owner_filtered(filter: &[String]) -> (Vec<Value>, u16) {
     thread::sleep(Duration::from_millis(300));
     let (status, out, err) = t.stop();
     assert!(status.success(), "{err:?}");
+    let kernel = kernel.count();
     let records: Vec<Value> = out
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    (
-        of_type(&records, "connection")
+    let run = OwnerRun {
+        conns: of_type(&records, "connection")
             .into_iter()
             .cloned()
             .collect(),
-        addr.port(),
-    )
+        port: addr.port(),
+        counts: StopCounts::from_stderr(&err),
+        accepts: accept_attached(&err),
+        kernel,
+    };
+    // The workload itself, counted by the kernel: one listener, two connections.
+    assert_eq!(run.kernel as u64, LISTENER + 4 * SIDE, "{err:?}");
+    assert_eq!(run.counts.lost, 0, "{err:?}");
+    run
+}
+
+/// The kernel filtered: it submitted exactly `transitions` of the workload's transitions and
+/// `accepts` accept records (when the accept program is attached), plus the context events
+/// user space counted, and said it filtered out the rest of what it saw.
+fn assert_kernel_submitted(r: &OwnerRun, transitions: u64, accepts: u64) {
+    let c = r.counts;
+    // Counted in user space before the owner filters: what came from the kernel.
+    assert_eq!(c.transitions, transitions, "{c:?}");
+    let accepts = if r.accepts { accepts } else { 0 };
+    // The kernel's own counters agree: submitted = transitions + context events + accepts.
+    assert_eq!(
+        c.submitted(),
+        c.transitions + c.context_events + accepts,
+        "{c:?}"
+    );
+    // What it saw includes every transition on the port, and what it filtered out at least
+    // the ones it did not submit.
+    assert!(c.seen >= r.kernel as u64, "{c:?}");
+    assert!(c.filtered_out >= r.kernel as u64 - transitions, "{c:?}");
 }
 
 #[test]
@@ -119,15 +166,21 @@ fn owner_filters_pid_comm_and_cgroup() {
         v
     };
     // --pid: everything this process owns (listener, its client, both accepted sockets), not
-    // the bash client.
-    let (c, _) = owner_filtered(&["--pid".into(), me.to_string()]);
+    // the bash client. The kernel drops the bash client's transitions itself (user space
+    // would hide them too: the counts tell the two apart), and submits both accepts.
+    let r = owner_filtered(&["--pid".into(), me.to_string()]);
+    let c = &r.conns;
     assert_eq!(c.len(), 4, "{c:#?}");
     assert!(c.iter().all(|c| c["owner"]["pid"] == me), "{c:#?}");
-    assert!(!owners(&c).iter().any(|(_, comm)| comm == "bash"));
-    // --comm bash: only the bash client.
-    let (c, port) = owner_filtered(&["--comm".into(), "bash".into()]);
-    assert_eq!(owners(&c), [("client".to_string(), "bash".to_string())]);
-    assert_eq!(c[0]["dport"].as_u64(), Some(port.into()));
+    assert!(!owners(c).iter().any(|(_, comm)| comm == "bash"));
+    assert_kernel_submitted(&r, LISTENER + 3 * SIDE, 2);
+    // --comm bash: only the bash client, in the kernel too (its five transitions, no
+    // accept: this process accepted).
+    let r = owner_filtered(&["--comm".into(), "bash".into()]);
+    let c = &r.conns;
+    assert_eq!(owners(c), [("client".to_string(), "bash".to_string())]);
+    assert_eq!(c[0]["dport"].as_u64(), Some(r.port.into()));
+    assert_kernel_submitted(&r, SIDE, 0);
     // --cgroup: ours lets everything through; an empty cgroup nothing.
     let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let path = cg
@@ -135,11 +188,15 @@ fn owner_filters_pid_comm_and_cgroup() {
         .find_map(|l| l.strip_prefix("0::"))
         .unwrap()
         .to_string();
-    let (c, _) = owner_filtered(&["--cgroup".into(), path]);
-    assert_eq!(c.len(), 5, "{c:#?}");
+    let r = owner_filtered(&["--cgroup".into(), path]);
+    assert_eq!(r.conns.len(), 5, "{:#?}", r.conns);
+    assert_kernel_submitted(&r, LISTENER + 4 * SIDE, 2);
     // An empty cgroup, under the cgroup2 mount wherever it is (/sys/fs/cgroup/unified on a
-    // hybrid host, where /sys/fs/cgroup is the v1 tmpfs): nothing. Removed even on failure.
+    // hybrid host, where /sys/fs/cgroup is the v1 tmpfs): nothing, and nothing submitted by
+    // the kernel. Removed even on failure.
     let empty = TestCgroups::new("empty");
-    let (c, _) = owner_filtered(&["--cgroup".into(), empty.base.display().to_string()]);
-    assert!(c.is_empty(), "{c:#?}");
+    let r = owner_filtered(&["--cgroup".into(), empty.base.display().to_string()]);
+    assert!(r.conns.is_empty(), "{:#?}", r.conns);
+    assert_kernel_submitted(&r, 0, 0);
+    assert_eq!(r.counts.context_events, 0, "{:?}", r.counts);
 }

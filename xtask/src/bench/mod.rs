@@ -195,6 +195,10 @@ pub struct SoakArgs {
     /// The tracer binary (default: build it).
     #[arg(long)]
     pub tracer: Option<PathBuf>,
+    /// Do not give tracer `-p` for the generator's ports: it then counts every TCP
+    /// transition on the host, which the tracefs count (those ports only) cannot check.
+    #[arg(long)]
+    pub all_ports: bool,
     /// Extra tracer arguments (after `--`), e.g. `-- --max-connections 50000`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub tracer_args: Vec<String>,

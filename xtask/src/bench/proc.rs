@@ -345,3 +345,40 @@ pub(super) fn prog_delta(
         .map(|(c, ns)| ns as f64 / c as f64);
     (ns_run, total_ns, misses)
 }
+
+/// A BPF program's name as the kernel keeps it (at most 15 characters: `inet_sock_set_s`),
+/// from `bpftool prog show id ID`; `prog ID` where bpftool is missing.
+pub(super) fn prog_name(id: u64) -> String {
+    let name = ["/usr/sbin/bpftool", "/sbin/bpftool", "/usr/bin/bpftool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .and_then(|b| {
+            Command::new(b)
+                .args(["-j", "prog", "show", "id", &id.to_string()])
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+        })
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["name"].as_str().map(str::to_string));
+    name.unwrap_or_else(|| format!("prog {id}"))
+}
+
+/// What one recursion miss of a tracer program loses, by the program's (truncated) name.
+pub(super) fn miss_loses(name: &str) -> &'static str {
+    match name {
+        n if n.starts_with("inet_sock_set") => {
+            "a TCP state transition, of any socket on the host (not only the generator's)"
+        }
+        n if n.starts_with("tcp_destroy") => "a context event: a socket freed",
+        n if n.starts_with("tcp_send_reset") || n.starts_with("tcp_receive_res") => {
+            "a context event: a reset sent or received"
+        }
+        n if n.starts_with("tcp_retransmit") => "a context event: a retransmit",
+        n if n.starts_with("inet_sk_error") => "a context event: an error report",
+        n if n.starts_with("sys_exit_accept") => {
+            "an accept record (the accepted socket keeps its listener's owner)"
+        }
+        _ => "?",
+    }
+}

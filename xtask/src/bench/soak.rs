@@ -1,4 +1,5 @@
-//! `cargo xtask soak`: tracer against a long churn; its RSS during and after.
+//! `cargo xtask soak`: tracer against a long churn; its RSS during and after, its capture of
+//! the generator's transitions against tracefs, each program's runs and recursion misses.
 use std::{
     fmt::Write as _,
     fs::{self, File},
@@ -15,10 +16,10 @@ use crate::loadgen;
 
 use super::{
     SoakArgs,
-    proc::{Proc, status_kib},
+    proc::{Proc, miss_loses, prog_name, prog_stats, status_kib},
     report::{listen_port, machine_facts},
     run::{run_loadgen, tracer_binary},
-    tracefs::{TraceCount, ensure_tracefs, require_root},
+    tracefs::{BpfStats, TraceCount, ensure_tracefs, require_root},
 };
 
 pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result<ExitCode> {
@@ -40,9 +41,20 @@ pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result
         progress: 10.0,
     };
     let counter = TraceCount::new(&gen_args)?;
+    // As the bench does: the programs' run counts, beside their recursion misses (counted
+    // either way), say whether a transition the tracer lacks reached its program at all.
+    let _stats = BpfStats::enable()?;
     let stdout =
         File::create(&args.output).with_context(|| format!("opening {}", args.output.display()))?;
     let mut targs: Vec<String> = vec!["-o".into(), "json".into()];
+    // Only the generator's ports (filtered in the kernel), so that tracer's transition count
+    // is what it captured of the transitions the tracefs instance counts on those ports.
+    let ports = gen_args.port..=(u64::from(gen_args.port) + gen_args.listeners() - 1) as u16;
+    if !args.all_ports {
+        for p in ports {
+            targs.extend(["-p".into(), p.to_string()]);
+        }
+    }
     targs.extend(args.tracer_args.iter().cloned());
     eprintln!(
         "soak: {} {} > {}",
@@ -59,6 +71,7 @@ pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result
 
     // Sample RSS once a second in the background while the churn runs.
     let pid = proc.pid;
+    let progs_before = prog_stats(pid);
     let samples: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let t0 = Instant::now();
@@ -93,6 +106,19 @@ pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.join();
     let hwm_kib = status_kib(pid, "VmHWM:");
+    // Each program's runs and recursion misses from the attach to the end of the watch.
+    let progs: Vec<(u64, String, u64, u64)> = prog_stats(pid)
+        .into_iter()
+        .map(|(id, s1)| {
+            let s0 = progs_before.get(&id).copied().unwrap_or_default();
+            (
+                id,
+                prog_name(id),
+                s1.run_cnt.saturating_sub(s0.run_cnt),
+                s1.recursion_misses.saturating_sub(s0.recursion_misses),
+            )
+        })
+        .collect();
     let exit = proc.stop(Duration::from_secs(60))?;
     let kernel = counter.count()?;
     drop(counter);
@@ -136,12 +162,28 @@ pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result
         "| transitions emitted (tracefs) | {kernel} (expected {}) |",
         lg.expected_transitions
     );
-    let _ = writeln!(
-        md,
-        "| tracer transitions (all TCP on the host) | {} |",
-        exit.transitions
-            .map_or_else(|| "?".into(), |t| t.to_string())
-    );
+    if args.all_ports {
+        let _ = writeln!(
+            md,
+            "| tracer transitions (all TCP on the host: not comparable with tracefs) | {} |",
+            exit.transitions
+                .map_or_else(|| "?".into(), |t| t.to_string())
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "| tracer transitions on the generator's ports (`-p`): captured / tracefs | {} / {kernel}{} |",
+            exit.transitions
+                .map_or_else(|| "?".into(), |t| t.to_string()),
+            exit.transitions
+                .filter(|_| kernel > 0)
+                .map_or_else(String::new, |t| format!(
+                    " ({:.3}%, {} missing)",
+                    t as f64 * 100.0 / kernel as f64,
+                    kernel.saturating_sub(t)
+                ))
+        );
+    }
     let _ = writeln!(
         md,
         "| tracer lost | {} |",
@@ -170,6 +212,38 @@ pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result
         if growing { "YES" } else { "no" }
     );
     let _ = writeln!(md, "| tracer CPU | {:.1} s |", exit.cpu_total_s);
+    let _ = writeln!(
+        md,
+        "\nRuns and recursion misses by program (a miss is a run the kernel skipped because another BPF program was running on that CPU; from `/proc/PID/fdinfo`, attach to stop; each miss loses what that program would have sent):\n\n| program | runs | recursion misses | a miss loses |\n|---|---|---|---|"
+    );
+    for (id, name, runs, misses) in &progs {
+        let _ = writeln!(
+            md,
+            "| `{name}` (id {id}) | {runs} | {misses} | {} |",
+            miss_loses(name)
+        );
+    }
+    // The transition program runs for every TCP transition on the host: its runs plus its
+    // misses are what reached it, set against what the kernel emitted on the generator's
+    // ports; and what tracer lacks beyond its misses was lost without a count.
+    if let Some((_, _, runs, misses)) = progs
+        .iter()
+        .find(|(_, name, _, _)| name.starts_with("inet_sock_set"))
+    {
+        let _ = writeln!(
+            md,
+            "\n`inet_sock_set_state` runs + misses: {} (every TCP transition on the host; tracefs counted {kernel} on the generator's ports).",
+            runs + misses
+        );
+        if let (false, Some(t)) = (args.all_ports, exit.transitions) {
+            let missing = kernel.saturating_sub(t);
+            let _ = writeln!(
+                md,
+                "Transitions on the generator's ports missing from tracer: {missing}; its recursion misses: {misses}; so at least {} were lost without being counted.",
+                missing.saturating_sub(*misses)
+            );
+        }
+    }
     let _ = writeln!(md, "\ntracer's exit line: `{summary}`");
     let soak_json = serde_json::json!({
         "machine": machine_facts(Some(&tracer)),
@@ -177,6 +251,13 @@ pub fn soak(root: &Path, cargo: &mut Command, args: &SoakArgs) -> anyhow::Result
         "generator": lg,
         "kernel_transitions": kernel,
         "tracer_transitions": exit.transitions,
+        "tracer_filtered_to_generator_ports": !args.all_ports,
+        "programs": progs
+            .iter()
+            .map(|(id, name, runs, misses)| serde_json::json!({
+                "id": id, "name": name, "runs": runs, "recursion_misses": misses,
+            }))
+            .collect::<Vec<_>>(),
         "tracer_lost": exit.lost,
         "vm_hwm_kib": hwm_kib,
         "ru_maxrss_kib": exit.maxrss_kib,
