@@ -275,6 +275,16 @@ pub enum Command {
         #[arg(value_name = "AGE", default_value = "30s", value_parser = parse_duration)]
         age: Duration,
     },
+    /// A live dashboard of the host's TCP state machine in the terminal: sockets in each
+    /// state now (with their history), every transition's count and rate, the connections
+    /// stuck longer than `--stuck` (30 s unless given) with their owners, the busiest
+    /// remotes, and tracer's own health. Every filter applies. Keys: q quit, p pause, s
+    /// cycle the remotes' sort, ? help.
+    Top {
+        /// Refresh interval.
+        #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+    },
     /// Show a recording made with `--record FILE`: no root, no BPF, any machine. Every view,
     /// filter, `--stuck` and `--summary` works as live (`--netns`, `--metrics` and `--record`
     /// do not: the recording has no namespaces, and nothing is live). A corrupt or truncated
@@ -359,6 +369,7 @@ impl Args {
     pub fn stuck_threshold(&self) -> Option<Duration> {
         match &self.command {
             Some(Command::Stuck { age }) => Some(*age),
+            Some(Command::Top { .. }) => Some(self.stuck.unwrap_or(Duration::from_secs(30))),
             _ => self.stuck,
         }
     }

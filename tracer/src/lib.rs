@@ -27,6 +27,7 @@ pub mod ring;
 pub mod source;
 pub mod summary;
 pub mod table;
+pub mod top;
 pub mod tuple;
 pub mod units;
 

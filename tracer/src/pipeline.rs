@@ -475,7 +475,8 @@ impl<S: Sink> Pipeline<S> {
             r.line(&record::Line::Tick { ts_ns: now_ns })
                 .map_err(recording_error)?;
         }
-        self.check_stuck(now_ns)
+        self.check_stuck(now_ns)?;
+        self.sink.refresh(&self.table, now_ns)
     }
 
     /// `count` events of one cause could not be handed over (`total` so far).

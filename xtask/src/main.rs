@@ -235,10 +235,12 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 
 /// Debian packages the privileged tests use: headless Chromium renders the SVG ladders;
 /// nginx and curl are the real server and client; nftables makes drops, rejects and loss in
-/// the tests' own namespaces; iproute2 creates them. And [`UNIT_TEST_PACKAGES`].
+/// the tests' own namespaces; iproute2 creates them; tmux drives `tracer top`. And
+/// [`UNIT_TEST_PACKAGES`].
 const TEST_PACKAGES: &[&str] = &[
     "chromium",
     "nginx-light",
+    "tmux",
     "curl",
     "nftables",
     "iproute2",

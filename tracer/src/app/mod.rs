@@ -92,13 +92,27 @@ macro_rules! with_pipeline {
     ($args:expr, $clock:expr, |$pipe:ident| $body:expr) => {{
         use $crate::{app::configure, cli::Output, output, pipeline::Pipeline};
         let out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-        match $args.output {
-            Output::Json => {
+        match ($args.output, &$args.command) {
+            (_, Some($crate::cli::Command::Top { interval })) => {
+                drop(out);
+                let color = std::env::var_os("NO_COLOR").is_none()
+                    && $args.color != $crate::cli::ColorChoice::Never;
+                let threshold = $args.stuck_threshold().map_or(30_000_000_000, |d| {
+                    d.as_nanos().min(u128::from(u64::MAX)) as u64
+                });
+                if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    anyhow::bail!("tracer top draws on a terminal: stdout is not one");
+                }
+                let sink = $crate::top::Top::new(threshold, *interval, color);
+                let $pipe = configure($args, $clock, Pipeline::new(sink))?;
+                $body
+            }
+            (Output::Json, _) => {
                 let sink = output::Json::new(out, $clock);
                 let $pipe = configure($args, $clock, Pipeline::new(sink))?;
                 $body
             }
-            Output::Text => {
+            (Output::Text, _) => {
                 let color = $crate::app::text_color($args);
                 let sink = output::Text::new(out, $clock, color, !$args.no_timeline);
                 let $pipe = configure($args, $clock, Pipeline::new(sink))?;

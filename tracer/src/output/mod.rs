@@ -48,6 +48,11 @@ pub trait Sink {
     /// `--summary`, at exit and on SIGUSR1.
     fn summary(&mut self, s: &crate::summary::Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// Once a second (the pipeline's tick): the table as it is now, for a view that shows
+    /// its state (`tracer top`). Nothing for the others.
+    fn refresh(&mut self, _table: &crate::table::Table, _now_ns: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The last wall-clock second a sink formatted: formatting a date (and looking up the time

@@ -312,3 +312,61 @@ mod tests {
         assert_eq!(SockInfo::default().why(TcpState::SynSent), "");
     }
 }
+
+/// One stuck connection as a dashboard lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StuckRow {
+    pub state: TcpState,
+    pub age_ns: u64,
+    pub age_at_least: bool,
+    pub owner: Option<Owner>,
+    pub tuple: super::Tuple,
+    pub netns: u32,
+    /// An orphaned FIN_WAIT2: closed by its owner, the peer's FIN awaited.
+    pub orphaned: bool,
+}
+
+impl Table {
+    /// The connections stuck for at least `threshold_ns` now, oldest first, at most `limit`
+    /// (for a dashboard: it does not count reports as [`Self::stuck`] does).
+    pub fn stuck_rows(&self, now_ns: u64, threshold_ns: u64, limit: usize) -> Vec<StuckRow> {
+        let open = self
+            .conns
+            .values()
+            .chain(self.seeded.values())
+            .filter_map(|c| {
+                let state = c.last_state();
+                let (age_ns, age_at_least) = c.age(now_ns);
+                (STUCK_STATES.contains(&state) && age_ns >= threshold_ns).then(|| StuckRow {
+                    state,
+                    age_ns,
+                    age_at_least,
+                    owner: c.owner,
+                    tuple: c.tuple,
+                    netns: c.netns,
+                    orphaned: c.orphan.is_some(),
+                })
+            });
+        let orphans = self
+            .closing
+            .values()
+            .chain(self.displaced.values())
+            .filter(|h| h.orphaned())
+            .filter_map(|h| {
+                let age_ns = h.conn.orphan_age(now_ns)?;
+                (age_ns >= threshold_ns).then_some(StuckRow {
+                    state: TcpState::FinWait2,
+                    age_ns,
+                    age_at_least: false,
+                    owner: h.conn.owner,
+                    tuple: h.conn.tuple,
+                    netns: h.conn.netns,
+                    orphaned: true,
+                })
+            });
+        let mut rows: Vec<StuckRow> = open.chain(orphans).collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
+        rows.truncate(limit);
+        rows
+    }
+}

@@ -27,3 +27,4 @@ mod recording;
 mod ring;
 mod stuck;
 mod time_wait;
+mod top;
