@@ -27,6 +27,8 @@ mod ui;
 pub const HISTORY: usize = 120;
 /// Stuck connections listed at most.
 const STUCK_ROWS: usize = 200;
+/// The shortest window rates are taken over.
+const RATE_WINDOW_NS: u64 = 1_000_000_000;
 /// Remote endpoints counted individually; beyond, new ones are not (counted as such).
 const MAX_REMOTES: usize = 10_000;
 
@@ -106,6 +108,8 @@ pub struct Dashboard {
     pub closed: BTreeMap<&'static str, u64>,
     pub events: u64,
     events_since: u64,
+    /// Where the current rate window began.
+    rates_since_ns: u64,
     pub events_per_s: f64,
     pub lost: BTreeMap<&'static str, u64>,
     /// The tracer's own CPU time (user + system, seconds) and its share of a core over the
@@ -187,15 +191,20 @@ impl Dashboard {
     /// Once per interval: the table's states and stuck connections, and the rates since the
     /// last refresh.
     pub fn refresh(&mut self, table: &Table, now_ns: u64) {
-        let dt = if self.now_ns == 0 {
-            0.0
-        } else {
-            now_ns.saturating_sub(self.now_ns) as f64 / 1e9
-        };
         if self.first_ns == 0 {
             self.first_ns = now_ns;
+            self.rates_since_ns = now_ns;
         }
         self.now_ns = now_ns;
+        // Rates over a second at least: the reader takes events from the ring in batches, so
+        // a shorter window would jump with the batches.
+        let elapsed = now_ns.saturating_sub(self.rates_since_ns);
+        let dt = if elapsed >= RATE_WINDOW_NS {
+            self.rates_since_ns = now_ns;
+            elapsed as f64 / 1e9
+        } else {
+            0.0
+        };
         self.states = table.state_counts().into_iter().collect();
         for s in TcpState::ALL {
             let h = self.history.entry(s).or_default();
@@ -204,23 +213,18 @@ impl Dashboard {
                 h.pop_front();
             }
         }
+        self.stuck = table.stuck_rows(now_ns, self.threshold_ns, STUCK_ROWS);
+        if dt == 0.0 {
+            return;
+        }
         for a in self.arrows.values_mut() {
-            a.rate = if dt > 0.0 { a.now as f64 / dt } else { 0.0 };
+            a.rate = a.now as f64 / dt;
             a.now = 0;
         }
-        self.events_per_s = if dt > 0.0 {
-            self.events_since as f64 / dt
-        } else {
-            0.0
-        };
+        self.events_per_s = self.events_since as f64 / dt;
         self.events_since = 0;
-        self.stuck = table.stuck_rows(now_ns, self.threshold_ns, STUCK_ROWS);
         let cpu = own_cpu_seconds().unwrap_or(self.cpu_s);
-        self.cpu_share = if dt > 0.0 {
-            ((cpu - self.cpu_s) / dt).max(0.0)
-        } else {
-            0.0
-        };
+        self.cpu_share = ((cpu - self.cpu_s) / dt).max(0.0);
         self.cpu_s = cpu;
     }
 

@@ -335,36 +335,52 @@ fn render_health(f: &mut Frame, area: Rect, d: &Dashboard) {
 fn render_diagram(f: &mut Frame, area: Rect, d: &Dashboard, color: bool) {
     let block = Block::default()
         .borders(Borders::ALL)
-        .title(" the state machine: transitions (total, per second) ");
+        .title(" the state machine: transitions since start, per second now ");
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let cols = Layout::horizontal([Constraint::Ratio(1, 4); 4]).split(inner);
-    for ((title, arrows), col) in DIAGRAM.iter().zip(cols.iter()) {
-        let mut lines = vec![Line::from(Span::styled(
-            *title,
-            Style::default().add_modifier(Modifier::UNDERLINED),
-        ))];
+    // The arrows taken so far, in the order of a connection's life, in two columns.
+    let mut lines = Vec::new();
+    for (_, arrows) in DIAGRAM.iter() {
         for (old, new) in *arrows {
-            let a = d.arrows.get(&(*old, *new)).copied().unwrap_or_default();
+            let Some(a) = d.arrows.get(&(*old, *new)).copied().filter(|a| a.total > 0) else {
+                continue;
+            };
             let hot = a.rate > 0.0;
             let style = if hot {
                 styled(color, Color::Green).add_modifier(Modifier::BOLD)
             } else {
                 Style::default()
             };
-            let rate = if a.rate >= 10.0 {
-                format!("{:.0}/s", a.rate)
-            } else if hot {
-                format!("{:.1}/s", a.rate)
+            let rate = if hot {
+                format!("{}/s", count(a.rate.round() as u64))
             } else {
                 String::new()
             };
-            lines.push(Line::from(vec![Span::styled(
-                format!("{}→{} {} {rate}", short(*old), short(*new), a.total),
+            let name = format!("{}→{}", short(*old), short(*new));
+            lines.push(Line::from(Span::styled(
+                format!("{name:<21}{:>7}{rate:>9}", count(a.total)),
                 style,
-            )]));
+            )));
         }
-        f.render_widget(Paragraph::new(lines), *col);
+    }
+    if lines.is_empty() {
+        f.render_widget(Paragraph::new("no transitions yet"), inner);
+        return;
+    }
+    let rows = inner.height.max(1) as usize;
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(inner);
+    let rest = lines.split_off(rows.min(lines.len()));
+    f.render_widget(Paragraph::new(lines), left);
+    f.render_widget(Paragraph::new(rest), right);
+}
+
+/// `999`, `21.8k`, `1.2M`: a count in at most six characters.
+fn count(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
     }
 }
 
@@ -398,7 +414,7 @@ fn render_stuck(f: &mut Frame, area: Rect, d: &Dashboard, color: bool) {
                 styled(color, Color::Red).add_modifier(Modifier::BOLD),
             ),
             Span::raw(format!(
-                "{}{:>8} {}→{}  {owner}{why}",
+                "{}{:>8}  {owner:<22} {}→{}{why}",
                 if r.age_at_least { "≥" } else { " " },
                 human_ns(r.age_ns),
                 endpoint(r.tuple.local),
