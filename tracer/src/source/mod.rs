@@ -408,11 +408,15 @@ impl Live {
                 .get(&slot, 0)
                 .context("reading the COUNTERS map")?;
             for c in per_cpu.iter() {
-                t.seen += c.seen;
-                t.submitted += c.submitted;
+                // The counter records follow transitions already counted: they are no TCP
+                // events of their own (seen, submitted or filtered), only their losses count.
                 if slot == tracer_common::kind::TCP_STATS {
                     t.lost_stats += c.lost_ringbuf_full + c.lost_read_error;
-                } else if slot == tracer_common::kind::ACCEPT {
+                    continue;
+                }
+                t.seen += c.seen;
+                t.submitted += c.submitted;
+                if slot == tracer_common::kind::ACCEPT {
                     t.lost_accepts += c.lost_ringbuf_full + c.lost_read_error;
                 } else {
                     t.lost_ringbuf_full += c.lost_ringbuf_full;

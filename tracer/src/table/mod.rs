@@ -13,82 +13,20 @@ use smallvec::{SmallVec, smallvec};
 
 use crate::decode::{Accept, Context, ContextKind, Family, SockAddr, TcpState, Transition};
 
+mod closing;
 mod conn;
+mod owners;
 mod stuck;
+mod unseen;
 
+pub use closing::*;
 pub use conn::*;
 pub use stuck::*;
+pub use unseen::*;
 
 /// The table's maps: a fast hash, still seeded per process (remote peers choose ports and
 /// addresses, so the keys must not be predictable), several lookups per event.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// How long a closed socket's record waits for late context events (RST sent after CLOSE,
-/// error report) before it is released.
-pub const GRACE_NS: u64 = 20_000_000;
-
-/// The pipeline looks for records to release ([`Table::expire`]) at most this often: it
-/// walks every closed record, they number tens of thousands under churn, and batches come
-/// every few milliseconds. Records wait at least [`GRACE_NS`] anyway.
-pub const EXPIRE_EVERY_NS: u64 = 5_000_000;
-
-/// Longest a record waits for its TIME_WAIT lookup.
-pub const TIME_WAIT_WAIT_NS: u64 = 1_500_000_000;
-
-/// Most sockets whose context events wait for the socket's first transition
-/// ([`Table::unseen_dropped`] counts what does not fit).
-pub const MAX_UNSEEN_SOCKS: usize = 1024;
-
-/// Context events kept per socket not seen yet; further ones are dropped (counted).
-pub const MAX_UNSEEN_NOTES: usize = 16;
-
-/// A waiting socket with no event for this long is given up when room is needed.
-pub const UNSEEN_MAX_AGE_NS: u64 = 60_000_000_000;
-
-/// A full buffer is searched for such sockets at most this often.
-pub const UNSEEN_SWEEP_NS: u64 = 1_000_000_000;
-
-/// Most error reports waiting for their tuple to be known ([`Table::context`]).
-pub const MAX_EARLY_ERRORS: usize = 256;
-
-/// Context events of a socket the table has no record of yet (one older than the tracer,
-/// retransmitting until it dies), kept for the record its first transition creates.
-#[derive(Debug)]
-struct Unseen {
-    netns: u32,
-    tuple: Tuple,
-    /// Its latest event.
-    last_ns: u64,
-    notes: SmallVec<[Note; 4]>,
-}
-
-/// A closed socket whose TIME_WAIT is to be looked up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PendingTimeWait {
-    pub sock: SockAddr,
-    pub netns: u32,
-    pub tuple: Tuple,
-    pub family: Family,
-    /// The state it closed from (FIN_WAIT2, CLOSING, FIN_WAIT1).
-    pub from: TcpState,
-    pub owner: Option<Owner>,
-    /// When the tracepoint reported its CLOSE (the handoff to a timewait socket).
-    pub closed_ns: u64,
-    /// When it entered the state it closed from, if known.
-    pub from_ns: Option<u64>,
-    /// Found handed over in the FIN_WAIT2 substate by an earlier lookup.
-    pub orphan: Option<Orphan>,
-    /// When its peer, on this host, sent its FIN after the handoff (`CLOSE_WAIT -> LAST_ACK`
-    /// on the reversed tuple).
-    pub peer_fin_ns: Option<u64>,
-}
-
-/// Longest an orphaned FIN_WAIT2 is followed past its timer's end before its record is
-/// released anyway (a lookup that keeps failing).
-pub const ORPHAN_SLACK_NS: u64 = 8_000_000_000;
-
-/// Longest an orphaned FIN_WAIT2 whose timer is unknown is followed.
-pub const ORPHAN_MAX_NS: u64 = 600_000_000_000;
 
 /// What one transition did to the table.
 #[derive(Debug, PartialEq, Eq)]
@@ -175,48 +113,6 @@ pub enum Fact {
         socks: Vec<SockAddr>,
         tuples: Vec<NsTuple>,
     },
-}
-
-/// A closed record held back before it is released, with what decides when: kept beside
-/// the record, not in it, so the release scan (every few milliseconds, over every held
-/// record) reads the maps' own memory instead of every record's.
-#[derive(Debug)]
-struct Held {
-    /// When it reached CLOSE.
-    closed: u64,
-    /// An active closer waiting for its TIME_WAIT lookup (or an orphaned FIN_WAIT2 for its
-    /// end).
-    pending: bool,
-    /// Released by then even while pending: [`TIME_WAIT_WAIT_NS`] after the close, or the
-    /// orphan's FIN_WAIT2 timer and [`ORPHAN_SLACK_NS`].
-    deadline: u64,
-    /// See [`PendingTimeWait::peer_fin_ns`].
-    peer_fin_ns: Option<u64>,
-    conn: Box<Conn>,
-}
-
-impl Held {
-    fn new(closed: u64, pending: bool, conn: Box<Conn>) -> Self {
-        Self {
-            closed,
-            pending,
-            deadline: closed.saturating_add(TIME_WAIT_WAIT_NS),
-            peer_fin_ns: None,
-            conn,
-        }
-    }
-
-    /// Whether it is released at `now`: after the grace period, or at its deadline while
-    /// its lookup is still pending.
-    fn released(&self, now_ns: u64) -> bool {
-        let waited = now_ns.saturating_sub(self.closed);
-        now_ns >= self.deadline || (waited >= GRACE_NS && !self.pending)
-    }
-
-    /// Closed with its FIN_WAIT2 handed to a timewait socket, the peer's FIN still awaited.
-    fn orphaned(&self) -> bool {
-        self.pending && self.conn.orphan.as_ref().is_some_and(|o| o.end.is_none())
-    }
 }
 
 /// Default for [`Table::max_conns`]: about 100 MiB of timelines at most (about 400 bytes a
@@ -350,7 +246,7 @@ impl Table {
     }
 
     /// Keeps what the enrichers told the table, for `--record`.
-    fn journal(&mut self, fact: Fact) {
+    pub(super) fn journal(&mut self, fact: Fact) {
         if let Some(j) = &mut self.journal {
             j.push(fact);
         }
@@ -389,30 +285,6 @@ impl Table {
     /// Sockets still open, in no particular order.
     pub fn open(&self) -> impl Iterator<Item = &Conn> {
         self.conns.values().map(|c| &**c)
-    }
-
-    /// Closed sockets waiting for their TIME_WAIT lookup.
-    pub fn time_wait_pending(&self) -> impl Iterator<Item = PendingTimeWait> + '_ {
-        self.closing
-            .values()
-            .chain(self.displaced.values())
-            .filter(|h| h.pending)
-            .filter_map(|h| {
-                let c = &h.conn;
-                let n = c.states.len();
-                Some(PendingTimeWait {
-                    sock: c.sock,
-                    netns: c.netns,
-                    tuple: c.complete_tuple()?,
-                    family: c.family,
-                    from: c.before_close(),
-                    owner: c.owner,
-                    closed_ns: h.closed,
-                    from_ns: n.checked_sub(2).and_then(|i| c.entered_ns.get(i)),
-                    orphan: c.orphan.as_deref().copied(),
-                    peer_fin_ns: h.peer_fin_ns,
-                })
-            })
     }
 
     /// Adds a socket found in the start-up dump (it existed before the tracer).
@@ -458,7 +330,7 @@ impl Table {
         self.seeded.len()
     }
 
-    fn take_seeded(&mut self, tuple: &NsTuple) -> Option<Box<Conn>> {
+    pub(super) fn take_seeded(&mut self, tuple: &NsTuple) -> Option<Box<Conn>> {
         let c = self.seeded.remove(tuple)?;
         if let Entry::Occupied(mut e) = self.seeded_listeners.entry(tuple.tuple.local.port) {
             e.get_mut().retain(|t| t != tuple);
@@ -496,193 +368,6 @@ impl Table {
             .get(&sock)
             .or_else(|| self.closing.get(&sock).map(|h| &h.conn))
             .is_some_and(|c| c.states.iter().any(|s| states.contains(s)))
-    }
-
-    /// Open sockets with no known owner and a complete tuple, tried fewer than `max_tries`
-    /// times: candidates for a /proc lookup.
-    pub fn unowned(&self, max_tries: u8) -> impl Iterator<Item = (SockAddr, NsTuple)> + '_ {
-        self.conns
-            .values()
-            .filter(move |c| c.owner.is_none() && c.owner_lookups < max_tries)
-            .filter_map(|c| Some((c.sock, c.complete_ns_tuple()?)))
-    }
-
-    pub fn owner_lookup_tried(&mut self, sock: SockAddr) {
-        if let Some(c) = self.conns.get_mut(&sock) {
-            c.owner_lookups = c.owner_lookups.saturating_add(1);
-        }
-    }
-
-    /// An owner found outside the events (/proc): it replaces none learned from the events
-    /// but the listener's ([`owner_replaces`]).
-    pub fn set_owner(&mut self, sock: SockAddr, owner: Owner) {
-        self.journal(Fact::Owner { sock, owner });
-        if let Some(c) = self.conns.get_mut(&sock)
-            && owner_replaces(c.owner.as_ref(), owner.source)
-        {
-            c.owner = Some(owner);
-        }
-    }
-
-    /// A process accepted the socket: it becomes the owner ([`OwnerSource::Accept`]) unless
-    /// the socket's own act already named one. A socket the table does not have yet (its
-    /// handshake was filtered out in the kernel by an owner filter naming the accepter, or it
-    /// waited in the accept queue since before the tracer) starts a timeline here, in the
-    /// state it was accepted in; one from the start-up dump is adopted. Returns the owner.
-    pub fn accept(&mut self, a: &Accept) -> Option<Owner> {
-        let owner = Owner::from_task(&a.task, OwnerSource::Accept);
-        let take = |c: &mut Conn| {
-            if owner_replaces(c.owner.as_ref(), OwnerSource::Accept) {
-                c.owner = Some(owner);
-            }
-            c.owner
-        };
-        if let Some(c) = self.conns.get_mut(&a.sock) {
-            return take(c);
-        }
-        if let Some(h) = self.closing.get_mut(&a.sock) {
-            // Reset (or closed) while it waited in the accept queue.
-            return take(&mut h.conn);
-        }
-        let mut c = match self.take_seeded(&NsTuple::new(a.netns, a.tuple)) {
-            Some(mut c) => {
-                c.sock = a.sock;
-                c
-            }
-            // Nothing more will happen to a socket already closed: no timeline for it.
-            None if a.state == TcpState::Close => return Some(owner),
-            None => {
-                let mut c = Conn::new(
-                    a.sock,
-                    a.netns,
-                    a.family,
-                    a.tuple,
-                    Role::Server,
-                    smallvec![a.state],
-                    [None].into_iter().collect(),
-                    None,
-                    SeenFrom::Events,
-                    a.ts_ns,
-                );
-                // Its handshake was not seen.
-                c.incomplete = true;
-                Box::new(c)
-            }
-        };
-        let owner = take(&mut c);
-        if let Some(t) = c.complete_tuple() {
-            let at = self.by_tuple.entry(t).or_default();
-            at.retain(|(ns, _)| *ns != a.netns);
-            at.push((a.netns, a.sock));
-        }
-        self.conns.insert(a.sock, c);
-        owner
-    }
-
-    /// Open sockets whose owner is unknown or only inherited from their listener, among
-    /// `socks`, with a complete tuple: the ones a stuck report should check in /proc first.
-    pub fn unconfirmed_owners(&self, socks: &[SockAddr]) -> Vec<(SockAddr, NsTuple)> {
-        socks
-            .iter()
-            .filter_map(|s| self.conns.get(s))
-            .filter(|c| c.owner.is_none_or(|o| o.source == OwnerSource::Inherited))
-            .filter_map(|c| Some((c.sock, c.complete_ns_tuple()?)))
-            .collect()
-    }
-
-    /// The result of a TIME_WAIT lookup for a closed socket.
-    pub fn set_time_wait(&mut self, sock: SockAddr, tuple: NsTuple, tw: Option<TimeWait>) {
-        self.journal(Fact::TimeWait { sock, tuple, tw });
-        let held = match self.closing.get_mut(&sock) {
-            Some(h) if h.conn.complete_ns_tuple() == Some(tuple) => Some(h),
-            _ => self.displaced.get_mut(&tuple),
-        };
-        if let Some(h) = held {
-            h.pending = false;
-            h.conn.time_wait = tw;
-        }
-    }
-
-    /// What sock_diag said of an active closer handed over in the FIN_WAIT2 substate: found
-    /// so (no `end`: it stays held, and pending, until its timer's end), or how it ended.
-    /// Its timeline then continues in FIN_WAIT2 until that end: the final CLOSE is entered
-    /// there, so FIN_WAIT2 lasts what it really did (`handoff_ns` keeps the tracepoint's).
-    pub fn set_orphan(&mut self, sock: SockAddr, tuple: NsTuple, orphan: Orphan) {
-        self.journal(Fact::Orphan {
-            sock,
-            tuple,
-            orphan,
-        });
-        let held = match self.closing.get_mut(&sock) {
-            Some(h) if h.conn.complete_ns_tuple() == Some(tuple) => Some(h),
-            _ => self.displaced.get_mut(&tuple),
-        };
-        let Some(h) = held else {
-            return;
-        };
-        match orphan.end {
-            None => {
-                h.deadline = match orphan.expires_ns {
-                    Some(e) => e.saturating_add(ORPHAN_SLACK_NS),
-                    None => h.closed.saturating_add(ORPHAN_MAX_NS),
-                }
-                .max(h.deadline);
-            }
-            Some(end) => {
-                h.pending = false;
-                let c = &mut h.conn;
-                if c.last_state() == TcpState::Close {
-                    let last = c.entered_ns.len() - 1;
-                    let at = end.ts_ns.max(c.entered_ns.get(last).unwrap_or(0));
-                    c.entered_ns.set(last, Some(at));
-                }
-            }
-        }
-        h.conn.orphan = Some(Box::new(orphan));
-    }
-
-    /// A connection's counters at its close: the record its CLOSE just moved to the held ones
-    /// (or still open, should they come first).
-    pub fn stats(&mut self, st: &crate::decode::Stats) {
-        let c = match self.closing.get_mut(&st.sock) {
-            Some(h) => &mut h.conn,
-            None => match self.conns.get_mut(&st.sock) {
-                Some(c) => c,
-                None => return,
-            },
-        };
-        c.tcp = Some(Box::new(st.stats));
-    }
-
-    /// A peer on this host sent its FIN (`t` is its `CLOSE_WAIT -> LAST_ACK`): an active
-    /// closer on the reversed tuple, already handed to a timewait socket, got it now.
-    fn peer_fin(&mut self, t: &Transition) {
-        let rev = Tuple {
-            local: t.tuple.remote,
-            remote: t.tuple.local,
-        };
-        let Some(at) = self.by_tuple.get(&rev) else {
-            return;
-        };
-        // The peer's own namespace first (loopback); across a veth pair the closer is in
-        // another one, and then only a single candidate is trusted.
-        let mut same = at.iter().filter(|(ns, _)| *ns == t.netns);
-        let pick = match (same.next(), same.next(), at.as_slice()) {
-            (Some(one), None, _) | (None, _, [one]) => *one,
-            _ => return,
-        };
-        let key = NsTuple::new(pick.0, rev);
-        let held = match self.closing.get_mut(&pick.1) {
-            Some(h) if h.conn.complete_ns_tuple() == Some(key) => Some(h),
-            _ => self.displaced.get_mut(&key),
-        };
-        if let Some(h) = held
-            && h.pending
-            && h.peer_fin_ns.is_none()
-            && t.ts_ns >= h.closed
-        {
-            h.peer_fin_ns = Some(t.ts_ns);
-        }
     }
 
     pub fn apply(&mut self, t: &Transition) -> Applied {
@@ -839,193 +524,7 @@ impl Table {
         }
     }
 
-    /// Attaches a context event to its connection. Returns the owner of that connection, if
-    /// it is known (for the live event record).
-    ///
-    /// A reset sent without a socket answers a segment for which the host has no socket: it
-    /// is matched by tuple only, to a socket that may have just closed, and is not that
-    /// socket's doing (it stays a live event record, with that socket's owner, not on the
-    /// timeline). Events of a
-    /// socket with no record yet wait for its first transition ([`Unseen`]).
-    pub fn context(&mut self, c: &Context) -> Option<Owner> {
-        let Some(sock) = c.sock else {
-            let found = self.sock_by_tuple(c.netns, &c.tuple);
-            if c.kind == ContextKind::SendReset {
-                // Shown with the owner of the connection it answers for, as before; not noted.
-                let sock = found?;
-                return self
-                    .conns
-                    .get(&sock)
-                    .or_else(|| self.closing.get(&sock).map(|h| &h.conn))
-                    .and_then(|c| c.owner);
-            }
-            let Some(sock) = found else {
-                if c.kind == ContextKind::Error {
-                    self.keep_early_error(c);
-                }
-                return None;
-            };
-            return self.note_known(sock, c);
-        };
-        if self.conns.contains_key(&sock) || self.closing.contains_key(&sock) {
-            return self.note_known(sock, c);
-        }
-        if c.netns != 0
-            && let Some(seeded) = self.seeded.get_mut(&NsTuple::new(c.netns, c.tuple))
-        {
-            // A socket from the start-up dump whose first transition is still to come.
-            seeded.note(c);
-            return seeded.owner;
-        }
-        self.keep_unseen(sock, c);
-        None
-    }
-
-    /// [`Self::context`] for a socket with an open or closing record.
-    fn note_known(&mut self, sock: SockAddr, c: &Context) -> Option<Owner> {
-        if let Some(conn) = self.conns.get_mut(&sock) {
-            conn.note(c);
-            return conn.owner;
-        }
-        let held = self.closing.get_mut(&sock)?;
-        held.conn.note(c);
-        if matches!(c.kind, ContextKind::SendReset | ContextKind::ReceiveReset)
-            || (c.kind == ContextKind::Error && held.conn.timed_out())
-        {
-            // An aborted or timed-out connection has no TIME_WAIT to look up.
-            held.pending = false;
-        }
-        held.conn.owner
-    }
-
-    /// Keeps an error report no socket has the tuple of (yet), within the bound; the ones
-    /// older than the grace period give way.
-    fn keep_early_error(&mut self, c: &Context) {
-        if c.value == 0 {
-            return;
-        }
-        if self.early_errors.len() >= MAX_EARLY_ERRORS {
-            let cutoff = c.ts_ns.saturating_sub(GRACE_NS);
-            self.early_errors.retain(|_, n| n.ts_ns >= cutoff);
-            if self.early_errors.len() >= MAX_EARLY_ERRORS {
-                return;
-            }
-        }
-        self.early_errors.insert(
-            c.tuple,
-            Note {
-                kind: c.kind,
-                ts_ns: c.ts_ns,
-                state: c.state,
-                value: c.value,
-            },
-        );
-    }
-
-    /// Keeps a context event of a socket with no record, within the bounds.
-    fn keep_unseen(&mut self, sock: SockAddr, c: &Context) {
-        // A freed socket has no transition to come, nor has a timewait or request socket
-        // (not full sockets).
-        if c.kind == ContextKind::Destroy
-            || matches!(c.state, Some(TcpState::TimeWait | TcpState::NewSynRecv))
-        {
-            return;
-        }
-        if !self.unseen.contains_key(&sock) && self.unseen.len() >= MAX_UNSEEN_SOCKS {
-            if c.ts_ns >= self.unseen_sweep_ns {
-                self.unseen_sweep_ns = c.ts_ns.saturating_add(UNSEEN_SWEEP_NS);
-                let cutoff = c.ts_ns.saturating_sub(UNSEEN_MAX_AGE_NS);
-                let mut dropped = 0;
-                self.unseen.retain(|_, u| {
-                    let keep = u.last_ns >= cutoff;
-                    if !keep {
-                        dropped += u.notes.len() as u64;
-                    }
-                    keep
-                });
-                self.unseen_dropped += dropped;
-            }
-            if self.unseen.len() >= MAX_UNSEEN_SOCKS {
-                self.unseen_dropped += 1;
-                return;
-            }
-        }
-        let u = self.unseen.entry(sock).or_insert_with(|| Unseen {
-            netns: c.netns,
-            tuple: c.tuple,
-            last_ns: c.ts_ns,
-            notes: SmallVec::new(),
-        });
-        u.last_ns = u.last_ns.max(c.ts_ns);
-        if u.notes.len() < MAX_UNSEEN_NOTES {
-            u.notes.push(Note {
-                kind: c.kind,
-                ts_ns: c.ts_ns,
-                state: c.state,
-                value: c.value,
-            });
-        } else {
-            self.unseen_dropped += 1;
-        }
-    }
-
-    /// Sockets whose context events wait for their first transition.
-    pub fn unseen_len(&self) -> usize {
-        self.unseen.len()
-    }
-
-    /// The first transition of a socket with no record: events kept for its address join
-    /// the new record `c` if the transition continues an existing socket (the one they were
-    /// reported for). A birth (CLOSE → *, LISTEN → SYN_RECV) begins a new socket at a reused
-    /// address: what was kept belonged to an earlier one and is dropped, as it is when the
-    /// namespace or tuple differ.
-    fn adopt_unseen(&mut self, t: &Transition, c: &mut Conn) {
-        let Some(u) = self.unseen.remove(&t.sock) else {
-            return;
-        };
-        let birth =
-            t.old == TcpState::Close || (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv);
-        let same = (u.netns == 0 || t.netns == 0 || u.netns == t.netns)
-            && !(u.tuple.is_complete() && t.tuple.is_complete() && u.tuple != t.tuple);
-        if birth || !same {
-            self.unseen_dropped += u.notes.len() as u64;
-            return;
-        }
-        // Its role is unknown, so it is marked incomplete already.
-        for n in u.notes {
-            c.add_note(n);
-        }
-    }
-
-    /// Releases closed connections whose grace period (or TIME_WAIT lookup) is over.
-    /// Boxed: a burst of closes can release the whole table at once, and unboxing them
-    /// all into one vector would briefly hold every timeline twice.
-    /// It walks every closed record (in one pass that takes out the released ones, reading
-    /// only the maps: see [`Held`]), at most every [`EXPIRE_EVERY_NS`].
-    pub fn expire(&mut self, now_ns: u64) -> Vec<Box<Conn>> {
-        let mut due: Vec<Box<Conn>> = self
-            .closing
-            .extract_if(|_, h| h.released(now_ns))
-            .map(|(_, h)| h.conn)
-            .collect();
-        if !self.displaced.is_empty() {
-            due.extend(
-                self.displaced
-                    .extract_if(|_, h| h.released(now_ns))
-                    .map(|(_, h)| h.conn),
-            );
-        }
-        let mut out: Vec<Box<Conn>> = due.into_iter().map(|c| self.finish(c)).collect();
-        out.sort_by_key(|c| c.end_ns());
-        out
-    }
-
-    /// Everything still closing, released at once (at exit).
-    pub fn flush(&mut self) -> Vec<Conn> {
-        self.expire(u64::MAX).into_iter().map(|c| *c).collect()
-    }
-
-    fn finish(&mut self, mut c: Box<Conn>) -> Box<Conn> {
+    pub(super) fn finish(&mut self, mut c: Box<Conn>) -> Box<Conn> {
         if let Some(t) = c.complete_tuple() {
             self.forget_tuple(&t, c.sock);
         }
@@ -1033,7 +532,7 @@ impl Table {
         c
     }
 
-    fn remove_open(&mut self, sock: SockAddr) -> Option<Box<Conn>> {
+    pub(super) fn remove_open(&mut self, sock: SockAddr) -> Option<Box<Conn>> {
         let c = self.conns.remove(&sock)?;
         if let Some(t) = c.complete_tuple() {
             self.forget_tuple(&t, sock);
@@ -1045,7 +544,7 @@ impl Table {
     }
 
     /// Removes `sock` from the sockets known by `tuple`.
-    fn forget_tuple(&mut self, tuple: &Tuple, sock: SockAddr) {
+    pub(super) fn forget_tuple(&mut self, tuple: &Tuple, sock: SockAddr) {
         if let Entry::Occupied(mut e) = self.by_tuple.entry(*tuple) {
             e.get_mut().retain(|(_, s)| *s != sock);
             if e.get().is_empty() {
@@ -1057,7 +556,7 @@ impl Table {
     /// The socket an event without an address belongs to: the one with that tuple in the
     /// event's namespace; when the event does not know its namespace (a reset sent without a
     /// socket), the only socket with that tuple, if there is only one.
-    fn sock_by_tuple(&self, netns: u32, tuple: &Tuple) -> Option<SockAddr> {
+    pub(super) fn sock_by_tuple(&self, netns: u32, tuple: &Tuple) -> Option<SockAddr> {
         let at = self.by_tuple.get(tuple)?;
         if netns != 0
             && let Some(&(_, s)) = at.iter().find(|(ns, _)| *ns == netns)
@@ -1070,39 +569,13 @@ impl Table {
         }
     }
 
-    fn forget_listener(&mut self, port: u16, sock: SockAddr) {
+    pub(super) fn forget_listener(&mut self, port: u16, sock: SockAddr) {
         if let Entry::Occupied(mut e) = self.listeners.entry(port) {
             e.get_mut().retain(|s| *s != sock);
             if e.get().is_empty() {
                 e.remove();
             }
         }
-    }
-
-    /// The owner of the listener an accepted socket came from: same namespace, same local
-    /// port, and the same local address or a wildcard one.
-    fn listener_owner(&self, t: &Transition) -> Option<Owner> {
-        let matches = |l: &&Conn| {
-            l.netns == t.netns
-                && (l.tuple.local.addr == t.tuple.local.addr || l.tuple.local.addr.is_unspecified())
-        };
-        let live = self
-            .listeners
-            .get(&t.tuple.local.port)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| self.conns.get(s).map(|c| &**c));
-        let seeded = self
-            .seeded_listeners
-            .get(&t.tuple.local.port)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.seeded.get(k).map(|c| &**c));
-        let listener = live.chain(seeded).find(matches)?;
-        listener.owner.map(|o| Owner {
-            source: OwnerSource::Inherited,
-            ..o
-        })
     }
 }
 

@@ -91,7 +91,8 @@ fn top_shows_a_close_wait_leak_and_quits_on_q() {
     let me = std::process::id().to_string();
     // (Only this port is traced: `-p`.)
     let screen = tmux.wait("the stuck CLOSE_WAIT", |s| {
-        s.lines().any(|l| l.contains("CLOSE_WAIT") && l.contains(&me))
+        s.lines()
+            .any(|l| l.contains("CLOSE_WAIT") && l.contains(&me))
     });
     let ss = Command::new("ss")
         .args([

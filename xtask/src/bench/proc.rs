@@ -382,3 +382,22 @@ pub(super) fn miss_loses(name: &str) -> &'static str {
         _ => "?",
     }
 }
+
+/// `uname -r`: the running kernel's release.
+pub(super) fn uname_r() -> String {
+    Command::new("uname")
+        .arg("-r")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A name safe in a file name: ASCII letters and digits, the rest `_`.
+pub(super) fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect::<String>()
+        .trim_matches('_')
+        .to_string()
+}

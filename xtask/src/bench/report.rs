@@ -273,15 +273,6 @@ pub(super) fn machine_facts(tracer: Option<&Path>) -> BTreeMap<String, String> {
     m
 }
 
-pub(super) fn uname_r() -> String {
-    Command::new("uname")
-        .arg("-r")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 /// The generator's first listener port for this invocation. The tracepoint is global, so a
 /// generator someone else runs at the same time on the same port (in any namespace) would be
 /// counted as ours; a port picked from the pid makes that unlikely. Above 65000 (outside the
@@ -298,12 +289,4 @@ pub(super) fn human_count(n: u64) -> String {
     } else {
         n.to_string()
     }
-}
-
-pub(super) fn slug(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect::<String>()
-        .trim_matches('_')
-        .to_string()
 }

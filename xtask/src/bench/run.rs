@@ -15,8 +15,7 @@ use crate::loadgen::{self, Family};
 use super::{
     Tool,
     count::count_output,
-    proc::{Proc, cpu_ticks, prog_delta, prog_stats, wait_quiet},
-    report::{slug, uname_r},
+    proc::{Proc, cpu_ticks, prog_delta, prog_stats, slug, uname_r, wait_quiet},
     tracefs::TraceCount,
 };
 
