@@ -196,6 +196,13 @@ pub struct Args {
     #[arg(global = true, long)]
     pub summary: bool,
 
+    /// Text output: one line per connection when it closes, in columns, like tcplife: owner
+    /// pid and comm, both ends, data sent and received, RTT, retransmits, lifetime, how it
+    /// ended (a header first). Instead of the timeline blocks; with `--view connections`
+    /// that is all that is printed.
+    #[arg(global = true, long)]
+    pub columns: bool,
+
     /// Text output: do not print a timeline block when a connection closes.
     #[arg(global = true, long)]
     pub no_timeline: bool,
@@ -385,6 +392,11 @@ impl Args {
 
     /// Checks across options that clap cannot express; the message names the fix.
     pub fn check(&self) -> Result<(), String> {
+        if self.columns && self.output == Output::Json {
+            return Err(
+                "--columns is a text layout: JSON connection records already carry every field (drop -o json or --columns)".into(),
+            );
+        }
         if self.view() == View::Connections && self.no_timeline && self.output == Output::Text {
             return Err(
                 "--no-timeline leaves --view connections nothing to show: drop one of them".into(),

@@ -114,7 +114,8 @@ macro_rules! with_pipeline {
             }
             (Output::Text, _) => {
                 let color = $crate::app::text_color($args);
-                let sink = output::Text::new(out, $clock, color, !$args.no_timeline);
+                let sink = output::Text::new(out, $clock, color, !$args.no_timeline)
+                    .with_columns($args.columns);
                 let $pipe = configure($args, $clock, Pipeline::new(sink))?;
                 $body
             }

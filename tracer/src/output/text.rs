@@ -23,6 +23,9 @@ pub struct Text<W: Write> {
     clock: WallClock,
     color: bool,
     timelines: bool,
+    /// `--columns`: one line per connection instead of its timeline block.
+    columns: bool,
+    columns_header_done: bool,
     pub(super) header_done: bool,
     /// The line being written (reused: no allocation per row).
     line: Vec<u8>,
@@ -41,12 +44,20 @@ impl<W: Write> Text<W> {
             clock,
             color,
             timelines,
+            columns: false,
+            columns_header_done: false,
             header_done: false,
             line: Vec::with_capacity(256),
             block: Vec::with_capacity(1024),
             second: SecondCache::new(),
             names: Names::new(),
         }
+    }
+
+    /// `--columns`: one line per finished connection (tcplife-like) instead of its block.
+    pub fn with_columns(mut self, on: bool) -> Self {
+        self.columns = on;
+        self
     }
 
     /// `sep` and `[tag]` after an owner: the short form of its cgroup identity
@@ -434,6 +445,17 @@ impl<W: Write> Sink for Text<W> {
     }
 
     fn connection(&mut self, c: &Conn) -> io::Result<()> {
+        if self.columns {
+            let mut line = String::new();
+            if !self.columns_header_done {
+                self.columns_header_done = true;
+                line.push_str(&columns_header());
+                line.push('\n');
+            }
+            line.push_str(&columns_row(c));
+            line.push('\n');
+            return self.out.write_all(line.as_bytes());
+        }
         if !self.timelines {
             return Ok(());
         }
@@ -677,4 +699,50 @@ pub(super) fn tcp_words(c: &Conn) -> Option<String> {
         w.push(format!("retrans {}", t.total_retrans));
     }
     (!w.is_empty()).then(|| w.join(" "))
+}
+
+/// The `--columns` header.
+pub(super) fn columns_header() -> String {
+    format!(
+        "{:<7} {:<15} {:<6} {:<40} {:<40} {:>9} {:>9} {:>9} {:>7} {:>10} {}",
+        "PID", "COMM", "ROLE", "LOCAL", "REMOTE", "TX", "RX", "RTT", "RETRANS", "LIFETIME", "CLOSE"
+    )
+}
+
+/// One finished connection in `--columns`: the owner, both ends, what it carried, how long
+/// it lived and how it ended (`-` where unknown).
+pub(super) fn columns_row(c: &Conn) -> String {
+    use tracer_common::stat;
+    let (pid, comm) = c.owner.map_or_else(
+        || ("-".to_string(), "-".to_string()),
+        |o| (o.pid.to_string(), o.comm.as_str().into_owned()),
+    );
+    let (tx, rx) = c.data_bytes();
+    let bytes = |v: Option<u64>| v.map_or_else(|| "-".into(), crate::units::human_bytes);
+    let rtt = c
+        .tcp
+        .as_deref()
+        .filter(|t| t.present & stat::SRTT != 0)
+        .map_or_else(
+            || "-".into(),
+            |t| human_ns(u64::from(t.srtt_us >> 3) * 1_000),
+        );
+    let retrans = c
+        .tcp
+        .as_deref()
+        .map_or(u64::from(c.retransmits), |t| u64::from(t.total_retrans));
+    let remote = if c.role == Role::Listener {
+        "-".to_string()
+    } else {
+        endpoint(c.tuple.remote)
+    };
+    format!(
+        "{pid:<7} {comm:<15} {:<6} {:<40} {remote:<40} {:>9} {:>9} {rtt:>9} {retrans:>7} {:>10} {}",
+        c.role.name(),
+        endpoint(c.tuple.local),
+        bytes(tx),
+        bytes(rx),
+        human_ns(c.lifetime_ns()),
+        c.close.map_or("-", |k| k.name()),
+    )
 }

@@ -702,3 +702,32 @@ fn cached_json_times_match_chrono() {
         }
     }
 }
+
+#[test]
+fn columns_rows_line_up_under_their_header() {
+    let (_, mut c) = super::tests::client();
+    c.tcp = Some(Box::new(tracer_common::TcpStats {
+        bytes_acked: 1_235,
+        bytes_received: 3_500,
+        srtt_us: 52 << 3,
+        total_retrans: 3,
+        present: tracer_common::stat::BYTES_ACKED
+            | tracer_common::stat::BYTES_RECEIVED
+            | tracer_common::stat::SRTT
+            | tracer_common::stat::TOTAL_RETRANS,
+        ..Default::default()
+    }));
+    let head = super::text::columns_header();
+    let row = super::text::columns_row(&c);
+    // Every header column starts where its value does.
+    for name in ["COMM", "ROLE", "LOCAL", "REMOTE"] {
+        let at = head.find(name).unwrap();
+        assert_ne!(row.as_bytes()[at], b' ', "{name}:\n{head}\n{row}");
+        assert_eq!(row.as_bytes()[at - 1], b' ', "{name}:\n{head}\n{row}");
+    }
+    assert!(
+        row.contains(" 1.2KiB ") && row.contains(" 3.4KiB ") && row.contains(" 52.0µs "),
+        "{row}"
+    );
+    assert!(row.ends_with(" active"), "{row}");
+}
