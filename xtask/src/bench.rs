@@ -131,8 +131,10 @@ impl Tool {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
-    /// Connections per run: 1k, 10k, 100k (repeatable; each scale is one workload).
-    #[arg(long = "scale", value_name = "N", value_parser = parse_count, default_values = ["100k"])]
+    /// Connections per run: 1k, 10k, 100k (repeatable; each scale is one churn workload).
+    /// Default: 100k, unless only other workloads (`--sustained`, `--open`, `--burst`) are
+    /// asked for.
+    #[arg(long = "scale", value_name = "N", value_parser = parse_count)]
     pub scales: Vec<u64>,
     /// Runs of each tool per workload, interleaved.
     #[arg(long, default_value_t = 3)]
@@ -158,6 +160,15 @@ pub struct BenchArgs {
     /// Also a workload holding this many connections open at once (peak RSS of tracer -o json).
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub open: Option<u64>,
+    /// Also the `burst` workload: this many connections held open (both ends followed: twice
+    /// as many sockets), then closed all at once, as a deploy or a crash does. Every tracer
+    /// output and the peers selected; captured, lost, peak RSS, RSS after, and the time from
+    /// the last kernel event to the tool's last write.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub burst: Option<u64>,
+    /// `--burst`: seconds the connections are held before they close.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub burst_hold: f64,
     /// The tracer binary (default: build it with `cargo build --release -p tracer`).
     #[arg(long)]
     pub tracer: Option<PathBuf>,
@@ -268,7 +279,17 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
         progress: 0.0,
     };
     let mut workloads = Vec::new();
-    for &n in &args.scales {
+    let default_scale = [100_000];
+    let scales: &[u64] = if args.scales.is_empty()
+        && args.sustained.is_none()
+        && args.open.is_none()
+        && args.burst.is_none()
+    {
+        &default_scale
+    } else {
+        &args.scales
+    };
+    for &n in scales {
         workloads.push(Workload {
             name: format!("churn {}", human_count(n)),
             gen_args: base(n),
@@ -312,6 +333,17 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
                 .filter(|t| matches!(t, Tool::Untraced | Tool::TracerJson | Tool::CompareJson))
                 .collect(),
             reps: 1,
+        });
+    }
+
+    if let Some(n) = args.burst {
+        let mut g = base(n);
+        g.hold = Some(args.burst_hold);
+        workloads.push(Workload {
+            name: format!("burst {}", human_count(n)),
+            gen_args: g,
+            tools: tools.clone(),
+            reps: args.reps,
         });
     }
 
@@ -614,6 +646,13 @@ pub struct RunResult {
     cpu_s: Option<f64>,
     cpu_s_per_m_events: Option<f64>,
     peak_rss_kib: Option<u64>,
+    /// VmRSS just before the load and once its output had stopped growing after it.
+    rss_before_kib: Option<u64>,
+    rss_after_kib: Option<u64>,
+    /// From the last event the kernel emitted on the generator's ports (tracefs, `mono`
+    /// clock) to the tool's last write to its output before it was stopped: how far behind
+    /// the kernel its output ended.
+    drain_s: Option<f64>,
     /// Exec until its program ran on an event (perf: until its perf event was open).
     startup_s: Option<f64>,
     /// tracer only: exec until its "attached" line.
@@ -626,7 +665,7 @@ impl RunResult {
     fn one_line(&self) -> String {
         let o = |v: Option<f64>, p: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.p$}"));
         format!(
-            "{:.0} conns/s, kernel {} (expected {}), captured {}, lost {}, misses {}, {} ns/run, CPU {} s/M, RSS {} MiB, start {} s{}",
+            "{:.0} conns/s, kernel {} (expected {}), captured {}, lost {}, misses {}, {} ns/run, CPU {} s/M, RSS {} MiB (after {}), drain {} s, start {} s{}",
             self.conns_per_s,
             self.kernel_events,
             self.expected_events,
@@ -638,6 +677,8 @@ impl RunResult {
             o(self.prog_ns_per_run, 0),
             o(self.cpu_s_per_m_events, 3),
             o(self.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            o(self.rss_after_kib.map(|k| k as f64 / 1024.0), 1),
+            o(self.drain_s, 2),
             o(self.startup_s, 3),
             if self.notes.is_empty() {
                 String::new()
@@ -692,6 +733,7 @@ fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::Result<RunR
     }
 
     let before = proc.as_ref().map(|p| (cpu_ticks(p.pid), prog_stats(p.pid)));
+    let rss_before_kib = proc.as_ref().and_then(|p| status_kib(p.pid, "VmRSS:"));
     let gen_result = run_loadgen(g);
     let lg = match gen_result {
         Ok(g) => g,
@@ -723,6 +765,9 @@ fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::Result<RunR
         cpu_s: None,
         cpu_s_per_m_events: None,
         peak_rss_kib: None,
+        rss_before_kib: None,
+        rss_after_kib: None,
+        drain_s: None,
         startup_s,
         attached_line_s,
         summary_line: None,
@@ -744,6 +789,16 @@ fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::Result<RunR
             Duration::from_secs(60),
         );
         let progs1 = prog_stats(p.pid);
+        res.rss_before_kib = rss_before_kib;
+        res.rss_after_kib = status_kib(p.pid, "VmRSS:");
+        let written = if tool == Tool::Perf {
+            out_path.with_extension("perf.data")
+        } else {
+            out_path.clone()
+        };
+        res.drain_s = last_write_mono_s(&written)
+            .zip(counter.last_event_s())
+            .map(|(w, k)| w - k);
         let exit = p.stop(Duration::from_secs(120))?;
         res.peak_rss_kib = exit.maxrss_kib;
         if let Some(cpu0) = cpu0 {
@@ -767,7 +822,16 @@ fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::Result<RunR
             && code != 0
             && tool != Tool::Perf
         {
-            res.notes.push(format!("exit status {code}"));
+            let tail: Vec<&str> = exit
+                .stderr
+                .iter()
+                .rev()
+                .take(3)
+                .rev()
+                .map(String::as_str)
+                .collect();
+            res.notes
+                .push(format!("exit status {code}: {}", tail.join(" | ")));
         }
     }
     res.kernel_events = counter.count()?;
@@ -1572,6 +1636,9 @@ impl TraceCount {
         let me = Self { dir };
         // Small buffer: only entries + overrun are read, and a wrapping buffer counts both.
         fs::write(me.dir.join("buffer_size_kb"), "64").context("sizing the tracefs buffer")?;
+        // CLOCK_MONOTONIC timestamps: the last event's time is compared with the tool's
+        // last write ([`last_write_mono_s`]).
+        fs::write(me.dir.join("trace_clock"), "mono").context("setting the trace clock")?;
         let lo = g.port;
         let hi = u64::from(g.port) + g.listeners() - 1;
         let filter =
@@ -1599,6 +1666,45 @@ impl TraceCount {
         }
         Ok(total)
     }
+}
+
+impl TraceCount {
+    /// The last event's time (`CLOCK_MONOTONIC` seconds): the buffer keeps the newest
+    /// entries when it wraps.
+    fn last_event_s(&self) -> Option<f64> {
+        let text = fs::read_to_string(self.dir.join("trace")).ok()?;
+        text.lines()
+            .filter(|l| l.contains("inet_sock_set_state:"))
+            .filter_map(|l| {
+                // "comm-pid [cpu] flags 12345.678901: inet_sock_set_state: …"
+                let head = l.split(": inet_sock_set_state:").next()?;
+                head.split_whitespace().last()?.parse::<f64>().ok()
+            })
+            .reduce(f64::max)
+    }
+}
+
+/// When `path` was last written, on the `CLOCK_MONOTONIC` time line (its mtime is wall
+/// clock; the two clocks' offset is read now). `None` for an empty file.
+fn last_write_mono_s(path: &Path) -> Option<f64> {
+    let m = fs::metadata(path).ok()?;
+    if m.len() == 0 {
+        return None;
+    }
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let clock = |id: libc::clockid_t| {
+        // SAFETY: clock_gettime writes into a local timespec.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        unsafe { libc::clock_gettime(id, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    };
+    let offset = clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC);
+    Some(mtime - offset)
 }
 
 impl Drop for TraceCount {
@@ -1675,6 +1781,7 @@ struct Summary {
     all_progs_ns_per_event: Option<f64>,
     cpu_s_per_m_events: Option<Spread>,
     peak_rss_kib: Option<u64>,
+    drain_s: Option<Spread>,
     startup_s: Option<f64>,
     max_lag_s: f64,
     captured_from: &'static str,
@@ -1755,6 +1862,7 @@ fn summarise(workloads: &[Workload], runs: &[RunResult]) -> Vec<Summary> {
                 all_progs_ns_per_event: f(&|r| r.all_progs_ns_per_event),
                 cpu_s_per_m_events: Spread::of(&each(&|r| r.cpu_s_per_m_events)),
                 peak_rss_kib: rs.iter().filter_map(|r| r.peak_rss_kib).max(),
+                drain_s: Spread::of(&each(&|r| r.drain_s)),
                 startup_s: f(&|r| r.startup_s),
                 max_lag_s: rs.iter().map(|r| r.max_lag_s).fold(0.0, f64::max),
                 captured_from: rs[0].captured_from,
@@ -1769,9 +1877,12 @@ fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| workload | tool | runs | conns/s | × untraced (min–max) | captured / emitted | lost (reported) | recursion misses | ns per run (set_state prog) | all progs ns / event | CPU s / M events | peak RSS MiB | start-up s |"
+        "| workload | tool | runs | conns/s | × untraced (min–max) | captured / emitted | lost (reported) | recursion misses | ns per run (set_state prog) | all progs ns / event | CPU s / M events | peak RSS MiB | last event → last write s | start-up s |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for x in &r.summary {
         let ratio = match (x.ratio_mean, x.ratio_min, x.ratio_max) {
             (Some(m), Some(lo), Some(hi)) if x.tool != Tool::Untraced => {
@@ -1791,7 +1902,7 @@ fn markdown(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.workload,
             x.tool.name(),
             x.runs,
@@ -1806,12 +1917,13 @@ fn markdown(r: &Report) -> String {
             o(x.all_progs_ns_per_event, 0),
             Spread::show(x.cpu_s_per_m_events, 2),
             o(x.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            Spread::show(x.drain_s, 2),
             o(x.startup_s, 3),
         );
     }
     let _ = writeln!(
         s,
-        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q: its exit line's count, all TCP on the host). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions. Peak RSS: ru_maxrss. Start-up: exec until its program ran on an event (perf: until its perf event was open)."
+        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q: its exit line's count, all TCP on the host). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions. Peak RSS: ru_maxrss. Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
     );
     if !r.skipped.is_empty() {
         let _ = writeln!(s, "\nSkipped:");
@@ -1822,16 +1934,16 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "\nPer run:\n");
     let _ = writeln!(
         s,
-        "| workload | tool | rep | conns | conns/s | s | lag s | emitted | expected | captured | lost | misses | ns/run | CPU s | RSS MiB | start s | notes |"
+        "| workload | tool | rep | conns | conns/s | s | lag s | emitted | expected | captured | lost | misses | ns/run | CPU s | RSS MiB | RSS before → after MiB | drain s | start s | notes |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for x in &r.runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.workload,
             x.tool.name(),
             x.rep,
@@ -1849,6 +1961,12 @@ fn markdown(r: &Report) -> String {
             o(x.prog_ns_per_run, 0),
             o(x.cpu_s, 2),
             o(x.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            match (x.rss_before_kib, x.rss_after_kib) {
+                (Some(a), Some(b)) =>
+                    format!("{:.1} → {:.1}", a as f64 / 1024.0, b as f64 / 1024.0),
+                _ => "–".into(),
+            },
+            o(x.drain_s, 2),
             o(x.startup_s, 3),
             x.notes.join("; "),
         );
