@@ -791,14 +791,13 @@ fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::Result<RunR
         let progs1 = prog_stats(p.pid);
         res.rss_before_kib = rss_before_kib;
         res.rss_after_kib = status_kib(p.pid, "VmRSS:");
-        let written = if tool == Tool::Perf {
-            out_path.with_extension("perf.data")
-        } else {
-            out_path.clone()
-        };
-        res.drain_s = last_write_mono_s(&written)
-            .zip(counter.last_event_s())
-            .map(|(w, k)| w - k);
+        let written = out_path.clone();
+        // -q writes no records, and perf writes its data file in its own time.
+        if !matches!(tool, Tool::TracerQuiet | Tool::Perf) {
+            res.drain_s = last_write_mono_s(&written)
+                .zip(counter.last_event_s())
+                .map(|(w, k)| w - k);
+        }
         let exit = p.stop(Duration::from_secs(120))?;
         res.peak_rss_kib = exit.maxrss_kib;
         if let Some(cpu0) = cpu0 {
@@ -1923,7 +1922,7 @@ fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q: its exit line's count, all TCP on the host). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions. Peak RSS: ru_maxrss. Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
+        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q: its exit line's count, all TCP on the host). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions. Peak RSS: ru_maxrss. Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q and perf; the tracers are not filtered, so other TCP traffic on the host moves it). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
     );
     if !r.skipped.is_empty() {
         let _ = writeln!(s, "\nSkipped:");

@@ -263,6 +263,7 @@ async fn event_loop<S: Sink>(
     tokio::pin!(deadline);
     let mut losses = LossTracker::default();
     let mut ticks: u64 = 0;
+    let mut trim = Trim::default();
     // The pipeline's clock (see `handle`).
     let mut now_ns = monotonic_ns();
 
@@ -315,6 +316,7 @@ async fn event_loop<S: Sink>(
                         ticks += 1;
                         if ticks.is_multiple_of(4) {
                             pipe.update_gauges(now_ns);
+                            trim.check(pipe);
                         }
                     })
                     .and_then(|()| pipe.sink.flush())
@@ -457,6 +459,40 @@ fn final_report<S: Sink>(
     report_files(args, pipe);
     Ok(())
 }
+
+/// After a burst: the memory of the records it held goes back to the system once the table
+/// has shrunk well below its peak (the queue's chunks are unmapped as they are freed; the
+/// table's maps and the allocator's free lists would otherwise keep the burst's size).
+#[derive(Default)]
+struct Trim {
+    /// The table's footprint at its largest since the last trim.
+    peak: usize,
+}
+
+impl Trim {
+    fn check<S: Sink>(&mut self, pipe: &mut Pipeline<S>) {
+        let now = pipe.table.footprint();
+        self.peak = self.peak.max(now);
+        if self.peak - now < 20_000 || now > self.peak / 2 {
+            return;
+        }
+        self.peak = now;
+        pipe.table.shrink();
+        release_free_memory();
+    }
+}
+
+/// glibc keeps freed memory in its heaps; `malloc_trim` hands the free pages back.
+#[cfg(target_env = "gnu")]
+fn release_free_memory() {
+    // SAFETY: malloc_trim takes a plain size and only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn release_free_memory() {}
 
 /// Losses already reported, per cause, so each report says what is new.
 #[derive(Default)]
