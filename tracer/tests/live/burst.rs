@@ -120,10 +120,14 @@ fn a_burst_of_closes_is_captured_whole_with_the_default_settings() {
         assert!(n > 0, "a holder died before opening its connections");
         ready += n as usize;
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < Duration::from_secs(120),
             "the connections took too long to open"
         );
     }
+    eprintln!(
+        "burst: {CONNS} connections open after {:?}",
+        started.elapsed()
+    );
     // Let the tracer take the openings, so the closes are the burst.
     thread::sleep(Duration::from_millis(1500));
     let closed = Instant::now();
@@ -158,6 +162,10 @@ fn a_burst_of_closes_is_captured_whole_with_the_default_settings() {
             "tracer still writing 90 s after the burst"
         );
     }
+    eprintln!(
+        "burst: output quiet {:?} after the closes",
+        closed.elapsed()
+    );
     let (status, _, err) = t.stop();
     assert!(status.success(), "{err:?}");
     let emitted = count.count();
@@ -210,7 +218,7 @@ fn a_burst_of_closes_is_captured_whole_with_the_default_settings() {
     let line = err.iter().find(|l| l.contains("stopped")).unwrap();
     assert!(line.contains(&format!("lost {lost} ")), "{line}");
     assert!(
-        started.elapsed() < Duration::from_secs(150),
+        started.elapsed() < Duration::from_secs(240),
         "took {:?}",
         started.elapsed()
     );
