@@ -237,6 +237,15 @@ pub struct Args {
     #[arg(global = true, long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
 
+    /// Most memory the reader may hold of records copied out of the ring buffer and not yet
+    /// handled (`64M`, `1G`; at least 1MiB). A dedicated thread empties the ring as fast as it
+    /// can copy; decoding and output follow behind, so a burst (a deploy closing every
+    /// connection at once) waits here instead of overflowing the ring. Taken only while a
+    /// burst lasts, given back after it. Past it, the ring fills and losses are reported as
+    /// ring buffer full.
+    #[arg(global = true, long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_queue_size)]
+    pub queue_size: usize,
+
     /// Most connections followed at once; beyond it the least recently active are dropped
     /// (reported as incomplete connection records and counted at exit). Bounds memory
     /// (about 400 bytes a socket).
@@ -539,6 +548,31 @@ pub fn parse_ring_size(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("`{s}` is too large: at most 1GiB"))
 }
 
+/// `--queue-size`: a size with an optional unit, 1 MiB to 64 GiB.
+pub fn parse_queue_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; try `128M` or `1GiB`"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` in `{s}`; use K, M or G")),
+    };
+    let bytes = n
+        .checked_mul(mult)
+        .filter(|&b| b <= 64 << 30)
+        .ok_or_else(|| format!("`{s}` is too large: at most 64GiB"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("`{s}` is too small: at least 1MiB"));
+    }
+    usize::try_from(bytes).map_err(|_| format!("`{s}` is too large"))
+}
+
 /// Writes the completion script for `shell`.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     use clap::CommandFactory as _;
@@ -596,6 +630,19 @@ mod tests {
         assert!(parse_ring_size("1K").unwrap_err().contains("at least 4KiB"));
         assert!(parse_ring_size("2G").unwrap_err().contains("at most 1GiB"));
         assert!(parse_ring_size("8X").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_queue_size("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_queue_size("3M"), Ok(3 << 20));
+        assert_eq!(parse_queue_size("1G"), Ok(1 << 30));
+        assert!(
+            parse_queue_size("512K")
+                .unwrap_err()
+                .contains("at least 1MiB")
+        );
+        assert!(
+            parse_queue_size("65G")
+                .unwrap_err()
+                .contains("at most 64GiB")
+        );
         assert!(parse_ring_size("lots").is_err());
     }
 

@@ -432,7 +432,9 @@ pub enum LostCause {
 impl LostCause {
     pub const fn describe(self) -> &'static str {
         match self {
-            Self::RingbufFull => "ring buffer full (raise --ring-buffer-size)",
+            Self::RingbufFull => {
+                "ring buffer full (the reader fell behind: raise --queue-size or --ring-buffer-size)"
+            }
             Self::Recursion => "program skipped by the kernel while already running on that CPU",
             Self::ReadError => "record field could not be read",
         }

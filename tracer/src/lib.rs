@@ -22,6 +22,7 @@ pub mod ladder;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod reader;
 pub mod record;
 pub mod ring;
 pub mod source;

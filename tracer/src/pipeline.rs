@@ -82,6 +82,10 @@ pub struct Pipeline<S: Sink> {
     /// Transitions into CLOSING (a simultaneous close) seen: `tracer demo simultaneous`
     /// waits for one.
     pub closing_seen: u64,
+    /// The latest kernel timestamp of the events handled: the live loop's clock never runs
+    /// behind it (what the table and the lookups time against must not precede what they
+    /// have seen).
+    pub latest_ts_ns: u64,
     /// Cgroup ids → path, unit, container, pod; shared with the sink. The pipeline resolves
     /// the ids of what comes in (live: scanning the cgroup2 tree on a miss) before it is
     /// recorded; the sink and the filters only look up. A replay's learns from the
@@ -124,6 +128,7 @@ impl<S: Sink> Pipeline<S> {
             recorder: None,
             unsettled: false,
             closing_seen: 0,
+            latest_ts_ns: 0,
             next_expire_ns: 0,
             no_time_wait_lookups: false,
         }
@@ -175,6 +180,7 @@ impl<S: Sink> Pipeline<S> {
 
     /// One raw event, from the ring buffer or a recording.
     pub fn raw_event(&mut self, ev: &tracer_common::Event) -> io::Result<()> {
+        self.latest_ts_ns = self.latest_ts_ns.max(ev.ts_ns);
         // The owner's cgroup (only process-context events carry one): resolved before the
         // event is recorded, so a replay knows it from the same point on.
         // (A counters record packs counters where other records have the task.)

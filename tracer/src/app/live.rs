@@ -19,8 +19,8 @@ use crate::{
     metrics,
     output::Sink,
     pipeline::Pipeline,
+    reader,
     record::{self, Recorder},
-    ring,
     source::{Live, LiveOptions, Totals},
     units,
 };
@@ -51,6 +51,8 @@ pub(super) async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         context_events: !args.no_events,
         tcp_stats: !args.no_counters,
         accept: !args.no_accept,
+        poll_interval: args.poll_interval,
+        queue_bytes: args.queue_size,
     };
     let clock = WallClock::now();
     with_pipeline!(&args, clock, |pipe| trace(&args, &opts, pipe, clock, demo)
@@ -265,6 +267,9 @@ async fn event_loop<S: Sink>(
     tokio::pin!(deadline);
     let mut losses = LossTracker::default();
     let mut ticks: u64 = 0;
+    let mut trim = Trim::default();
+    // The pipeline's clock (see `handle`).
+    let mut now_ns = monotonic_ns();
 
     // The demo's scenario runs on a blocking thread once the programs are attached.
     let crossed = demo.as_ref().map(|d| d.crossed.clone());
@@ -284,39 +289,44 @@ async fn event_loop<S: Sink>(
                     .context("running the demo scenario")?;
                 Ok(None)
             }
-            guard = live.ring.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                // Drain fully before clearing readiness: a wake-up may cover many records.
-                let r = drain(guard.get_inner_mut(), pipe);
-                guard.clear_ready();
-                r.map(|()| None)
+            batch = live.reader.next() => {
+                match batch {
+                    Some(Ok(b)) => {
+                        let r = handle(&b, pipe, &mut now_ns);
+                        live.reader.recycle(b);
+                        r.map(|()| None)
+                    }
+                    Some(Err(e)) => Err(io::Error::other(format!("reading the ring buffer: {e}"))),
+                    None => Err(io::Error::other("the ring buffer's reader thread stopped")),
+                }
             }
-            _ = poll.tick() => drain(live.ring.get_mut(), pipe).map(|()| {
+            _ = poll.tick(), if crossed.is_some() => {
                 if let Some(c) = &crossed
                     && pipe.closing_seen > 0
                 {
                     c.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 // The demo ends when its sockets are all reported (or after a grace period).
-                scenario_done
+                Ok(scenario_done
                     .filter(|t| pipe.table.is_idle() || t.elapsed() > demo::SETTLE)
-                    .map(|_| Stop::DemoDone)
-            }),
+                    .map(|_| Stop::DemoDone))
+            }
             _ = counters.tick() => {
                 let totals = live.totals()?;
                 losses
                     .report(&totals, pipe)
-                    .and_then(|()| pipe.tick(monotonic_ns()))
+                    .and_then(|()| pipe.tick(now_ns))
                     .map(|()| {
                         ticks += 1;
                         if ticks.is_multiple_of(4) {
-                            pipe.update_gauges(monotonic_ns());
+                            pipe.update_gauges(now_ns);
+                            trim.check(pipe);
                         }
                     })
                     .and_then(|()| pipe.sink.flush())
                     .map(|()| None)
             }
-            _ = sigusr1.recv() => pipe.stuck_summary(monotonic_ns()).map(|()| None),
+            _ = sigusr1.recv() => pipe.stuck_summary(now_ns).map(|()| None),
             _ = sigint.recv() => Ok(Some(Stop::Signal("SIGINT"))),
             _ = sigterm.recv() => Ok(Some(Stop::Signal("SIGTERM"))),
             _ = sighup.recv() => Ok(Some(Stop::Signal("SIGHUP"))),
@@ -343,7 +353,11 @@ fn final_report<S: Sink>(
     losses: &mut LossTracker,
 ) -> anyhow::Result<()> {
     live.detach();
-    let final_write = drain(live.ring.get_mut(), pipe).and_then(|()| pipe.finish(monotonic_ns()));
+    let mut now_ns = 0;
+    let final_write = live
+        .reader
+        .finish(|b| handle(b, pipe, &mut now_ns))
+        .and_then(|()| pipe.finish(monotonic_ns()));
     let totals = live.totals()?;
     let why = match stop {
         Stop::Signal(s) => s.to_string(),
@@ -355,6 +369,11 @@ fn final_report<S: Sink>(
         .and_then(|()| losses.report(&totals, pipe))
         .and_then(|()| pipe.end_recording(monotonic_ns(), &why))
         .and_then(|()| pipe.sink.flush());
+    let queue = (
+        live.reader.peak_bytes(),
+        live.reader.max_bytes(),
+        live.reader.times_full(),
+    );
     drop(live);
     match (&stop, final_write) {
         (_, Ok(())) | (Stop::StdoutClosed, Err(_)) => {}
@@ -437,6 +456,22 @@ fn final_report<S: Sink>(
             totals.lost_accepts
         );
     }
+    let (peak, max, full) = queue;
+    if full > 0 {
+        let _ = writeln!(
+            err,
+            "tracer: the reader's queue was full {full} time{} (--queue-size {} MiB): the ring buffer then filled behind it, and what it could not take is counted as ring buffer full above",
+            if full == 1 { "" } else { "s" },
+            max >> 20
+        );
+    } else if peak > 4 * reader::CHUNK_BYTES {
+        let _ = writeln!(
+            err,
+            "tracer: a burst waited in the reader's queue: at most {} MiB of records (bound: --queue-size {} MiB)",
+            peak >> 20,
+            max >> 20
+        );
+    }
     if let Some(n) = pipe.namespaces.as_ref().filter(|n| n.over_cap > 0) {
         let _ = writeln!(
             err,
@@ -449,6 +484,40 @@ fn final_report<S: Sink>(
     report_files(args, pipe);
     Ok(())
 }
+
+/// After a burst: the memory of the records it held goes back to the system once the table
+/// has shrunk well below its peak (the queue's chunks are unmapped as they are freed; the
+/// table's maps and the allocator's free lists would otherwise keep the burst's size).
+#[derive(Default)]
+struct Trim {
+    /// The table's footprint at its largest since the last trim.
+    peak: usize,
+}
+
+impl Trim {
+    fn check<S: Sink>(&mut self, pipe: &mut Pipeline<S>) {
+        let now = pipe.table.footprint();
+        self.peak = self.peak.max(now);
+        if self.peak - now < 20_000 || now > self.peak / 2 {
+            return;
+        }
+        self.peak = now;
+        pipe.table.shrink();
+        release_free_memory();
+    }
+}
+
+/// glibc keeps freed memory in its heaps; `malloc_trim` hands the free pages back.
+#[cfg(target_env = "gnu")]
+fn release_free_memory() {
+    // SAFETY: malloc_trim takes a plain size and only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn release_free_memory() {}
 
 /// Losses already reported, per cause, so each report says what is new.
 #[derive(Default)]
@@ -500,9 +569,16 @@ fn set_nice(nice: i32) {
     }
 }
 
-fn drain<S: Sink>(ring: &mut ring::Ring, pipe: &mut Pipeline<S>) -> io::Result<()> {
-    ring.drain(|record| pipe.record(record))?;
-    pipe.settle(monotonic_ns())?;
+/// One batch from the reader: its records, then what they settled. The clock (`now_ns`)
+/// is when the ring was last read empty or the latest event handled, whichever is later:
+/// not the time now, which may be well past what the pipeline has seen when it lags behind
+/// a burst (a closed record would be released before its late events in the queue).
+fn handle<S: Sink>(b: &reader::Batch, pipe: &mut Pipeline<S>, now_ns: &mut u64) -> io::Result<()> {
+    for record in b.records() {
+        pipe.record(record)?;
+    }
+    *now_ns = (*now_ns).max(pipe.latest_ts_ns).max(b.read_ns.unwrap_or(0));
+    pipe.settle(*now_ns)?;
     // Records released by `settle` (grace period over) must show now, not at the next event.
     pipe.sink.flush()
 }

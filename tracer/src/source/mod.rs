@@ -31,6 +31,7 @@ use crate::{
     decode::Family,
     filter::{Filter, comm_key},
     format::{self, Choice},
+    reader::Reader,
     ring::Ring,
 };
 
@@ -54,6 +55,11 @@ pub struct LiveOptions {
     pub tcp_stats: bool,
     /// Attach the accept program (owners of accepted sockets).
     pub accept: bool,
+    /// The reader drains the ring at least this often (the kernel wakes it sooner when a
+    /// quarter of the ring is pending).
+    pub poll_interval: std::time::Duration,
+    /// Most memory the reader's queue of raw records may hold ([`crate::reader`]).
+    pub queue_bytes: usize,
 }
 
 /// Sums of the per-CPU counters plus the kernel's own count of skipped runs.
@@ -77,7 +83,8 @@ pub struct Totals {
 pub struct Live {
     /// Owns the program and its link: dropping it detaches the program.
     ebpf: Option<Ebpf>,
-    pub ring: AsyncFd<Ring>,
+    /// The thread that empties the ring buffer into a bounded queue.
+    pub reader: Reader,
     counters: PerCpuArray<MapData, Counters>,
     /// Duplicates of the programs' fds, so their counters stay readable after detaching.
     prog_fds: Vec<OwnedFd>,
@@ -370,17 +377,15 @@ impl Live {
         };
         let ring = Ring::new(ring, opts.ring_bytes as usize)
             .map_err(|e| anyhow!("mapping the ring buffer: {e}"))?;
-        // SAFETY: the Ring owns the map's fd and the AsyncFd owns the Ring, so the fd stays
-        // open for as long as it is registered.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
+        let reader = Reader::spawn(ring, opts.poll_interval, opts.queue_bytes)
+            .map_err(|e| anyhow!("starting the ring buffer's reader thread: {e}"))?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map(names::COUNTERS)
                 .context("COUNTERS map missing")?,
         )?;
         Ok(Self {
             ebpf: Some(ebpf),
-            ring,
+            reader,
             counters,
             prog_fds,
             program,

@@ -278,6 +278,26 @@ impl Table {
         self.conns.len()
     }
 
+    /// Sockets followed or held back closed: what the table's memory grows with.
+    pub fn footprint(&self) -> usize {
+        self.conns.len() + self.closing.len() + self.displaced.len() + self.by_tuple.len()
+    }
+
+    /// Gives back the room of maps that a burst grew and that are now mostly empty (maps
+    /// never shrink on their own).
+    pub fn shrink(&mut self) {
+        fn fit<K: std::hash::Hash + Eq, V>(m: &mut Map<K, V>) {
+            if m.capacity() > 4096 && m.len() < m.capacity() / 4 {
+                m.shrink_to_fit();
+            }
+        }
+        fit(&mut self.conns);
+        fit(&mut self.closing);
+        fit(&mut self.displaced);
+        fit(&mut self.by_tuple);
+        fit(&mut self.unseen);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
     }

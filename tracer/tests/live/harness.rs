@@ -378,12 +378,17 @@ pub struct TracefsCount(std::path::PathBuf);
 
 impl TracefsCount {
     pub fn new(port: u16) -> Self {
+        Self::with_buffer(port, 16_384)
+    }
+
+    /// With a buffer of `kb` KiB per CPU (it must hold every event: they are read back).
+    pub fn with_buffer(port: u16, kb: u32) -> Self {
         let dir = std::path::PathBuf::from(format!(
             "/sys/kernel/tracing/instances/tracer-test-{}-{port}",
             std::process::id()
         ));
         std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("buffer_size_kb"), "16384").unwrap();
+        std::fs::write(dir.join("buffer_size_kb"), kb.to_string()).unwrap();
         let ev = dir.join("events/sock/inet_sock_set_state");
         std::fs::write(
             ev.join("filter"),

@@ -9,6 +9,7 @@
 mod harness;
 
 mod accept;
+mod burst;
 mod cgroups;
 mod close_classes;
 mod connections;

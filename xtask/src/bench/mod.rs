@@ -133,8 +133,10 @@ impl Tool {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
-    /// Connections per run: 1k, 10k, 100k (repeatable; each scale is one workload).
-    #[arg(long = "scale", value_name = "N", value_parser = parse_count, default_values = ["100k"])]
+    /// Connections per run: 1k, 10k, 100k (repeatable; each scale is one churn workload).
+    /// Default: 100k, unless only other workloads (`--sustained`, `--open`, `--burst`) are
+    /// asked for.
+    #[arg(long = "scale", value_name = "N", value_parser = parse_count)]
     pub scales: Vec<u64>,
     /// Runs of each tool per workload, interleaved.
     #[arg(long, default_value_t = 3)]
@@ -160,6 +162,15 @@ pub struct BenchArgs {
     /// Also a workload holding this many connections open at once (peak RSS of tracer -o json).
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub open: Option<u64>,
+    /// Also the `burst` workload: this many connections held open (both ends followed: twice
+    /// as many sockets), then closed all at once, as a deploy or a crash does. Every tracer
+    /// output and the peers selected; captured, lost, peak RSS, RSS after, and the time from
+    /// the last kernel event to the tool's last write.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub burst: Option<u64>,
+    /// `--burst`: seconds the connections are held before they close.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub burst_hold: f64,
     /// The tracer binary (default: build it with `cargo build --release -p tracer`).
     #[arg(long)]
     pub tracer: Option<PathBuf>,

@@ -35,6 +35,7 @@ pub(super) struct Summary {
     pub(super) all_progs_ns_per_event: Option<f64>,
     pub(super) cpu_s_per_m_events: Option<Spread>,
     pub(super) peak_rss_kib: Option<u64>,
+    pub(super) drain_s: Option<Spread>,
     pub(super) startup_s: Option<f64>,
     pub(super) max_lag_s: f64,
     pub(super) captured_from: &'static str,
@@ -115,6 +116,7 @@ pub(super) fn summarise(workloads: &[Workload], runs: &[RunResult]) -> Vec<Summa
                 all_progs_ns_per_event: f(&|r| r.all_progs_ns_per_event),
                 cpu_s_per_m_events: Spread::of(&each(&|r| r.cpu_s_per_m_events)),
                 peak_rss_kib: rs.iter().filter_map(|r| r.peak_rss_kib).max(),
+                drain_s: Spread::of(&each(&|r| r.drain_s)),
                 startup_s: f(&|r| r.startup_s),
                 max_lag_s: rs.iter().map(|r| r.max_lag_s).fold(0.0, f64::max),
                 captured_from: rs[0].captured_from,
@@ -129,9 +131,12 @@ pub(super) fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| workload | tool | runs | conns/s | × untraced (min–max) | captured / emitted | lost (reported) | recursion misses | ns per run (set_state prog) | all progs ns / event | CPU s / M events | peak RSS MiB | start-up s |"
+        "| workload | tool | runs | conns/s | × untraced (min–max) | captured / emitted | lost (reported) | recursion misses | ns per run (set_state prog) | all progs ns / event | CPU s / M events | peak RSS MiB | last event → last write s | start-up s |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for x in &r.summary {
         let ratio = match (x.ratio_mean, x.ratio_min, x.ratio_max) {
             (Some(m), Some(lo), Some(hi)) if x.tool != Tool::Untraced => {
@@ -151,7 +156,7 @@ pub(super) fn markdown(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.workload,
             x.tool.name(),
             x.runs,
@@ -166,12 +171,13 @@ pub(super) fn markdown(r: &Report) -> String {
             o(x.all_progs_ns_per_event, 0),
             Spread::show(x.cpu_s_per_m_events, 2),
             o(x.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            Spread::show(x.drain_s, 2),
             o(x.startup_s, 3),
         );
     }
     let _ = writeln!(
         s,
-        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q: its exit line's count, all TCP on the host). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions. Peak RSS: ru_maxrss. Start-up: exec until its program ran on an event (perf: until its perf event was open)."
+        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q: its exit line's count, all TCP on the host). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions. Peak RSS: ru_maxrss. Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q and perf; the tracers are not filtered, so other TCP traffic on the host moves it). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
     );
     if !r.skipped.is_empty() {
         let _ = writeln!(s, "\nSkipped:");
@@ -182,16 +188,16 @@ pub(super) fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "\nPer run:\n");
     let _ = writeln!(
         s,
-        "| workload | tool | rep | conns | conns/s | s | lag s | emitted | expected | captured | lost | misses | ns/run | CPU s | RSS MiB | start s | notes |"
+        "| workload | tool | rep | conns | conns/s | s | lag s | emitted | expected | captured | lost | misses | ns/run | CPU s | RSS MiB | RSS before → after MiB | drain s | start s | notes |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for x in &r.runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.workload,
             x.tool.name(),
             x.rep,
@@ -209,6 +215,12 @@ pub(super) fn markdown(r: &Report) -> String {
             o(x.prog_ns_per_run, 0),
             o(x.cpu_s, 2),
             o(x.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            match (x.rss_before_kib, x.rss_after_kib) {
+                (Some(a), Some(b)) =>
+                    format!("{:.1} → {:.1}", a as f64 / 1024.0, b as f64 / 1024.0),
+                _ => "–".into(),
+            },
+            o(x.drain_s, 2),
             o(x.startup_s, 3),
             x.notes.join("; "),
         );

@@ -15,8 +15,8 @@ use crate::loadgen::{self, Family};
 use super::{
     Tool,
     count::count_output,
-    proc::{Proc, cpu_ticks, prog_delta, prog_stats, slug, uname_r, wait_quiet},
-    tracefs::TraceCount,
+    proc::{Proc, cpu_ticks, prog_delta, prog_stats, slug, status_kib, uname_r, wait_quiet},
+    tracefs::{TraceCount, last_write_mono_s},
 };
 
 pub(super) struct Ctx {
@@ -66,6 +66,13 @@ pub(super) struct RunResult {
     pub(super) cpu_s: Option<f64>,
     pub(super) cpu_s_per_m_events: Option<f64>,
     pub(super) peak_rss_kib: Option<u64>,
+    /// VmRSS just before the load and once its output had stopped growing after it.
+    pub(super) rss_before_kib: Option<u64>,
+    pub(super) rss_after_kib: Option<u64>,
+    /// From the last event the kernel emitted on the generator's ports (tracefs, `mono`
+    /// clock) to the tool's last write to its output before it was stopped: how far behind
+    /// the kernel its output ended.
+    pub(super) drain_s: Option<f64>,
     /// Exec until its program ran on an event (perf: until its perf event was open).
     pub(super) startup_s: Option<f64>,
     /// tracer only: exec until its "attached" line.
@@ -78,7 +85,7 @@ impl RunResult {
     pub(super) fn one_line(&self) -> String {
         let o = |v: Option<f64>, p: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.p$}"));
         format!(
-            "{:.0} conns/s, kernel {} (expected {}), captured {}, lost {}, misses {}, {} ns/run, CPU {} s/M, RSS {} MiB, start {} s{}",
+            "{:.0} conns/s, kernel {} (expected {}), captured {}, lost {}, misses {}, {} ns/run, CPU {} s/M, RSS {} MiB (after {}), drain {} s, start {} s{}",
             self.conns_per_s,
             self.kernel_events,
             self.expected_events,
@@ -90,6 +97,8 @@ impl RunResult {
             o(self.prog_ns_per_run, 0),
             o(self.cpu_s_per_m_events, 3),
             o(self.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            o(self.rss_after_kib.map(|k| k as f64 / 1024.0), 1),
+            o(self.drain_s, 2),
             o(self.startup_s, 3),
             if self.notes.is_empty() {
                 String::new()
@@ -144,6 +153,7 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
     }
 
     let before = proc.as_ref().map(|p| (cpu_ticks(p.pid), prog_stats(p.pid)));
+    let rss_before_kib = proc.as_ref().and_then(|p| status_kib(p.pid, "VmRSS:"));
     let gen_result = run_loadgen(g);
     let lg = match gen_result {
         Ok(g) => g,
@@ -175,6 +185,9 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
         cpu_s: None,
         cpu_s_per_m_events: None,
         peak_rss_kib: None,
+        rss_before_kib: None,
+        rss_after_kib: None,
+        drain_s: None,
         startup_s,
         attached_line_s,
         summary_line: None,
@@ -196,6 +209,15 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
             Duration::from_secs(60),
         );
         let progs1 = prog_stats(p.pid);
+        res.rss_before_kib = rss_before_kib;
+        res.rss_after_kib = status_kib(p.pid, "VmRSS:");
+        let written = out_path.clone();
+        // -q writes no records, and perf writes its data file in its own time.
+        if !matches!(tool, Tool::TracerQuiet | Tool::Perf) {
+            res.drain_s = last_write_mono_s(&written)
+                .zip(counter.last_event_s())
+                .map(|(w, k)| w - k);
+        }
         let exit = p.stop(Duration::from_secs(120))?;
         res.peak_rss_kib = exit.maxrss_kib;
         if let Some(cpu0) = cpu0 {
@@ -219,7 +241,16 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
             && code != 0
             && tool != Tool::Perf
         {
-            res.notes.push(format!("exit status {code}"));
+            let tail: Vec<&str> = exit
+                .stderr
+                .iter()
+                .rev()
+                .take(3)
+                .rev()
+                .map(String::as_str)
+                .collect();
+            res.notes
+                .push(format!("exit status {code}: {}", tail.join(" | ")));
         }
     }
     res.kernel_events = counter.count()?;

@@ -83,7 +83,17 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
         progress: 0.0,
     };
     let mut workloads = Vec::new();
-    for &n in &args.scales {
+    let default_scale = [100_000];
+    let scales: &[u64] = if args.scales.is_empty()
+        && args.sustained.is_none()
+        && args.open.is_none()
+        && args.burst.is_none()
+    {
+        &default_scale
+    } else {
+        &args.scales
+    };
+    for &n in scales {
         workloads.push(Workload {
             name: format!("churn {}", human_count(n)),
             gen_args: base(n),
@@ -127,6 +137,17 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
                 .filter(|t| matches!(t, Tool::Untraced | Tool::TracerJson | Tool::CompareJson))
                 .collect(),
             reps: 1,
+        });
+    }
+
+    if let Some(n) = args.burst {
+        let mut g = base(n);
+        g.hold = Some(args.burst_hold);
+        workloads.push(Workload {
+            name: format!("burst {}", human_count(n)),
+            gen_args: g,
+            tools: tools.clone(),
+            reps: args.reps,
         });
     }
 

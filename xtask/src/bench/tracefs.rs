@@ -30,6 +30,9 @@ impl TraceCount {
         let me = Self { dir };
         // Small buffer: only entries + overrun are read, and a wrapping buffer counts both.
         fs::write(me.dir.join("buffer_size_kb"), "64").context("sizing the tracefs buffer")?;
+        // CLOCK_MONOTONIC timestamps: the last event's time is compared with the tool's
+        // last write ([`last_write_mono_s`]).
+        fs::write(me.dir.join("trace_clock"), "mono").context("setting the trace clock")?;
         let lo = g.port;
         let hi = u64::from(g.port) + g.listeners() - 1;
         let filter =
@@ -57,6 +60,45 @@ impl TraceCount {
         }
         Ok(total)
     }
+}
+
+impl TraceCount {
+    /// The last event's time (`CLOCK_MONOTONIC` seconds): the buffer keeps the newest
+    /// entries when it wraps.
+    pub(super) fn last_event_s(&self) -> Option<f64> {
+        let text = fs::read_to_string(self.dir.join("trace")).ok()?;
+        text.lines()
+            .filter(|l| l.contains("inet_sock_set_state:"))
+            .filter_map(|l| {
+                // "comm-pid [cpu] flags 12345.678901: inet_sock_set_state: …"
+                let head = l.split(": inet_sock_set_state:").next()?;
+                head.split_whitespace().last()?.parse::<f64>().ok()
+            })
+            .reduce(f64::max)
+    }
+}
+
+/// When `path` was last written, on the `CLOCK_MONOTONIC` time line (its mtime is wall
+/// clock; the two clocks' offset is read now). `None` for an empty file.
+pub(super) fn last_write_mono_s(path: &Path) -> Option<f64> {
+    let m = fs::metadata(path).ok()?;
+    if m.len() == 0 {
+        return None;
+    }
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let clock = |id: libc::clockid_t| {
+        // SAFETY: clock_gettime writes into a local timespec.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        unsafe { libc::clock_gettime(id, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    };
+    let offset = clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC);
+    Some(mtime - offset)
 }
 
 impl Drop for TraceCount {
