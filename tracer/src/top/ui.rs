@@ -86,8 +86,14 @@ struct View {
 pub(super) struct Ui {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Says the drawing thread ended (a join that can time out).
+    done: std::sync::mpsc::Receiver<()>,
     stderr: Option<StderrKept>,
 }
+
+/// Longest wait for the drawing thread at exit: it checks for a stop every 100 ms, but a
+/// terminal that is gone can hold it in the terminal library; tracer exits anyway.
+const JOIN_WAIT: Duration = Duration::from_secs(1);
 
 impl Ui {
     pub(super) fn start(
@@ -101,12 +107,17 @@ impl Ui {
         let terminal = ratatui::try_init()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
+        let (tx, done) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tracer-top".into())
-            .spawn(move || run(terminal, &shared, &stop2, interval, color))?;
+            .spawn(move || {
+                run(terminal, &shared, &stop2, interval, color);
+                let _ = tx.send(());
+            })?;
         Ok(Self {
             stop,
             thread: Some(thread),
+            done,
             stderr: Some(stderr),
         })
     }
@@ -114,11 +125,17 @@ impl Ui {
     /// Stops drawing, gives the terminal back as it was, then writes out what was kept from
     /// stderr.
     pub(super) fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.end();
+    }
+
+    fn end(&mut self) {
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            self.stop.store(true, Ordering::Relaxed);
+            if self.done.recv_timeout(JOIN_WAIT).is_ok() {
+                let _ = t.join();
+            }
+            ratatui::restore();
         }
-        ratatui::restore();
         if let Some(s) = self.stderr.take() {
             s.finish();
         }
@@ -127,16 +144,7 @@ impl Ui {
 
 impl Drop for Ui {
     fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.stop.store(true, Ordering::Relaxed);
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
-            ratatui::restore();
-        }
-        if let Some(s) = self.stderr.take() {
-            s.finish();
-        }
+        self.end();
     }
 }
 
@@ -170,6 +178,11 @@ fn run(
             }
             next_draw = Instant::now() + interval;
         }
+        // A terminal that went away (its window closed, tmux killed): crossterm's reader
+        // would spin on it. Stop drawing; the hangup stops tracer itself.
+        if terminal_gone() {
+            break;
+        }
         // Short polls, so a stop or a key is seen at once.
         let wait = next_draw
             .saturating_duration_since(Instant::now())
@@ -201,6 +214,18 @@ fn run(
             _ => {}
         }
     }
+}
+
+/// Whether the terminal hung up: stdin reports POLLHUP, POLLERR or POLLNVAL.
+fn terminal_gone() -> bool {
+    let mut fds = [libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    n > 0 && fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 /// `q`: the same as Ctrl-C anywhere else, so every exit path is the one the live loop has

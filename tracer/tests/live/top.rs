@@ -163,3 +163,34 @@ fn top_gives_the_terminal_back_on_sigterm() {
     assert!(after.contains("tracer: stopped (SIGTERM)"), "{after}");
     assert!(!after.contains("sockets now"), "{after}");
 }
+
+/// The terminal going away (its window closed: tmux killed) ends `tracer top`: nothing is
+/// left running (the terminal library would spin on the dead terminal).
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn top_ends_when_its_terminal_goes_away() {
+    let (_listener, addr) = bound(false);
+    let port = addr.port();
+    let tmux = Tmux::start("top-hup", &top_command(port));
+    tmux.wait("dashboard", |s| s.contains("sockets now"));
+    let pids = Command::new("pgrep")
+        .args(["-f", &format!("tracer top --stuck 1s -p {port}$")])
+        .output_locked()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pids.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the tracer top process");
+    drop(tmux);
+    let start = Instant::now();
+    // SAFETY: signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        if start.elapsed() > Duration::from_secs(10) {
+            // SAFETY: as above; do not leave it running.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("tracer top still running 10 s after its terminal went away");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
