@@ -199,11 +199,16 @@ fn a_burst_of_closes_is_captured_whole_with_the_default_settings() {
         emitted >= 8 * CONNS,
         "the kernel emitted {emitted} transitions for {CONNS} connections"
     );
-    assert_eq!(
-        captured + lost,
-        emitted as u64,
-        "captured {captured} + lost {lost} != emitted {emitted}; {err:?}"
+    // Recursion misses are counted for every TCP event on the host, whatever its port:
+    // other traffic can add a few. Without any the sum is exact.
+    let misses = lost - lost_full;
+    assert!(
+        captured + lost_full <= emitted as u64 && emitted as u64 <= captured + lost,
+        "captured {captured} + lost {lost} ({misses} recursion misses, host-wide) vs emitted {emitted}; {err:?}"
     );
+    if misses == 0 {
+        assert_eq!(captured, emitted as u64, "{err:?}");
+    }
     assert_eq!(
         lost_full, 0,
         "with the default ring buffer and queue, nothing may be lost but recursion misses: {err:?}"

@@ -160,7 +160,21 @@ fn retransmits_forced_by_drops_match_the_kernels_count() {
         kernel > 0,
         "a fifth of the segments dropped: no retransmit? {c:#}"
     );
-    assert_eq!(c["retransmits"].as_u64(), Some(kernel), "{c:#}");
+    // Exact, unless the kernel skipped some of tracer's runs (recursion misses are counted
+    // for every TCP event on the host, and other tests run beside this one).
+    let misses: u64 = of_type(&records, "lost")
+        .iter()
+        .filter(|l| l["cause"] == "recursion")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    let seen = c["retransmits"].as_u64().unwrap();
+    assert!(
+        seen <= kernel && seen + misses >= kernel,
+        "{seen} retransmits on the record, {kernel} from the tracepoint, {misses} runs skipped: {c:#}"
+    );
+    if misses == 0 {
+        assert_eq!(seen, kernel, "{c:#}");
+    }
     let total = c["tcp"]["retrans_total"].as_u64().unwrap();
     eprintln!("retransmits: tracepoint {kernel}, tcp_sock total_retrans {total}");
     assert!(
