@@ -34,6 +34,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(Decoded::Accept(a)) => {
             out += &format!("{a:?} {} {} {}", a.sock, a.state, a.task.comm);
         }
+        Ok(Decoded::Stats(s)) => {
+            out += &format!("{s:?} {}", s.sock);
+        }
         Err(e) => out += &e.to_string(),
     }
     assert!(!out.is_empty());
