@@ -386,6 +386,8 @@ fn build_initramfs(kdir: &Path, out: &Path, tracer: &Path, live: &Path) -> anyho
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
     // The test binary runs the tracer at the path it was built with (CARGO_BIN_EXE_tracer).
+    // Nothing is mounted over it in the guest: /tmp stays the initramfs's own (writable)
+    // directory, so a checkout under /tmp (CI clones) still finds its tracer there.
     put(tracer, tracer)?;
     put(Path::new("/live"), live)?;
     let ldd = Command::new("ldd")
@@ -427,7 +429,7 @@ fn build_initramfs(kdir: &Path, out: &Path, tracer: &Path, live: &Path) -> anyho
     }
     let init = format!(
         "#!/bin/sh\n\
-         mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp\n\
+         mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n\
          mkdir -p /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup\n\
          insmod /mod/inet_diag.ko; insmod /mod/tcp_diag.ko\n\
          ip link set lo up\n\
