@@ -85,7 +85,11 @@ fn nothing_stays_attached_after_sigint_sigterm_sighup_or_sigkill() {
         if sig == libc::SIGKILL {
             assert!(!st.success());
         } else {
-            assert!(st.success(), "signal {sig}: {st:?}");
+            assert!(
+                st.success(),
+                "signal {sig}: {st:?}; stderr:\n{}",
+                t.stderr.lock().unwrap().join("\n")
+            );
         }
         // Links and programs are owned by file descriptors: the kernel drops them with the
         // process, even after SIGKILL (freed after an RCU grace period).
