@@ -730,6 +730,11 @@ fn columns_rows_line_up_under_their_header() {
         "{row}"
     );
     assert!(row.ends_with(" active"), "{row}");
+    // The longest role name fits its column too.
+    c.role = Role::Listener;
+    let row = super::text::columns_row(&c);
+    let at = head.find("LOCAL").unwrap();
+    assert_eq!(&row[at - 9..at], "listener ", "\n{head}\n{row}");
 }
 
 #[test]
