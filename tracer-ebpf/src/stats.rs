@@ -70,6 +70,28 @@ fn read_u32(sk: u64, off: u32, bit: u32, present: &mut u32) -> u32 {
     }
 }
 
+/// Two u32 fields `a` and `b`: one read when `b` directly follows `a` (as `mss_cache` and
+/// `snd_cwnd`, `rate_delivered` and `rate_interval_us` do in every `tcp_sock` of recent
+/// years), two otherwise. Each read costs more than the rest of this function.
+#[inline(always)]
+fn read_pair(sk: u64, a: u32, b: u32, bits: (u32, u32), present: &mut u32) -> (u32, u32) {
+    if a != 0 && b == a + 4 {
+        // SAFETY: bpf_probe_read_kernel checks the address itself and fails cleanly.
+        match unsafe { bpf_probe_read_kernel((sk + u64::from(a)) as *const [u32; 2]) } {
+            Ok([x, y]) => {
+                *present |= bits.0 | bits.1;
+                (x, y)
+            }
+            Err(_) => (0, 0),
+        }
+    } else {
+        (
+            read_u32(sk, a, bits.0, present),
+            read_u32(sk, b, bits.1, present),
+        )
+    }
+}
+
 /// For a server's child socket becoming ESTABLISHED (SYN_RECV → ESTABLISHED): its
 /// `srtt_us` (<< 3), which then holds only the SYN-ACK's RTT sample (`tcp_synack_rtt_meas`,
 /// run by `tcp_check_req` as it made the child); 0 for any other transition, without BTF,
@@ -105,6 +127,20 @@ pub(crate) fn after_transition(f: &Fields) {
     bump!(c, seen);
     let sk = f.skaddr;
     let mut p = 0u32;
+    let (mss, snd_cwnd) = read_pair(
+        sk,
+        o.mss_cache,
+        o.snd_cwnd,
+        (stat::MSS, stat::SND_CWND),
+        &mut p,
+    );
+    let (rate_delivered, rate_interval_us) = read_pair(
+        sk,
+        o.rate_delivered,
+        o.rate_interval_us,
+        (stat::RATE_DELIVERED, stat::RATE_INTERVAL),
+        &mut p,
+    );
     let stats = TcpStats {
         bytes_acked: read_u64(sk, o.bytes_acked, stat::BYTES_ACKED, &mut p),
         bytes_received: read_u64(sk, o.bytes_received, stat::BYTES_RECEIVED, &mut p),
@@ -115,10 +151,10 @@ pub(crate) fn after_transition(f: &Fields) {
         srtt_us: read_u32(sk, o.srtt_us, stat::SRTT, &mut p),
         mdev_us: read_u32(sk, o.mdev_us, stat::MDEV, &mut p),
         min_rtt_us: read_u32(sk, o.min_rtt, stat::MIN_RTT, &mut p),
-        snd_cwnd: read_u32(sk, o.snd_cwnd, stat::SND_CWND, &mut p),
-        rate_delivered: read_u32(sk, o.rate_delivered, stat::RATE_DELIVERED, &mut p),
-        rate_interval_us: read_u32(sk, o.rate_interval_us, stat::RATE_INTERVAL, &mut p),
-        mss: read_u32(sk, o.mss_cache, stat::MSS, &mut p),
+        snd_cwnd,
+        rate_delivered,
+        rate_interval_us,
+        mss,
         present: 0,
     };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {

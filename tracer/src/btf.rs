@@ -628,5 +628,8 @@ mod stats_offsets_tests {
             // Past the inet_connection_sock at the head of a tcp_sock, within a few KiB.
             assert!((1024..8192).contains(&off), "{o:?}");
         }
+        // The pairs the kernel side reads in one go when adjacent: they are, here.
+        assert_eq!(o.snd_cwnd, o.mss_cache + 4, "{o:?}");
+        assert_eq!(o.rate_interval_us, o.rate_delivered + 4, "{o:?}");
     }
 }

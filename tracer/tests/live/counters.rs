@@ -258,6 +258,8 @@ fn rtt_on_a_delayed_link_is_within_the_band_on_both_ends() {
     for s in [&client, &server] {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     }
+    // Over the delayed link: from a's end of it.
+    assert_eq!(client.local_addr().unwrap().ip(), pair.a_addr);
     let cport = client.local_addr().unwrap().port();
     // Request and response, 20 rounds: each side's data is acked by the other's next
     // segment, sent as soon as it is read, so every RTT sample is one trip through the
