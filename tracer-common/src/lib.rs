@@ -239,7 +239,9 @@ pub struct Event {
     pub oldstate: u8,
     /// Transition: raw `TCP_*` state after.
     pub newstate: u8,
-    /// Error report: errno (positive). Retransmit: `err`. Send reset: reason. Else 0.
+    /// Error report: errno (positive). Retransmit: `err`. Send reset: reason. Transition
+    /// SYN_RECV → ESTABLISHED: the child socket's `srtt_us` (<< 3, as in `tcp_sock`), the
+    /// SYN-ACK's RTT sample, 0 when unknown. Else 0.
     pub value: i32,
     /// Inode of the socket's network namespace (`sk->__sk_common.skc_net->ns.inum`, at
     /// [`NetnsOffsets`] from the kernel's BTF); 0 when the event has no socket or the
@@ -490,7 +492,7 @@ mod pod {
     unsafe impl aya::Pod for super::NetnsOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AcceptOffsets {}
-    // SAFETY: as above (twelve u32).
+    // SAFETY: as above (fourteen u32).
     unsafe impl aya::Pod for super::TcpStatsOffsets {}
 }
 
@@ -504,8 +506,6 @@ pub struct TcpStatsOffsets {
     pub bytes_acked: u32,
     /// `bytes_received` (u64).
     pub bytes_received: u32,
-    /// `bytes_sent` (u64): data bytes sent, retransmissions included.
-    pub bytes_sent: u32,
     /// `bytes_retrans` (u64).
     pub bytes_retrans: u32,
     /// `segs_out`, `segs_in` (u32).
@@ -513,7 +513,8 @@ pub struct TcpStatsOffsets {
     pub segs_in: u32,
     /// `total_retrans` (u32).
     pub total_retrans: u32,
-    /// `srtt_us` (u32, smoothed RTT << 3).
+    /// `srtt_us` (u32, smoothed RTT << 3). Also read when a server's child socket becomes
+    /// ESTABLISHED: it then holds the SYN-ACK's RTT sample.
     pub srtt_us: u32,
     /// `mdev_us` (u32, RTT deviation << 2).
     pub mdev_us: u32,
@@ -521,14 +522,21 @@ pub struct TcpStatsOffsets {
     pub min_rtt: u32,
     /// `snd_cwnd` (u32, segments).
     pub snd_cwnd: u32,
+    /// `rate_delivered` (u32, segments) and `rate_interval_us` (u32): the last delivery-rate
+    /// sample, as `tcp_get_info` turns it into `tcpi_delivery_rate`.
+    pub rate_delivered: u32,
+    pub rate_interval_us: u32,
+    /// `mss_cache` (u32, bytes): the segment size the delivery rate is counted in.
+    pub mss_cache: u32,
     pub enabled: u32,
 }
+const _: () = assert!(core::mem::size_of::<TcpStatsOffsets>() == 56);
 
-/// Bit of [`TcpStats::present`] per counter, in [`TcpStatsOffsets`] order.
+/// Bit of [`TcpStats::present`] per counter. Part of the recording format: never reuse a
+/// bit (`1 << 2` was `bytes_sent`, no longer read).
 pub mod stat {
     pub const BYTES_ACKED: u32 = 1;
     pub const BYTES_RECEIVED: u32 = 1 << 1;
-    pub const BYTES_SENT: u32 = 1 << 2;
     pub const BYTES_RETRANS: u32 = 1 << 3;
     pub const SEGS_OUT: u32 = 1 << 4;
     pub const SEGS_IN: u32 = 1 << 5;
@@ -537,6 +545,11 @@ pub mod stat {
     pub const MDEV: u32 = 1 << 8;
     pub const MIN_RTT: u32 = 1 << 9;
     pub const SND_CWND: u32 = 1 << 10;
+    pub const RATE_DELIVERED: u32 = 1 << 11;
+    pub const RATE_INTERVAL: u32 = 1 << 12;
+    pub const MSS: u32 = 1 << 13;
+    /// All three of the delivery rate's inputs.
+    pub const DELIVERY_RATE: u32 = RATE_DELIVERED | RATE_INTERVAL | MSS;
 }
 
 /// A connection's counters as the kernel had them at its close: raw values (`srtt_us` still
@@ -545,7 +558,6 @@ pub mod stat {
 pub struct TcpStats {
     pub bytes_acked: u64,
     pub bytes_received: u64,
-    pub bytes_sent: u64,
     pub bytes_retrans: u64,
     pub segs_out: u32,
     pub segs_in: u32,
@@ -554,6 +566,9 @@ pub struct TcpStats {
     pub mdev_us: u32,
     pub min_rtt_us: u32,
     pub snd_cwnd: u32,
+    pub rate_delivered: u32,
+    pub rate_interval_us: u32,
+    pub mss: u32,
     pub present: u32,
 }
 
@@ -571,15 +586,16 @@ fn put4(b: &mut [u8; 16], i: usize, v: u32) {
 
 impl TcpStats {
     /// Packs the counters into a [`kind::TCP_STATS`] record's fields (the record keeps the
-    /// common header: kind, cpu, ts, skaddr, ports, family, states, netns): `pid_tgid`,
-    /// `cgroup_id`, `uid_gid` and `comm[0..8]` hold the four byte counters, `comm[8..16]`
-    /// the segment counts, `saddr` total_retrans, srtt, mdev, min_rtt, `daddr` snd_cwnd and
-    /// `present`. One record size on the wire keeps the ring reader and recordings as they
-    /// are.
+    /// common header: kind, cpu, ts, skaddr, ports, family, states, netns): `pid_tgid` and
+    /// `cgroup_id` hold bytes acked and received, `uid_gid` rate_delivered (low half) and
+    /// rate_interval_us (high half), `comm[0..8]` bytes retransmitted, `comm[8..16]` the
+    /// segment counts, `saddr` total_retrans, srtt, mdev, min_rtt, `daddr` snd_cwnd,
+    /// `present` and the mss. One record size on the wire keeps the ring reader and
+    /// recordings as they are.
     pub fn pack(&self, ev: &mut Event) {
         ev.pid_tgid = self.bytes_acked;
         ev.cgroup_id = self.bytes_received;
-        ev.uid_gid = self.bytes_sent;
+        ev.uid_gid = u64::from(self.rate_delivered) | (u64::from(self.rate_interval_us) << 32);
         let r = self.bytes_retrans.to_ne_bytes();
         let mut comm = [0u8; 16];
         let mut i = 0;
@@ -599,16 +615,21 @@ impl TcpStats {
         let mut d = [0u8; 16];
         put4(&mut d, 0, self.snd_cwnd);
         put4(&mut d, 4, self.present);
+        put4(&mut d, 8, self.mss);
         ev.daddr = d;
     }
 
-    /// The counters of a [`kind::TCP_STATS`] record ([`Self::pack`]'s inverse).
+    /// The counters of a [`kind::TCP_STATS`] record ([`Self::pack`]'s inverse). A record
+    /// written before the delivery rate was read has `uid_gid` = bytes sent and no
+    /// [`stat::DELIVERY_RATE`] bits: its rate fields are 0 and not present.
     pub fn unpack(ev: &Event) -> Self {
         let c = &ev.comm;
+        let rate = ev.uid_gid;
+        let present = word4(&ev.daddr, 4);
+        let has = |bit: u32| present & bit != 0;
         Self {
             bytes_acked: ev.pid_tgid,
             bytes_received: ev.cgroup_id,
-            bytes_sent: ev.uid_gid,
             bytes_retrans: u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
             segs_out: word4(c, 8),
             segs_in: word4(c, 12),
@@ -617,7 +638,41 @@ impl TcpStats {
             mdev_us: word4(&ev.saddr, 8),
             min_rtt_us: word4(&ev.saddr, 12),
             snd_cwnd: word4(&ev.daddr, 0),
-            present: word4(&ev.daddr, 4),
+            rate_delivered: if has(stat::RATE_DELIVERED) {
+                rate as u32
+            } else {
+                0
+            },
+            rate_interval_us: if has(stat::RATE_INTERVAL) {
+                (rate >> 32) as u32
+            } else {
+                0
+            },
+            mss: if has(stat::MSS) {
+                word4(&ev.daddr, 8)
+            } else {
+                0
+            },
+            present,
         }
+    }
+
+    /// The delivery rate (bytes per second) as `tcp_get_info` computes `tcpi_delivery_rate`:
+    /// `rate_delivered * mss * 1e6 / rate_interval_us`. `None` when this kernel lacks one of
+    /// the fields (or the record predates them), `Some(0)` when there was no sample.
+    pub fn delivery_rate(&self) -> Option<u64> {
+        if self.present & stat::DELIVERY_RATE != stat::DELIVERY_RATE {
+            return None;
+        }
+        if self.rate_delivered == 0 || self.rate_interval_us == 0 {
+            return Some(0);
+        }
+        // The kernel's u64 arithmetic, wrap-around included, so the value is exactly its own.
+        Some(
+            u64::from(self.rate_delivered)
+                .wrapping_mul(u64::from(self.mss))
+                .wrapping_mul(1_000_000)
+                / u64::from(self.rate_interval_us),
+        )
     }
 }

@@ -1,7 +1,8 @@
-//! A connection's TCP counters (bytes, segments, retransmits, RTT, cwnd), read from its
-//! `tcp_sock` right after it leaves a synchronized state for CLOSE: the socket is still
-//! whole then, and its counters are final. At most one read per socket, only for sockets
-//! whose transition passed every filter.
+//! A connection's TCP counters (bytes, segments, retransmits, RTT, cwnd, delivery rate),
+//! read from its `tcp_sock` right after it leaves a synchronized state for CLOSE: the socket
+//! is still whole then, and its counters are final. And a server's handshake RTT, read as
+//! its child socket becomes ESTABLISHED. At most these two reads per socket, only for
+//! sockets whose transition passed every filter.
 use aya_ebpf::{
     Global,
     helpers::bpf_probe_read_kernel,
@@ -18,7 +19,6 @@ use crate::{
 static TCP_STATS_OFFSETS: Global<TcpStatsOffsets> = Global::new(TcpStatsOffsets {
     bytes_acked: 0,
     bytes_received: 0,
-    bytes_sent: 0,
     bytes_retrans: 0,
     segs_out: 0,
     segs_in: 0,
@@ -27,6 +27,9 @@ static TCP_STATS_OFFSETS: Global<TcpStatsOffsets> = Global::new(TcpStatsOffsets 
     mdev_us: 0,
     min_rtt: 0,
     snd_cwnd: 0,
+    rate_delivered: 0,
+    rate_interval_us: 0,
+    mss_cache: 0,
     enabled: 0,
 });
 
@@ -67,6 +70,46 @@ fn read_u32(sk: u64, off: u32, bit: u32, present: &mut u32) -> u32 {
     }
 }
 
+/// Two u32 fields `a` and `b`: one read when `b` directly follows `a` (as `mss_cache` and
+/// `snd_cwnd`, `rate_delivered` and `rate_interval_us` do in every `tcp_sock` of recent
+/// years), two otherwise. Each read costs more than the rest of this function.
+#[inline(always)]
+fn read_pair(sk: u64, a: u32, b: u32, bits: (u32, u32), present: &mut u32) -> (u32, u32) {
+    if a != 0 && b == a + 4 {
+        // SAFETY: bpf_probe_read_kernel checks the address itself and fails cleanly.
+        match unsafe { bpf_probe_read_kernel((sk + u64::from(a)) as *const [u32; 2]) } {
+            Ok([x, y]) => {
+                *present |= bits.0 | bits.1;
+                (x, y)
+            }
+            Err(_) => (0, 0),
+        }
+    } else {
+        (
+            read_u32(sk, a, bits.0, present),
+            read_u32(sk, b, bits.1, present),
+        )
+    }
+}
+
+/// For a server's child socket becoming ESTABLISHED (SYN_RECV → ESTABLISHED): its
+/// `srtt_us` (<< 3), which then holds only the SYN-ACK's RTT sample (`tcp_synack_rtt_meas`,
+/// run by `tcp_check_req` as it made the child); 0 for any other transition, without BTF,
+/// or when the kernel took no sample. Carried in the transition's own `value`: no second
+/// record.
+#[inline(always)]
+pub(crate) fn handshake_srtt(sk: u64, oldstate: u8, newstate: u8) -> i32 {
+    if oldstate != 3 || newstate != 1 {
+        return 0;
+    }
+    let o = TCP_STATS_OFFSETS.load();
+    if o.enabled == 0 {
+        return 0;
+    }
+    let mut p = 0;
+    read_u32(sk, o.srtt_us, stat::SRTT, &mut p) as i32
+}
+
 /// After transition `f` was emitted: when it closes a connection that moved data, reads its
 /// counters and emits a [`kind::TCP_STATS`] record.
 #[inline(always)]
@@ -84,10 +127,23 @@ pub(crate) fn after_transition(f: &Fields) {
     bump!(c, seen);
     let sk = f.skaddr;
     let mut p = 0u32;
+    let (mss, snd_cwnd) = read_pair(
+        sk,
+        o.mss_cache,
+        o.snd_cwnd,
+        (stat::MSS, stat::SND_CWND),
+        &mut p,
+    );
+    let (rate_delivered, rate_interval_us) = read_pair(
+        sk,
+        o.rate_delivered,
+        o.rate_interval_us,
+        (stat::RATE_DELIVERED, stat::RATE_INTERVAL),
+        &mut p,
+    );
     let stats = TcpStats {
         bytes_acked: read_u64(sk, o.bytes_acked, stat::BYTES_ACKED, &mut p),
         bytes_received: read_u64(sk, o.bytes_received, stat::BYTES_RECEIVED, &mut p),
-        bytes_sent: read_u64(sk, o.bytes_sent, stat::BYTES_SENT, &mut p),
         bytes_retrans: read_u64(sk, o.bytes_retrans, stat::BYTES_RETRANS, &mut p),
         segs_out: read_u32(sk, o.segs_out, stat::SEGS_OUT, &mut p),
         segs_in: read_u32(sk, o.segs_in, stat::SEGS_IN, &mut p),
@@ -95,7 +151,10 @@ pub(crate) fn after_transition(f: &Fields) {
         srtt_us: read_u32(sk, o.srtt_us, stat::SRTT, &mut p),
         mdev_us: read_u32(sk, o.mdev_us, stat::MDEV, &mut p),
         min_rtt_us: read_u32(sk, o.min_rtt, stat::MIN_RTT, &mut p),
-        snd_cwnd: read_u32(sk, o.snd_cwnd, stat::SND_CWND, &mut p),
+        snd_cwnd,
+        rate_delivered,
+        rate_interval_us,
+        mss,
         present: 0,
     };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {

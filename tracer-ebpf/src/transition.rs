@@ -96,7 +96,7 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout, c: *mut Counters) -> Result<(), (
         family,
         oldstate,
         newstate,
-        value: 0,
+        value: crate::stats::handshake_srtt(skaddr, oldstate, newstate),
         netns,
     };
     emit(&cfg, &f, c);

@@ -266,7 +266,6 @@ pub fn tcp_stats_offsets(
     let mut o = tracer_common::TcpStatsOffsets {
         bytes_acked: get("bytes_acked"),
         bytes_received: get("bytes_received"),
-        bytes_sent: get("bytes_sent"),
         bytes_retrans: get("bytes_retrans"),
         segs_out: get("segs_out"),
         segs_in: get("segs_in"),
@@ -275,6 +274,9 @@ pub fn tcp_stats_offsets(
         mdev_us: get("mdev_us"),
         min_rtt: 0,
         snd_cwnd: get("snd_cwnd"),
+        rate_delivered: get("rate_delivered"),
+        rate_interval_us: get("rate_interval_us"),
+        mss_cache: get("mss_cache"),
         enabled: 1,
     };
     // `struct minmax rtt_min { struct minmax_sample s[3]; }`: the minimum is `s[0].v`.
@@ -558,6 +560,29 @@ mod tests {
             std::mem::size_of::<tracer_common::AcceptOffsets>(),
             (want.len() + 1) * 4
         );
+        // The tcp_sock counters read at each close (rtt_min.s[0].v is an array element:
+        // its offset is checked for plausibility in stats_offsets_tests).
+        let (st, _) = tcp_stats_offsets(&btf).unwrap();
+        for (field, ours) in [
+            ("bytes_acked", st.bytes_acked),
+            ("bytes_received", st.bytes_received),
+            ("bytes_retrans", st.bytes_retrans),
+            ("segs_out", st.segs_out),
+            ("segs_in", st.segs_in),
+            ("total_retrans", st.total_retrans),
+            ("srtt_us", st.srtt_us),
+            ("mdev_us", st.mdev_us),
+            ("snd_cwnd", st.snd_cwnd),
+            ("rate_delivered", st.rate_delivered),
+            ("rate_interval_us", st.rate_interval_us),
+            ("mss_cache", st.mss_cache),
+        ] {
+            assert_eq!(
+                ours,
+                raw.offset("tcp_sock", &[field]),
+                "TcpStatsOffsets.{field}: ours vs bpftool"
+            );
+        }
         // And struct sock_common's start, stable for years: the address pair, the port pair,
         // the family, the state.
         assert_eq!(
@@ -588,7 +613,6 @@ mod stats_offsets_tests {
         for off in [
             o.bytes_acked,
             o.bytes_received,
-            o.bytes_sent,
             o.bytes_retrans,
             o.segs_out,
             o.segs_in,
@@ -597,9 +621,15 @@ mod stats_offsets_tests {
             o.mdev_us,
             o.min_rtt,
             o.snd_cwnd,
+            o.rate_delivered,
+            o.rate_interval_us,
+            o.mss_cache,
         ] {
             // Past the inet_connection_sock at the head of a tcp_sock, within a few KiB.
             assert!((1024..8192).contains(&off), "{o:?}");
         }
+        // The pairs the kernel side reads in one go when adjacent: they are, here.
+        assert_eq!(o.snd_cwnd, o.mss_cache + 4, "{o:?}");
+        assert_eq!(o.rate_interval_us, o.rate_delivered + 4, "{o:?}");
     }
 }

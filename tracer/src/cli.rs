@@ -217,8 +217,9 @@ pub struct Args {
     pub no_events: bool,
 
     /// Do not read each connection's TCP counters at its close (bytes, RTT, retransmits,
-    /// cwnd: the connection records' `tcp`): about a fifth of a microsecond less per
-    /// transition in the kernel (the read happens on a connection's close only).
+    /// cwnd, delivery rate: the connection records' `tcp`), nor a server's handshake RTT as
+    /// it is accepted: less time per transition in the kernel (the reads happen on those
+    /// transitions only).
     #[arg(global = true, long)]
     pub no_counters: bool,
 

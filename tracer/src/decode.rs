@@ -191,6 +191,10 @@ pub struct Transition {
     pub new: TcpState,
     pub task: Task,
     pub cpu: u32,
+    /// SYN_RECV → ESTABLISHED: the child socket's `srtt_us` (<< 3) read by the kernel at
+    /// this transition, which holds the SYN-ACK's RTT sample; 0 when unknown or for any
+    /// other transition.
+    pub srtt_us: u32,
 }
 
 /// What a context event says happened to a socket.
@@ -336,6 +340,7 @@ pub fn from_raw(ev: &Event) -> Result<Decoded, DecodeError> {
                 new: TcpState::try_from(ev.newstate)?,
                 task,
                 cpu: ev.cpu,
+                srtt_us: ev.value as u32,
             }));
         }
         kind::ACCEPT => {
@@ -558,11 +563,69 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_delivery_rate_is_tcp_get_infos() {
+        let st = tracer_common::TcpStats {
+            rate_delivered: 10,
+            rate_interval_us: 1_000,
+            mss: 1448,
+            present: tracer_common::stat::DELIVERY_RATE,
+            ..Default::default()
+        };
+        // tcp_compute_delivery_rate: rate_delivered * mss_cache * USEC_PER_SEC / interval.
+        assert_eq!(st.delivery_rate(), Some(10 * 1448 * 1_000_000 / 1_000));
+        // No sample yet: 0, as tcp_info says; a kernel without one of the fields: unknown.
+        let none = tracer_common::TcpStats {
+            rate_interval_us: 0,
+            ..st
+        };
+        assert_eq!(none.delivery_rate(), Some(0));
+        let lacking = tracer_common::TcpStats {
+            present: tracer_common::stat::RATE_DELIVERED | tracer_common::stat::RATE_INTERVAL,
+            ..st
+        };
+        assert_eq!(lacking.delivery_rate(), None);
+    }
+
+    #[test]
+    fn a_counters_record_from_before_the_delivery_rate_has_none() {
+        // Recorded when `uid_gid` held `bytes_sent` (present bit 1 << 2) and bits 0..=10
+        // were all there was: the rate fields stay unknown, the rest decodes as before.
+        let mut ev = raw(7, 1);
+        ev.kind = kind::TCP_STATS;
+        tracer_common::TcpStats {
+            bytes_acked: 5,
+            present: 0x7ff,
+            ..Default::default()
+        }
+        .pack(&mut ev);
+        ev.uid_gid = 123_456_789; // bytes_sent
+        let Decoded::Stats(s) = decode(&bytes(&ev)).unwrap() else {
+            panic!("a counters record")
+        };
+        assert_eq!(
+            (
+                s.stats.bytes_acked,
+                s.stats.rate_delivered,
+                s.stats.rate_interval_us
+            ),
+            (5, 0, 0)
+        );
+        assert_eq!(s.stats.delivery_rate(), None);
+    }
+
+    #[test]
+    fn a_servers_established_transition_carries_the_synack_rtt() {
+        let mut ev = raw(3, 1);
+        ev.value = 51_000 << 3;
+        assert_eq!(transition(&ev).srtt_us, 51_000 << 3);
+        assert_eq!(transition(&raw(2, 1)).srtt_us, 0);
+    }
+
+    #[test]
     fn counters_records_round_trip() {
         let st = tracer_common::TcpStats {
             bytes_acked: 1 << 40,
             bytes_received: 12345,
-            bytes_sent: 1 << 33,
             bytes_retrans: 77,
             segs_out: 1,
             segs_in: 2,
@@ -571,7 +634,10 @@ pub(crate) mod tests {
             mdev_us: 5,
             min_rtt_us: 6,
             snd_cwnd: 7,
-            present: 0x7ff,
+            rate_delivered: 8,
+            rate_interval_us: 9,
+            mss: 10,
+            present: 0x3ffb,
         };
         let mut ev = raw(7, 1);
         ev.kind = kind::TCP_STATS;

@@ -476,4 +476,62 @@ mod tests {
         assert_ne!(first_with.0, "+Inf", "{counts:?}");
         assert!(first_with.0.parse::<f64>().unwrap() > 4.0 * 3600.0);
     }
+
+    #[test]
+    fn rtt_and_bytes_of_finished_connections_are_exposed() {
+        let m = Metrics::new();
+        for (sock, sent, received, srtt_us) in [(1, 1_000, 200, 50), (2, 100_000, 0, 30_000)] {
+            let mut t = Table::new();
+            for e in [
+                tr(sock, 1_000, Close, SynSent, 0, 80),
+                tr(sock, 2_000, SynSent, Established, 5, 80),
+                tr(sock, 3_000, Established, FinWait1, 5, 80),
+                tr(sock, 4_000, FinWait1, FinWait2, 5, 80),
+                tr(sock, 5_000, FinWait2, Close, 5, 80),
+            ] {
+                t.apply(&e);
+            }
+            let mut c = t.flush().remove(0);
+            use tracer_common::stat;
+            c.tcp = Some(Box::new(tracer_common::TcpStats {
+                // SYN and FIN acked, the peer's FIN received: taken out.
+                bytes_acked: sent + 2,
+                bytes_received: received + 1,
+                srtt_us: srtt_us << 3,
+                present: stat::BYTES_ACKED | stat::BYTES_RECEIVED | stat::SRTT,
+                ..Default::default()
+            }));
+            m.connection(&c);
+        }
+        // And one without counters (e.g. --no-counters): counted nowhere below.
+        let mut t = Table::new();
+        t.apply(&tr(3, 1_000, Close, SynSent, 0, 80));
+        t.apply(&tr(3, 2_000, SynSent, Close, 5, 80));
+        m.connection(&t.flush().remove(0));
+        let text = m.encode();
+        for line in [
+            // 50 µs and 30 ms: 0.03005 s in all. Buckets 10 µs × 4^k (10, 40, 160 µs, …):
+            // 50 µs is in the 160 µs one, 30 ms in the 40.96 ms one.
+            "tracer_tcp_rtt_seconds_count 2",
+            "tracer_tcp_rtt_seconds_sum 0.03005",
+            "tracer_tcp_rtt_seconds_bucket{le=\"0.00004\"} 0",
+            "tracer_tcp_rtt_seconds_bucket{le=\"0.00016\"} 1",
+            "tracer_tcp_rtt_seconds_bucket{le=\"0.01024\"} 1",
+            "tracer_tcp_rtt_seconds_bucket{le=\"0.04096\"} 2",
+            "tracer_tcp_data_bytes_total{direction=\"sent\"} 101000",
+            "tracer_tcp_data_bytes_total{direction=\"received\"} 200",
+            // Both ways per connection: 1,200 and 100,000 bytes; buckets 64 B × 4^k.
+            "tracer_tcp_connection_bytes_count 2",
+            "tracer_tcp_connection_bytes_sum 101200.0",
+            "tracer_tcp_connection_bytes_bucket{le=\"1024.0\"} 0",
+            "tracer_tcp_connection_bytes_bucket{le=\"4096.0\"} 1",
+            "tracer_tcp_connection_bytes_bucket{le=\"65536.0\"} 1",
+            "tracer_tcp_connection_bytes_bucket{le=\"262144.0\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
 }

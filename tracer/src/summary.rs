@@ -1,6 +1,7 @@
 //! `--summary`: what happened over the whole run, printed at exit and on SIGUSR1.
 //! Connections by role and close class, transitions by (old, new), duration histograms
-//! (log scale, with percentiles) and the busiest remote endpoints.
+//! (log scale, with percentiles; the smoothed RTT among them), histograms of the data bytes
+//! each connection sent and received, and the busiest remote endpoints.
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
@@ -13,7 +14,7 @@ use crate::{
     decode::{TcpState, Transition},
     table::DiagTransition,
     table::{CloseClass, Conn, Role},
-    units::{endpoint, human_ns},
+    units::{endpoint, human_bytes, human_ns},
 };
 
 /// The durations summarised, in the order they are shown.
@@ -73,6 +74,37 @@ impl Span {
 
 /// Largest duration kept exactly (longer ones are clamped): one day.
 const MAX_NS: u64 = 86_400 * 1_000_000_000;
+/// Largest byte count kept (larger ones are clamped): 1 PiB.
+const MAX_BYTES: u64 = 1 << 50;
+/// Byte histogram buckets grow by this factor: 16 B, 256 B, 4 KiB, 64 KiB, 1 MiB, …
+const BYTES_FACTOR: u64 = 16;
+
+/// The byte counts summarised, in the order they are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Volume {
+    /// Data bytes sent and acked by the peer.
+    Sent,
+    /// Data bytes received.
+    Received,
+}
+
+impl Volume {
+    pub const ALL: [Volume; 2] = [Self::Sent, Self::Received];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Received => "received",
+        }
+    }
+
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Sent => "data sent (acked by the peer)",
+            Self::Received => "data received",
+        }
+    }
+}
 /// Remote endpoints counted individually; beyond this many, new ones are not (the top lists
 /// say so). Bounds memory under a scan or a SYN flood.
 const MAX_REMOTES: usize = 100_000;
@@ -99,6 +131,9 @@ pub struct Summary {
     maxes: Vec<u64>,
     remotes: HashMap<String, RemoteCounts>,
     remotes_uncounted: u64,
+    /// Data bytes per connection, by [`Volume`]; and their exact maxima.
+    volumes: Vec<Histogram<u64>>,
+    volume_maxes: Vec<u64>,
 }
 
 impl Default for Summary {
@@ -123,7 +158,24 @@ impl Summary {
             maxes: vec![0; Span::ALL.len()],
             remotes: HashMap::new(),
             remotes_uncounted: 0,
+            // 2 significant digits (percentiles within 1%): a tenth of the memory of 3 over
+            // this range, and byte counts need no more.
+            volumes: Volume::ALL
+                .iter()
+                .map(|_| {
+                    Histogram::new_with_bounds(1, MAX_BYTES, 2)
+                        .expect("static histogram bounds are valid")
+                })
+                .collect(),
+            volume_maxes: vec![0; Volume::ALL.len()],
         }
+    }
+
+    fn record_volume(&mut self, v: Volume, bytes: u64) {
+        let i = Volume::ALL.iter().position(|x| *x == v).unwrap_or(0);
+        // Clamped into the histogram's range (0 is recordable), so `record` cannot fail.
+        let _ = self.volumes[i].record(bytes.min(MAX_BYTES));
+        self.volume_maxes[i] = self.volume_maxes[i].max(bytes);
     }
 
     fn seen(&mut self, ts: u64) {
@@ -188,6 +240,11 @@ impl Summary {
         let resets = u64::from(c.resets_received + c.resets_sent);
         let (tx, rx) = c.data_bytes();
         let bytes = tx.unwrap_or(0) + rx.unwrap_or(0);
+        for (v, n) in [(Volume::Sent, tx), (Volume::Received, rx)] {
+            if let Some(n) = n {
+                self.record_volume(v, n);
+            }
+        }
         let retransmits = c
             .tcp
             .as_deref()
@@ -269,6 +326,24 @@ impl Summary {
                     buckets: decades(h)
                         .into_iter()
                         .map(|(le_ns, count)| Bucket { le_ns, count })
+                        .collect(),
+                })
+                .collect(),
+            bytes: Volume::ALL
+                .iter()
+                .zip(self.volumes.iter().zip(&self.volume_maxes))
+                .filter(|(_, (h, _))| !h.is_empty())
+                .map(|(v, (h, &max))| VolumeStats {
+                    name: v.name(),
+                    count: h.len(),
+                    // Within 1% (2 significant digits), never above the exact maximum.
+                    p50_bytes: h.value_at_quantile(0.5).min(max),
+                    p90_bytes: h.value_at_quantile(0.9).min(max),
+                    p99_bytes: h.value_at_quantile(0.99).min(max),
+                    max_bytes: max,
+                    buckets: byte_buckets(h)
+                        .into_iter()
+                        .map(|(le_bytes, count)| ByteBucket { le_bytes, count })
                         .collect(),
                 })
                 .collect(),
@@ -375,6 +450,46 @@ impl Summary {
                 }
             }
         }
+        if !r.bytes.is_empty() {
+            let _ = writeln!(
+                s,
+                "  bytes per connection{:<21} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                "", "count", "p50", "p90", "p99", "max"
+            );
+            for v in &r.bytes {
+                let label = Volume::ALL
+                    .iter()
+                    .find(|x| x.name() == v.name)
+                    .map_or(v.name, |x| x.label());
+                let _ = writeln!(
+                    s,
+                    "    {label:<37} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                    v.count,
+                    human_bytes(v.p50_bytes),
+                    human_bytes(v.p90_bytes),
+                    human_bytes(v.p99_bytes),
+                    human_bytes(v.max_bytes)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  byte histograms (log scale: count of connections up to each bound)"
+            );
+            for v in &r.bytes {
+                let _ = writeln!(s, "    {}", v.name);
+                let most = v.buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+                for b in &v.buckets {
+                    let bar = ((b.count * 40).div_ceil(most)) as usize;
+                    let line = format!(
+                        "      ≤ {:>7} {:>9} {}",
+                        human_bytes(b.le_bytes),
+                        b.count,
+                        "█".repeat(bar)
+                    );
+                    let _ = writeln!(s, "{}", line.trim_end());
+                }
+            }
+        }
         for (title, list) in [
             ("top remotes by connections", &r.top_remotes_by_connections),
             ("top remotes by resets", &r.top_remotes_by_resets),
@@ -421,6 +536,32 @@ fn decades(h: &Histogram<u64>) -> Vec<(u64, u64)> {
     out
 }
 
+/// Counts per factor-16 bucket (≤ 0 B, ≤ 16 B, ≤ 256 B, ≤ 4 KiB, …) from the first non-empty
+/// to the last.
+fn byte_buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut hi = 0u64;
+    let mut below = 0u64;
+    loop {
+        // Values are bucketed to 2 significant digits: the bound's bucket (within 1% above
+        // it) counts as ≤ it.
+        let upto = h.count_between(0, hi);
+        out.push((hi, upto - below));
+        below = upto;
+        if upto >= h.len() || hi >= MAX_BYTES {
+            break;
+        }
+        hi = if hi == 0 {
+            BYTES_FACTOR
+        } else {
+            hi * BYTES_FACTOR
+        };
+    }
+    let first = out.iter().position(|(_, n)| *n > 0).unwrap_or(0);
+    out.drain(..first);
+    out
+}
+
 #[derive(Debug, Serialize)]
 pub struct SummaryRecord {
     #[serde(rename = "type")]
@@ -432,6 +573,8 @@ pub struct SummaryRecord {
     pub by_role_close: Vec<RoleClose>,
     pub transitions: Vec<TransitionCount>,
     pub durations: Vec<DurationStats>,
+    /// Data bytes per connection (those with the kernel's counters), sent and received.
+    pub bytes: Vec<VolumeStats>,
     pub top_remotes_by_connections: Vec<RemoteCount>,
     pub top_remotes_by_resets: Vec<RemoteCount>,
     /// Data bytes both ways.
@@ -469,6 +612,24 @@ pub struct DurationStats {
 #[derive(Debug, Serialize)]
 pub struct Bucket {
     pub le_ns: u64,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VolumeStats {
+    pub name: &'static str,
+    pub count: u64,
+    pub p50_bytes: u64,
+    pub p90_bytes: u64,
+    pub p99_bytes: u64,
+    pub max_bytes: u64,
+    /// Factor 16: how many connections fall in (previous bound, `le_bytes`].
+    pub buckets: Vec<ByteBucket>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ByteBucket {
+    pub le_bytes: u64,
     pub count: u64,
 }
 
@@ -540,5 +701,106 @@ mod tests {
             text.contains("handshake (SYN_SENT -> ESTABLISHED)"),
             "{text}"
         );
+    }
+
+    /// A client to 127.0.0.1:`dport` that closed first having sent `sent` and received
+    /// `received` data bytes, with this smoothed RTT and retransmit count at its close.
+    fn client(sock: u64, dport: u16, sent: u64, received: u64, srtt_us: u32, retrans: u32) -> Conn {
+        let mut t = Table::new();
+        for x in [
+            tr(sock, 1_000, Close, SynSent, 0, dport),
+            tr(sock, 2_000, SynSent, Established, 5, dport),
+            tr(sock, 3_000, Established, FinWait1, 5, dport),
+            tr(sock, 4_000, FinWait1, FinWait2, 5, dport),
+            tr(sock, 5_000, FinWait2, Close, 5, dport),
+        ] {
+            t.apply(&x);
+        }
+        let mut c = t.flush().remove(0);
+        use tracer_common::stat;
+        c.tcp = Some(Box::new(tracer_common::TcpStats {
+            // SYN and FIN acked, the peer's FIN received.
+            bytes_acked: sent + 2,
+            bytes_received: received + 1,
+            srtt_us: srtt_us << 3,
+            total_retrans: retrans,
+            present: stat::BYTES_ACKED | stat::BYTES_RECEIVED | stat::SRTT | stat::TOTAL_RETRANS,
+            ..Default::default()
+        }));
+        c
+    }
+
+    #[test]
+    fn rtt_and_byte_histograms_and_top_remotes_by_bytes_and_retransmits() {
+        let mut s = Summary::new();
+        for c in [
+            client(1, 80, 100, 20, 50, 0),
+            client(2, 80, 1_000, 20, 60, 2),
+            client(3, 80, 5_000, 20, 70, 1),
+            client(4, 443, 2_000_000, 300, 20_000, 0),
+        ] {
+            s.connection(&c);
+        }
+        let r = s.record_json();
+        // The smoothed RTTs, by decade: three under 100 µs, one at 20 ms.
+        let rtt = r.durations.iter().find(|d| d.name == "srtt").unwrap();
+        let b: Vec<(u64, u64)> = rtt.buckets.iter().map(|b| (b.le_ns, b.count)).collect();
+        assert_eq!(
+            b,
+            [
+                (100_000, 3),
+                (1_000_000, 0),
+                (10_000_000, 0),
+                (100_000_000, 1)
+            ]
+        );
+        assert_eq!((rtt.count, rtt.max_ns), (4, 20_000_000));
+        // Data sent per connection, factor-16 buckets: ≤256 B, ≤4 KiB, ≤64 KiB, ≤16 MiB.
+        let sent = r.bytes.iter().find(|v| v.name == "sent").unwrap();
+        let b: Vec<(u64, u64)> = sent.buckets.iter().map(|b| (b.le_bytes, b.count)).collect();
+        assert_eq!(
+            b,
+            [(256, 1), (4096, 1), (65_536, 1), (1 << 20, 0), (1 << 24, 1)]
+        );
+        assert_eq!((sent.count, sent.max_bytes), (4, 2_000_000));
+        // The median is the second value, 1,000, to 2 significant digits.
+        assert!(sent.p50_bytes.abs_diff(1_000) <= 10, "{}", sent.p50_bytes);
+        let received = r.bytes.iter().find(|v| v.name == "received").unwrap();
+        let b: Vec<(u64, u64)> = received
+            .buckets
+            .iter()
+            .map(|b| (b.le_bytes, b.count))
+            .collect();
+        assert_eq!(b, [(256, 3), (4096, 1)]);
+        assert_eq!(received.max_bytes, 300);
+        // Bytes both ways per remote; retransmits per remote (none to :443: not listed).
+        let top = |v: &[RemoteCount]| -> Vec<(String, u64)> {
+            v.iter().map(|x| (x.remote.clone(), x.count)).collect()
+        };
+        assert_eq!(
+            top(&r.top_remotes_by_bytes),
+            [
+                ("127.0.0.1:443".to_string(), 2_000_300),
+                ("127.0.0.1:80".to_string(), 6_160)
+            ]
+        );
+        assert_eq!(
+            top(&r.top_remotes_by_retransmits),
+            [("127.0.0.1:80".to_string(), 3)]
+        );
+        let text = s.render_text();
+        let bar = "█".repeat(40);
+        let want = format!(
+            "    received\n      ≤    256B         3 {bar}\n      ≤  4.0KiB         1 {}\n",
+            "█".repeat(14)
+        );
+        assert!(text.contains(&want), "{want}\nnot in:\n{text}");
+        for line in [
+            "  top remotes by bytes\n    127.0.0.1:443                                    2000300\n    127.0.0.1:80                                        6160\n",
+            "  top remotes by retransmits\n    127.0.0.1:80                                           3\n",
+            "    srtt\n      ≤ 100.0µs         3 ",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
     }
 }

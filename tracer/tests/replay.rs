@@ -370,3 +370,60 @@ fn a_replay_shows_the_recorded_cgroup_identity_from_its_line_on() {
     assert!(!plain.contains('['), "{plain}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `counters.jsonl`: three connections on loopback with the kernel's counters read at each
+/// close (`tracer -p 47933 -q --record`): 100,000 bytes up and 50,000 down closed by the
+/// client, 1,000 up and 2,000 down closed by the server, 10 up then a RST from the server
+/// (SO_LINGER 0). Its `--columns` table is golden; its records carry exactly those bytes.
+#[test]
+fn a_recording_with_counters_gives_the_columns_and_the_bytes_each_way() {
+    let out = replay(
+        &fixture("counters.jsonl"),
+        &["--view", "connections", "--columns"],
+    );
+    golden("counters.columns.txt", &ok_stdout(&out));
+    let records = json_records(&replay(
+        &fixture("counters.jsonl"),
+        &["-o", "json", "--view", "connections"],
+    ));
+    let mut got: Vec<(String, String, u64, u64)> = records
+        .iter()
+        .filter(|v| v["type"] == "connection" && v["role"] != "listener")
+        .map(|v| {
+            let tcp = &v["tcp"];
+            // Every counter this kernel has, and the handshake of both roles.
+            for k in [
+                "segs_out",
+                "segs_in",
+                "retrans_total",
+                "srtt_us",
+                "rttvar_us",
+                "min_rtt_us",
+                "cwnd",
+                "handshake_rtt_us",
+                "delivery_rate_bytes_per_s",
+            ] {
+                assert!(tcp[k].is_u64(), "{k}: {v:#}");
+            }
+            (
+                v["role"].as_str().unwrap().to_string(),
+                v["close"].as_str().unwrap().to_string(),
+                tcp["bytes_sent"].as_u64().unwrap(),
+                tcp["bytes_received"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        got,
+        [
+            (s("client"), s("active"), 100_000, 50_000),
+            (s("client"), s("passive"), 1_000, 2_000),
+            (s("client"), s("reset_received"), 10, 0),
+            (s("server"), s("active"), 2_000, 1_000),
+            (s("server"), s("passive"), 50_000, 100_000),
+            (s("server"), s("reset_sent"), 0, 10),
+        ]
+    );
+}

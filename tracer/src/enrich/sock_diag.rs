@@ -146,6 +146,14 @@ impl SockDiag {
                         last_data_recv_ms: i.last_data_recv,
                         last_ack_recv_ms: i.last_ack_recv,
                         snd_wnd: i.snd_wnd,
+                        rttvar_us: i.rttvar,
+                        min_rtt_us: i.min_rtt,
+                        cwnd: i.snd_cwnd,
+                        bytes_acked: i.bytes_acked,
+                        bytes_received: i.bytes_received,
+                        segs_out: i.segs_out,
+                        segs_in: i.segs_in,
+                        delivery_rate_bytes_per_s: i.delivery_rate,
                     },
                 );
             })?;

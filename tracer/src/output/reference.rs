@@ -159,6 +159,7 @@ struct TcpJson {
     min_rtt_us: Option<u32>,
     cwnd: Option<u32>,
     handshake_rtt_us: Option<u64>,
+    delivery_rate_bytes_per_s: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -327,6 +328,7 @@ impl<W: Write> Json<W> {
                         .then_some(t.min_rtt_us),
                     cwnd: has(stat::SND_CWND).then_some(t.snd_cwnd),
                     handshake_rtt_us: c.handshake_rtt_ns().map(|n| n / 1_000),
+                    delivery_rate_bytes_per_s: t.delivery_rate(),
                 }
             }),
             seen_from: c.seen_from,

@@ -415,7 +415,7 @@ fn schema_of_every_record_type() {
              retransmits syn_retransmits synack_retransmits resets_sent resets_received error \
              time_wait{{confirmed expires_ns}} orphan{{handoff_ns expires_ns end end_ns source}} \
              tcp{{bytes_sent bytes_received bytes_retrans segs_out segs_in retrans_total srtt_us \
-             rttvar_us min_rtt_us cwnd handshake_rtt_us}} seen_from}}"
+             rttvar_us min_rtt_us cwnd handshake_rtt_us delivery_rate_bytes_per_s}} seen_from}}"
         ),
         format!(
             "{{v type time ts_ns sock netns {TUPLE} old new in_old_ns pid tid comm cpu owner{OWNER} \
@@ -425,7 +425,8 @@ fn schema_of_every_record_type() {
             "{{v type sock netns state age_ns age_at_least report owner{OWNER} {TUPLE} role states \
              seen_from orphaned why{{text recv_queue send_queue notsent_bytes unacked retransmits probes \
              backoff rto_us rtt_us total_retrans last_data_sent_ms last_data_recv_ms last_ack_recv_ms \
-             snd_wnd}}}}"
+             snd_wnd rttvar_us min_rtt_us cwnd bytes_acked bytes_received segs_out segs_in \
+             delivery_rate_bytes_per_s}}}}"
         ),
         format!(
             "{{v type time ts_ns sock netns state new age_ns age_at_least reports owner{OWNER} {TUPLE}}}"
@@ -437,6 +438,7 @@ fn schema_of_every_record_type() {
         "{v type span_ns connections incomplete by_role_close[{role close count}] \
          transitions[{old new count}] \
          durations[{name count p50_ns p90_ns p99_ns max_ns buckets[{le_ns count}]}] \
+         bytes[{name count p50_bytes p90_bytes p99_bytes max_bytes buckets[{le_bytes count}]}] \
          top_remotes_by_connections[{remote count}] top_remotes_by_resets \
          top_remotes_by_bytes[{remote count}] top_remotes_by_retransmits remotes_not_counted}"
             .to_string(),

@@ -704,7 +704,7 @@ pub(super) fn tcp_words(c: &Conn) -> Option<String> {
 /// The `--columns` header.
 pub(super) fn columns_header() -> String {
     format!(
-        "{:<7} {:<15} {:<6} {:<40} {:<40} {:>9} {:>9} {:>9} {:>7} {:>10} {}",
+        "{:<7} {:<15} {:<8} {:<40} {:<40} {:>9} {:>9} {:>9} {:>7} {:>10} {}",
         "PID", "COMM", "ROLE", "LOCAL", "REMOTE", "TX", "RX", "RTT", "RETRANS", "LIFETIME", "CLOSE"
     )
 }
@@ -737,7 +737,7 @@ pub(super) fn columns_row(c: &Conn) -> String {
         endpoint(c.tuple.remote)
     };
     format!(
-        "{pid:<7} {comm:<15} {:<6} {:<40} {remote:<40} {:>9} {:>9} {rtt:>9} {retrans:>7} {:>10} {}",
+        "{pid:<7} {comm:<15} {:<8} {:<40} {remote:<40} {:>9} {:>9} {rtt:>9} {retrans:>7} {:>10} {}",
         c.role.name(),
         endpoint(c.tuple.local),
         bytes(tx),

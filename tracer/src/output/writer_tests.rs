@@ -730,4 +730,58 @@ fn columns_rows_line_up_under_their_header() {
         "{row}"
     );
     assert!(row.ends_with(" active"), "{row}");
+    // The longest role name fits its column too.
+    c.role = Role::Listener;
+    let row = super::text::columns_row(&c);
+    let at = head.find("LOCAL").unwrap();
+    assert_eq!(&row[at - 9..at], "listener ", "\n{head}\n{row}");
+}
+
+#[test]
+fn the_timeline_header_says_what_the_connection_carried() {
+    // Literal text, not `tcp_words` compared with itself. The client of `client()`: its SYN
+    // and FIN acked, the peer's FIN received (FIN_WAIT2 → CLOSE), so 100,000 + 2 acked and
+    // 50,000 + 1 received are 97.7KiB and 48.8KiB of data.
+    let (_, mut c) = super::tests::client();
+    let header = |c: &Conn| {
+        let mut text = Text::new(Vec::new(), WallClock::fixed(0), false, true);
+        text.connection(c).unwrap();
+        let out = String::from_utf8(text.out).unwrap();
+        out.lines().next().unwrap().to_string()
+    };
+    let stats = tracer_common::TcpStats {
+        bytes_acked: 100_002,
+        bytes_received: 50_001,
+        srtt_us: 52 << 3,
+        total_retrans: 3,
+        present: tracer_common::stat::BYTES_ACKED
+            | tracer_common::stat::BYTES_RECEIVED
+            | tracer_common::stat::SRTT
+            | tracer_common::stat::TOTAL_RETRANS,
+        ..Default::default()
+    };
+    c.tcp = Some(Box::new(stats));
+    assert_eq!(
+        header(&c),
+        "── 0xffff888100001000 client 127.0.0.1:40000 -> 127.0.0.1:8080  owner 7 (app)  \
+         close active  lifetime 1.30ms  tx 97.7KiB rx 48.8KiB rtt 52.0µs retrans 3"
+    );
+    // No retransmits: not said. A field the kernel lacks: left out.
+    c.tcp = Some(Box::new(tracer_common::TcpStats {
+        total_retrans: 0,
+        present: stats.present & !tracer_common::stat::SRTT,
+        ..stats
+    }));
+    assert_eq!(
+        header(&c),
+        "── 0xffff888100001000 client 127.0.0.1:40000 -> 127.0.0.1:8080  owner 7 (app)  \
+         close active  lifetime 1.30ms  tx 97.7KiB rx 48.8KiB"
+    );
+    // Without counters: the header as it always was.
+    c.tcp = None;
+    assert_eq!(
+        header(&c),
+        "── 0xffff888100001000 client 127.0.0.1:40000 -> 127.0.0.1:8080  owner 7 (app)  \
+         close active  lifetime 1.30ms"
+    );
 }

@@ -357,6 +357,9 @@ pub struct Conn {
     pub orphan: Option<Box<Orphan>>,
     /// Its TCP counters at its close, from the kernel (boxed: only closed records have them).
     pub tcp: Option<Box<tracer_common::TcpStats>>,
+    /// A server's handshake RTT (µs): the kernel's RTT sample of its SYN-ACK, read as its
+    /// child socket became ESTABLISHED; 0 when unknown.
+    pub synack_rtt_us: u32,
     /// /proc owner lookups tried for this socket (it had no owner).
     pub owner_lookups: u8,
     /// Where tracer first learned of it.
@@ -439,6 +442,7 @@ impl Conn {
             time_wait: None,
             orphan: None,
             tcp: None,
+            synack_rtt_us: 0,
             owner_lookups: 0,
             seen_from,
             first_seen_ns,
@@ -517,9 +521,20 @@ impl Conn {
     /// Data bytes sent and acked, and received, from the kernel's `bytes_acked` and
     /// `bytes_received`, which count the SYN's and FIN's sequence numbers too (`ss -ti` shows
     /// `bytes_acked:1` for a connection that sent nothing): those are taken out, as the
-    /// timeline tells which were exchanged. A client's SYN is in its `bytes_acked` (an accepted
-    /// socket starts past its SYN-ACK); a FIN acked or received before the counters were read
-    /// (at the close) is in them, an orphan's later FIN is not.
+    /// timeline tells which were exchanged before the counters were read (at the close).
+    ///
+    /// - A client's SYN is in its `bytes_acked` once ESTABLISHED (an accepted socket starts
+    ///   past its SYN-ACK).
+    /// - Our FIN is acked, so in `bytes_acked`, exactly when the socket left FIN_WAIT1 for
+    ///   FIN_WAIT2 (the kernel moves on as soon as `snd_una` passes the FIN), or closed from
+    ///   LAST_ACK or CLOSING on that ACK (not by a reset or a timeout). FIN_WAIT1 → CLOSE is
+    ///   never an ACK of the FIN (a timeout, or a reset): not in it.
+    /// - The peer's FIN advances `rcv_nxt`, so is in `bytes_received`, exactly when it was
+    ///   processed, and its processing is a transition: ESTABLISHED → CLOSE_WAIT, FIN_WAIT1
+    ///   → CLOSING, or FIN_WAIT2 → CLOSE (the timewait handoff, not an orphan's handoff
+    ///   without it, nor a reset). A FIN received out of order stays out of `rcv_nxt`; a
+    ///   FIN_WAIT1 that closes without CLOSING never processed one. A reset after the FIN
+    ///   does not take it back.
     pub fn data_bytes(&self) -> (Option<u64>, Option<u64>) {
         use TcpState::*;
         use tracer_common::stat;
@@ -531,12 +546,9 @@ impl Conn {
         let has = |s: TcpState| self.states.contains(&s);
         let syn = u64::from(self.role == Role::Client && has(Established));
         let our_fin_acked =
-            !reset && (has(FinWait2) || matches!(prev, LastAck | Closing | FinWait1));
-        let their_fin = !reset
-            && (has(CloseWait)
-                || has(Closing)
-                || (prev == FinWait2 && self.orphan.is_none())
-                || prev == FinWait1);
+            has(FinWait2) || (matches!(prev, LastAck | Closing) && !reset && !self.timed_out());
+        let their_fin =
+            has(CloseWait) || has(Closing) || (prev == FinWait2 && self.orphan.is_none() && !reset);
         let sent = (t.present & stat::BYTES_ACKED != 0)
             .then(|| t.bytes_acked.saturating_sub(syn + u64::from(our_fin_acked)));
         let received = (t.present & stat::BYTES_RECEIVED != 0)
@@ -544,16 +556,25 @@ impl Conn {
         (sent, received)
     }
 
-    /// The handshake's round trip as this end saw it: a client's time in SYN_SENT (its SYN
-    /// out, the SYN-ACK in).
+    /// The handshake's round trip as this end saw it. A client: its time in SYN_SENT (its
+    /// SYN out, the SYN-ACK in, as the tracepoint timed them; SYN retransmits included). A
+    /// server: the kernel's RTT sample of its SYN-ACK (`tcp_synack_rtt_meas` in
+    /// `tcp_check_req`: from the SYN-ACK's send time to the handshake's ACK, µs), read as
+    /// the child socket became ESTABLISHED. After a SYN-ACK retransmit the kernel takes it
+    /// from the TCP timestamp echo instead (whole ms), or not at all without timestamps.
     pub fn handshake_rtt_ns(&self) -> Option<u64> {
-        if self.role != Role::Client {
-            return None;
+        match self.role {
+            Role::Client => {
+                let i = self.states.iter().position(|s| *s == TcpState::SynSent)?;
+                (self.states.get(i + 1) == Some(&TcpState::Established))
+                    .then(|| self.durations().nth(i).flatten())
+                    .flatten()
+            }
+            Role::Server => {
+                (self.synack_rtt_us != 0).then(|| u64::from(self.synack_rtt_us) * 1_000)
+            }
+            _ => None,
         }
-        let i = self.states.iter().position(|s| *s == TcpState::SynSent)?;
-        (self.states.get(i + 1) == Some(&TcpState::Established))
-            .then(|| self.durations().nth(i).flatten())
-            .flatten()
     }
 
     /// The state before the final CLOSE (or the last state if not closed).

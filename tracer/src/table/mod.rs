@@ -500,6 +500,9 @@ impl Table {
             .get_mut(&t.sock)
             .expect("inserted or present above");
         fill_tuple(c, t);
+        if (t.old, t.new) == (TcpState::SynRecv, TcpState::Established) && t.srtt_us != 0 {
+            c.synack_rtt_us = t.srtt_us >> 3;
+        }
         if in_owner_context(t.old, t.new) {
             c.owner = Some(Owner::from_task(&t.task, OwnerSource::Event));
         }

@@ -48,6 +48,18 @@ pub struct SockInfo {
     pub last_ack_recv_ms: u32,
     /// The peer's advertised receive window (bytes, scaled).
     pub snd_wnd: u32,
+    /// RTT deviation (µs), the lowest RTT seen (µs), the congestion window (segments).
+    pub rttvar_us: u32,
+    pub min_rtt_us: u32,
+    pub cwnd: u32,
+    /// The kernel's `bytes_acked` and `bytes_received` (sequence space: a SYN or FIN
+    /// exchanged counts 1, as `ss -ti` shows them), segments out and in.
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    /// The last delivery-rate sample (`tcpi_delivery_rate`, bytes per second; 0: none).
+    pub delivery_rate_bytes_per_s: u64,
 }
 
 impl SockInfo {
@@ -81,10 +93,17 @@ impl SockInfo {
                 self.backoff
             ));
         }
-        if self.recv_queue > 0 {
+        // Past the peer's FIN, `rcv_nxt` counts it too: until the application reads to the
+        // end of the stream, the receive queue is its unread data plus 1.
+        let fin = matches!(
+            state,
+            TcpState::CloseWait | TcpState::LastAck | TcpState::Closing
+        ) && self.recv_queue > 0;
+        let unread = self.recv_queue - u32::from(fin);
+        if unread > 0 {
             parts.push(format!(
                 "{} received and not read by the application",
-                human_bytes(self.recv_queue.into())
+                human_bytes(unread.into())
             ));
         }
         if parts.is_empty() && state == TcpState::CloseWait {
@@ -297,13 +316,32 @@ mod tests {
             retransmitting.why(TcpState::Established),
             "1.4KiB sent and not acked (1 segments), retransmitting (RTO 1.60s, back-off 3)"
         );
+        // In CLOSE_WAIT the receive queue counts the peer's FIN until the end of the stream
+        // is read: 100 bytes unread and the FIN, or only the FIN.
         assert_eq!(
             SockInfo {
-                recv_queue: 100,
+                recv_queue: 101,
                 ..SockInfo::default()
             }
             .why(TcpState::CloseWait),
             "100B received and not read by the application"
+        );
+        assert_eq!(
+            SockInfo {
+                recv_queue: 1,
+                ..SockInfo::default()
+            }
+            .why(TcpState::CloseWait),
+            "the peer closed; the application has not called close()"
+        );
+        // Before the FIN, every byte of it is data.
+        assert_eq!(
+            SockInfo {
+                recv_queue: 1,
+                ..SockInfo::default()
+            }
+            .why(TcpState::FinWait1),
+            "1B received and not read by the application"
         );
         assert_eq!(
             SockInfo::default().why(TcpState::CloseWait),

@@ -46,6 +46,7 @@ pub(crate) fn tr(
         new,
         task: task(7, "app"),
         cpu: 0,
+        srtt_us: 0,
     }
 }
 
@@ -1278,4 +1279,134 @@ fn an_error_reported_before_a_connecting_sockets_tuple_is_known_is_kept() {
         Ev::T(tr(1, 3 + GRACE_NS, SynSent, Close, 40000, 80)),
     ]);
     assert_eq!((c.close, c.error), (Some(CloseClass::Unknown), None));
+}
+
+/// A finished connection with these transitions (socket 1, client port 40000 → 80, or the
+/// reverse for a server), given the kernel's `bytes_acked` / `bytes_received` at its close.
+fn carried(states: &[TcpState], acked: u64, received: u64) -> Conn {
+    let mut t = Table::new();
+    for (i, w) in states.windows(2).enumerate() {
+        t.apply(&tr(1, 10 * (i as u64 + 1), w[0], w[1], 40000, 80));
+    }
+    let mut c = t.flush().remove(0);
+    c.tcp = Some(Box::new(tracer_common::TcpStats {
+        bytes_acked: acked,
+        bytes_received: received,
+        present: tracer_common::stat::BYTES_ACKED | tracer_common::stat::BYTES_RECEIVED,
+        ..Default::default()
+    }));
+    c
+}
+
+#[test]
+fn data_bytes_take_out_exactly_the_syn_and_fins_the_counters_hold() {
+    // The kernel's counters are sequence space: N data bytes sent, M received, plus 1 for
+    // each SYN (a client's own, acked) and FIN (ours acked, theirs processed) that the
+    // timeline shows were exchanged before the close.
+    const N: u64 = 1000;
+    const M: u64 = 500;
+    // A client closing first: its SYN and FIN acked, the peer's FIN in FIN_WAIT2.
+    let c = carried(
+        &[Close, SynSent, Established, FinWait1, FinWait2, Close],
+        1 + N + 1,
+        M + 1,
+    );
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+    // A server closing second: the peer's FIN took it to CLOSE_WAIT, its own FIN acked in
+    // LAST_ACK; no SYN of its own in bytes_acked.
+    let c = carried(
+        &[Listen, SynRecv, Established, CloseWait, LastAck, Close],
+        N + 1,
+        M + 1,
+    );
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+    // Simultaneous: FIN_WAIT1 → CLOSING on the peer's FIN, CLOSING → CLOSE on our FIN's ACK.
+    let c = carried(
+        &[Close, SynSent, Established, FinWait1, Closing, Close],
+        1 + N + 1,
+        M + 1,
+    );
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+}
+
+#[test]
+fn an_orphaned_fin_wait1_timing_out_had_neither_fin_counted() {
+    // FIN_WAIT1 → CLOSE without a RST: the FIN's retransmits (or zero-window probes) ran out
+    // (tcp_write_err: ETIMEDOUT). Had our FIN been acked the socket would have gone to
+    // FIN_WAIT2; had the peer's FIN been processed, to CLOSING. So neither is in the
+    // counters: bytes_acked = SYN + N, bytes_received = M.
+    const N: u64 = 1000;
+    const M: u64 = 500;
+    let mut c = carried(&[Close, SynSent, Established, FinWait1, Close], 1 + N, M);
+    c.error = Some(ETIMEDOUT);
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+    // The same from LAST_ACK: the peer's FIN is in (CLOSE_WAIT), ours never acked.
+    let mut c = carried(
+        &[Listen, SynRecv, Established, CloseWait, LastAck, Close],
+        N,
+        M + 1,
+    );
+    c.error = Some(ETIMEDOUT);
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+}
+
+#[test]
+fn a_reset_does_not_take_back_a_fin_already_counted() {
+    const N: u64 = 1000;
+    const M: u64 = 500;
+    // CLOSE_WAIT closed with SO_LINGER 0 (a RST sent): the peer's FIN is in bytes_received.
+    let mut c = carried(&[Listen, SynRecv, Established, CloseWait, Close], N, M + 1);
+    c.resets_sent = 1;
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+    // FIN_WAIT2 reset by the peer: our FIN was acked (FIN_WAIT2), theirs never came.
+    let mut c = carried(
+        &[Close, SynSent, Established, FinWait1, FinWait2, Close],
+        1 + N + 1,
+        M,
+    );
+    c.resets_received = 1;
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+    // ESTABLISHED reset: no FIN either way.
+    let mut c = carried(&[Close, SynSent, Established, Close], 1 + N, M);
+    c.resets_received = 1;
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+    // An orphaned FIN_WAIT2 handed to a timewait socket: the peer's FIN came (if ever) after
+    // the counters were read.
+    let mut c = carried(
+        &[Close, SynSent, Established, FinWait1, FinWait2, Close],
+        1 + N + 1,
+        M,
+    );
+    c.orphan = Some(Box::new(Orphan {
+        handoff_ns: 50,
+        expires_ns: None,
+        end: None,
+    }));
+    assert_eq!(c.data_bytes(), (Some(N), Some(M)));
+}
+
+#[test]
+fn a_servers_handshake_rtt_is_the_kernels_synack_sample() {
+    let mut t = Table::new();
+    t.apply(&tr(2, 10, Listen, SynRecv, 80, 40000));
+    let mut est = tr(2, 12, SynRecv, Established, 80, 40000);
+    // The child's srtt_us (<< 3) as the kernel read it at SYN_RECV → ESTABLISHED.
+    est.srtt_us = 51_000 << 3;
+    t.apply(&est);
+    t.apply(&tr(2, 20, Established, Close, 80, 40000));
+    let c = t.flush().remove(0);
+    assert_eq!(
+        (c.role, c.handshake_rtt_ns()),
+        (Role::Server, Some(51_000_000))
+    );
+    // Without a sample (no timestamps, or an older recording): unknown, not the 2 ns the
+    // tracepoint's times would say.
+    let mut t = Table::new();
+    t.apply(&tr(2, 10, Listen, SynRecv, 80, 40000));
+    t.apply(&tr(2, 12, SynRecv, Established, 80, 40000));
+    t.apply(&tr(2, 20, Established, Close, 80, 40000));
+    assert_eq!(t.flush().remove(0).handshake_rtt_ns(), None);
+    // A client's is its time in SYN_SENT, as before.
+    let c = carried(&[Close, SynSent, Established, Close], 1, 0);
+    assert_eq!(c.handshake_rtt_ns(), Some(10));
 }

@@ -88,9 +88,20 @@ fn bytes_each_way_are_exact_on_both_ends() {
     }
 }
 
+/// Bytes written and not yet acked by the peer (`SIOCOUTQ`).
+fn unacked(s: &TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) on a TCP socket writes one int.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    n
+}
+
 /// Segments dropped at random by nftables in the peer's namespace: the client's record
 /// counts exactly the retransmits the kernel's `tcp:tcp_retransmit_skb` reported for its
-/// port (a tracefs instance of its own), and its `tcp` counters say it retransmitted.
+/// port (a tracefs instance of its own), and its `tcp` counters say exactly as many
+/// retransmitted segments and bytes.
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn retransmits_forced_by_drops_match_the_kernels_count() {
@@ -114,10 +125,16 @@ fn retransmits_forced_by_drops_match_the_kernels_count() {
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let cport = client.local_addr().unwrap().port();
-    let rtx = TracefsCount::event(
-        &format!("rtx-{cport}"),
+    // Since Linux 6.16 the tracepoint fires for every attempt, with `err`: counted apart.
+    let rtx_ok = TracefsCount::event(
+        &format!("rtx-ok-{cport}"),
         "tcp/tcp_retransmit_skb",
-        &format!("sport == {cport}"),
+        &format!("sport == {cport} && err == 0"),
+    );
+    let rtx_failed = TracefsCount::event(
+        &format!("rtx-failed-{cport}"),
+        "tcp/tcp_retransmit_skb",
+        &format!("sport == {cport} && err != 0"),
     );
     let drops = NftTable::new(
         &pair.b,
@@ -126,15 +143,25 @@ fn retransmits_forced_by_drops_match_the_kernels_count() {
             "chain input {{ type filter hook input priority 0; policy accept; tcp dport {port} numgen random mod 5 == 0 drop; }}"
         ),
     );
-    const N: usize = 100;
+    // One 100-byte write at a time, each only once everything before it was acked: every
+    // segment in flight is a lone 100-byte skb, so each retransmit is of exactly one
+    // segment (no TSO, nothing to collapse with) and 100 bytes.
+    const N: usize = 50;
     let reader = thread::spawn(move || {
         let mut got = vec![0u8; N * 100];
         server.read_exact(&mut got).unwrap();
         server
     });
+    let start = Instant::now();
     for _ in 0..N {
+        while unacked(&client) > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the drops stalled the connection"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
         client.write_all(&[7u8; 100]).unwrap();
-        thread::sleep(Duration::from_millis(2));
     }
     let mut server = reader.join().unwrap();
     drop(drops);
@@ -147,7 +174,9 @@ fn retransmits_forced_by_drops_match_the_kernels_count() {
     let (status, out, err) = t.stop();
     drop(listener);
     assert!(status.success(), "{err:?}");
-    let kernel = rtx.count_of("tcp/tcp_retransmit_skb") as u64;
+    let ok = rtx_ok.count_of("tcp/tcp_retransmit_skb") as u64;
+    let failed = rtx_failed.count_of("tcp/tcp_retransmit_skb") as u64;
+    let kernel = ok + failed;
     let records: Vec<Value> = out
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -175,15 +204,147 @@ fn retransmits_forced_by_drops_match_the_kernels_count() {
     if misses == 0 {
         assert_eq!(seen, kernel, "{c:#}");
     }
+    // The kernel's own count. __tcp_retransmit_skb adds the skb's segment count to
+    // total_retrans (and its length to bytes_retrans) once it gets past its checks, then
+    // transmits; the tracepoint fires on every attempt, with `err`. An attempt that failed
+    // a check (-EBUSY: the original still in a queue of this host, -EAGAIN, -ENOMEM,
+    // -EHOSTUNREACH) counts nowhere; one whose transmit failed counts in both. With one
+    // 1-segment, 100-byte skb per attempt: total_retrans = attempts with err 0 plus the
+    // failed transmits, bytes_retrans 100 times that.
     let total = c["tcp"]["retrans_total"].as_u64().unwrap();
-    eprintln!("retransmits: tracepoint {kernel}, tcp_sock total_retrans {total}");
+    let bytes = c["tcp"]["bytes_retrans"].as_u64().unwrap();
+    eprintln!("retransmits: tracepoint {ok} ok + {failed} failed, tcp_sock total_retrans {total}");
     assert!(
-        total > 0 && total <= kernel,
-        "tcp.retrans_total {total}, tracepoint {kernel}: {c:#}"
+        (ok..=ok + failed).contains(&total),
+        "tcp.retrans_total {total}, tracepoint {ok} ok and {failed} failed: {c:#}"
     );
+    if failed == 0 {
+        assert_eq!(total, ok, "{c:#}");
+    }
+    assert_eq!(bytes, 100 * total, "{c:#}");
     assert_eq!(
         c["tcp"]["bytes_sent"].as_u64(),
         Some((N * 100) as u64),
         "{c:#}"
+    );
+}
+
+/// A link that delays every packet by 25 ms each way (a TUN relay between two namespaces:
+/// this kernel has no `sch_netem`), so every round trip takes at least 50 ms: both ends'
+/// smoothed RTT, minimum RTT and handshake RTT are within a band above it.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn rtt_on_a_delayed_link_is_within_the_band_on_both_ends() {
+    require_root();
+    const ONE_WAY: Duration = Duration::from_millis(25);
+    const RTT_US: u64 = 2 * 25_000;
+    let pair = DelayedPair::new("dly", 9, ONE_WAY);
+    let b_addr = pair.b_addr;
+    let listener = pair
+        .b
+        .run(move || std::net::TcpListener::bind((b_addr, 0)).unwrap());
+    let addr = listener.local_addr().unwrap();
+    // TIME_WAIT lookups on: the client is an orphaned FIN_WAIT2 when its counters are read
+    // (it closed, the server's FIN is 25 ms away), and only sock_diag tells.
+    let t = Tracer::start(&["-o", "json", "-p", &addr.port().to_string()]);
+    t.wait_stderr("attached", Duration::from_secs(5));
+    let mut client = pair.a.run(move || {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    });
+    let (mut server, _) = listener.accept().unwrap();
+    server.set_nodelay(true).unwrap();
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    // Over the delayed link: from a's end of it.
+    assert_eq!(client.local_addr().unwrap().ip(), pair.a_addr);
+    let cport = client.local_addr().unwrap().port();
+    // Request and response, 20 rounds: each side's data is acked by the other's next
+    // segment, sent as soon as it is read, so every RTT sample is one trip through the
+    // relay both ways (a delayed ACK would add up to 40 ms to a sample).
+    const ROUNDS: usize = 20;
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 1000];
+        for _ in 0..ROUNDS {
+            server.read_exact(&mut buf).unwrap();
+            server.write_all(&buf).unwrap();
+        }
+        // The client's FIN (with the ACK of the last response), then ours.
+        assert_eq!(server.read(&mut buf).unwrap(), 0);
+        drop(server);
+    });
+    let mut buf = [7u8; 1000];
+    for _ in 0..ROUNDS {
+        client.write_all(&buf).unwrap();
+        client.read_exact(&mut buf).unwrap();
+    }
+    drop(client);
+    echo.join().unwrap();
+    let p = u64::from(cport);
+    t.wait_json(2, |v| {
+        v["type"] == "connection" && (v["sport"] == p || v["dport"] == p)
+    });
+    let (status, out, err) = t.stop();
+    drop(listener);
+    assert!(status.success(), "{err:?}");
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let conns = conns(&records);
+    let client = conns
+        .iter()
+        .find(|c| c["role"] == "client" && c["sport"] == p)
+        .expect("the client's record");
+    let server = conns
+        .iter()
+        .find(|c| c["role"] == "server" && c["dport"] == p)
+        .expect("the server's record");
+    let n = |c: &Value, k: &str| {
+        c["tcp"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("tcp.{k}: {c:#}"))
+    };
+    // The bands. Below: nothing crosses the relay early, so no RTT sample (and no
+    // smoothed or minimum RTT made of them) is under 50 ms. Above: the relay thread's
+    // wake-up after each packet's due time and the two ends' processing, on a machine that
+    // may be busy: a few ms for the least of 2 × 20 samples, 10 ms for their smoothed mean
+    // and for the handshake's single sample.
+    let within = |what: &str, v: u64, slack: u64, c: &Value| {
+        assert!(
+            (RTT_US..=RTT_US + slack).contains(&v),
+            "{what} {v} µs, want {RTT_US}..={} µs: {c:#}",
+            RTT_US + slack
+        );
+    };
+    for (who, c) in [("client", client), ("server", server)] {
+        within(&format!("{who} min_rtt_us"), n(c, "min_rtt_us"), 5_000, c);
+        within(&format!("{who} srtt_us"), n(c, "srtt_us"), 10_000, c);
+        // With every sample in the band, the deviation is at most its width.
+        assert!(n(c, "rttvar_us") <= 10_000, "{who}: {c:#}");
+        assert_eq!(n(c, "bytes_sent"), (ROUNDS * 1000) as u64, "{who}: {c:#}");
+        assert_eq!(
+            n(c, "bytes_received"),
+            (ROUNDS * 1000) as u64,
+            "{who}: {c:#}"
+        );
+        assert!(n(c, "delivery_rate_bytes_per_s") > 0, "{who}: {c:#}");
+    }
+    // The client's: its time in SYN_SENT (the tracepoint's times), µs.
+    within(
+        "client handshake_rtt_us",
+        n(client, "handshake_rtt_us"),
+        10_000,
+        client,
+    );
+    // The server's: the kernel's RTT sample of its SYN-ACK (tcp_check_req: from the
+    // SYN-ACK's send time to the handshake's ACK, µs), read as it became ESTABLISHED.
+    within(
+        "server handshake_rtt_us",
+        n(server, "handshake_rtt_us"),
+        10_000,
+        server,
     );
 }

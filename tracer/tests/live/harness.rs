@@ -667,3 +667,143 @@ impl Drop for NftTable<'_> {
             .status_locked();
     }
 }
+
+/// Two network namespaces joined by a link that delays every packet by `delay` each way: a
+/// TUN device in each (`a` at 10.232.`net`.1, `b` at 10.232.`net`.2, point to point) and a
+/// relay thread per direction that reads each packet from one device and writes it to the
+/// other `delay` after it read it (this kernel has no `sch_netem`). A packet is never
+/// forwarded early, so every round trip takes at least twice `delay`; the relay's own
+/// lateness (its wake-up on a busy machine) only adds. Dropping it stops the relays, then
+/// removes both namespaces (and the devices with them).
+pub struct DelayedPair {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    relays: Vec<thread::JoinHandle<()>>,
+    pub a: Netns,
+    pub b: Netns,
+    pub a_addr: Ipv4Addr,
+    pub b_addr: Ipv4Addr,
+}
+
+/// A TUN device (IFF_TUN | IFF_NO_PI: bare IP packets) named `name`, created in the calling
+/// thread's network namespace, non-blocking.
+fn open_tun(name: &str) -> std::fs::File {
+    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")
+        .expect("/dev/net/tun (the tun driver)");
+    // SAFETY: ifreq is plain old data; all zeros is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF with a valid ifreq on an open /dev/net/tun descriptor.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    assert_eq!(
+        rc,
+        0,
+        "TUNSETIFF {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    f
+}
+
+/// Moves packets from `from` to `to`, each `delay` after it was read, until `stop`.
+fn relay(
+    from: std::fs::File,
+    to: std::fs::File,
+    delay: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::{collections::VecDeque, os::fd::AsRawFd, sync::atomic::Ordering};
+    let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        // Sleep until the next packet is due or one arrives (at most 10 ms, to see `stop`).
+        let wait = queue.front().map_or(Duration::from_millis(10), |(due, _)| {
+            due.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(10))
+        });
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: wait.as_nanos() as libc::c_long,
+        };
+        let mut pfd = libc::pollfd {
+            fd: from.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        loop {
+            match (&from).read(&mut buf) {
+                Ok(n) => queue.push_back((Instant::now() + delay, buf[..n].to_vec())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return, // the device went away
+            }
+        }
+        let now = Instant::now();
+        while queue.front().is_some_and(|(due, _)| *due <= now) {
+            let (_, p) = queue.pop_front().expect("checked");
+            // A full device queue drops the packet, as a real link would.
+            let _ = (&to).write(&p);
+        }
+    }
+}
+
+impl DelayedPair {
+    pub fn new(tag: &str, net: u8, delay: Duration) -> Self {
+        let a = Netns::new(&format!("{tag}-a"));
+        let b = Netns::new(&format!("{tag}-b"));
+        let (a_addr, b_addr) = (
+            Ipv4Addr::new(10, 232, net, 1),
+            Ipv4Addr::new(10, 232, net, 2),
+        );
+        let ta = a.run(|| open_tun("tdelay"));
+        let tb = b.run(|| open_tun("tdelay"));
+        for (ns, local, peer) in [(&a, a_addr, b_addr), (&b, b_addr, a_addr)] {
+            run_ok(&[
+                "ip",
+                "-n",
+                &ns.0,
+                "addr",
+                "add",
+                &local.to_string(),
+                "peer",
+                &format!("{peer}/32"),
+                "dev",
+                "tdelay",
+            ]);
+            run_ok(&["ip", "-n", &ns.0, "link", "set", "tdelay", "up"]);
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ta2, tb2) = (ta.try_clone().unwrap(), tb.try_clone().unwrap());
+        let relays = [(ta, tb), (tb2, ta2)]
+            .into_iter()
+            .map(|(from, to)| {
+                let stop = stop.clone();
+                thread::spawn(move || relay(from, to, delay, stop))
+            })
+            .collect();
+        Self {
+            stop,
+            relays,
+            a,
+            b,
+            a_addr,
+            b_addr,
+        }
+    }
+}
+
+impl Drop for DelayedPair {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in self.relays.drain(..) {
+            let _ = r.join();
+        }
+    }
+}

@@ -107,7 +107,7 @@ impl<W: Write> Json<W> {
                 Some(t) => {
                     use tracer_common::stat;
                     let has = |bit: u32| t.present & bit != 0;
-                    let fields: [(&[u8], Option<u64>); 11] = [
+                    let fields: [(&[u8], Option<u64>); 12] = [
                         (b"{\"bytes_sent\":", c.data_bytes().0),
                         (b",\"bytes_received\":", c.data_bytes().1),
                         (
@@ -147,6 +147,7 @@ impl<W: Write> Json<W> {
                             b",\"handshake_rtt_us\":",
                             c.handshake_rtt_ns().map(|n| n / 1_000),
                         ),
+                        (b",\"delivery_rate_bytes_per_s\":", t.delivery_rate()),
                     ];
                     for (key, v) in fields {
                         b.extend_from_slice(key);
