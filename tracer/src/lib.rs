@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod decode;
+pub mod diagram;
 pub mod enrich;
 pub mod files;
 pub mod filter;
