@@ -28,6 +28,7 @@ pub mod record;
 pub mod ring;
 pub mod source;
 pub mod summary;
+pub mod svgdoc;
 pub mod table;
 pub mod top;
 pub mod tuple;

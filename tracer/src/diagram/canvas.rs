@@ -123,6 +123,8 @@ pub struct LineCell {
     /// Index in [`ARROWS`].
     pub arrow: usize,
     pub shape: Shape,
+    /// What it connects to, the arrowhead's direction aside: `[up, down, left, right]`.
+    pub links: [bool; 4],
 }
 
 /// Where a label's text goes in its slot.
@@ -319,6 +321,7 @@ pub fn parse(rows: &[&str]) -> Layout {
             x,
             y,
             arrow: a,
+            links: [up, down, left, right],
             shape: shape.unwrap_or(Shape::Line {
                 up,
                 down,

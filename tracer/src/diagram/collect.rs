@@ -47,7 +47,7 @@ impl Collector {
         if d.old == TcpState::TimeWait
             && let Some(ns) = d.in_old_ns
         {
-            self.record(TcpState::TimeWait, ns);
+            self.spent(TcpState::TimeWait, ns);
         }
     }
 
@@ -55,12 +55,13 @@ impl Collector {
     pub fn connection(&mut self, c: &Conn) {
         for (state, d) in c.states.iter().zip(c.durations()) {
             if let Some(ns) = d {
-                self.record(*state, ns);
+                self.spent(*state, ns);
             }
         }
     }
 
-    fn record(&mut self, s: TcpState, ns: u64) {
+    /// `ns` spent in `s` by one connection.
+    pub fn spent(&mut self, s: TcpState, ns: u64) {
         let Some(slot) = self.times.get_mut(s as usize) else {
             return;
         };

@@ -324,6 +324,8 @@ pub struct StuckRow {
     pub netns: u32,
     /// An orphaned FIN_WAIT2: closed by its owner, the peer's FIN awaited.
     pub orphaned: bool,
+    /// Its timeline so far (for the dashboard to show on demand).
+    pub conn: Box<Conn>,
 }
 
 impl Table {
@@ -345,6 +347,7 @@ impl Table {
                     tuple: c.tuple,
                     netns: c.netns,
                     orphaned: c.orphan.is_some(),
+                    conn: Box::new((**c).clone()),
                 })
             });
         let orphans = self
@@ -362,11 +365,33 @@ impl Table {
                     tuple: h.conn.tuple,
                     netns: h.conn.netns,
                     orphaned: true,
+                    conn: h.conn.clone(),
                 })
             });
         let mut rows: Vec<StuckRow> = open.chain(orphans).collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
         rows.truncate(limit);
         rows
+    }
+
+    /// Open sockets per state, grouped by `key` (a network namespace, a container), the
+    /// orphaned FIN_WAIT2s counted in FIN_WAIT2 as [`Self::state_counts`] does.
+    pub fn state_counts_by<K: Ord>(
+        &self,
+        mut key: impl FnMut(&Conn) -> K,
+    ) -> std::collections::BTreeMap<K, [u64; 13]> {
+        let mut out: std::collections::BTreeMap<K, [u64; 13]> = std::collections::BTreeMap::new();
+        for c in self.conns.values().chain(self.seeded.values()) {
+            out.entry(key(c)).or_insert([0; 13])[c.last_state() as usize] += 1;
+        }
+        for h in self
+            .closing
+            .values()
+            .chain(self.displaced.values())
+            .filter(|h| h.orphaned())
+        {
+            out.entry(key(&h.conn)).or_insert([0; 13])[TcpState::FinWait2 as usize] += 1;
+        }
+        out
     }
 }
