@@ -8,8 +8,9 @@ use super::model::{Dashboard, Entry, EntryKey, Grouping, Query, Sort, detail};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Detail {
     pub lines: Vec<String>,
-    /// The first line shown.
+    /// The first line shown, and the first column.
     pub scroll: usize,
+    pub hscroll: usize,
 }
 
 /// Everything the keys change.
@@ -115,6 +116,13 @@ impl View {
                 KeyCode::Down | KeyCode::Char('j') => det.scroll = (det.scroll + 1).min(last),
                 KeyCode::PageUp => det.scroll = det.scroll.saturating_sub(PAGE),
                 KeyCode::PageDown => det.scroll = (det.scroll + PAGE).min(last),
+                KeyCode::Left | KeyCode::Char('h') => {
+                    det.hscroll = det.hscroll.saturating_sub(PAGE);
+                }
+                KeyCode::Right | KeyCode::Char('l') => {
+                    let widest = det.lines.iter().map(|l| l.chars().count()).max();
+                    det.hscroll = (det.hscroll + PAGE).min(widest.unwrap_or(0));
+                }
                 KeyCode::Char('q') => return Action::Quit,
                 _ => return Action::None,
             }
@@ -149,6 +157,7 @@ impl View {
                 self.detail = Some(Detail {
                     lines: detail(d, c).lines().map(str::to_string).collect(),
                     scroll: 0,
+                    hscroll: 0,
                 });
             }
             _ => return Action::None,

@@ -85,16 +85,20 @@ pub fn plan(area: Rect, diagram: bool, machine_h: u16) -> Plan {
         .areas(area);
         (head, None, machine, bottom)
     };
-    let split = |r: Rect| {
-        let [a, b] =
-            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(r);
+    let split = |r: Rect, left: u16| {
+        let [a, b] = Layout::horizontal([
+            Constraint::Percentage(left),
+            Constraint::Percentage(100 - left),
+        ])
+        .areas(r);
         (a, b)
     };
-    let (states, health) = match top.map(split) {
+    let (states, health) = match top.map(|t| split(t, 60)) {
         Some((a, b)) => (Some(a), Some(b)),
         None => (None, None),
     };
-    let (conns, side) = split(bottom);
+    // The connections' rows are the longest.
+    let (conns, side) = split(bottom, 65);
     Plan {
         head,
         states,
@@ -156,11 +160,14 @@ pub fn render(f: &mut Frame, d: &Dashboard, view: &View, color: bool) {
         let lines: Vec<Line> = det.lines.iter().map(|l| Line::from(l.as_str())).collect();
         f.render_widget(
             Paragraph::new(lines)
-                .scroll((u16::try_from(det.scroll).unwrap_or(u16::MAX), 0))
+                .scroll((
+                    u16::try_from(det.scroll).unwrap_or(u16::MAX),
+                    u16::try_from(det.hscroll).unwrap_or(u16::MAX),
+                ))
                 .block(
                     Block::default()
                         .borders(Borders::ALL)
-                        .title(" connection: timeline and ladder · ↑↓ scroll · Esc close "),
+                        .title(" connection: timeline and ladder · ↑↓←→ scroll · Esc close "),
                 ),
             r,
         );
@@ -370,6 +377,12 @@ fn render_list(f: &mut Frame, area: Rect, d: &Dashboard, color: bool) {
         return;
     }
     let rows = usize::from(inner.height.max(1));
+    if lines.len() > 2 * rows {
+        // What does not fit is counted: the diagram lists them all.
+        let more = lines.len() - (2 * rows - 1);
+        lines.truncate(2 * rows - 1);
+        lines.push(Line::from(format!("+{more} more (d: diagram)")));
+    }
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(inner);
     let rest = lines.split_off(rows.min(lines.len()));
@@ -417,6 +430,15 @@ fn render_conns(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, color: bo
             |o| format!("{} {}", o.pid, o.comm.as_str()),
         )
     };
+    // Both ends where there is room; else the local port only (the address is this host's).
+    let wide = inner.width >= 76;
+    let ends = |t: &crate::table::Tuple| {
+        if wide {
+            format!("{}→{}", endpoint(t.local), endpoint(t.remote))
+        } else {
+            format!(":{}→{}", t.local.port, endpoint(t.remote))
+        }
+    };
     let mut lines = Vec::new();
     for (i, e) in entries.iter().enumerate().skip(first).take(height) {
         let mut line = match *e {
@@ -425,30 +447,30 @@ fn render_conns(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, color: bo
                 let why = if r.orphaned { " closed, no FIN" } else { "" };
                 Line::from(vec![
                     Span::styled(
-                        format!("{:<11}", r.state.name()),
+                        format!("{:<10}", r.state.name()),
                         styled(color, Color::Red).add_modifier(Modifier::BOLD),
                     ),
                     Span::raw(format!(
-                        "{}{:>8}  {:<22} {}→{}{why}",
+                        "{}{:>7} {} {}{why}",
                         if r.age_at_least { "≥" } else { " " },
                         human_ns(r.age_ns),
                         owner(r.owner.as_ref()),
-                        endpoint(r.tuple.local),
-                        endpoint(r.tuple.remote),
+                        ends(&r.tuple),
                     )),
                 ])
             }
             Entry::Recent(k) => {
                 let c = &d.recent[k];
-                let close = c.close.map_or("closed", |k| k.name());
                 Line::from(vec![
-                    Span::styled(format!("{close:<11.11}"), styled(color, Color::DarkGray)),
+                    Span::styled(
+                        format!("{:<10}", close_short(c.close)),
+                        styled(color, Color::DarkGray),
+                    ),
                     Span::raw(format!(
-                        " {:>8}  {:<22} {}→{}",
+                        " {:>7} {} {}",
                         human_ns(c.lifetime_ns()),
                         owner(c.owner.as_ref()),
-                        endpoint(c.tuple.local),
-                        endpoint(c.tuple.remote),
+                        ends(&c.tuple),
                     )),
                 ])
             }
@@ -468,6 +490,24 @@ fn render_conns(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, color: bo
     f.render_widget(Paragraph::new(lines), inner);
 }
 
+/// How a connection ended, in the list's first column (10 cells).
+fn close_short(k: Option<crate::table::CloseClass>) -> &'static str {
+    use crate::table::CloseClass::*;
+    match k {
+        Some(Active) => "active",
+        Some(Passive) => "passive",
+        Some(Simultaneous) => "simultan.",
+        Some(ResetSent) => "RST sent",
+        Some(ResetReceived) => "RST recv",
+        Some(Refused) => "refused",
+        Some(Unreachable) => "unreachabl",
+        Some(Timeout) => "timeout",
+        Some(OrphanTimeout) => "orphan t/o",
+        Some(ListenerClosed) => "listener",
+        Some(Unknown) | None => "closed",
+    }
+}
+
 fn render_remotes(f: &mut Frame, area: Rect, d: &Dashboard, view: &View) {
     let block = Block::default()
         .borders(Borders::ALL)
@@ -481,7 +521,7 @@ fn render_remotes(f: &mut Frame, area: Rect, d: &Dashboard, view: &View) {
             Sort::Retransmits => r.retransmits.to_string(),
             Sort::Bytes => human_bytes(r.bytes),
         };
-        lines.push(Line::from(format!("{value:>9}  {name}")));
+        lines.push(Line::from(format!("{value:>7}  {name}")));
     }
     if lines.is_empty() {
         lines.push(Line::from("none yet"));
