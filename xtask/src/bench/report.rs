@@ -146,7 +146,7 @@ pub(super) fn markdown(r: &Report) -> String {
             _ => "–".into(),
         };
         let captured = match x.captured {
-            Some(c) if x.tool != Tool::TracerQuiet => format!(
+            Some(c) if !matches!(x.tool, Tool::TracerQuiet | Tool::TracerTop) => format!(
                 "{c} / {} ({:.3}%)",
                 x.kernel_events,
                 100.0 * c as f64 / x.kernel_events.max(1) as f64
