@@ -53,6 +53,11 @@ pub trait Sink {
     fn refresh(&mut self, _table: &crate::table::Table, _now_ns: u64) -> io::Result<()> {
         Ok(())
     }
+    /// Whether it shows the stuck reports ([`Self::stuck`]); a view that lists stuck
+    /// connections itself says no, and the pipeline does not look for them every tick.
+    fn shows_stuck_reports(&self) -> bool {
+        true
+    }
     /// A replay is about to play `what` into a view that shows it (`tracer replay FILE
     /// --top`). Nothing for the others.
     fn replaying(&mut self, _what: &str) {}

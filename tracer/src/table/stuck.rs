@@ -330,7 +330,8 @@ pub struct StuckRow {
 
 impl Table {
     /// The connections stuck for at least `threshold_ns` now, oldest first, at most `limit`
-    /// (for a dashboard: it does not count reports as [`Self::stuck`] does).
+    /// (for a dashboard: it does not count reports as [`Self::stuck`] does). Only the rows
+    /// kept carry a copy of their timeline.
     pub fn stuck_rows(&self, now_ns: u64, threshold_ns: u64, limit: usize) -> Vec<StuckRow> {
         let open = self
             .conns
@@ -339,16 +340,8 @@ impl Table {
             .filter_map(|c| {
                 let state = c.last_state();
                 let (age_ns, age_at_least) = c.age(now_ns);
-                (STUCK_STATES.contains(&state) && age_ns >= threshold_ns).then(|| StuckRow {
-                    state,
-                    age_ns,
-                    age_at_least,
-                    owner: c.owner,
-                    tuple: c.tuple,
-                    netns: c.netns,
-                    orphaned: c.orphan.is_some(),
-                    conn: Box::new((**c).clone()),
-                })
+                (STUCK_STATES.contains(&state) && age_ns >= threshold_ns)
+                    .then_some((&**c, state, age_ns, age_at_least, c.orphan.is_some()))
             });
         let orphans = self
             .closing
@@ -357,21 +350,29 @@ impl Table {
             .filter(|h| h.orphaned())
             .filter_map(|h| {
                 let age_ns = h.conn.orphan_age(now_ns)?;
-                (age_ns >= threshold_ns).then_some(StuckRow {
-                    state: TcpState::FinWait2,
+                (age_ns >= threshold_ns).then_some((
+                    &*h.conn,
+                    TcpState::FinWait2,
                     age_ns,
-                    age_at_least: false,
-                    owner: h.conn.owner,
-                    tuple: h.conn.tuple,
-                    netns: h.conn.netns,
-                    orphaned: true,
-                    conn: h.conn.clone(),
-                })
+                    false,
+                    true,
+                ))
             });
-        let mut rows: Vec<StuckRow> = open.chain(orphans).collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
+        let mut rows: Vec<(&Conn, TcpState, u64, bool, bool)> = open.chain(orphans).collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.2));
         rows.truncate(limit);
-        rows
+        rows.into_iter()
+            .map(|(c, state, age_ns, age_at_least, orphaned)| StuckRow {
+                state,
+                age_ns,
+                age_at_least,
+                owner: c.owner,
+                tuple: c.tuple,
+                netns: c.netns,
+                orphaned,
+                conn: Box::new(c.clone()),
+            })
+            .collect()
     }
 
     /// Open sockets per state, grouped by `key` (a network namespace, a container), the

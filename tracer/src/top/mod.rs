@@ -129,12 +129,8 @@ impl Top {
     /// work (three passes) is done before the lock is taken.
     fn publish(&mut self, table: &Table, now_ns: u64) {
         let threshold_ns = self.with(|d| d.threshold_ns);
-        let mut states = [0u64; STATES];
-        for (s, n) in table.state_counts() {
-            states[s as usize] = n;
-        }
+        let (states, by_netns, by_container) = groups(table, &self.names);
         let stuck = table.stuck_rows(now_ns, threshold_ns, STUCK_ROWS);
-        let (by_netns, by_container) = groups(table, &self.names);
         if self.window_ns == 0 {
             self.window_ns = now_ns;
         }
@@ -203,11 +199,45 @@ impl Top {
 
 }
 
-/// Sockets per state per network namespace and per container, at most [`MAX_GROUPS`] of
-/// each.
-fn groups(table: &Table, names: &Names) -> (Vec<Group>, Vec<Group>) {
+/// Sockets per state: host-wide, per network namespace and per container (at most
+/// [`MAX_GROUPS`] of each), in one pass over the table.
+fn groups(table: &Table, names: &Names) -> ([u64; STATES], Vec<Group>, Vec<Group>) {
     let home = crate::enrich::netns::home();
-    let by_netns = table.state_counts_by(|c| c.netns).into_iter().map(|(ns, states)| Group {
+    // One lookup per cgroup, not per socket; a container by its index in `containers`.
+    let mut containers: Vec<String> = vec!["host".to_string()];
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let both = table.state_counts_by(|c| {
+        let container = match c.owner {
+            None => 0,
+            Some(o) => *index.entry(o.cgroup_id).or_insert_with(|| {
+                let key = container_key(Some(&o), names);
+                match containers.iter().position(|k| *k == key) {
+                    Some(i) => i,
+                    None => {
+                        containers.push(key);
+                        containers.len() - 1
+                    }
+                }
+            }),
+        };
+        (c.netns, container)
+    });
+    let mut states = [0u64; STATES];
+    let mut by_netns: BTreeMap<u32, [u64; STATES]> = BTreeMap::new();
+    let mut by_container: BTreeMap<String, [u64; STATES]> = BTreeMap::new();
+    for ((ns, container), counts) in both {
+        let add = |into: &mut [u64; STATES]| {
+            for (a, b) in into.iter_mut().zip(counts) {
+                *a += b;
+            }
+        };
+        add(&mut states);
+        add(by_netns.entry(ns).or_insert([0; STATES]));
+        add(by_container
+            .entry(containers[container].clone())
+            .or_insert([0; STATES]));
+    }
+    let by_netns = by_netns.into_iter().map(|(ns, states)| Group {
         key: if ns == 0 {
             "unknown".to_string()
         } else {
@@ -216,24 +246,16 @@ fn groups(table: &Table, names: &Names) -> (Vec<Group>, Vec<Group>) {
         own: ns != 0 && ns == home,
         states,
     });
-    let by_netns = top_groups(by_netns, MAX_GROUPS);
-    // One lookup per cgroup, not per socket.
-    let mut keys: HashMap<u64, String> = HashMap::new();
-    let by_container = table
-        .state_counts_by(|c| match c.owner {
-            None => "host".to_string(),
-            Some(o) => keys
-                .entry(o.cgroup_id)
-                .or_insert_with(|| container_key(Some(&o), names))
-                .clone(),
-        })
-        .into_iter()
-        .map(|(key, states)| Group {
-            key,
-            own: false,
-            states,
-        });
-    (by_netns, top_groups(by_container, MAX_GROUPS))
+    let by_container = by_container.into_iter().map(|(key, states)| Group {
+        key,
+        own: false,
+        states,
+    });
+    (
+        states,
+        top_groups(by_netns, MAX_GROUPS),
+        top_groups(by_container, MAX_GROUPS),
+    )
 }
 
 /// This process's user + system CPU time, in seconds.
@@ -365,6 +387,11 @@ impl Sink for Top {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+
+    /// The dashboard lists the stuck connections itself, once per interval.
+    fn shows_stuck_reports(&self) -> bool {
+        false
     }
 
     fn replaying(&mut self, what: &str) {
