@@ -188,6 +188,11 @@ pub struct BenchArgs {
     /// Keep each run's output file in target/bench/runs/ (they can be hundreds of MB).
     #[arg(long)]
     pub keep_output: bool,
+    /// Give the tracer tools `-p` for the generator's ports (filtered in the kernel): other
+    /// TCP traffic on the host (other jobs on a shared machine) then costs them nothing, so
+    /// two tracer views compare on the generator's events alone. The peers stay unfiltered.
+    #[arg(long)]
+    pub only_ports: bool,
     /// Where results.md and results.json go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,

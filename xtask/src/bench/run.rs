@@ -81,6 +81,8 @@ pub(super) struct Ctx {
     pub(super) compare: Option<PathBuf>,
     pub(super) runs_dir: PathBuf,
     pub(super) keep_output: bool,
+    /// `--only-ports`: the tracer tools get `-p` for the generator's ports.
+    pub(super) only_ports: bool,
     pub(super) family: Family,
 }
 
@@ -179,20 +181,33 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
     let mut startup_s = None;
     let mut attached_line_s = None;
     if tool != Tool::Untraced {
+        let ports: Vec<String> = if ctx.only_ports && tool.is_tracer() {
+            (g.port..g.port + g.listeners() as u16)
+                .flat_map(|p| ["-p".to_string(), p.to_string()])
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !ports.is_empty() {
+            notes.push(format!("tracer {}", ports.join(" ")));
+        }
         let mut p = if tool == Tool::TracerTop {
             let bin = ctx.tracer.as_ref().context("no tracer binary")?;
             // An empty output file: nothing is written but the screen.
             File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
             let tag = format!("{}-{}", slug(&w.name), rep + 1);
+            let mut args = vec!["--color", "never", "top"];
+            args.extend(ports.iter().map(String::as_str));
             Running::Tmux(TmuxProc::spawn(
                 bin,
-                &["--color", "never", "top"],
+                &args,
                 &ctx.runs_dir,
                 &tag,
                 (100, 40),
             )?)
         } else {
             let (mut cmd, out_file) = tool_command(ctx, tool, &out_path)?;
+            cmd.args(&ports);
             Running::Child(Proc::spawn(&mut cmd, out_file)?)
         };
         let ready = match &mut p {
