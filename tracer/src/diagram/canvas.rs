@@ -20,11 +20,11 @@ pub const TEMPLATE: [&str; 10] = [
     "                                LISTEN~~~~~~                    e EEEEEEEEEEEE",
     "  SYN_RECV~~~~~~ ccCCCCCCCCCCCCCCcc                             e",
     "    ddddddddddDDDDDDDDDDDDDDddddddddddd ESTABLISHED~~~~~~ eeeeeee",
-    "             FIN_WAIT1~~~~~~ fFFFFFFFFFFFFFFf gGGGGGGGGGGGGGg CLOSE_WAIT~~~~~~",
-    " HHHHHHHHHHHH h  iIIIIIIIIIIIIIii CLOSING~~~~~~               k KKKKKKKKKKKK",
+    "             FIN_WAIT1~~~~~~ fFFFFFFFFFFFFFFfgGGGGGGGGGGGGGGg CLOSE_WAIT~~~~~~",
+    " HHHHHHHHHHHH h  iIIIIIIIIIIIIIIii CLOSING~~~~~~               k KKKKKKKKKKKK",
     "             FIN_WAIT2~~~~~~         j JJJJJJJJJJJJ           LAST_ACK~~~~~~",
     "               llLLLLLLLLLLLLLLllll TIME_WAIT~~~~~~            m MMMMMMMMMMMM",
-    "                                     nNNNNNNNNNNNNNn CLOSED mmmm",
+    "                                     nNNNNNNNNNNNNNNNn CLOSED mm",
 ];
 
 /// Width of [`TEMPLATE`].
@@ -611,10 +611,10 @@ mod tests {
                 "arrow {letter}: one label"
             );
         }
-        // No label too narrow for a five-digit count and a rate, inline ones with room
-        // for the line around them.
+        // No label too narrow for a five-digit count and a rate (`37479 3999/s`), inline
+        // ones with a blank on either side.
         for l in &lay.labels {
-            let need = if l.align == Align::Inline { 13 } else { 12 };
+            let need = if l.align == Align::Inline { 14 } else { 12 };
             assert!(l.width >= need, "{l:?}");
         }
     }
@@ -628,11 +628,11 @@ mod tests {
             "                                LISTEN 0                        │ 0",
             "  SYN_RECV 0 ◀────────── 0 ───────┘                             │",
             "    └────────────── 0 ────────────────▶ ESTABLISHED 0 ◀─────────┘",
-            "             FIN_WAIT1 0 ◀───────── 0 ──────┘ └───── 0 ─────▶ CLOSE_WAIT 0",
-            "            0 ▼  └───── 0 ──────▶ CLOSING 0                   ▼ 0",
+            "             FIN_WAIT1 0 ◀───────── 0 ──────┘└───── 0 ──────▶ CLOSE_WAIT 0",
+            "            0 ▼  └───── 0 ───────▶ CLOSING 0                   ▼ 0",
             "             FIN_WAIT2 0             ▼ 0                      LAST_ACK 0",
             "               └────── 0 ─────────▶ TIME_WAIT 0                │ 0",
-            "                                     └───── 0 ─────▶ CLOSED ◀──┘",
+            "                                     └────── 0 ──────▶ CLOSED ◀┘",
         ]
         .map(|l| format!("{l}\n"))
         .concat();

@@ -97,8 +97,8 @@ pub fn plan(area: Rect, diagram: bool, machine_h: u16) -> Plan {
         Some((a, b)) => (Some(a), Some(b)),
         None => (None, None),
     };
-    // The connections' rows are the longest.
-    let (conns, side) = split(bottom, 65);
+    // The connections' rows are the longest (the remotes' fit in 24 columns at 80).
+    let (conns, side) = split(bottom, 70);
     Plan {
         head,
         states,
@@ -194,14 +194,19 @@ fn render_head(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, with_healt
     }
     if with_health {
         let lost: u64 = d.lost.values().sum();
+        let eps = match d.events_per_s {
+            r if r < 1e3 => format!("{r:.0}"),
+            r if r < 1e6 => format!("{:.1}k", r / 1e3),
+            r => format!("{:.1}M", r / 1e6),
+        };
         parts.push(format!(
-            "{} ev/s lost {} CPU {:.0}%",
-            diagram::compact(d.events_per_s.round() as u64),
+            "{eps} ev/s lost {} CPU {:.0}%",
             diagram::compact(lost),
             d.cpu_share * 100.0
         ));
     }
-    parts.push("q quit ? help".into());
+    // In the compact layout the health takes the room of the quit key (the help has it).
+    parts.push(if with_health { "? help" } else { "q quit ? help" }.into());
     f.render_widget(
         Paragraph::new(parts.join(" · ")).style(Style::default().add_modifier(Modifier::BOLD)),
         area,
@@ -431,7 +436,7 @@ fn render_conns(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, color: bo
         )
     };
     // Both ends where there is room; else the local port only (the address is this host's).
-    let wide = inner.width >= 76;
+    let wide = inner.width >= 80;
     let ends = |t: &crate::table::Tuple| {
         if wide {
             format!("{}→{}", endpoint(t.local), endpoint(t.remote))
@@ -451,7 +456,7 @@ fn render_conns(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, color: bo
                         styled(color, Color::Red).add_modifier(Modifier::BOLD),
                     ),
                     Span::raw(format!(
-                        "{}{:>7} {} {}{why}",
+                        "{}{:>6} {} {}{why}",
                         if r.age_at_least { "≥" } else { " " },
                         human_ns(r.age_ns),
                         owner(r.owner.as_ref()),
@@ -467,7 +472,7 @@ fn render_conns(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, color: bo
                         styled(color, Color::DarkGray),
                     ),
                     Span::raw(format!(
-                        " {:>7} {} {}",
+                        " {:>6} {} {}",
                         human_ns(c.lifetime_ns()),
                         owner(c.owner.as_ref()),
                         ends(&c.tuple),
@@ -511,7 +516,7 @@ fn close_short(k: Option<crate::table::CloseClass>) -> &'static str {
 fn render_remotes(f: &mut Frame, area: Rect, d: &Dashboard, view: &View) {
     let block = Block::default()
         .borders(Borders::ALL)
-        .title(format!(" remotes by {} (s) ", view.sort.name()));
+        .title(format!(" remotes: {} ", view.sort.name()));
     let n = usize::from(area.height.saturating_sub(2));
     let mut lines = Vec::new();
     for (name, r) in d.top_remotes(view.sort, n, view.filter.as_ref()) {
@@ -521,7 +526,7 @@ fn render_remotes(f: &mut Frame, area: Rect, d: &Dashboard, view: &View) {
             Sort::Retransmits => r.retransmits.to_string(),
             Sort::Bytes => human_bytes(r.bytes),
         };
-        lines.push(Line::from(format!("{value:>7}  {name}")));
+        lines.push(Line::from(format!("{value:>6} {name}")));
     }
     if lines.is_empty() {
         lines.push(Line::from("none yet"));
