@@ -68,4 +68,3 @@ pub const fn state_color(s: TcpState) -> &'static str {
         Close | Listen => MUTED,
     }
 }
-

@@ -105,7 +105,10 @@ fn the_state_diagram_svg_matches_its_golden_file() {
     let got = std::fs::read_to_string(&svg).unwrap();
     golden("mixed.diagram.svg", &got);
     // An existing file is refused without --force, before anything is replayed.
-    let again = replay(&fixture("mixed.jsonl"), &["-q", "--diagram", svg.to_str().unwrap()]);
+    let again = replay(
+        &fixture("mixed.jsonl"),
+        &["-q", "--diagram", svg.to_str().unwrap()],
+    );
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("--force"),

@@ -663,8 +663,8 @@ fn state_diagram_screenshot_shows_the_machine() {
         img.count(all, (0.0, f64::from(h)), is_green) > 50,
         "no green ESTABLISHED"
     );
-    // Each arrowhead: more ink just behind its tip (the triangle) than a little further
-    // back along its line (the shaft alone).
+    // Each arrowhead: 7 px behind its tip (the triangle is 9 px long and wide), a strip
+    // across the line is inked over 5 px or more, where a bare line would ink 2 or 3.
     let doc = roxmltree::Document::parse(&svg).unwrap();
     let mut heads = 0;
     for g in doc
@@ -678,15 +678,18 @@ fn state_diagram_screenshot_shows_the_machine() {
         let (x1, y1, x2, y2) = (n("x1"), n("y1"), n("x2"), n("y2"));
         let len = ((x2 - x1).powi(2) + (y2 - y1).powi(2)).sqrt();
         let (ux, uy) = ((x2 - x1) / len, (y2 - y1) / len);
-        let window = |back: f64| {
+        let across = |back: f64| {
             let (cx, cy) = (x2 - ux * back, y2 - uy * back);
-            let (hx, hy) = if ux.abs() > uy.abs() { (2.5, 5.0) } else { (5.0, 2.5) };
-            img.count((cx - hx, cx + hx), (cy - hy, cy + hy), |p| !is_white(p))
+            if ux.abs() > uy.abs() {
+                img.count((cx - 0.5, cx + 0.5), (cy - 7.0, cy + 7.0), |p| !is_white(p))
+            } else {
+                img.count((cx - 7.0, cx + 7.0), (cy - 0.5, cy + 0.5), |p| !is_white(p))
+            }
         };
-        let (tip, shaft) = (window(4.0), window(16.0));
+        let tip = across(6.5).max(across(7.5));
         assert!(
-            tip >= shaft + 12,
-            "arrow to {:?} ({x1},{y1})->({x2},{y2}): {tip} inked pixels at the head, {shaft} on the shaft",
+            tip >= 5,
+            "arrow to {:?} ({x1},{y1})->({x2},{y2}): {tip} inked pixels across, 7 px behind the tip",
             g.attribute("data-to")
         );
         heads += 1;
@@ -705,7 +708,11 @@ fn is_white(p: [u8; 3]) -> bool {
 fn state_diagram_laid_out_without_overlaps() {
     use tracer::diagram::svg as dsvg;
     let c = dsvg::sample();
-    let svg = dsvg::render(&c, "The TCP state machine", "a sample: 20571 connections on loopback");
+    let svg = dsvg::render(
+        &c,
+        "The TCP state machine",
+        "a sample: 20571 connections on loopback",
+    );
     let lay = diagram_texts_in_chromium("diagram-layout", &svg);
     let (w, h) = svg_size(&svg);
     assert_eq!((lay.width, lay.height), (f64::from(w), f64::from(h)));
@@ -765,7 +772,11 @@ fn state_diagram_laid_out_without_overlaps() {
             .iter()
             .find(|t| t.class == "label" && t.side == key)
             .unwrap_or_else(|| panic!("no label for {key}"));
-        assert_eq!(label.text, c.arrows.get(old, new).total.to_string(), "{key}");
+        assert_eq!(
+            label.text,
+            c.arrows.get(old, new).total.to_string(),
+            "{key}"
+        );
     }
     let medians = lay.texts.iter().filter(|t| t.class == "median").count();
     assert_eq!(medians, 9, "a median in each state measured");

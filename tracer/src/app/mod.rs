@@ -138,7 +138,12 @@ pub(crate) fn write_diagram<S: Sink>(pipe: &mut Pipeline<S>, source: &str) -> an
     };
     let span = c
         .first_ns
-        .map(|f| format!(" over {}", crate::units::human_ns(c.last_ns.saturating_sub(f))))
+        .map(|f| {
+            format!(
+                " over {}",
+                crate::units::human_ns(c.last_ns.saturating_sub(f))
+            )
+        })
         .unwrap_or_default();
     let filters = pipe.filter.describe();
     let subtitle = format!(

@@ -45,7 +45,10 @@ pub fn run(args: &Args, file: &Path) -> anyhow::Result<ExitCode> {
     crate::enrich::netns::set_home(header.netns);
     let source = format!(
         "replayed from {} (recorded on {} by tracer {})",
-        file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned()
+        ),
         header.hostname,
         header.tracer
     );

@@ -346,7 +346,9 @@ pub enum Kind {
     /// A state's name or count.
     Node,
     /// A line or label of an arrow; `hot`: taken in the last rate window.
-    Arrow { hot: bool },
+    Arrow {
+        hot: bool,
+    },
     /// The list of the other arrows: a heading.
     OtherTitle,
 }
@@ -675,9 +677,17 @@ mod tests {
         );
         // Hot: the arrow taken in the last window, its line and its label; not the others.
         let hot = |y: usize, x: usize| c.rows[y][x].kind == Kind::Arrow { hot: true };
-        let b = layout().lines.iter().find(|l| ARROWS[l.arrow].0 == 'b').unwrap();
+        let b = layout()
+            .lines
+            .iter()
+            .find(|l| ARROWS[l.arrow].0 == 'b')
+            .unwrap();
         assert!(hot(b.y, b.x));
-        let d = layout().lines.iter().find(|l| ARROWS[l.arrow].0 == 'd').unwrap();
+        let d = layout()
+            .lines
+            .iter()
+            .find(|l| ARROWS[l.arrow].0 == 'd')
+            .unwrap();
         assert!(!hot(d.y, d.x));
         assert_eq!(c.rows[2][32].kind, Kind::Node);
     }

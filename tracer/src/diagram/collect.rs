@@ -112,7 +112,10 @@ mod tests {
         assert_eq!(c.arrows.sum(), 5);
         assert_eq!(c.median(SynSent), Some((2_000, 1)));
         // Three significant digits.
-        assert_eq!(c.median(Established).map(|(m, n)| (m / 10, n)), Some((700, 1)));
+        assert_eq!(
+            c.median(Established).map(|(m, n)| (m / 10, n)),
+            Some((700, 1))
+        );
         assert_eq!(c.median(FinWait2).map(|(m, n)| (m / 10, n)), Some((950, 1)));
         assert_eq!(c.median(Listen), None);
         assert_eq!((c.first_ns, c.last_ns), (Some(1_000), 20_000));

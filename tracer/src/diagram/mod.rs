@@ -83,7 +83,7 @@ impl Arrows {
             .taken()
             .filter(|(o, n, _)| !canvas::drawn(*o, *n))
             .collect();
-        v.sort_by(|a, b| b.2.total.cmp(&a.2.total));
+        v.sort_by_key(|a| std::cmp::Reverse(a.2.total));
         v
     }
 
@@ -160,7 +160,16 @@ mod tests {
         assert_eq!(compact(12_345_678), "12M");
         assert_eq!(compact(123_456_789), "123M");
         assert_eq!(compact(4_200_000_000), "4.2G");
-        for n in [0, 9, 99_999, 100_000, 999_999, 1_000_000, 9_949_999, 999_999_999] {
+        for n in [
+            0,
+            9,
+            99_999,
+            100_000,
+            999_999,
+            1_000_000,
+            9_949_999,
+            999_999_999,
+        ] {
             assert!(compact(n).len() <= 5, "{n}: {}", compact(n));
         }
         assert_eq!(rate(0.5), "0.5/s");
@@ -191,7 +200,11 @@ mod tests {
         let e = a.get(Established, FinWait1);
         assert_eq!((e.total, e.now, e.rate), (4, 0, 2.0));
         assert_eq!(a.sum(), 7);
-        let others: Vec<_> = a.others().into_iter().map(|(o, n, x)| (o, n, x.total)).collect();
+        let others: Vec<_> = a
+            .others()
+            .into_iter()
+            .map(|(o, n, x)| (o, n, x.total))
+            .collect();
         assert_eq!(others, [(FinWait2, Close, 2), (Established, Close, 1)]);
         a.take_rates(1.0);
         assert!(!a.get(Established, FinWait1).hot());

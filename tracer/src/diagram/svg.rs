@@ -11,9 +11,9 @@
 use std::fmt::{self, Write as _};
 
 use super::{
-    Collector, compact,
+    Collector,
     canvas::{ARROWS, Align, Dir, Layout, Shape, layout},
-    name,
+    compact, name,
 };
 use crate::{
     decode::TcpState,
@@ -91,9 +91,9 @@ impl Grid {
 fn reach(lay: &Layout, g: &Grid, x: usize, y: usize, d: Dir) -> (f64, f64) {
     let (mx, my) = (cx(x as f64 + 0.5), g.ry(y as f64 + 0.5));
     let node_at = |nx: isize, ny: isize| {
-        lay.nodes.iter().find(|n| {
-            n.y as isize == ny && (n.x as isize..(n.x + n.width) as isize).contains(&nx)
-        })
+        lay.nodes
+            .iter()
+            .find(|n| n.y as isize == ny && (n.x as isize..(n.x + n.width) as isize).contains(&nx))
     };
     let (xi, yi) = (x as isize, y as isize);
     let gap = (RH - BH) / 2.0;
@@ -145,10 +145,14 @@ fn draw(c: &Collector, title: &str, subtitle: &str, s: &mut String) -> fmt::Resu
     };
     let height = (footer_top + LINE_H * (FOOTER.len() as f64 - 1.0) + MARGIN).ceil();
     let mut width = cx(lay.width as f64) + MARGIN;
-    for (t, size) in [(title, FS_TITLE), (subtitle, FS_SMALL), (others_head, FS_SMALL)]
-        .into_iter()
-        .chain(others_lines.iter().map(|l| (l.as_str(), FS_SMALL)))
-        .chain(FOOTER.iter().map(|l| (*l, FS_SMALL)))
+    for (t, size) in [
+        (title, FS_TITLE),
+        (subtitle, FS_SMALL),
+        (others_head, FS_SMALL),
+    ]
+    .into_iter()
+    .chain(others_lines.iter().map(|l| (l.as_str(), FS_SMALL)))
+    .chain(FOOTER.iter().map(|l| (*l, FS_SMALL)))
     {
         width = width.max(MARGIN + text_w(t, size) + MARGIN);
     }
@@ -297,7 +301,11 @@ fn draw_arrow(
     };
     for l in lay.lines.iter().filter(|l| l.arrow == i) {
         let mid = (cx(l.x as f64 + 0.5), g.ry(l.y as f64 + 0.5));
-        for (on, d) in l.links.iter().zip([Dir::Up, Dir::Down, Dir::Left, Dir::Right]) {
+        for (on, d) in l
+            .links
+            .iter()
+            .zip([Dir::Up, Dir::Down, Dir::Left, Dir::Right])
+        {
             if *on {
                 seg(&mut path, mid, reach(lay, g, l.x, l.y, d));
             }
@@ -439,9 +447,7 @@ mod tests {
         }
         assert!(svg.contains(">median 1.25ms</text>"), "{svg}");
         assert!(svg.contains(">median 1m00s</text>"), "{svg}");
-        assert!(svg.contains(
-            r#"data-from="FIN_WAIT2" data-to="CLOSED" data-count="20558""#
-        ));
+        assert!(svg.contains(r#"data-from="FIN_WAIT2" data-to="CLOSED" data-count="20558""#));
         assert!(svg.contains("handed to a timewait socket"));
         assert_eq!(svg.matches(r#"<g class="state""#).count(), 12);
     }

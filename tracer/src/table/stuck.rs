@@ -340,8 +340,13 @@ impl Table {
             .filter_map(|c| {
                 let state = c.last_state();
                 let (age_ns, age_at_least) = c.age(now_ns);
-                (STUCK_STATES.contains(&state) && age_ns >= threshold_ns)
-                    .then_some((&**c, state, age_ns, age_at_least, c.orphan.is_some()))
+                (STUCK_STATES.contains(&state) && age_ns >= threshold_ns).then_some((
+                    &**c,
+                    state,
+                    age_ns,
+                    age_at_least,
+                    c.orphan.is_some(),
+                ))
             });
         let orphans = self
             .closing

@@ -230,10 +230,17 @@ mod tests {
         assert!(d.entries(v.filter.as_ref()).is_empty());
         press(&mut v, &d, KeyCode::Backspace);
         press(&mut v, &d, KeyCode::Enter);
-        assert_eq!((v.editing.as_ref(), v.filter.as_ref().map(Query::text)), (None, Some("9090")));
+        assert_eq!(
+            (v.editing.as_ref(), v.filter.as_ref().map(Query::text)),
+            (None, Some("9090"))
+        );
         assert_eq!(press(&mut v, &d, KeyCode::Esc), Action::Redraw);
         assert!(v.filter.is_none());
-        assert_eq!(press(&mut v, &d, KeyCode::Esc), Action::None, "nothing left to clear");
+        assert_eq!(
+            press(&mut v, &d, KeyCode::Esc),
+            Action::None,
+            "nothing left to clear"
+        );
         assert_eq!(press(&mut v, &d, KeyCode::Char('q')), Action::Quit);
     }
 

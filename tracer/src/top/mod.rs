@@ -23,7 +23,9 @@ use crate::{
     decode::{Context, LostCause, TcpState, Transition},
     diagram::{Arrows, STATES},
     output::Sink,
-    table::{CloseClass, Conn, DiagTransition, Owner, Role, StuckGroup, StuckReport, Table, Unstuck},
+    table::{
+        CloseClass, Conn, DiagTransition, Owner, Role, StuckGroup, StuckReport, Table, Unstuck,
+    },
 };
 
 mod keys;
@@ -33,8 +35,8 @@ mod ui;
 
 pub use model::Dashboard;
 use model::{
-    Group, HISTORY, MAX_GROUPS, MAX_REMOTES, RECENT, Remote, RemoteKey, STUCK_ROWS,
-    container_key, top_groups,
+    Group, HISTORY, MAX_GROUPS, MAX_REMOTES, RECENT, Remote, RemoteKey, STUCK_ROWS, container_key,
+    top_groups,
 };
 
 /// The shortest window rates are taken over: the reader takes events from the ring in
@@ -196,7 +198,6 @@ impl Top {
         }
         Ok(())
     }
-
 }
 
 /// Sockets per state: host-wide, per network namespace and per container (at most
@@ -421,7 +422,12 @@ mod tests {
     fn counts_without_a_lock_and_publishes_once_per_interval() {
         use TcpState::*;
         let mut t = Table::new();
-        let mut top = Top::new(1_000_000_000, Duration::from_secs(1), false, WallClock::fixed(0));
+        let mut top = Top::new(
+            1_000_000_000,
+            Duration::from_secs(1),
+            false,
+            WallClock::fixed(0),
+        );
         // The first refresh would take the terminal: publish directly.
         top.publish(&t, 1);
         let evs = [

@@ -525,13 +525,13 @@ mod tests {
         assert!(d.entries(Query::new("5001").as_ref()).is_empty());
         // Both ends have 127.0.0.1:5000; only the client's owner (its connect) is known.
         assert_eq!(d.entries(Query::new("127.0.0.1:5000").as_ref()).len(), 2);
-        assert_eq!(
-            d.entries(Query::new("app").as_ref()),
-            [Entry::Recent(0)]
-        );
+        assert_eq!(d.entries(Query::new("app").as_ref()), [Entry::Recent(0)]);
         let text = detail(&d, server);
         assert!(text.contains("CLOSE_WAIT"), "{text}");
-        assert!(text.contains("client 127.0.0.1:5000"), "the ladder has both ends: {text}");
+        assert!(
+            text.contains("client 127.0.0.1:5000"),
+            "the ladder has both ends: {text}"
+        );
         assert_ne!(d.entry_key(all[0]), d.entry_key(all[1]));
     }
 }

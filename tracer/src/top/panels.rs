@@ -206,7 +206,14 @@ fn render_head(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, with_healt
         ));
     }
     // In the compact layout the health takes the room of the quit key (the help has it).
-    parts.push(if with_health { "? help" } else { "q quit ? help" }.into());
+    parts.push(
+        if with_health {
+            "? help"
+        } else {
+            "q quit ? help"
+        }
+        .into(),
+    );
     f.render_widget(
         Paragraph::new(parts.join(" · ")).style(Style::default().add_modifier(Modifier::BOLD)),
         area,
@@ -240,8 +247,15 @@ fn render_states(f: &mut Frame, area: Rect, d: &Dashboard, grouping: Grouping, c
                 .collect();
             let key = format!("{}{}", g.key, if g.own { " (tracer's)" } else { "" });
             lines.push(Line::from(vec![
-                Span::styled(format!("{key:<18}"), Style::default().add_modifier(Modifier::BOLD)),
-                Span::raw(format!("{:>7}  {}", diagram::compact(g.total()), list.join(" "))),
+                Span::styled(
+                    format!("{key:<18}"),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(format!(
+                    "{:>7}  {}",
+                    diagram::compact(g.total()),
+                    list.join(" ")
+                )),
             ]));
         }
         if lines.is_empty() {
@@ -304,13 +318,15 @@ fn render_health(f: &mut Frame, area: Rect, d: &Dashboard) {
 
 /// The classic diagram, centred when the panel is wider.
 fn render_diagram(f: &mut Frame, area: Rect, d: &Dashboard, others: usize, color: bool) {
-    let block = Block::default().borders(Borders::ALL).title(
-        " the state machine: sockets now, transitions (total, per second) · d: list ",
-    );
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" the state machine: sockets now, transitions (total, per second) · d: list ");
     let inner = block.inner(area);
     f.render_widget(block, area);
     let pad = usize::from(inner.width).saturating_sub(canvas::WIDTH) / 2;
-    let width = usize::from(inner.width).saturating_sub(2 * pad).max(canvas::WIDTH);
+    let width = usize::from(inner.width)
+        .saturating_sub(2 * pad)
+        .max(canvas::WIDTH);
     let c = canvas::render(&d.arrows, &d.states, others, width);
     let lines = canvas_lines(&c, pad, color);
     f.render_widget(Paragraph::new(lines), inner);
@@ -353,7 +369,9 @@ fn render_list(f: &mut Frame, area: Rect, d: &Dashboard, color: bool) {
         .title(" the state machine: transitions since start, per second now · d: diagram ");
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let drawn = canvas::ARROWS.iter().map(|&(_, o, n)| (o, n, d.arrows.get(o, n)));
+    let drawn = canvas::ARROWS
+        .iter()
+        .map(|&(_, o, n)| (o, n, d.arrows.get(o, n)));
     let others = d.arrows.others();
     let mut lines = Vec::new();
     for (old, new, a) in drawn.chain(others) {
@@ -663,7 +681,10 @@ mod tests {
             ..View::default()
         };
         let s = screen(&d, &view, 80, 24);
-        assert!(s.contains("CLOSE→SYN_SENT") && s.contains("ESTAB→CLOSE"), "{s}");
+        assert!(
+            s.contains("CLOSE→SYN_SENT") && s.contains("ESTAB→CLOSE"),
+            "{s}"
+        );
         assert!(s.contains("4026531840 (tracer's)"), "{s}");
         assert!(s.contains("ESTAB 3 LISTEN 2"), "{s}");
         view.help = true;

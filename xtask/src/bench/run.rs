@@ -198,13 +198,7 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
             let tag = format!("{}-{}", slug(&w.name), rep + 1);
             let mut args = vec!["--color", "never", "top"];
             args.extend(ports.iter().map(String::as_str));
-            Running::Tmux(TmuxProc::spawn(
-                bin,
-                &args,
-                &ctx.runs_dir,
-                &tag,
-                (100, 40),
-            )?)
+            Running::Tmux(TmuxProc::spawn(bin, &args, &ctx.runs_dir, &tag, (100, 40))?)
         } else {
             let (mut cmd, out_file) = tool_command(ctx, tool, &out_path)?;
             cmd.args(&ports);

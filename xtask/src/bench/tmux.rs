@@ -88,13 +88,21 @@ impl TmuxProc {
             .with_context(|| format!("tmux gave no pane pid: {out:?}"))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         me.pid = loop {
-            let children =
-                fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap_or_default();
-            if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            let children = fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+                .unwrap_or_default();
+            if let Some(pid) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+            {
                 break pid;
             }
             if Instant::now() > deadline {
-                bail!("{} did not start in tmux; {}", program.display(), me.stderr_tail());
+                bail!(
+                    "{} did not start in tmux; {}",
+                    program.display(),
+                    me.stderr_tail()
+                );
             }
             thread::sleep(Duration::from_millis(5));
         };
@@ -155,13 +163,16 @@ impl TmuxProc {
                 killed = true;
             }
             if Instant::now() > deadline + Duration::from_secs(10) {
-                bail!("the tmux shell wrote no exit status; {}", self.stderr_tail());
+                bail!(
+                    "the tmux shell wrote no exit status; {}",
+                    self.stderr_tail()
+                );
             }
             thread::sleep(Duration::from_millis(5));
         }
         let times = fs::read_to_string(&self.times).context("reading the shell's times")?;
-        let cpu_total_s = children_cpu(&times)
-            .with_context(|| format!("the shell's times: {times:?}"))?;
+        let cpu_total_s =
+            children_cpu(&times).with_context(|| format!("the shell's times: {times:?}"))?;
         let code = fs::read_to_string(&self.status)
             .ok()
             .and_then(|s| s.trim().parse().ok());
