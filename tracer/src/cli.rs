@@ -184,6 +184,15 @@ pub struct Args {
     #[arg(global = true, long, value_name = "FILE")]
     pub record: Option<PathBuf>,
 
+    /// At exit, write the TCP state diagram as an SVG picture to FILE: the classic diagram
+    /// (RFC 793) with how often each arrow was taken and the median time connections spent
+    /// in each state, then the kernel's own arrows (a reset's ESTABLISHED -> CLOSED, the
+    /// handoff to a timewait socket) with their counts. Works live and with `tracer replay
+    /// FILE`. Created at start-up (mode 0600; an existing file or a symlink is refused unless
+    /// --force is given).
+    #[arg(global = true, long, value_name = "FILE")]
+    pub diagram: Option<PathBuf>,
+
     /// Replace an existing --record FILE or SVG file instead of refusing. A symlink at the
     /// path is replaced itself: tracer never writes through one.
     #[arg(global = true, long)]
@@ -296,20 +305,34 @@ pub enum Command {
     /// state now (with their history), every transition's count and rate, the connections
     /// stuck longer than `--stuck` (30 s unless given) with their owners, the busiest
     /// remotes, and tracer's own health. Every filter applies. Keys: q quit, p pause, s
-    /// cycle the remotes' sort, ? help.
+    /// cycle the remotes' sort, d diagram or list, n group the sockets by namespace or
+    /// container, / filter the lists, Up/Down and Enter a connection's timeline and ladder,
+    /// ? help.
     Top {
         /// Refresh interval.
         #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
     },
     /// Show a recording made with `--record FILE`: no root, no BPF, any machine. Every view,
-    /// filter, `--stuck` and `--summary` works as live (`--netns`, `--metrics` and `--record`
-    /// do not: the recording has no namespaces, and nothing is live). A corrupt or truncated
-    /// file stops the replay at the bad line, named, after showing everything before it.
+    /// filter, `--stuck`, `--summary` and `--diagram` works as live (`--netns`, `--metrics`
+    /// and `--record` do not: the recording has no namespaces, and nothing is live). A corrupt
+    /// or truncated file stops the replay at the bad line, named, after showing everything
+    /// before it. With `--top`, the recording plays into the `tracer top` dashboard.
     Replay {
         /// The recording.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Play it into the `tracer top` dashboard, paced by its timestamps (`--speed`),
+        /// then hold the last frame until `q`.
+        #[arg(long)]
+        top: bool,
+        /// With --top: how fast to play, as a multiple of the recorded time (`2` twice as
+        /// fast, `0.5` half); 0 plays it as fast as possible.
+        #[arg(long, value_name = "N", default_value_t = 1.0, value_parser = parse_speed)]
+        speed: f64,
+        /// With --top: the dashboard's refresh interval, in recorded time.
+        #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
     },
     /// For a classroom: open one connection on loopback and show it as a ladder, straight
     /// from the kernel (needs root, like tracing). The scenario picks how it goes.
@@ -382,12 +405,28 @@ impl Args {
         }
     }
 
-    /// The stuck threshold, from `--stuck` or `tracer stuck AGE`.
+    /// The stuck threshold, from `--stuck` or `tracer stuck AGE` (30 s in the dashboard).
     pub fn stuck_threshold(&self) -> Option<Duration> {
         match &self.command {
             Some(Command::Stuck { age }) => Some(*age),
-            Some(Command::Top { .. }) => Some(self.stuck.unwrap_or(Duration::from_secs(30))),
+            _ if self.top_interval().is_some() => {
+                Some(self.stuck.unwrap_or(Duration::from_secs(30)))
+            }
             _ => self.stuck,
+        }
+    }
+
+    /// The dashboard's refresh interval when it is shown: `tracer top`, `tracer replay FILE
+    /// --top`.
+    pub fn top_interval(&self) -> Option<Duration> {
+        match &self.command {
+            Some(Command::Top { interval })
+            | Some(Command::Replay {
+                top: true,
+                interval,
+                ..
+            }) => Some(*interval),
+            _ => None,
         }
     }
 
@@ -417,7 +456,13 @@ impl Args {
                 "the ladder view is text only: drop `-o json`, or use `--svg DIR` for diagrams next to JSON output".into(),
             );
         }
-        if let Some(Command::Replay { file }) = &self.command {
+        if let Some(Command::Replay {
+            file, top, speed, ..
+        }) = &self.command
+        {
+            if !top && *speed != 1.0 {
+                return Err("--speed paces the dashboard: add --top".into());
+            }
             if !self.netns.is_empty() || !self.netns_paths.is_empty() {
                 return Err("--netns and --netns-path cannot filter a replay: recorded events carry no network namespace".into());
             }
@@ -446,6 +491,15 @@ impl Args {
 
     pub fn quiet(&self) -> bool {
         self.quiet || matches!(self.command, Some(Command::Stuck { .. }))
+    }
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a speed: a multiple of the recorded time (`1`, `10`, `0.5`), 0 for as fast as possible"
+        )),
     }
 }
 

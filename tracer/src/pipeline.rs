@@ -6,6 +6,7 @@ use crate::{
     cgroup::Names,
     clock::WallClock,
     decode::{self, Decoded, LostCause, TcpState},
+    diagram,
     enrich::{Namespaces, OwnerResolver, TimeWaitTracker},
     filter::Filter,
     ladder::{self, Pairer},
@@ -62,6 +63,9 @@ pub struct Pipeline<S: Sink> {
     pub metrics: Option<metrics::Metrics>,
     /// `--summary`.
     pub summary: Option<Summary>,
+    /// `--diagram FILE`: the counts and times the SVG at exit shows, and its file (created at
+    /// start-up, so a bad path fails before anything runs).
+    pub diagram: Option<(diagram::Collector, std::fs::File, PathBuf)>,
     /// `--view`: per-event records and timelines (events), timelines only (connections), or
     /// ladders instead of both (ladder).
     pub view: View,
@@ -119,6 +123,7 @@ impl<S: Sink> Pipeline<S> {
             stuck_ns: None,
             metrics: None,
             summary: None,
+            diagram: None,
             view: View::Events,
             svg_dir: None,
             svg_written: 0,
@@ -225,6 +230,9 @@ impl<S: Sink> Pipeline<S> {
         if let Some(s) = &mut self.summary {
             s.transition(t);
         }
+        if let Some((d, _, _)) = &mut self.diagram {
+            d.transition(t);
+        }
         if let Some(p) = &mut self.pairer {
             p.transition(t);
         }
@@ -297,6 +305,9 @@ impl<S: Sink> Pipeline<S> {
         if wanted && let Some(s) = &mut self.summary {
             s.connection(&c);
         }
+        if wanted && let Some((d, _, _)) = &mut self.diagram {
+            d.connection(&c);
+        }
         let print = wanted && !self.quiet;
         let Some(pairer) = &mut self.pairer else {
             return if print {
@@ -354,6 +365,9 @@ impl<S: Sink> Pipeline<S> {
         }
         if let Some(s) = &mut self.summary {
             s.diag(d);
+        }
+        if let Some((c, _, _)) = &mut self.diagram {
+            c.diag(d);
         }
         if self.shows_events() && self.filter.matches_owner(d.owner.as_ref(), &self.names) {
             self.sink.diag_transition(d)?;
@@ -476,12 +490,20 @@ impl<S: Sink> Pipeline<S> {
     /// The periodic check: stuck connections (and a `tick` in the recording, so a replay
     /// checks at the same moments).
     pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
-        self.confirm_stuck_owners(now_ns)?;
+        // A sink that shows no stuck reports (the dashboard lists them itself, once per
+        // interval) spares the table two passes a tick, unless a recording needs the owners
+        // confirmed here to replay as this run would have shown them.
+        let reports = self.sink.shows_stuck_reports() || self.recorder.is_some();
+        if reports {
+            self.confirm_stuck_owners(now_ns)?;
+        }
         if let Some(r) = &mut self.recorder {
             r.line(&record::Line::Tick { ts_ns: now_ns })
                 .map_err(recording_error)?;
         }
-        self.check_stuck(now_ns)?;
+        if reports {
+            self.check_stuck(now_ns)?;
+        }
         self.sink.refresh(&self.table, now_ns)
     }
 

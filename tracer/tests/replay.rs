@@ -81,6 +81,42 @@ fn timelines_and_summary_match_their_golden_files() {
     golden("mixed.summary.txt", &ok_stdout(&out));
 }
 
+/// `--diagram FILE`: the state diagram of the mixed run, as an SVG (every arrow's count,
+/// the median time in each state, the kernel's other arrows); the file is created private.
+#[test]
+fn the_state_diagram_svg_matches_its_golden_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-diagram");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("mixed.svg");
+    let out = replay(
+        &fixture("mixed.jsonl"),
+        &["-q", "--diagram", svg.to_str().unwrap()],
+    );
+    assert!(ok_stdout(&out).is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("wrote the state diagram to {}", svg.display())),
+        "{err}"
+    );
+    let mode = std::fs::metadata(&svg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let got = std::fs::read_to_string(&svg).unwrap();
+    golden("mixed.diagram.svg", &got);
+    // An existing file is refused without --force, before anything is replayed.
+    let again = replay(
+        &fixture("mixed.jsonl"),
+        &["-q", "--diagram", svg.to_str().unwrap()],
+    );
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
 fn json_records(out: &Output) -> Vec<Value> {
     ok_stdout(out)
         .lines()

@@ -1,4 +1,5 @@
-//! The SVG ladder (`--svg DIR`) as a user sees it: opened in a real browser, headless
+//! The SVG pictures (the ladder, `--svg DIR`; the state diagram, `--diagram FILE`) as a user
+//! sees them: opened in a real browser, headless
 //! Chromium (Debian's `chromium`).
 //!
 //! - `screenshot_shows_the_diagram`: Chromium opens the `.svg` file itself and takes a
@@ -8,6 +9,11 @@
 //!   Chromium laid out every text (`--dump-dom`); the states must read top to bottom in the
 //!   order of the connection on each side, beside their own lifeline, and no text may overlap
 //!   another or be clipped by the picture's edges.
+//!
+//! - `state_diagram_screenshot_shows_the_machine` and `state_diagram_laid_out_without_overlaps`:
+//!   the same for the state diagram (`--diagram FILE`): painted, an arrowhead at the end of
+//!   every arrow, every state named, every label its arrow's count, no text over another or
+//!   clipped.
 //!
 //! `#[ignore]`d for a plain `cargo test` (they need Chromium); `cargo xtask test` installs
 //! `chromium` and runs them. The files they write (SVG, HTML, PNG) stay in
@@ -532,4 +538,249 @@ fn remote_column_and_reset_laid_out() {
         ["CLOSE", "SYN_SENT", "ESTABLISHED", "CLOSE"]
     );
     assert!(names(&lay, "right").is_empty());
+}
+
+/// The state diagram (`--diagram FILE`) laid out by Chromium: every text inside the picture,
+/// none over another.
+struct Texts {
+    width: f64,
+    height: f64,
+    texts: Vec<Laid>,
+}
+
+fn diagram_texts_in_chromium(name: &str, svg: &str) -> Texts {
+    let dir = workdir(name);
+    std::fs::write(dir.join("diagram.svg"), svg).unwrap();
+    let (w, h) = svg_size(svg);
+    let inline = svg.split_once("?>").map_or(svg, |(_, rest)| rest);
+    let html = format!(
+        r#"<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>diagram layout</title>
+<style>html, body {{ margin: 0; padding: 0; background: #fff; }}</style></head>
+<body>{inline}
+<pre id="layout"></pre>
+<script>
+(() => {{
+  const svg = document.querySelector('svg');
+  const page = svg.getBoundingClientRect();
+  const out = {{ width: page.width, height: page.height, texts: [] }};
+  for (const t of svg.querySelectorAll('text')) {{
+    const r = t.getBoundingClientRect();
+    const g = t.closest('g');
+    out.texts.push({{
+      class: t.getAttribute('class') || '',
+      side: g ? (g.getAttribute('data-state') || ((g.getAttribute('data-from') || '') + '>' + (g.getAttribute('data-to') || ''))) : '',
+      text: Array.from(t.childNodes).filter(n => n.nodeType === 3).map(n => n.textContent).join(''),
+      left: r.left - page.left, right: r.right - page.left,
+      top: r.top - page.top, bottom: r.bottom - page.top }});
+  }}
+  document.getElementById('layout').textContent = JSON.stringify(out);
+}})();
+</script></body></html>
+"#
+    );
+    let page = dir.join("layout.html");
+    std::fs::write(&page, html).unwrap();
+    let dom = run_chromium(
+        &dir,
+        &[
+            "--dump-dom".into(),
+            format!("--window-size={},{}", w + 100, h + 100),
+            file_url(&page),
+        ],
+    );
+    let json = dom
+        .split_once(r#"<pre id="layout">"#)
+        .and_then(|(_, rest)| rest.split_once("</pre>"))
+        .map(|(j, _)| {
+            j.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .filter(|j| !j.is_empty())
+        .unwrap_or_else(|| panic!("the page's script wrote no layout:\n{dom}"));
+    let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap().to_string();
+    Texts {
+        width: f(&v, "width"),
+        height: f(&v, "height"),
+        texts: v["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| Laid {
+                class: s(t, "class"),
+                side: s(t, "side"),
+                text: s(t, "text"),
+                initial: false,
+                left: f(t, "left"),
+                right: f(t, "right"),
+                top: f(t, "top"),
+                bottom: f(t, "bottom"),
+            })
+            .collect(),
+    }
+}
+
+/// The state diagram as Chromium paints it: not blank, the title at the top and the notes
+/// at the bottom, ESTABLISHED green, every taken arrow with an arrowhead at its end.
+#[test]
+#[ignore = "needs chromium"]
+fn state_diagram_screenshot_shows_the_machine() {
+    use tracer::diagram::svg as dsvg;
+    let dir = workdir("diagram-screenshot");
+    let svg = dsvg::render(&dsvg::sample(), "The TCP state machine", "a sample");
+    let file = dir.join("diagram.svg");
+    std::fs::write(&file, &svg).unwrap();
+    let (w, h) = svg_size(&svg);
+    let shot = dir.join("diagram.png");
+    run_chromium(
+        &dir,
+        &[
+            format!("--screenshot={}", shot.display()),
+            format!("--window-size={w},{h}"),
+            file_url(&file),
+        ],
+    );
+    let img = Image::read(&shot);
+    eprintln!("screenshot: {}", shot.display());
+    assert_eq!((img.width, img.height), (w, h));
+    let all = (0.0, f64::from(w));
+    let total = (w * h) as usize;
+    let ink = img.count(all, (0.0, f64::from(h)), is_ink);
+    assert!(
+        ink > total / 100 && ink < total / 3,
+        "{ink} of {total} pixels not white: blank or smeared"
+    );
+    let tenth = f64::from(h) / 10.0;
+    assert!(img.count(all, (0.0, tenth), is_dark) > 100, "no title");
+    assert!(
+        img.count(all, (f64::from(h) - tenth, f64::from(h)), is_ink) > 100,
+        "the bottom of the picture is not painted"
+    );
+    assert!(
+        img.count(all, (0.0, f64::from(h)), is_green) > 50,
+        "no green ESTABLISHED"
+    );
+    // Each arrowhead: 7 px behind its tip (the triangle is 9 px long and wide), a strip
+    // across the line is inked over 5 px or more, where a bare line would ink 2 or 3.
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let mut heads = 0;
+    for g in doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("arrow"))
+    {
+        let Some(line) = g.children().find(|n| n.has_tag_name("line")) else {
+            panic!("arrow {:?} has no head", g.attribute("data-to"));
+        };
+        let n = |a: &str| line.attribute(a).unwrap().parse::<f64>().unwrap();
+        let (x1, y1, x2, y2) = (n("x1"), n("y1"), n("x2"), n("y2"));
+        let len = ((x2 - x1).powi(2) + (y2 - y1).powi(2)).sqrt();
+        let (ux, uy) = ((x2 - x1) / len, (y2 - y1) / len);
+        let across = |back: f64| {
+            let (cx, cy) = (x2 - ux * back, y2 - uy * back);
+            if ux.abs() > uy.abs() {
+                img.count((cx - 0.5, cx + 0.5), (cy - 7.0, cy + 7.0), |p| !is_white(p))
+            } else {
+                img.count((cx - 7.0, cx + 7.0), (cy - 0.5, cy + 0.5), |p| !is_white(p))
+            }
+        };
+        let tip = across(6.5).max(across(7.5));
+        assert!(
+            tip >= 5,
+            "arrow to {:?} ({x1},{y1})->({x2},{y2}): {tip} inked pixels across, 7 px behind the tip",
+            g.attribute("data-to")
+        );
+        heads += 1;
+    }
+    assert_eq!(heads, 14);
+}
+
+fn is_white(p: [u8; 3]) -> bool {
+    p.iter().all(|&c| c > 235)
+}
+
+/// Every text of the state diagram inside the picture and apart from the others; every
+/// state named, every arrow's label its count.
+#[test]
+#[ignore = "needs chromium"]
+fn state_diagram_laid_out_without_overlaps() {
+    use tracer::diagram::svg as dsvg;
+    let c = dsvg::sample();
+    let svg = dsvg::render(
+        &c,
+        "The TCP state machine",
+        "a sample: 20571 connections on loopback",
+    );
+    let lay = diagram_texts_in_chromium("diagram-layout", &svg);
+    let (w, h) = svg_size(&svg);
+    assert_eq!((lay.width, lay.height), (f64::from(w), f64::from(h)));
+    const SLACK: f64 = 0.5;
+    for t in &lay.texts {
+        assert!(
+            t.left >= -SLACK
+                && t.top >= -SLACK
+                && t.right <= lay.width + SLACK
+                && t.bottom <= lay.height + SLACK,
+            "clipped by the picture's edges ({} x {}): {t:?}",
+            lay.width,
+            lay.height
+        );
+        assert!(t.right > t.left && t.bottom > t.top, "not drawn: {t:?}");
+    }
+    for (i, a) in lay.texts.iter().enumerate() {
+        for b in &lay.texts[i + 1..] {
+            let dx = a.right.min(b.right) - a.left.max(b.left);
+            let dy = a.bottom.min(b.bottom) - a.top.max(b.top);
+            assert!(
+                dx <= SLACK || dy <= SLACK,
+                "overlapping texts:\n  {a:?}\n  {b:?}"
+            );
+        }
+    }
+    let names: Vec<&str> = lay
+        .texts
+        .iter()
+        .filter(|t| t.class == "name")
+        .map(|t| t.text.as_str())
+        .collect();
+    for s in [
+        "CLOSED",
+        "LISTEN",
+        "SYN_SENT",
+        "SYN_RECV",
+        "ESTABLISHED",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "CLOSING",
+        "TIME_WAIT",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+    ] {
+        assert!(names.contains(&s), "{s} not shown: {names:?}");
+    }
+    assert_eq!(names.iter().filter(|n| **n == "CLOSED").count(), 2);
+    for (_, old, new) in tracer::diagram::canvas::ARROWS {
+        let key = format!(
+            "{}>{}",
+            tracer::diagram::name(old),
+            tracer::diagram::name(new)
+        );
+        let label = lay
+            .texts
+            .iter()
+            .find(|t| t.class == "label" && t.side == key)
+            .unwrap_or_else(|| panic!("no label for {key}"));
+        assert_eq!(
+            label.text,
+            c.arrows.get(old, new).total.to_string(),
+            "{key}"
+        );
+    }
+    let medians = lay.texts.iter().filter(|t| t.class == "median").count();
+    assert_eq!(medians, 9, "a median in each state measured");
+    let others = lay.texts.iter().filter(|t| t.class == "other").count();
+    assert_eq!(others, c.arrows.others().len());
+    assert!(others >= 3);
 }

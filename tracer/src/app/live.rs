@@ -8,7 +8,7 @@ use std::{
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{demo, report_files, with_pipeline};
+use super::{demo, report_files, with_pipeline, write_diagram};
 use crate::{
     cli::{self, Args},
     clock::{WallClock, monotonic_ns},
@@ -481,6 +481,8 @@ fn final_report<S: Sink>(
         );
     }
     drop(err);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    write_diagram(pipe, &format!("traced live on {}", host.trim()))?;
     report_files(args, pipe);
     Ok(())
 }

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .print();
         return Ok(ExitCode::from(2));
     }
-    if let Some(cli::Command::Replay { file }) = &args.command {
+    if let Some(cli::Command::Replay { file, .. }) = &args.command {
         return replay::run(&args, file);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -80,6 +80,11 @@ pub fn configure<S: Sink>(
         pipe.svg_dir = Some(dir.clone());
         pipe.force = args.force;
     }
+    if let Some(path) = &args.diagram {
+        let file = crate::files::create_private(path, args.force)
+            .with_context(|| format!("creating the --diagram file {}", path.display()))?;
+        pipe.diagram = Some((crate::diagram::Collector::new(), file, path.clone()));
+    }
     if pipe.view == View::Ladder || pipe.svg_dir.is_some() {
         pipe.pairer = Some(Pairer::new());
     }
@@ -92,8 +97,8 @@ macro_rules! with_pipeline {
     ($args:expr, $clock:expr, |$pipe:ident| $body:expr) => {{
         use $crate::{app::configure, cli::Output, output, pipeline::Pipeline};
         let out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-        match ($args.output, &$args.command) {
-            (_, Some($crate::cli::Command::Top { interval })) => {
+        match ($args.output, $args.top_interval()) {
+            (_, Some(interval)) => {
                 drop(out);
                 let color = std::env::var_os("NO_COLOR").is_none()
                     && $args.color != $crate::cli::ColorChoice::Never;
@@ -103,7 +108,7 @@ macro_rules! with_pipeline {
                 if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                     anyhow::bail!("tracer top draws on a terminal: stdout is not one");
                 }
-                let sink = $crate::top::Top::new(threshold, *interval, color);
+                let sink = $crate::top::Top::new(threshold, interval, color, $clock);
                 let $pipe = configure($args, $clock, Pipeline::new(sink))?;
                 $body
             }
@@ -124,6 +129,38 @@ macro_rules! with_pipeline {
 }
 
 pub(crate) use with_pipeline;
+
+/// `--diagram FILE`: the state diagram written at exit; `source` says where the events came
+/// from (under the title).
+pub(crate) fn write_diagram<S: Sink>(pipe: &mut Pipeline<S>, source: &str) -> anyhow::Result<()> {
+    let Some((c, mut file, path)) = pipe.diagram.take() else {
+        return Ok(());
+    };
+    let span = c
+        .first_ns
+        .map(|f| {
+            format!(
+                " over {}",
+                crate::units::human_ns(c.last_ns.saturating_sub(f))
+            )
+        })
+        .unwrap_or_default();
+    let filters = pipe.filter.describe();
+    let subtitle = format!(
+        "{} transitions{span}, {source}{}",
+        c.arrows.sum(),
+        if filters.is_empty() {
+            String::new()
+        } else {
+            format!("; {filters}")
+        }
+    );
+    let svg = crate::diagram::svg::render(&c, "The TCP state machine", &subtitle);
+    io::Write::write_all(&mut file, svg.as_bytes())
+        .with_context(|| format!("writing the state diagram {}", path.display()))?;
+    eprintln!("tracer: wrote the state diagram to {}", path.display());
+    Ok(())
+}
 
 /// Where the SVG diagrams and the recording went.
 pub(crate) fn report_files<S: Sink>(args: &Args, pipe: &Pipeline<S>) {

@@ -242,6 +242,11 @@ pub fn set_home(netns: u32) {
     HOME.store(netns, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The namespace "here" ([`set_home`]); 0 when unknown.
+pub fn home() -> u32 {
+    HOME.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether the text output names the namespace `netns`: known, and not "here".
 pub fn is_foreign(netns: u32) -> bool {
     let home = HOME.load(std::sync::atomic::Ordering::Relaxed);

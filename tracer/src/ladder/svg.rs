@@ -14,19 +14,14 @@ use std::fmt::{self, Write as _};
 use crate::{
     decode::TcpState,
     ladder::{Arrow, Column, Ladder, Row, Side},
+    svgdoc::{Esc, FONT, INK, LINE, MUTED, Px, state_color, text_w},
     units::human_ns,
 };
 
-/// Monospace first (the layout assumes fixed-width glyphs), from what Linux, macOS and
-/// Windows have; every viewer has a generic `monospace`.
-const FONT: &str = "'DejaVu Sans Mono', Menlo, Consolas, 'Liberation Mono', monospace";
 /// Font sizes, px.
 const FS: f64 = 13.0;
 const FS_SMALL: f64 = 11.0;
 const FS_TITLE: f64 = 15.0;
-/// Advance of one glyph of those fonts, as a fraction of the font size (DejaVu Sans Mono
-/// and Liberation Mono: 0.60; a little more, to be safe with the others).
-const CHAR_W: f64 = 0.61;
 const MARGIN: f64 = 20.0;
 /// Vertical distance between two rows.
 const ROW_H: f64 = 30.0;
@@ -39,9 +34,6 @@ const MARK_R: f64 = 3.5;
 /// The narrowest space between the lifelines.
 const MIN_MID: f64 = 300.0;
 
-const INK: &str = "#24292f";
-const MUTED: &str = "#57606a";
-const LINE: &str = "#8c959f";
 const RST: &str = "#cf222e";
 
 /// The SVG document of a ladder.
@@ -52,64 +44,10 @@ pub fn render(l: &Ladder) -> String {
     s
 }
 
-/// Width of `text` at `size` px in the monospace font.
-fn text_w(text: &str, size: f64) -> f64 {
-    text.chars().count() as f64 * size * CHAR_W
-}
-
-/// A coordinate, to 0.1 px, without a trailing `.0`.
-struct Px(f64);
-
-impl fmt::Display for Px {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tenths = (self.0 * 10.0).round() / 10.0;
-        if tenths.fract() == 0.0 {
-            write!(f, "{}", tenths as i64)
-        } else {
-            write!(f, "{tenths:.1}")
-        }
-    }
-}
-
-/// Text for XML content and attribute values: markup characters escaped, characters XML
-/// 1.0 forbids replaced by U+FFFD, line breaks and tabs made spaces (each text is one line).
-struct Esc<'a>(&'a str);
-
-impl fmt::Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for ch in self.0.chars() {
-            match ch {
-                '&' => f.write_str("&amp;")?,
-                '<' => f.write_str("&lt;")?,
-                '>' => f.write_str("&gt;")?,
-                '"' => f.write_str("&quot;")?,
-                '\'' => f.write_str("&#39;")?,
-                '\t' | '\n' | '\r' => f.write_char(' ')?,
-                c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {
-                    f.write_char('\u{FFFD}')?;
-                }
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
 const fn side_name(s: Side) -> &'static str {
     match s {
         Side::Left => "left",
         Side::Right => "right",
-    }
-}
-
-/// Green when data can flow, blue while opening, amber while closing, grey when closed.
-const fn state_color(s: TcpState) -> &'static str {
-    use TcpState::*;
-    match s {
-        Established => "#1a7f37",
-        SynSent | SynRecv | NewSynRecv => "#0550ae",
-        FinWait1 | FinWait2 | CloseWait | LastAck | Closing | TimeWait => "#9a6700",
-        Close | Listen => MUTED,
     }
 }
 

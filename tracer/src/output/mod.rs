@@ -21,7 +21,7 @@ mod text;
 mod writer_tests;
 
 pub use json::{Json, SCHEMA_VERSION};
-pub use text::Text;
+pub use text::{Text, timeline_block};
 
 pub trait Sink {
     /// The cgroup cache owners' cgroup ids are looked up in (path, unit, container, pod);
@@ -51,6 +51,19 @@ pub trait Sink {
     /// Once a second (the pipeline's tick): the table as it is now, for a view that shows
     /// its state (`tracer top`). Nothing for the others.
     fn refresh(&mut self, _table: &crate::table::Table, _now_ns: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether it shows the stuck reports ([`Self::stuck`]); a view that lists stuck
+    /// connections itself says no, and the pipeline does not look for them every tick.
+    fn shows_stuck_reports(&self) -> bool {
+        true
+    }
+    /// A replay is about to play `what` into a view that shows it (`tracer replay FILE
+    /// --top`). Nothing for the others.
+    fn replaying(&mut self, _what: &str) {}
+    /// A replay has ended: a view that shows the table's state shows the last one and stays
+    /// up until the user is done with it. Nothing for the others.
+    fn hold(&mut self, _table: &crate::table::Table, _now_ns: u64) -> io::Result<()> {
         Ok(())
     }
 }

@@ -342,6 +342,17 @@ impl<W: Write> Text<W> {
     }
 }
 
+/// A connection's timeline block as the text output prints it, without colour: for a view
+/// that shows one connection on demand (`tracer top`). An open connection's ends at its
+/// current state.
+pub fn timeline_block(c: &Conn, names: &Names) -> String {
+    let mut t = Text::new(Vec::new(), WallClock::fixed(0), false, true);
+    t.names = names.clone();
+    let mut b = Vec::with_capacity(1024);
+    t.write_block(&mut b, c);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
 /// Endpoint column width: any IPv4 endpoint and most IPv6 ones; longer ones push the row.
 pub(super) const ADDR_W: usize = 26;
 

@@ -362,11 +362,14 @@ pub struct StuckRow {
     pub netns: u32,
     /// An orphaned FIN_WAIT2: closed by its owner, the peer's FIN awaited.
     pub orphaned: bool,
+    /// Its timeline so far (for the dashboard to show on demand).
+    pub conn: Box<Conn>,
 }
 
 impl Table {
     /// The connections stuck for at least `threshold_ns` now, oldest first, at most `limit`
-    /// (for a dashboard: it does not count reports as [`Self::stuck`] does).
+    /// (for a dashboard: it does not count reports as [`Self::stuck`] does). Only the rows
+    /// kept carry a copy of their timeline.
     pub fn stuck_rows(&self, now_ns: u64, threshold_ns: u64, limit: usize) -> Vec<StuckRow> {
         let open = self
             .conns
@@ -375,15 +378,13 @@ impl Table {
             .filter_map(|c| {
                 let state = c.last_state();
                 let (age_ns, age_at_least) = c.age(now_ns);
-                (STUCK_STATES.contains(&state) && age_ns >= threshold_ns).then(|| StuckRow {
+                (STUCK_STATES.contains(&state) && age_ns >= threshold_ns).then_some((
+                    &**c,
                     state,
                     age_ns,
                     age_at_least,
-                    owner: c.owner,
-                    tuple: c.tuple,
-                    netns: c.netns,
-                    orphaned: c.orphan.is_some(),
-                })
+                    c.orphan.is_some(),
+                ))
             });
         let orphans = self
             .closing
@@ -392,19 +393,49 @@ impl Table {
             .filter(|h| h.orphaned())
             .filter_map(|h| {
                 let age_ns = h.conn.orphan_age(now_ns)?;
-                (age_ns >= threshold_ns).then_some(StuckRow {
-                    state: TcpState::FinWait2,
+                (age_ns >= threshold_ns).then_some((
+                    &*h.conn,
+                    TcpState::FinWait2,
                     age_ns,
-                    age_at_least: false,
-                    owner: h.conn.owner,
-                    tuple: h.conn.tuple,
-                    netns: h.conn.netns,
-                    orphaned: true,
-                })
+                    false,
+                    true,
+                ))
             });
-        let mut rows: Vec<StuckRow> = open.chain(orphans).collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
+        let mut rows: Vec<(&Conn, TcpState, u64, bool, bool)> = open.chain(orphans).collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.2));
         rows.truncate(limit);
-        rows
+        rows.into_iter()
+            .map(|(c, state, age_ns, age_at_least, orphaned)| StuckRow {
+                state,
+                age_ns,
+                age_at_least,
+                owner: c.owner,
+                tuple: c.tuple,
+                netns: c.netns,
+                orphaned,
+                conn: Box::new(c.clone()),
+            })
+            .collect()
+    }
+
+    /// Open sockets per state, grouped by `key` (a network namespace, a container), the
+    /// orphaned FIN_WAIT2s counted in FIN_WAIT2 as [`Self::state_counts`] does.
+    pub fn state_counts_by<K: Ord>(
+        &self,
+        mut key: impl FnMut(&Conn) -> K,
+    ) -> std::collections::BTreeMap<K, [u64; 13]> {
+        let mut out: std::collections::BTreeMap<K, [u64; 13]> = std::collections::BTreeMap::new();
+        for c in self.conns.values().chain(self.seeded.values()) {
+            out.entry(key(c)).or_insert([0; 13])[c.last_state() as usize] += 1;
+        }
+        for h in self
+            .closing
+            .values()
+            .chain(self.displaced.values())
+            .filter(|h| h.orphaned())
+        {
+            out.entry(key(&h.conn)).or_insert([0; 13])[TcpState::FinWait2 as usize] += 1;
+        }
+        out
     }
 }

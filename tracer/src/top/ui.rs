@@ -12,76 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ratatui::{
-    Frame,
-    crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
-    layout::{Constraint, Layout, Rect},
-    style::{Color, Modifier, Style},
-    text::{Line, Span},
-    widgets::{Block, Borders, Clear, Paragraph, Sparkline, Wrap},
-};
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
-use super::{Dashboard, Sort};
-use crate::{
-    decode::TcpState,
-    units::{endpoint, human_bytes, human_ns},
+use super::{
+    Dashboard,
+    keys::{Action, View},
+    panels,
 };
-
-/// The arrows of the state diagram, in the order of a connection's life: the handshake, the
-/// active close, the passive close, and the rest.
-const DIAGRAM: [(&str, &[(TcpState, TcpState)]); 4] = {
-    use TcpState::*;
-    [
-        (
-            "open",
-            &[
-                (Close, Listen),
-                (Close, SynSent),
-                (SynSent, Established),
-                (Listen, SynRecv),
-                (SynRecv, Established),
-            ],
-        ),
-        (
-            "active close",
-            &[
-                (Established, FinWait1),
-                (FinWait1, FinWait2),
-                (FinWait2, Close),
-                (FinWait2, TimeWait),
-                (TimeWait, Close),
-            ],
-        ),
-        (
-            "passive close",
-            &[
-                (Established, CloseWait),
-                (CloseWait, LastAck),
-                (LastAck, Close),
-            ],
-        ),
-        (
-            "other",
-            &[
-                (FinWait1, Closing),
-                (Closing, Close),
-                (SynSent, Close),
-                (SynRecv, Close),
-                (Established, Close),
-                (CloseWait, Close),
-                (Listen, Close),
-            ],
-        ),
-    ]
-};
-
-/// What the keys changed.
-#[derive(Clone, Copy, Debug, Default)]
-struct View {
-    paused: bool,
-    sort: Sort,
-    help: bool,
-}
 
 pub(super) struct Ui {
     stop: Arc<AtomicBool>,
@@ -122,6 +59,11 @@ impl Ui {
         })
     }
 
+    /// Whether the drawing thread still runs (it stops when the terminal goes away).
+    pub(super) fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Stops drawing, gives the terminal back as it was, then writes out what was kept from
     /// stderr.
     pub(super) fn stop(mut self) {
@@ -156,27 +98,31 @@ fn run(
     color: bool,
 ) {
     let mut view = View::default();
-    let mut frozen: Option<Dashboard> = None;
+    // The copy drawn: taken when the sink published a new one (not while paused).
+    let mut snapshot = Dashboard::default();
     let mut next_draw = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if Instant::now() >= next_draw {
-            let snapshot = match (&frozen, view.paused) {
-                (Some(f), true) => f.clone(),
-                _ => shared
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone(),
-            };
-            if view.paused && frozen.is_none() {
-                frozen = Some(snapshot.clone());
+        // A new publication is drawn at once (a replay at speed publishes faster than the
+        // interval); otherwise the screen is drawn again each interval and on keys.
+        if !view.paused {
+            let d = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if d.generation != snapshot.generation {
+                snapshot.clone_from(&d);
+                drop(d);
+                view.sync(&snapshot);
+                next_draw = Instant::now();
             }
+        }
+        if Instant::now() >= next_draw {
             if terminal
-                .draw(|f| render(f, &snapshot, &view, color))
+                .draw(|f| panels::render(f, &snapshot, &view, color))
                 .is_err()
             {
                 break;
             }
-            next_draw = Instant::now() + interval;
+            next_draw = Instant::now() + interval.min(Duration::from_secs(1));
         }
         // A terminal that went away (its window closed, tmux killed): crossterm's reader
         // would spin on it. Stop drawing; the hangup stops tracer itself.
@@ -195,20 +141,14 @@ fn run(
         let Ok(ev) = event::read() else { break };
         match ev {
             Event::Key(k) if k.kind == KeyEventKind::Press => {
-                let ctrl_c =
-                    k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c');
-                match k.code {
-                    _ if ctrl_c => quit(),
-                    KeyCode::Char('q') | KeyCode::Esc => quit(),
-                    KeyCode::Char('p') => {
-                        view.paused = !view.paused;
-                        frozen = None;
-                    }
-                    KeyCode::Char('s') => view.sort = view.sort.next(),
-                    KeyCode::Char('?') => view.help = !view.help,
-                    _ => continue,
+                let auto = terminal
+                    .size()
+                    .is_ok_and(|s| panels::auto_diagram(s.width, s.height));
+                match view.key(k, &snapshot, auto) {
+                    Action::Quit => quit(),
+                    Action::Redraw => next_draw = Instant::now(),
+                    Action::None => {}
                 }
-                next_draw = Instant::now();
             }
             Event::Resize(..) => next_draw = Instant::now(),
             _ => {}
@@ -229,249 +169,13 @@ fn terminal_gone() -> bool {
 }
 
 /// `q`: the same as Ctrl-C anywhere else, so every exit path is the one the live loop has
-/// (final records, counters, the terminal given back).
+/// (final records, counters, the terminal given back); a replay's handler of SIGINT stops
+/// it the same way.
 fn quit() {
-    // SAFETY: raising a signal at this process; the live loop handles SIGINT.
+    super::request_quit();
+    // SAFETY: raising a signal at this process; the live loop (and a replay with --top)
+    // handles SIGINT.
     unsafe { libc::raise(libc::SIGINT) };
-}
-
-fn styled(color: bool, c: Color) -> Style {
-    if color {
-        Style::default().fg(c)
-    } else {
-        Style::default()
-    }
-}
-
-fn render(f: &mut Frame, d: &Dashboard, view: &View, color: bool) {
-    let area = f.area();
-    let [head, top, mid, bottom] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Min(4),
-    ])
-    .areas(area);
-    let since = human_ns(d.now_ns.saturating_sub(d.first_ns));
-    let title = format!(
-        " tracer top · {since} · stuck ≥ {} · {}q quit  p pause  s sort  ? help",
-        human_ns(d.threshold_ns),
-        if view.paused { "PAUSED · " } else { "" }
-    );
-    f.render_widget(
-        Paragraph::new(title).style(Style::default().add_modifier(Modifier::BOLD)),
-        head,
-    );
-    let [states, health] =
-        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(top);
-    render_states(f, states, d, color);
-    render_health(f, health, d);
-    render_diagram(f, mid, d, color);
-    let [stuck, remotes] =
-        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
-    render_stuck(f, stuck, d, color);
-    render_remotes(f, remotes, d, view.sort);
-    if view.help {
-        let w = area.width.min(60);
-        let h = area.height.min(10);
-        let r = Rect::new(
-            area.x + (area.width - w) / 2,
-            area.y + (area.height - h) / 2,
-            w,
-            h,
-        );
-        f.render_widget(Clear, r);
-        f.render_widget(
-            Paragraph::new(vec![
-                Line::from("q, Esc, Ctrl-C  quit"),
-                Line::from("p               pause / resume the display"),
-                Line::from("s               sort the remotes: connections, resets,"),
-                Line::from("                retransmits, bytes"),
-                Line::from("?               this help"),
-                Line::from("Counts are sockets now; arrows count transitions since start"),
-                Line::from("and their rate over the last interval."),
-            ])
-            .block(Block::default().borders(Borders::ALL).title(" help "))
-            .wrap(Wrap { trim: true }),
-            r,
-        );
-    }
-}
-
-fn render_states(f: &mut Frame, area: Rect, d: &Dashboard, color: bool) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(" sockets now ");
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    // The states that have sockets, most first, with a sparkline of each.
-    let mut shown: Vec<(TcpState, u64)> = d
-        .states
-        .iter()
-        .map(|(s, n)| (*s, *n))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    shown.sort_by_key(|s| std::cmp::Reverse(s.1));
-    if shown.is_empty() {
-        f.render_widget(Paragraph::new("no TCP sockets followed yet"), inner);
-        return;
-    }
-    for (i, (s, n)) in shown.iter().take(inner.height as usize).enumerate() {
-        let row = Rect::new(inner.x, inner.y + i as u16, inner.width, 1);
-        let [label, spark] =
-            Layout::horizontal([Constraint::Length(22), Constraint::Min(1)]).areas(row);
-        f.render_widget(Paragraph::new(format!("{:<12}{n:>9}", s.name())), label);
-        let data: Vec<u64> = d
-            .history
-            .get(s)
-            .map(|h| {
-                let skip = h.len().saturating_sub(spark.width as usize);
-                h.iter().skip(skip).copied().collect()
-            })
-            .unwrap_or_default();
-        f.render_widget(
-            Sparkline::default()
-                .data(&data)
-                .style(styled(color, Color::Cyan)),
-            spark,
-        );
-    }
-}
-
-fn render_health(f: &mut Frame, area: Rect, d: &Dashboard) {
-    let lost: u64 = d.lost.values().sum();
-    let mut lines = vec![
-        Line::from(format!("events/s     {:>10.0}", d.events_per_s)),
-        Line::from(format!("events       {:>10}", d.events)),
-        Line::from(format!("tracer CPU   {:>9.1}%", d.cpu_share * 100.0)),
-        Line::from(format!("lost         {lost:>10}")),
-    ];
-    for (cause, n) in &d.lost {
-        lines.push(Line::from(format!("  {cause:<22}{n:>8}")));
-    }
-    let closed: u64 = d.closed.values().sum();
-    lines.push(Line::from(format!("closed       {closed:>10}")));
-    f.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" health ")),
-        area,
-    );
-}
-
-fn render_diagram(f: &mut Frame, area: Rect, d: &Dashboard, color: bool) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(" the state machine: transitions since start, per second now ");
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    // The arrows taken so far, in the order of a connection's life, in two columns.
-    let mut lines = Vec::new();
-    for (_, arrows) in DIAGRAM.iter() {
-        for (old, new) in *arrows {
-            let Some(a) = d.arrows.get(&(*old, *new)).copied().filter(|a| a.total > 0) else {
-                continue;
-            };
-            let hot = a.rate > 0.0;
-            let style = if hot {
-                styled(color, Color::Green).add_modifier(Modifier::BOLD)
-            } else {
-                Style::default()
-            };
-            let rate = if hot {
-                format!("{}/s", count(a.rate.round() as u64))
-            } else {
-                String::new()
-            };
-            let name = format!("{}→{}", short(*old), short(*new));
-            lines.push(Line::from(Span::styled(
-                format!("{name:<21}{:>7}{rate:>9}", count(a.total)),
-                style,
-            )));
-        }
-    }
-    if lines.is_empty() {
-        f.render_widget(Paragraph::new("no transitions yet"), inner);
-        return;
-    }
-    let rows = inner.height.max(1) as usize;
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(inner);
-    let rest = lines.split_off(rows.min(lines.len()));
-    f.render_widget(Paragraph::new(lines), left);
-    f.render_widget(Paragraph::new(rest), right);
-}
-
-/// `999`, `21.8k`, `1.2M`: a count in at most six characters.
-fn count(n: u64) -> String {
-    match n {
-        0..=9_999 => n.to_string(),
-        10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
-        _ => format!("{:.1}M", n as f64 / 1e6),
-    }
-}
-
-/// A state's name short enough for four columns in 80: `SYN_SENT` → `SYN_SENT`,
-/// `ESTABLISHED` → `ESTAB`.
-fn short(s: TcpState) -> &'static str {
-    match s {
-        TcpState::Established => "ESTAB",
-        TcpState::CloseWait => "CLOSE_WAIT",
-        TcpState::TimeWait => "TIME_WAIT",
-        other => other.name(),
-    }
-}
-
-fn render_stuck(f: &mut Frame, area: Rect, d: &Dashboard, color: bool) {
-    let block = Block::default().borders(Borders::ALL).title(format!(
-        " stuck ≥ {}: {} ",
-        human_ns(d.threshold_ns),
-        d.stuck.len()
-    ));
-    let mut lines = Vec::new();
-    for r in &d.stuck {
-        let owner = r.owner.map_or_else(
-            || "owner unknown".to_string(),
-            |o| format!("{} {}", o.pid, o.comm.as_str()),
-        );
-        let why = if r.orphaned { " closed, no FIN" } else { "" };
-        lines.push(Line::from(vec![
-            Span::styled(
-                format!("{:<11}", r.state.name()),
-                styled(color, Color::Red).add_modifier(Modifier::BOLD),
-            ),
-            Span::raw(format!(
-                "{}{:>8}  {owner:<22} {}→{}{why}",
-                if r.age_at_least { "≥" } else { " " },
-                human_ns(r.age_ns),
-                endpoint(r.tuple.local),
-                endpoint(r.tuple.remote),
-            )),
-        ]));
-    }
-    if lines.is_empty() {
-        lines.push(Line::from("none"));
-    }
-    f.render_widget(Paragraph::new(lines).block(block), area);
-}
-
-fn render_remotes(f: &mut Frame, area: Rect, d: &Dashboard, sort: Sort) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(format!(" top remotes by {} ", sort.name()));
-    let n = area.height.saturating_sub(2) as usize;
-    let mut lines = Vec::new();
-    for (name, r) in d.top_remotes(sort, n) {
-        let value = match sort {
-            Sort::Connections => r.connections.to_string(),
-            Sort::Resets => r.resets.to_string(),
-            Sort::Retransmits => r.retransmits.to_string(),
-            Sort::Bytes => human_bytes(r.bytes),
-        };
-        lines.push(Line::from(format!("{value:>9}  {name}")));
-    }
-    if lines.is_empty() {
-        lines.push(Line::from("none yet"));
-    }
-    f.render_widget(Paragraph::new(lines).block(block), area);
 }
 
 /// stderr sent to an anonymous file while the dashboard owns the terminal, then written to

@@ -114,7 +114,7 @@ pub(super) fn count_output(
             }
             (Some(n), "text transition rows on the ports", exit.lost)
         }
-        Tool::TracerQuiet => (
+        Tool::TracerQuiet | Tool::TracerTop => (
             exit.transitions,
             "tracer's exit line (all TCP on the host)",
             exit.lost,

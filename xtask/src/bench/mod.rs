@@ -34,6 +34,7 @@ mod report;
 mod run;
 mod soak;
 mod suite;
+mod tmux;
 mod tracefs;
 
 pub use soak::soak;
@@ -75,6 +76,8 @@ pub enum Tool {
     /// `tracer -o json --view connections > file`: one record per connection, no
     /// transition or event records.
     TracerJsonConnections,
+    /// `tracer top`, the dashboard, in a detached tmux session (it needs a terminal).
+    TracerTop,
     /// libbpf-tools `tcpstates > file`.
     Tcpstates,
     /// bcc `tcpstates-bpfcc > file`.
@@ -97,6 +100,7 @@ impl Tool {
             Self::TracerQuiet => "tracer -q",
             Self::TracerJsonNoEvents => "tracer -o json --no-events",
             Self::TracerJsonConnections => "tracer -o json --view connections",
+            Self::TracerTop => "tracer top (tmux)",
             Self::Tcpstates => "libbpf-tools tcpstates",
             Self::Bcc => "bcc tcpstates-bpfcc",
             Self::Bpftrace => "bpftrace",
@@ -113,17 +117,19 @@ impl Tool {
                 | Self::TracerQuiet
                 | Self::TracerJsonNoEvents
                 | Self::TracerJsonConnections
+                | Self::TracerTop
                 | Self::CompareJson
         )
     }
 
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Untraced,
         Self::TracerJson,
         Self::TracerText,
         Self::TracerQuiet,
         Self::TracerJsonNoEvents,
         Self::TracerJsonConnections,
+        Self::TracerTop,
         Self::Tcpstates,
         Self::Bcc,
         Self::Bpftrace,
@@ -182,6 +188,11 @@ pub struct BenchArgs {
     /// Keep each run's output file in target/bench/runs/ (they can be hundreds of MB).
     #[arg(long)]
     pub keep_output: bool,
+    /// Give the tracer tools `-p` for the generator's ports (filtered in the kernel): other
+    /// TCP traffic on the host (other jobs on a shared machine) then costs them nothing, so
+    /// two tracer views compare on the generator's events alone. The peers stay unfiltered.
+    #[arg(long)]
+    pub only_ports: bool,
     /// Where results.md and results.json go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,

@@ -111,29 +111,16 @@ impl Proc {
         }
     }
 
-    /// Seconds from exec until one of the process's BPF programs has run: meanwhile a
-    /// listening socket is opened and closed every 2 ms (CLOSE -> LISTEN -> CLOSE, no packets).
+    /// Seconds from exec until one of the process's BPF programs has run ([`first_event`]).
     pub(super) fn wait_for_first_event(&mut self, timeout: Duration) -> anyhow::Result<f64> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if prog_stats(self.pid).values().any(|p| p.run_cnt > 0) {
-                return Ok(self.started.elapsed().as_secs_f64());
-            }
+        let (pid, started) = (self.pid, self.started);
+        first_event(pid, started, timeout, || {
             if self.exited() {
-                bail!("exited during start-up; {}", self.stderr_tail());
+                Some(self.stderr_tail())
+            } else {
+                None
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "no BPF program of it ran within {timeout:?} (is kernel.bpf_stats_enabled on?); {}",
-                    self.stderr_tail()
-                );
-            }
-            // Port 0: the kernel picks one in the host's ephemeral range, never ours.
-            if let Ok(l) = TcpListener::bind("127.0.0.1:0") {
-                drop(l);
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
+        })
     }
 
     /// For perf: seconds until it has a perf event open, plus a moment for it to enable it.
@@ -219,6 +206,34 @@ impl Proc {
             transitions,
             lost,
         })
+    }
+}
+
+/// Seconds from `started` until one of process `pid`'s BPF programs has run: meanwhile a
+/// listening socket is opened and closed every 2 ms (CLOSE -> LISTEN -> CLOSE, no packets).
+/// `exited` says why not when the process is gone (its stderr's tail).
+pub(super) fn first_event(
+    pid: i32,
+    started: Instant,
+    timeout: Duration,
+    mut exited: impl FnMut() -> Option<String>,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if prog_stats(pid).values().any(|p| p.run_cnt > 0) {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if let Some(tail) = exited() {
+            bail!("exited during start-up; {tail}");
+        }
+        if Instant::now() > deadline {
+            bail!("no BPF program of it ran within {timeout:?} (is kernel.bpf_stats_enabled on?)");
+        }
+        // Port 0: the kernel picks one in the host's ephemeral range, never ours.
+        if let Ok(l) = TcpListener::bind("127.0.0.1:0") {
+            drop(l);
+        }
+        thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -146,7 +146,7 @@ pub(super) fn markdown(r: &Report) -> String {
             _ => "–".into(),
         };
         let captured = match x.captured {
-            Some(c) if x.tool != Tool::TracerQuiet => format!(
+            Some(c) if !matches!(x.tool, Tool::TracerQuiet | Tool::TracerTop) => format!(
                 "{c} / {} ({:.3}%)",
                 x.kernel_events,
                 100.0 * c as f64 / x.kernel_events.max(1) as f64
@@ -177,7 +177,7 @@ pub(super) fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q: its exit line's count, all TCP on the host). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions. Peak RSS: ru_maxrss. Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q and perf; the tracers are not filtered, so other TCP traffic on the host moves it). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
+        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q and tracer top: their exit line's count, all TCP on the host unless --only-ports). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions (tracer top, run in tmux: from its shell's `times`). Peak RSS: ru_maxrss (tracer top: VmHWM before the stop). Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q, top and perf; unless --only-ports the tracers are not filtered, so other TCP traffic on the host moves it). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
     );
     if !r.skipped.is_empty() {
         let _ = writeln!(s, "\nSkipped:");

@@ -15,9 +15,65 @@ use crate::loadgen::{self, Family};
 use super::{
     Tool,
     count::count_output,
-    proc::{Proc, cpu_ticks, prog_delta, prog_stats, slug, status_kib, uname_r, wait_quiet},
+    proc::{
+        Exit, Proc, cpu_ticks, first_event, prog_delta, prog_stats, slug, status_kib, uname_r,
+        wait_quiet,
+    },
+    tmux::TmuxProc,
     tracefs::{TraceCount, last_write_mono_s},
 };
+
+/// A running tool: a child with its output in a file, or one in a tmux session.
+enum Running {
+    Child(Proc),
+    Tmux(TmuxProc),
+}
+
+impl Running {
+    fn pid(&self) -> i32 {
+        match self {
+            Self::Child(p) => p.pid,
+            Self::Tmux(p) => p.pid,
+        }
+    }
+
+    fn wait_for_first_event(&mut self, timeout: Duration) -> anyhow::Result<f64> {
+        match self {
+            Self::Child(p) => p.wait_for_first_event(timeout),
+            Self::Tmux(p) => first_event(p.pid, p.started, timeout, || {
+                p.exited().then(|| p.stderr_tail())
+            }),
+        }
+    }
+
+    fn wait_for_stderr(&mut self, prefix: &str, timeout: Duration) -> anyhow::Result<f64> {
+        match self {
+            Self::Child(p) => p.wait_for_stderr(prefix, timeout),
+            Self::Tmux(p) => p.wait_for_stderr(prefix, timeout),
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        match self {
+            Self::Child(p) => p.stderr_tail(),
+            Self::Tmux(p) => p.stderr_tail(),
+        }
+    }
+
+    fn interrupt(&self) {
+        match self {
+            Self::Child(p) => p.interrupt(),
+            Self::Tmux(p) => p.interrupt(),
+        }
+    }
+
+    fn stop(self, timeout: Duration) -> anyhow::Result<Exit> {
+        match self {
+            Self::Child(p) => p.stop(timeout),
+            Self::Tmux(p) => p.stop(timeout),
+        }
+    }
+}
 
 pub(super) struct Ctx {
     pub(super) tracer: Option<PathBuf>,
@@ -25,6 +81,8 @@ pub(super) struct Ctx {
     pub(super) compare: Option<PathBuf>,
     pub(super) runs_dir: PathBuf,
     pub(super) keep_output: bool,
+    /// `--only-ports`: the tracer tools get `-p` for the generator's ports.
+    pub(super) only_ports: bool,
     pub(super) family: Family,
 }
 
@@ -123,12 +181,34 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
     let mut startup_s = None;
     let mut attached_line_s = None;
     if tool != Tool::Untraced {
-        let (mut cmd, out_file) = tool_command(ctx, tool, &out_path)?;
-        let mut p = Proc::spawn(&mut cmd, out_file)?;
-        let ready = if tool == Tool::Perf {
-            p.wait_for_perf_event(Duration::from_secs(60))
+        let ports: Vec<String> = if ctx.only_ports && tool.is_tracer() {
+            (g.port..g.port + g.listeners() as u16)
+                .flat_map(|p| ["-p".to_string(), p.to_string()])
+                .collect()
         } else {
-            p.wait_for_first_event(Duration::from_secs(120))
+            Vec::new()
+        };
+        if !ports.is_empty() {
+            notes.push(format!("tracer {}", ports.join(" ")));
+        }
+        let mut p = if tool == Tool::TracerTop {
+            let bin = ctx.tracer.as_ref().context("no tracer binary")?;
+            // An empty output file: nothing is written but the screen.
+            File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
+            let tag = format!("{}-{}", slug(&w.name), rep + 1);
+            let mut args = vec!["--color", "never", "top"];
+            args.extend(ports.iter().map(String::as_str));
+            Running::Tmux(TmuxProc::spawn(bin, &args, &ctx.runs_dir, &tag, (100, 40))?)
+        } else {
+            let (mut cmd, out_file) = tool_command(ctx, tool, &out_path)?;
+            cmd.args(&ports);
+            Running::Child(Proc::spawn(&mut cmd, out_file)?)
+        };
+        let ready = match &mut p {
+            Running::Child(c) if tool == Tool::Perf => {
+                c.wait_for_perf_event(Duration::from_secs(60))
+            }
+            _ => p.wait_for_first_event(Duration::from_secs(120)),
         };
         match ready {
             Ok(s) => startup_s = Some(s),
@@ -152,8 +232,10 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
         proc = Some(p);
     }
 
-    let before = proc.as_ref().map(|p| (cpu_ticks(p.pid), prog_stats(p.pid)));
-    let rss_before_kib = proc.as_ref().and_then(|p| status_kib(p.pid, "VmRSS:"));
+    let before = proc
+        .as_ref()
+        .map(|p| (cpu_ticks(p.pid()), prog_stats(p.pid())));
+    let rss_before_kib = proc.as_ref().and_then(|p| status_kib(p.pid(), "VmRSS:"));
     let gen_result = run_loadgen(g);
     let lg = match gen_result {
         Ok(g) => g,
@@ -208,12 +290,13 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
             Duration::from_secs_f64(min),
             Duration::from_secs(60),
         );
-        let progs1 = prog_stats(p.pid);
+        let progs1 = prog_stats(p.pid());
         res.rss_before_kib = rss_before_kib;
-        res.rss_after_kib = status_kib(p.pid, "VmRSS:");
+        res.rss_after_kib = status_kib(p.pid(), "VmRSS:");
         let written = out_path.clone();
-        // -q writes no records, and perf writes its data file in its own time.
-        if !matches!(tool, Tool::TracerQuiet | Tool::Perf) {
+        // -q writes no records, top only to its screen, and perf writes its data file in
+        // its own time.
+        if !matches!(tool, Tool::TracerQuiet | Tool::TracerTop | Tool::Perf) {
             res.drain_s = last_write_mono_s(&written)
                 .zip(counter.last_event_s())
                 .map(|(w, k)| w - k);
@@ -298,6 +381,7 @@ pub(super) fn tool_command(ctx: &Ctx, tool: Tool, out: &Path) -> anyhow::Result<
     };
     let cmd = match tool {
         Tool::Untraced => bail!("untraced has no command"),
+        Tool::TracerTop => bail!("tracer top runs in tmux, not with a command of its own"),
         Tool::TracerJson => {
             let mut c = tracer()?;
             c.args(["-o", "json"]);

@@ -67,6 +67,7 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
         compare,
         runs_dir,
         keep_output: args.keep_output,
+        only_ports: args.only_ports,
         family: args.shape.family,
     };
 
