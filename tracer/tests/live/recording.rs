@@ -182,7 +182,11 @@ fn a_recording_is_private_and_never_replaces_a_file_or_follows_a_link() {
     let (ok, err) = record_under_umask_0(&rec, &[]);
     assert!(ok, "{err:?}");
     assert_eq!(mode(&rec), 0o600);
-    assert_eq!(replays(&rec), 3, "the recording holds the listener and both ends");
+    assert_eq!(
+        replays(&rec),
+        3,
+        "the recording holds the listener and both ends"
+    );
 
     // A symlink planted at the path: refused with the one error, its target untouched, the
     // link left as it was.
