@@ -358,16 +358,40 @@ fn a_full_queue_leaves_records_in_the_ring_and_every_loss_is_counted() {
         .unwrap_or_else(|| panic!("{full}"));
     assert!(times >= 1, "{full}");
     assert!(full.contains("(--queue-size 1 MiB)"), "{full}");
-    // Every transition the kernel emitted on the port was captured or reported lost
-    // (recursion misses are host-wide: other traffic can add a few; without any, exact).
+    // Everything the kernel put in the ring came out, however long it waited behind the
+    // queue: the kernel's own count of what it submitted (seen − filtered out) is what was
+    // captured.
+    let c = StopCounts::from_stderr(err);
+    assert_eq!(c.transitions, o.captured, "{err:?}");
+    assert_eq!(c.submitted(), o.captured, "{c:?}; {err:?}");
+    // Against the kernel's count (tracefs): nothing captured or counted twice, and every
+    // transition missing from the output was reported lost. Recursion misses are counted
+    // for every TCP transition on the host (other traffic can add a few), and the kernel can
+    // drop an event before any program runs, without a count tracer could read (README,
+    // "Losses are reported"): at most a small residue, named when it shows.
     assert!(
-        o.captured + o.lost_full <= o.emitted && o.emitted <= o.captured + o.lost,
-        "captured {} + lost {} ({misses} recursion misses, host-wide) vs emitted {}; {err:?}",
+        o.captured + o.lost_full <= o.emitted,
+        "captured {} + lost to a full ring {} > emitted {}; {err:?}",
         o.captured,
-        o.lost,
+        o.lost_full,
         o.emitted
     );
-    if misses == 0 {
+    let uncounted = o.emitted.saturating_sub(o.captured + o.lost);
+    assert!(
+        uncounted * 100 <= o.emitted,
+        "{uncounted} of {} transitions reached no run of the program and no recursion miss \
+         (captured {}, lost {}: {} to a full ring, {misses} recursion misses); {err:?}",
+        o.emitted,
+        o.captured,
+        o.lost,
+        o.lost_full
+    );
+    if uncounted > 0 {
+        eprintln!(
+            "burst: {uncounted} of {} transitions dropped by the kernel before the program",
+            o.emitted
+        );
+    } else if misses == 0 {
         assert_eq!(o.captured + o.lost_full, o.emitted, "{err:?}");
     }
 }
