@@ -124,7 +124,7 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "no BPF program of it ran within {timeout:?} (is kernel.bpf_stats_enabled on?); {}",
+                    "no BPF program of it ran within {timeout:?} (are the kernel's BPF statistics on?); {}",
                     self.stderr_tail()
                 );
             }
