@@ -302,6 +302,20 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
         res.summary_line = exit.summary_line.clone();
         if tool.is_tracer() {
             res.lost_ring_full = exit.summary_line.as_deref().and_then(ring_full_of);
+            // Whether its reader's queue reached its bound (then the ring filled behind it)
+            // or held a burst: the lines tracer prints at exit about it.
+            for l in &exit.stderr {
+                if let Some(q) = l
+                    .strip_prefix("tracer: the reader's queue was full ")
+                    .and_then(|r| r.split(':').next())
+                {
+                    res.notes.push(format!("queue full {q}"));
+                } else if let Some(q) =
+                    l.strip_prefix("tracer: a burst waited in the reader's queue: ")
+                {
+                    res.notes.push(format!("queue: {q}"));
+                }
+            }
         }
         if tool != Tool::Perf {
             let (ns_run, total_ns, misses) = prog_delta(&progs0, &progs1);
