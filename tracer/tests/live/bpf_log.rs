@@ -46,8 +46,22 @@ fn bpf_log_shows_the_programs_line_once_without_rust_log() {
         )]
     );
     // The whole connection was traced (the log costs no events).
-    assert_eq!(counts.transitions, kernel as u64);
-    assert_eq!(counts.lost, 0);
+    all_arrived(&counts, kernel);
+}
+
+/// Every transition of the connection (tracefs) arrived; on a busy host the kernel may skip
+/// a few, counted as recursion misses (host-wide, so not exact): then only the bounds.
+fn all_arrived(counts: &StopCounts, kernel: usize) {
+    let kernel = kernel as u64;
+    assert!(kernel >= 10, "tracefs saw only {kernel} transitions");
+    if counts.lost == 0 {
+        assert_eq!(counts.transitions, kernel, "{counts:?}");
+    } else {
+        assert!(
+            counts.transitions <= kernel && kernel <= counts.transitions + counts.lost,
+            "{counts:?} vs tracefs {kernel}"
+        );
+    }
 }
 
 #[test]
@@ -56,6 +70,5 @@ fn without_bpf_log_the_program_logs_nothing() {
     let (_, lines, counts, kernel) = logged(&[]);
     assert_eq!(lines, Vec::<String>::new());
     // Not silence for want of events: every transition of the connection arrived.
-    assert!(kernel >= 10, "tracefs saw only {kernel} transitions");
-    assert_eq!(counts.transitions, kernel as u64);
+    all_arrived(&counts, kernel);
 }

@@ -19,10 +19,14 @@ fn family_filter_is_applied_in_the_kernel() {
     assert_eq!(counts.transitions, 0, "{err:?}");
     assert_eq!(counts.context_events, 0, "{err:?}");
     // The kernel did see the connection's transitions (tracefs) and dropped them itself:
-    // each is counted as filtered out there (with whatever else the host did meanwhile).
+    // each is counted as filtered out there (with whatever else the host did meanwhile), or
+    // as a recursion miss where the kernel skipped the program.
     let kernel = kernel.count() as u64;
     assert!(kernel >= 10, "tracefs saw only {kernel} transitions");
-    assert!(counts.filtered_out >= kernel, "{counts:?} vs {kernel}");
+    assert!(
+        counts.filtered_out + counts.lost >= kernel,
+        "{counts:?} vs {kernel}"
+    );
     assert_eq!(counts.submitted(), 0, "{counts:?}");
 }
 
