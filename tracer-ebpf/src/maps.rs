@@ -3,7 +3,7 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{AddrKey, Config, Counters, KOwner, NetnsOffsets, kind};
 
@@ -14,6 +14,11 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<Counters> =
     PerCpuArray::with_max_entries(kind::COUNT as u32, 0);
+
+/// `--bpf-log`'s one "the log is alive" line (transition.rs): 0 until a transition logged it.
+/// Touched only when the loader turned the log on; the loader never reads it.
+#[map]
+pub(crate) static LOGGED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Ports of `--port`/`--lport`/`--rport`; the loader sizes it to the number of ports.
 #[map]

@@ -2,13 +2,16 @@
 //! `tracer_common::layout`) and the portable one (`bpf_probe_read_kernel` at the offsets in
 //! `LAYOUT`, from the running kernel's `format` file). The loader loads one of them.
 use aya_ebpf::{EbpfContext as _, Global, macros::tracepoint, programs::TracePointContext};
-use aya_log_ebpf::debug;
+use aya_log_ebpf::{
+    debug, info,
+    macro_support::{Level, level_enabled},
+};
 use tracer_common::{AF_INET, Counters, FAST_LAYOUT, IPPROTO_TCP, RuntimeLayout, kind};
 
 use crate::{
     emit::{Fields, emit},
     filters::{addr_passes, netns_passes, owner_passes, passes, sock_netns},
-    maps::{CONFIG, COUNTERS},
+    maps::{CONFIG, COUNTERS, LOGGED},
     readers::{Direct, Probe, Record, v4_word},
 };
 
@@ -40,7 +43,7 @@ fn handle<R: Record>(ctx: &TracePointContext, rec: &R, l: &RuntimeLayout) {
         return;
     };
     bump!(c, seen);
-    if fill(rec, l, c).is_err() {
+    if fill(ctx, rec, l, c).is_err() {
         bump!(c, lost_read_error);
         debug!(ctx, "inet_sock_set_state: a record field could not be read");
     }
@@ -49,7 +52,12 @@ fn handle<R: Record>(ctx: &TracePointContext, rec: &R, l: &RuntimeLayout) {
 /// Reads a transition, applies the filters, and emits it. `Err` means a field could not be
 /// read (the event is lost and counted); filtered-out events return `Ok`.
 #[inline(always)]
-fn fill<R: Record>(rec: &R, l: &RuntimeLayout, c: *mut Counters) -> Result<(), ()> {
+fn fill<R: Record>(
+    ctx: &TracePointContext,
+    rec: &R,
+    l: &RuntimeLayout,
+    c: *mut Counters,
+) -> Result<(), ()> {
     let cfg = CONFIG.load();
     let family: u16 = rec.read(l.family)?;
     let sport: u16 = rec.read(l.sport)?;
@@ -99,7 +107,39 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout, c: *mut Counters) -> Result<(), (
         value: crate::stats::handshake_srtt(skaddr, oldstate, newstate),
         netns,
     };
+    log_first(ctx, &f);
     emit(&cfg, &f, c);
     crate::stats::after_transition(&f);
     Ok(())
+}
+
+/// `--bpf-log`: one line for the first transition that passes the filters, so a user sees the
+/// program's log is alive (otherwise the programs log only when a read fails, which a healthy
+/// kernel never does). Without `--bpf-log` the loader sets aya-log's level, a read-only global,
+/// to 0: the cost per event is that load and a branch (which the verifier, knowing the frozen
+/// value, removes as dead code), and `LOGGED` is never looked up.
+#[inline(always)]
+fn log_first(ctx: &TracePointContext, f: &Fields) {
+    if !level_enabled(Level::Info) {
+        return;
+    }
+    let Some(logged) = LOGGED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `logged` is a valid value of a one-slot array map. Not atomic: two CPUs that race
+    // for the very first transition may both log it, which is harmless.
+    unsafe {
+        if *logged != 0 {
+            return;
+        }
+        *logged = 1;
+    }
+    info!(
+        ctx,
+        "log is live: first transition sport {} dport {} state {} -> {}",
+        f.sport,
+        f.dport,
+        f.oldstate,
+        f.newstate
+    );
 }

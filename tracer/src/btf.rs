@@ -560,29 +560,6 @@ mod tests {
             std::mem::size_of::<tracer_common::AcceptOffsets>(),
             (want.len() + 1) * 4
         );
-        // The tcp_sock counters read at each close (rtt_min.s[0].v is an array element:
-        // its offset is checked for plausibility in stats_offsets_tests).
-        let (st, _) = tcp_stats_offsets(&btf).unwrap();
-        for (field, ours) in [
-            ("bytes_acked", st.bytes_acked),
-            ("bytes_received", st.bytes_received),
-            ("bytes_retrans", st.bytes_retrans),
-            ("segs_out", st.segs_out),
-            ("segs_in", st.segs_in),
-            ("total_retrans", st.total_retrans),
-            ("srtt_us", st.srtt_us),
-            ("mdev_us", st.mdev_us),
-            ("snd_cwnd", st.snd_cwnd),
-            ("rate_delivered", st.rate_delivered),
-            ("rate_interval_us", st.rate_interval_us),
-            ("mss_cache", st.mss_cache),
-        ] {
-            assert_eq!(
-                ours,
-                raw.offset("tcp_sock", &[field]),
-                "TcpStatsOffsets.{field}: ours vs bpftool"
-            );
-        }
         // And struct sock_common's start, stable for years: the address pair, the port pair,
         // the family, the state.
         assert_eq!(
@@ -597,37 +574,49 @@ mod tests {
             (0, 4, 12, 14, 16, 18)
         );
     }
-}
 
-#[cfg(test)]
-mod stats_offsets_tests {
-    use super::*;
-
-    /// Every counter this kernel (6.18) has is found, at a plausible place in `tcp_sock`.
     #[test]
-    fn this_kernels_tcp_stats_offsets() {
-        let Ok(btf) = Btf::from_sys_fs() else { return };
+    fn this_kernels_tcp_stats_offsets_match_bpftool() {
+        // Every `tcp_sock` counter offset the loader takes from the running kernel's BTF,
+        // against bpftool's reading of the same BTF. Fails (does not skip) without either.
+        let btf = Btf::from_sys_fs().expect("reading /sys/kernel/btf/vmlinux");
+        let raw = RawDump::load();
         let (o, missing) = tcp_stats_offsets(&btf).unwrap();
-        eprintln!("{o:?}");
-        assert!(missing.is_empty(), "{missing:?}");
-        for off in [
-            o.bytes_acked,
-            o.bytes_received,
-            o.bytes_retrans,
-            o.segs_out,
-            o.segs_in,
-            o.total_retrans,
-            o.srtt_us,
-            o.mdev_us,
-            o.min_rtt,
-            o.snd_cwnd,
-            o.rate_delivered,
-            o.rate_interval_us,
-            o.mss_cache,
-        ] {
-            // Past the inet_connection_sock at the head of a tcp_sock, within a few KiB.
-            assert!((1024..8192).contains(&off), "{o:?}");
+        // This kernel (6.18) has every counter; an older one may lack some (then reported).
+        assert!(
+            missing.is_empty(),
+            "counters missing from tcp_sock: {missing:?}"
+        );
+        let tp = |m: &str| raw.offset("tcp_sock", &[m]);
+        let want = [
+            ("bytes_acked", o.bytes_acked, tp("bytes_acked")),
+            ("bytes_received", o.bytes_received, tp("bytes_received")),
+            ("bytes_retrans", o.bytes_retrans, tp("bytes_retrans")),
+            ("segs_out", o.segs_out, tp("segs_out")),
+            ("segs_in", o.segs_in, tp("segs_in")),
+            ("total_retrans", o.total_retrans, tp("total_retrans")),
+            ("srtt_us", o.srtt_us, tp("srtt_us")),
+            ("mdev_us", o.mdev_us, tp("mdev_us")),
+            // `rtt_min.s[0].v`: the array starts at `s`, its first sample's value at `v`.
+            (
+                "min_rtt",
+                o.min_rtt,
+                raw.offset("tcp_sock", &["rtt_min", "s"]) + raw.offset("minmax_sample", &["v"]),
+            ),
+            ("snd_cwnd", o.snd_cwnd, tp("snd_cwnd")),
+            ("rate_delivered", o.rate_delivered, tp("rate_delivered")),
+            ("rate_interval_us", o.rate_interval_us, tp("rate_interval_us")),
+            ("mss_cache", o.mss_cache, tp("mss_cache")),
+        ];
+        for (field, ours, theirs) in want {
+            assert_eq!(ours, theirs, "TcpStatsOffsets.{field}: ours vs bpftool");
         }
+        assert_eq!(o.enabled, 1);
+        // Every field of TcpStatsOffsets is compared above (13 u32 offsets and `enabled`).
+        assert_eq!(
+            std::mem::size_of::<tracer_common::TcpStatsOffsets>(),
+            (want.len() + 1) * 4
+        );
         // The pairs the kernel side reads in one go when adjacent: they are, here.
         assert_eq!(o.snd_cwnd, o.mss_cache + 4, "{o:?}");
         assert_eq!(o.rate_interval_us, o.rate_delivered + 4, "{o:?}");

@@ -279,7 +279,9 @@ pub struct Args {
     #[arg(global = true, long, hide = true)]
     pub force_portable: bool,
 
-    /// Show the eBPF program's own debug log (aya-log) on stderr; for debugging tracer.
+    /// Show the eBPF program's own log (aya-log) on stderr, whatever RUST_LOG says: a line
+    /// for the first transition that passes the filters (the log is alive), then one for any
+    /// record field the program fails to read. For debugging tracer.
     #[arg(global = true, long)]
     pub bpf_log: bool,
 }

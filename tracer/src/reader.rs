@@ -144,6 +144,36 @@ struct Shared {
     stop: AtomicBool,
 }
 
+impl Shared {
+    fn new() -> Self {
+        Self {
+            chunks: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            full: AtomicUsize::new(0),
+            pool: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// A chunk the pipeline is done with: kept for reuse (up to [`POOL_KEEP`]) or unmapped,
+    /// which makes room under the bound.
+    fn give_back(&self, mut c: Chunk) {
+        c.len = 0;
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pool.len() < POOL_KEEP {
+            pool.push(c);
+        } else {
+            drop(pool);
+            drop(c);
+            self.chunks.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// The reader thread's end of the event loop.
 pub struct Reader {
     rx: mpsc::UnboundedReceiver<io::Result<Batch>>,
@@ -156,15 +186,8 @@ impl Reader {
     /// Starts the thread: drains `ring` when the kernel wakes it and at least every `poll`,
     /// keeping at most `max_bytes` of chunks (at least one).
     pub fn spawn(ring: Ring, poll: Duration, max_bytes: usize) -> io::Result<Self> {
-        let max_chunks = (max_bytes / CHUNK_BYTES).max(1);
-        let shared = Arc::new(Shared {
-            chunks: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-            full: AtomicUsize::new(0),
-            pool: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
-        });
+        let max_chunks = chunks_for(max_bytes);
+        let shared = Arc::new(Shared::new());
         let (tx, rx) = mpsc::unbounded_channel();
         let s = Arc::clone(&shared);
         let thread = thread::Builder::new()
@@ -189,20 +212,8 @@ impl Reader {
 
     /// Gives a batch's chunk back once its records are handled.
     pub fn recycle(&self, b: Batch) {
-        if let Some(mut c) = b.chunk {
-            c.len = 0;
-            let mut pool = self
-                .shared
-                .pool
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if pool.len() < POOL_KEEP {
-                pool.push(c);
-            } else {
-                drop(pool);
-                drop(c);
-                self.shared.chunks.fetch_sub(1, Ordering::AcqRel);
-            }
+        if let Some(c) = b.chunk {
+            self.shared.give_back(c);
         }
     }
 
@@ -260,6 +271,11 @@ impl Drop for Reader {
             let _ = t.join();
         }
     }
+}
+
+/// The queue's bound in chunks for `--queue-size` bytes: rounded down, at least one.
+fn chunks_for(max_bytes: usize) -> usize {
+    (max_bytes / CHUNK_BYTES).max(1)
 }
 
 /// A chunk from the pool, or a new one if the bound allows.
@@ -422,6 +438,63 @@ mod tests {
         let got: Vec<&[u8]> = b.records().collect();
         assert_eq!(got.len(), recs.len());
         assert!(got.iter().zip(&recs).all(|(a, b)| *a == b.as_slice()));
+    }
+
+    #[test]
+    fn the_queue_never_holds_more_chunks_than_its_bound() {
+        // --queue-size 3 MiB: three chunks, then none until the pipeline gives one back
+        // (the reader then leaves the records in the ring, where the kernel counts what does
+        // not fit as ringbuf_full).
+        let s = Shared::new();
+        let max = chunks_for(3 << 20);
+        assert_eq!(max, 3);
+        let mut held: Vec<Chunk> = (0..max)
+            .map(|_| take_chunk(&s, max).unwrap().expect("under the bound"))
+            .collect();
+        assert!(take_chunk(&s, max).unwrap().is_none(), "past the bound");
+        assert!(take_chunk(&s, max).unwrap().is_none(), "still past it");
+        assert_eq!(s.chunks.load(Ordering::Relaxed), max);
+        assert_eq!(s.peak.load(Ordering::Relaxed), max);
+        // One handled: it is reused, and the bound still holds.
+        let mut c = held.pop().unwrap();
+        assert!(c.push(&[1, 2, 3]));
+        s.give_back(c);
+        let again = take_chunk(&s, max).unwrap().expect("the chunk given back");
+        assert!(again.is_empty(), "a reused chunk starts empty");
+        assert!(take_chunk(&s, max).unwrap().is_none());
+        assert_eq!(s.chunks.load(Ordering::Relaxed), max);
+        held.push(again);
+        // The pool keeps POOL_KEEP chunks; the rest are unmapped, freeing room.
+        let s = Shared::new();
+        let max = POOL_KEEP + 2;
+        let all: Vec<Chunk> = (0..max)
+            .map(|_| take_chunk(&s, max).unwrap().unwrap())
+            .collect();
+        for c in all {
+            s.give_back(c);
+        }
+        assert_eq!(s.chunks.load(Ordering::Relaxed), POOL_KEEP);
+        assert_eq!(s.pool.lock().unwrap().len(), POOL_KEEP);
+        assert_eq!(s.peak.load(Ordering::Relaxed), max);
+        // The bound: POOL_KEEP from the pool, then two new ones, then none.
+        let again: Vec<Chunk> = (0..max)
+            .map(|_| take_chunk(&s, max).unwrap().expect("under the bound"))
+            .collect();
+        assert!(take_chunk(&s, max).unwrap().is_none());
+        assert_eq!(again.len(), max);
+        drop(held);
+    }
+
+    #[test]
+    fn the_queue_bound_in_chunks() {
+        assert_eq!(chunks_for(128 << 20), 128, "the default --queue-size");
+        assert_eq!(chunks_for(1 << 20), 1, "the least --queue-size");
+        assert_eq!(chunks_for((1 << 20) + (1 << 19)), 1, "rounded down");
+        assert_eq!(
+            chunks_for(0),
+            1,
+            "never zero: the reader could read nothing"
+        );
     }
 
     #[test]

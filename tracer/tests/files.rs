@@ -55,9 +55,21 @@ fn svg_files_are_private_and_never_replace_a_file_or_follow_a_link() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("already exists") && err.contains("--force"),
+        err.contains("already exists (a file)") && err.contains("--force"),
         "{err}"
     );
+    assert_eq!(std::fs::read(&first).unwrap(), b"mine", "the refused file");
+
+    // --force replaces the existing regular file with a private diagram.
+    std::fs::set_permissions(&first, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tracer(&["replay", FIXTURE, "-q", "--svg", d, "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&first), 0o600);
+    assert!(std::fs::read_to_string(&first).unwrap().contains("<svg "));
 
     // A symlink planted at a name: not followed, with or without --force.
     let victim = root.join("victim");

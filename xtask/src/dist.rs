@@ -253,8 +253,16 @@ pub(crate) fn deb(root: &Path) -> anyhow::Result<PathBuf> {
 /// The package's `Depends`, from the binary's own `DT_NEEDED` libraries and the newest symbol
 /// version it uses of each (what dpkg-shlibdeps would say, without its source-tree set-up):
 /// glibc (`libc.so.6`, `libm.so.6`, the loader) → `libc6 (>= newest GLIBC_x.y)`; `libgcc_s.so.1`
-/// (Rust's unwinder, in every Debian system: Protected) → `libgcc-s1 (>= newest GCC_x.y)`.
-/// Any other library is an error: the package promises to need nothing else.
+/// → `libgcc-s1 (>= newest GCC_x.y)`. Any other library is an error: the package promises to
+/// need nothing but the C runtime.
+///
+/// Why libgcc-s1 is kept: Rust's standard library links `libgcc_s.so.1` for unwinding and
+/// backtraces on the gnu targets, so the binary needs it directly, and Debian declares every
+/// directly linked library's package (dpkg-shlibdeps would write the same line). It costs no
+/// one anything: `libc6` itself `Depends: libgcc-s1` (bookworm's libc6 2.36; `.ci/run` checks
+/// that on the machine), so any system with libc already has it. Dropping the need instead
+/// (a static libgcc_eh, panic=abort) would change how the release binary is built for no
+/// difference a user could see.
 fn depends(bin: &Path) -> anyhow::Result<String> {
     let tool = |args: &[&str]| -> anyhow::Result<String> {
         let o = Command::new(args[0])

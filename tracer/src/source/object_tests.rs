@@ -13,6 +13,7 @@ use tracer_common::{
 use super::EBPF_OBJECT;
 
 const HASH: u32 = 1;
+const ARRAY: u32 = 2;
 const PERCPU_ARRAY: u32 = 6;
 const LRU_HASH: u32 = 9;
 const LPM_TRIE: u32 = 11;
@@ -87,7 +88,7 @@ fn every_map_exists_with_its_type_and_sizes() {
     let u8s = size_of::<u8>() as u32;
     // (name, map type, key size, value size); a ring buffer has neither.
     let lpm_key = (size_of::<u32>() + size_of::<AddrKey>()) as u32;
-    let maps: [(&str, u32, u32, u32); 11] = [
+    let maps: [(&str, u32, u32, u32); 12] = [
         (names::EVENTS, RINGBUF, 0, 0),
         (
             names::COUNTERS,
@@ -110,6 +111,8 @@ fn every_map_exists_with_its_type_and_sizes() {
         (names::ADDRS, LPM_TRIE, lpm_key, u8s),
         // aya-log's own ring buffer (`--bpf-log`).
         ("AYA_LOGS", RINGBUF, 0, 0),
+        // `--bpf-log`'s "logged once" flag (kernel-side only: the loader never opens it).
+        ("LOGGED", ARRAY, 4, 4),
     ];
     for (name, map_type, key, value) in maps {
         let m = obj

@@ -72,9 +72,13 @@ pub fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>
 impl Tracer {
     /// Starts the tracer and waits until it says it is attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_cmd(Command::new(env!("CARGO_BIN_EXE_tracer")).args(args))
+    }
+
+    /// [`Tracer::start`] with a command the test has set up further (its environment).
+    pub fn start_cmd(cmd: &mut Command) -> Self {
         require_root();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
-            .args(args)
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn_locked()

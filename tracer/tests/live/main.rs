@@ -9,6 +9,7 @@
 mod harness;
 
 mod accept;
+mod bpf_log;
 mod burst;
 mod cgroups;
 mod close_classes;

@@ -71,3 +71,155 @@ fn a_recording_replays_to_the_same_connection_records() {
     assert_eq!(pick(&live, "transition"), pick(&replayed, "transition"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `tracer --record PATH` (and `extra`) started with umask 0, one connection on its own port,
+/// stopped; returns the exit status and stderr. A refused path ends it before it attaches.
+fn record_under_umask_0(path: &std::path::Path, extra: &[&str]) -> (bool, Vec<String>) {
+    use std::os::unix::process::CommandExt as _;
+    let (listener, addr) = bound(false);
+    let port = addr.port().to_string();
+    let mut args = vec![
+        "-o",
+        "json",
+        "-p",
+        &port,
+        "--record",
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracer"));
+    cmd.args(&args);
+    // SAFETY: umask is async-signal-safe and only changes the child's file-creation mask.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_locked()
+        .expect("spawn tracer");
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let mut t = Tracer {
+        child,
+        stdout,
+        stderr,
+    };
+    let start = Instant::now();
+    loop {
+        let err = t.stderr.lock().unwrap().clone();
+        if err
+            .iter()
+            .any(|l| l.contains("attached to sock:inet_sock_set_state"))
+        {
+            break;
+        }
+        if let Some(st) = t.child.try_wait().unwrap() {
+            thread::sleep(Duration::from_millis(50)); // let the reader threads see EOF
+            return (st.success(), t.stderr.lock().unwrap().clone());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "tracer neither attached nor exited: {err:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    one_connection(listener, addr, FirstCloser::Client);
+    t.wait_json(3, |v| v["type"] == "connection");
+    let (status, _, err) = t.stop();
+    (status.success(), err)
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// The connection records a recording replays to (`--view connections`).
+fn replays(path: &std::path::Path) -> usize {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args([
+            "replay",
+            path.to_str().unwrap(),
+            "-o",
+            "json",
+            "--view",
+            "connections",
+        ])
+        .output_locked()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(r#""type":"connection""#))
+        .count()
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn a_recording_is_private_and_never_replaces_a_file_or_follows_a_link() {
+    let dir = temp_dir("record-files");
+    let refused = |path: &std::path::Path, what: &str| {
+        format!(
+            "tracer: error: creating the recording {p}: {p} already exists ({what}): tracer does \
+             not write over files or through links; pass --force to replace it, or choose \
+             another path",
+            p = path.display()
+        )
+    };
+
+    // A new recording: mode 0600 although the umask would allow 0666.
+    let rec = dir.join("new.jsonl");
+    let (ok, err) = record_under_umask_0(&rec, &[]);
+    assert!(ok, "{err:?}");
+    assert_eq!(mode(&rec), 0o600);
+    assert_eq!(
+        replays(&rec),
+        3,
+        "the recording holds the listener and both ends"
+    );
+
+    // A symlink planted at the path: refused with the one error, its target untouched, the
+    // link left as it was.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let (ok, err) = record_under_umask_0(&link, &[]);
+    assert!(!ok);
+    assert_eq!(err, vec![refused(&link, "a symbolic link")]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(std::fs::read_link(&link).unwrap(), victim);
+
+    // An existing file: refused the same way, its content unchanged.
+    let old = dir.join("old.jsonl");
+    std::fs::write(&old, b"mine").unwrap();
+    let (ok, err) = record_under_umask_0(&old, &[]);
+    assert!(!ok);
+    assert_eq!(err, vec![refused(&old, "a file")]);
+    assert_eq!(std::fs::read(&old).unwrap(), b"mine");
+
+    // --force replaces the file (a new private one, the recording in it) ...
+    let (ok, err) = record_under_umask_0(&old, &["--force"]);
+    assert!(ok, "{err:?}");
+    assert!(std::fs::symlink_metadata(&old).unwrap().is_file());
+    assert_eq!(mode(&old), 0o600);
+    assert_eq!(replays(&old), 3);
+    // ... and the link itself, never what it points to.
+    let (ok, err) = record_under_umask_0(&link, &["--force"]);
+    assert!(ok, "{err:?}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+    assert_eq!(mode(&link), 0o600);
+    assert_eq!(replays(&link), 3);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,7 +7,8 @@
 //!   generator's listener ports counts what the kernel emitted (ground truth: `perf stat`
 //!   stops counting once a BPF program is attached). Its per-CPU `entries + overrun` is the
 //!   total even when its small buffer wraps;
-//! - `kernel.bpf_stats_enabled=1` for the whole benchmark, so the tools' BPF programs get
+//! - the kernel's BPF statistics on for the whole benchmark (`BPF_ENABLE_STATS`, the switch
+//!   `kernel.bpf_stats_enabled` also turns), so the tools' BPF programs get
 //!   `run_time_ns`, `run_cnt` and `recursion_misses`, read from `/proc/PID/fdinfo` of their
 //!   program fds before and after the load (the deltas belong to this run);
 //! - the tool's CPU time during the load (`/proc/PID/stat` before, `wait4` rusage at exit)

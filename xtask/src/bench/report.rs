@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{
     Tool,
+    proc::miss_loses,
     run::{RunResult, Workload},
 };
 
@@ -31,6 +32,12 @@ pub(super) struct Summary {
     pub(super) kernel_events: u64,
     pub(super) lost_reported: Option<u64>,
     pub(super) recursion_misses: Option<u64>,
+    /// Of those, the misses of the program(s) on `sock:inet_sock_set_state`.
+    pub(super) set_state_misses: Option<u64>,
+    /// tracer: "ring buffer full" of its exit lines.
+    pub(super) lost_ring_full: Option<u64>,
+    /// Each program (by name): runs and recursion misses, summed over the runs.
+    pub(super) programs: Vec<ProgramSum>,
     pub(super) prog_ns_per_run: Option<Spread>,
     pub(super) all_progs_ns_per_event: Option<f64>,
     pub(super) cpu_s_per_m_events: Option<Spread>,
@@ -39,6 +46,14 @@ pub(super) struct Summary {
     pub(super) startup_s: Option<f64>,
     pub(super) max_lag_s: f64,
     pub(super) captured_from: &'static str,
+}
+
+#[derive(Serialize)]
+pub(super) struct ProgramSum {
+    pub(super) name: String,
+    pub(super) runs: u64,
+    pub(super) recursion_misses: u64,
+    pub(super) on_set_state: bool,
 }
 
 /// Mean, least and most of a figure over the runs: on a shared machine one slow run can
@@ -112,6 +127,24 @@ pub(super) fn summarise(workloads: &[Workload], runs: &[RunResult]) -> Vec<Summa
                 kernel_events: rs.iter().map(|r| r.kernel_events).sum(),
                 lost_reported: sum(&|r| r.lost_reported),
                 recursion_misses: sum(&|r| r.recursion_misses),
+                set_state_misses: sum(&|r| r.set_state_misses),
+                lost_ring_full: sum(&|r| r.lost_ring_full),
+                programs: {
+                    let mut by_name: BTreeMap<String, ProgramSum> = BTreeMap::new();
+                    for r in &rs {
+                        for p in &r.programs {
+                            let e = by_name.entry(p.name.clone()).or_insert(ProgramSum {
+                                name: p.name.clone(),
+                                runs: 0,
+                                recursion_misses: 0,
+                                on_set_state: p.on_set_state(tool),
+                            });
+                            e.runs += p.runs;
+                            e.recursion_misses += p.recursion_misses;
+                        }
+                    }
+                    by_name.into_values().collect()
+                },
                 prog_ns_per_run: Spread::of(&each(&|r| r.prog_ns_per_run)),
                 all_progs_ns_per_event: f(&|r| r.all_progs_ns_per_event),
                 cpu_s_per_m_events: Spread::of(&each(&|r| r.cpu_s_per_m_events)),
@@ -131,7 +164,7 @@ pub(super) fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| workload | tool | runs | conns/s | × untraced (min–max) | captured / emitted | lost (reported) | recursion misses | ns per run (set_state prog) | all progs ns / event | CPU s / M events | peak RSS MiB | last event → last write s | start-up s |"
+        "| workload | tool | runs | conns/s | × untraced (min–max) | captured / emitted | lost (reported) | recursion misses: set_state prog / all progs | ns per run (set_state prog) | all progs ns / event | CPU s / M events | peak RSS MiB | last event → last write s | start-up s |"
     );
     let _ = writeln!(
         s,
@@ -165,8 +198,10 @@ pub(super) fn markdown(r: &Report) -> String {
             captured,
             x.lost_reported
                 .map_or_else(|| "–".into(), |v| v.to_string()),
-            x.recursion_misses
-                .map_or_else(|| "–".into(), |v| v.to_string()),
+            match (x.set_state_misses, x.recursion_misses) {
+                (Some(a), Some(b)) => format!("{a} / {b}"),
+                _ => "–".into(),
+            },
             Spread::show(x.prog_ns_per_run, 0),
             o(x.all_progs_ns_per_event, 0),
             Spread::show(x.cpu_s_per_m_events, 2),
@@ -177,8 +212,10 @@ pub(super) fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q and tracer top: their exit line's count, all TCP on the host unless --only-ports). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions (tracer top, run in tmux: from its shell's `times`). Peak RSS: ru_maxrss (tracer top: VmHWM before the stop). Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q, top and perf; unless --only-ports the tracers are not filtered, so other TCP traffic on the host moves it). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
+        "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q and tracer top: their exit line's count, all TCP on the host unless --only-ports). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped), its set_state program's and all of them (by program below). ns per run: run_time_ns / run_cnt of the tool's busiest program (the kernel's BPF statistics, BPF_ENABLE_STATS). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions (tracer top, run in tmux: from its shell's `times`). Peak RSS: ru_maxrss (tracer top: VmHWM before the stop). Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q, top and perf; unless --only-ports the tracers are not filtered, so other TCP traffic on the host moves it). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
     );
+    missing_table(&mut s, r);
+    programs_table(&mut s, r);
     if !r.skipped.is_empty() {
         let _ = writeln!(s, "\nSkipped:");
         for (t, why) in &r.skipped {
@@ -231,6 +268,89 @@ pub(super) fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(s, "\nCommand: `{}` ({:.0} s)", r.command, r.wall_s);
     s
+}
+
+/// Where each tool's missing transitions went: emitted (tracefs, the generator's ports) −
+/// captured (the tool's output, the same ports), against the recursion misses of its program
+/// on `sock:inet_sock_set_state` (host-wide: every TCP transition on the host reaches it).
+/// What is missing beyond those misses was lost some other way (a full ring, counted by the
+/// tool or not) or, where the count is a lower bound, not counted.
+fn missing_table(s: &mut String, r: &Report) {
+    let rows: Vec<&Summary> = r
+        .summary
+        .iter()
+        .filter(|x| x.tool != Tool::Untraced && x.captured.is_some())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nMissing transitions, summed over the runs: emitted (tracefs, on the generator's ports) − captured (the same ports, from the tool's output), against the recursion misses of the tool's program on `sock:inet_sock_set_state` (host-wide: it runs for every TCP transition on the host). Missing − those misses: what is missing beyond them (a negative figure: misses of other sockets' transitions). Ring full: tracer's exit line (events of every kind).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | tool | emitted | captured | missing | set_state misses | missing − set_state misses | ring full (tracer) | captured counted from |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for x in rows {
+        let n = |v: Option<u64>| v.map_or_else(|| "–".into(), |v| v.to_string());
+        let (captured, missing, beyond) = match x.captured {
+            // -q prints no records: its exit line counts all TCP on the host.
+            Some(c) if x.tool == Tool::TracerQuiet => {
+                (format!("{c} (host-wide)"), "–".into(), "–".into())
+            }
+            Some(c) => {
+                let missing = x.kernel_events as i64 - c as i64;
+                let beyond = x
+                    .set_state_misses
+                    .map_or_else(|| "–".into(), |m| (missing - m as i64).to_string());
+                (c.to_string(), missing.to_string(), beyond)
+            }
+            None => ("–".into(), "–".into(), "–".into()),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {captured} | {missing} | {} | {beyond} | {} | {} |",
+            x.workload,
+            x.tool.name(),
+            x.kernel_events,
+            n(x.set_state_misses),
+            n(x.lost_ring_full),
+            x.captured_from,
+        );
+    }
+}
+
+/// Each tool's BPF programs: runs and recursion misses during the loads, and what one miss
+/// loses.
+fn programs_table(s: &mut String, r: &Report) {
+    if r.summary.iter().all(|x| x.programs.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nRuns and recursion misses by program, summed over the runs (a miss is a run the kernel skipped because a BPF program was already running on that CPU; from `/proc/PID/fdinfo`, over the load):\n\n| workload | tool | program | runs | recursion misses | a miss loses |\n|---|---|---|---|---|---|"
+    );
+    for x in &r.summary {
+        for p in &x.programs {
+            let loses = if x.tool.is_tracer() {
+                miss_loses(&p.name)
+            } else if p.on_set_state {
+                "a TCP state transition, of any socket on the host"
+            } else {
+                "?"
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | `{}` | {} | {} | {loses} |",
+                x.workload,
+                x.tool.name(),
+                p.name,
+                p.runs,
+                p.recursion_misses
+            );
+        }
+    }
 }
 
 pub(super) fn machine_facts(tracer: Option<&Path>) -> BTreeMap<String, String> {

@@ -16,8 +16,8 @@ use super::{
     Tool,
     count::count_output,
     proc::{
-        Exit, Proc, cpu_ticks, first_event, prog_delta, prog_stats, slug, status_kib, uname_r,
-        wait_quiet,
+        Exit, Proc, ProgStat, cpu_ticks, first_event, prog_delta, prog_name, prog_stats, slug,
+        status_kib, uname_r, wait_quiet,
     },
     tmux::TmuxProc,
     tracefs::{TraceCount, last_write_mono_s},
@@ -116,6 +116,17 @@ pub(super) struct RunResult {
     pub(super) lost_reported: Option<u64>,
     /// Sum over the tool's BPF programs during the load.
     pub(super) recursion_misses: Option<u64>,
+    /// Recursion misses of the tool's program(s) on `sock:inet_sock_set_state` during the
+    /// load: transitions the kernel skipped, of any socket on the host (the programs run for
+    /// every TCP transition; the generator's are most of them during a load). A peer's only
+    /// programs are there; tracer's other programs' misses lose context events, accept
+    /// records or counter records, never a transition.
+    pub(super) set_state_misses: Option<u64>,
+    /// Each of the tool's BPF programs during the load (`/proc/PID/fdinfo`).
+    pub(super) programs: Vec<ProgRun>,
+    /// tracer: its exit line's "ring buffer full" (events of every kind the ring could not
+    /// take, the reader's queue at its bound included).
+    pub(super) lost_ring_full: Option<u64>,
     /// run_time_ns / run_cnt of the tool's busiest program (the inet_sock_set_state one).
     pub(super) prog_ns_per_run: Option<f64>,
     /// All the tool's programs' run time during the load / kernel_events.
@@ -139,11 +150,58 @@ pub(super) struct RunResult {
     pub(super) notes: Vec<String>,
 }
 
+/// One BPF program of a tool during the load.
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct ProgRun {
+    pub(super) id: u64,
+    /// As the kernel keeps it (at most 15 characters).
+    pub(super) name: String,
+    pub(super) runs: u64,
+    pub(super) recursion_misses: u64,
+}
+
+impl ProgRun {
+    /// Whether the program runs on `sock:inet_sock_set_state` (a miss loses a transition):
+    /// tracer's transition program, or any program of a peer (their only tracepoint).
+    pub(super) fn on_set_state(&self, tool: Tool) -> bool {
+        !tool.is_tracer() || self.name.starts_with("inet_sock_set")
+    }
+}
+
+/// The programs' runs and misses between two readings, with their names.
+fn prog_runs(
+    a: &std::collections::BTreeMap<u64, ProgStat>,
+    b: &std::collections::BTreeMap<u64, ProgStat>,
+) -> Vec<ProgRun> {
+    b.iter()
+        .map(|(&id, s1)| {
+            let s0 = a.get(&id).copied().unwrap_or_default();
+            ProgRun {
+                id,
+                name: prog_name(id),
+                runs: s1.run_cnt.saturating_sub(s0.run_cnt),
+                recursion_misses: s1.recursion_misses.saturating_sub(s0.recursion_misses),
+            }
+        })
+        .collect()
+}
+
+/// "… lost L (ring buffer full N, …" of tracer's exit line → N.
+pub(super) fn ring_full_of(summary: &str) -> Option<u64> {
+    let key = "(ring buffer full ";
+    let i = summary.find(key)? + key.len();
+    summary[i..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 impl RunResult {
     pub(super) fn one_line(&self) -> String {
         let o = |v: Option<f64>, p: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.p$}"));
         format!(
-            "{:.0} conns/s, kernel {} (expected {}), captured {}, lost {}, misses {}, {} ns/run, CPU {} s/M, RSS {} MiB (after {}), drain {} s, start {} s{}",
+            "{:.0} conns/s, kernel {} (expected {}), captured {}, lost {}, misses {} (set_state {}), {} ns/run, CPU {} s/M, RSS {} MiB (after {}), drain {} s, start {} s{}",
             self.conns_per_s,
             self.kernel_events,
             self.expected_events,
@@ -151,6 +209,8 @@ impl RunResult {
             self.lost_reported
                 .map_or_else(|| "-".into(), |c| c.to_string()),
             self.recursion_misses
+                .map_or_else(|| "-".into(), |c| c.to_string()),
+            self.set_state_misses
                 .map_or_else(|| "-".into(), |c| c.to_string()),
             o(self.prog_ns_per_run, 0),
             o(self.cpu_s_per_m_events, 3),
@@ -262,6 +322,9 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
         captured_from: "",
         lost_reported: None,
         recursion_misses: None,
+        set_state_misses: None,
+        programs: Vec::new(),
+        lost_ring_full: None,
         prog_ns_per_run: None,
         all_progs_ns_per_event: None,
         cpu_s: None,
@@ -291,6 +354,16 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
             Duration::from_secs(60),
         );
         let progs1 = prog_stats(p.pid());
+        if tool != Tool::Perf {
+            res.programs = prog_runs(&progs0, &progs1);
+            res.set_state_misses = Some(
+                res.programs
+                    .iter()
+                    .filter(|p| p.on_set_state(tool))
+                    .map(|p| p.recursion_misses)
+                    .sum(),
+            );
+        }
         res.rss_before_kib = rss_before_kib;
         res.rss_after_kib = status_kib(p.pid(), "VmRSS:");
         let written = out_path.clone();
@@ -307,6 +380,23 @@ pub(super) fn run_one(ctx: &Ctx, w: &Workload, tool: Tool, rep: u32) -> anyhow::
             res.cpu_s = Some((exit.cpu_total_s - cpu0).max(0.0));
         }
         res.summary_line = exit.summary_line.clone();
+        if tool.is_tracer() {
+            res.lost_ring_full = exit.summary_line.as_deref().and_then(ring_full_of);
+            // Whether its reader's queue reached its bound (then the ring filled behind it)
+            // or held a burst: the lines tracer prints at exit about it.
+            for l in &exit.stderr {
+                if let Some(q) = l
+                    .strip_prefix("tracer: the reader's queue was full ")
+                    .and_then(|r| r.split(':').next())
+                {
+                    res.notes.push(format!("queue full {q}"));
+                } else if let Some(q) =
+                    l.strip_prefix("tracer: a burst waited in the reader's queue: ")
+                {
+                    res.notes.push(format!("queue: {q}"));
+                }
+            }
+        }
         if tool != Tool::Perf {
             let (ns_run, total_ns, misses) = prog_delta(&progs0, &progs1);
             res.prog_ns_per_run = ns_run;

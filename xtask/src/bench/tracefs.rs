@@ -1,6 +1,7 @@
-//! Ground truth: a tracefs instance counting what the kernel emitted; `bpf_stats_enabled`.
+//! Ground truth: a tracefs instance counting what the kernel emitted; the BPF programs' stats.
 use std::{
     fs,
+    os::fd::{FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -116,24 +117,40 @@ pub(super) fn ensure_tracefs() -> anyhow::Result<()> {
         .context("mounting tracefs")
 }
 
-/// kernel.bpf_stats_enabled on for the benchmark; restored when dropped.
+/// The programs' `run_time_ns` and `run_cnt` counted for as long as this lives: through
+/// `BPF_ENABLE_STATS`, whose file descriptor holds the kernel's switch on by reference, not
+/// through `kernel.bpf_stats_enabled`, which another benchmark on the same machine could
+/// restore to 0 under this one (recursion misses are counted either way).
 pub(super) struct BpfStats {
-    pub(super) old: String,
+    _fd: OwnedFd,
 }
-
-pub(super) const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
     pub(super) fn enable() -> anyhow::Result<Self> {
-        let old = fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
-        fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
-        Ok(Self { old })
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = fs::write(BPF_STATS, self.old.trim());
+        /// `BPF_ENABLE_STATS` of `enum bpf_cmd`, and `BPF_STATS_RUN_TIME` of `enum bpf_stats_type`.
+        const BPF_ENABLE_STATS: libc::c_long = 32;
+        const BPF_STATS_RUN_TIME: u32 = 0;
+        // `union bpf_attr`'s `enable_stats { __u32 type; }`, the rest zero.
+        let mut attr = [0u32; 4];
+        attr[0] = BPF_STATS_RUN_TIME;
+        // SAFETY: bpf(2) reads `size_of_val(&attr)` bytes of the live array.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_ENABLE_STATS,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("BPF_ENABLE_STATS (the BPF programs' run time and run count)");
+        }
+        let fd = i32::try_from(fd).context("BPF_ENABLE_STATS returned no descriptor")?;
+        // SAFETY: a fresh descriptor the kernel just gave us, owned from here.
+        Ok(Self {
+            _fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 }
 
