@@ -605,7 +605,11 @@ mod tests {
             ),
             ("snd_cwnd", o.snd_cwnd, tp("snd_cwnd")),
             ("rate_delivered", o.rate_delivered, tp("rate_delivered")),
-            ("rate_interval_us", o.rate_interval_us, tp("rate_interval_us")),
+            (
+                "rate_interval_us",
+                o.rate_interval_us,
+                tp("rate_interval_us"),
+            ),
             ("mss_cache", o.mss_cache, tp("mss_cache")),
         ];
         for (field, ours, theirs) in want {

@@ -227,7 +227,9 @@ pub(super) fn first_event(
             bail!("exited during start-up; {tail}");
         }
         if Instant::now() > deadline {
-            bail!("no BPF program of it ran within {timeout:?} (are the kernel's BPF statistics on?)");
+            bail!(
+                "no BPF program of it ran within {timeout:?} (are the kernel's BPF statistics on?)"
+            );
         }
         // Port 0: the kernel picks one in the host's ephemeral range, never ours.
         if let Ok(l) = TcpListener::bind("127.0.0.1:0") {
