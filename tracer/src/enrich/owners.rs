@@ -61,12 +61,10 @@ impl OwnerResolver {
         for ns in table.namespaces() {
             match namespaces.lookup(ns) {
                 Lookup::Diag(d) => match d.sockets() {
+                    // (Orphaned FIN_WAIT2s from the start-up dump are not among these: the
+                    // TIME_WAIT lookups follow them to their end.)
                     Ok(socks) => {
                         alive.extend(socks.into_iter().map(|d| NsTuple::new(ns, d.tuple)));
-                        // Seeded orphaned FIN_WAIT2s live on as timewait sockets.
-                        if let Ok(tw) = d.time_wait() {
-                            alive.extend(tw.into_keys().map(|t| NsTuple::new(ns, t)));
-                        }
                     }
                     Err(e) if namespaces.is_own(ns) => return Err(e),
                     // Could not tell: nothing there is dropped.

@@ -146,7 +146,7 @@ impl Table {
                     Some(e) => e.saturating_add(ORPHAN_SLACK_NS),
                     None => h.closed.saturating_add(ORPHAN_MAX_NS),
                 }
-                .max(h.deadline);
+                .max(h.closed.saturating_add(TIME_WAIT_WAIT_NS));
             }
             Some(end) => {
                 h.pending = false;
@@ -155,6 +155,10 @@ impl Table {
                     let last = c.entered_ns.len() - 1;
                     let at = end.ts_ns.max(c.entered_ns.get(last).unwrap_or(0));
                     c.entered_ns.set(last, Some(at));
+                } else {
+                    // One from the start-up dump: its CLOSE is this end.
+                    c.states.push(TcpState::Close);
+                    c.entered_ns.push(Some(end.ts_ns));
                 }
             }
         }
@@ -182,6 +186,15 @@ impl Table {
             remote: t.tuple.local,
         };
         let Some(at) = self.by_tuple.get(&rev) else {
+            // An orphan from the start-up dump has no address: found by its tuple, in the
+            // peer's namespace.
+            if !self.displaced.is_empty()
+                && let Some(h) = self.displaced.get_mut(&NsTuple::new(t.netns, rev))
+                && h.orphaned()
+                && h.peer_fin_ns.is_none()
+            {
+                h.peer_fin_ns = Some(t.ts_ns);
+            }
             return;
         };
         // The peer's own namespace first (loopback); across a veth pair the closer is in
@@ -226,6 +239,43 @@ impl Table {
         let mut out: Vec<Box<Conn>> = due.into_iter().map(|c| self.finish(c)).collect();
         out.sort_by_key(|c| c.end_ns());
         out
+    }
+
+    /// An orphaned FIN_WAIT2 reported stuck has ended (`sock`/`tuple` as in
+    /// [`Self::set_orphan`], `ts_ns` its end): how long it was stuck, once (it is not stuck
+    /// any more). `None` if it was not reported, or `keep` leaves it out.
+    pub fn orphan_moved(
+        &mut self,
+        sock: SockAddr,
+        tuple: NsTuple,
+        ts_ns: u64,
+        keep: impl Fn(&Conn) -> bool,
+    ) -> Option<Unstuck> {
+        let held = match self.closing.get_mut(&sock) {
+            Some(h) if h.conn.complete_ns_tuple() == Some(tuple) => Some(h),
+            _ => self.displaced.get_mut(&tuple),
+        }?;
+        let c = &mut held.conn;
+        if c.stuck.reports == 0 || c.orphan.is_none() || !keep(c) {
+            return None;
+        }
+        let (age_ns, age_at_least) = c.fin_wait2_age(ts_ns);
+        let u = Unstuck {
+            state: TcpState::FinWait2,
+            age_ns,
+            age_at_least,
+            reports: c.stuck.reports,
+        };
+        c.stuck = StuckTrack::default();
+        Some(u)
+    }
+
+    /// Forgets the orphans from the start-up dump still waiting for their end (at exit):
+    /// like the other sockets from the dump that are still open, they have no record to
+    /// show, only what the stuck reports said.
+    pub fn forget_waiting_seeded(&mut self) {
+        self.displaced
+            .retain(|_, h| !(h.orphaned() && h.conn.seen_from == SeenFrom::Dump));
     }
 
     /// Everything still closing, released at once (at exit).

@@ -327,15 +327,23 @@ impl Table {
             SeenFrom::Dump,
             now_ns,
         );
+        let key = NsTuple::new(seed.netns, seed.tuple);
         if seed.orphan {
-            // Handed over before the tracer started: when is not known (0).
+            // Handed over before the tracer started (when is not known: 0), and closed by
+            // its owner: it is held as the orphans the tracer saw close are, waiting for
+            // the same lookups to find its end (the peer's FIN, its timer). Its timeline
+            // gains its CLOSE then. Found by its tuple: a timewait socket has no address.
             conn.orphan = Some(Box::new(Orphan {
                 handoff_ns: 0,
                 expires_ns: None,
                 end: None,
             }));
+            let mut held = Held::new(now_ns, true, Box::new(conn));
+            // Until a lookup reads its timer ([`Self::set_orphan`]).
+            held.deadline = now_ns.saturating_add(ORPHAN_MAX_NS);
+            self.displaced.insert(key, held);
+            return;
         }
-        let key = NsTuple::new(seed.netns, seed.tuple);
         if seed.state == TcpState::Listen {
             self.seeded_listeners
                 .entry(seed.tuple.local.port)

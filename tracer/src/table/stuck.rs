@@ -159,7 +159,7 @@ impl Table {
             .filter(|h| h.orphaned())
         {
             let c = &mut h.conn;
-            let Some(age_ns) = c.orphan_age(now_ns) else {
+            let Some((age_ns, age_at_least)) = c.orphan_age(now_ns) else {
                 continue;
             };
             let next = if c.stuck.next_age_ns == 0 {
@@ -176,7 +176,7 @@ impl Table {
                 conn: (**c).clone(),
                 state: TcpState::FinWait2,
                 age_ns,
-                age_at_least: false,
+                age_at_least,
                 report: c.stuck.reports,
                 info: None,
             });
@@ -210,12 +210,8 @@ impl Table {
             .chain(self.displaced.values())
             .filter(|h| h.orphaned())
             .filter_map(|h| {
-                Some((
-                    &*h.conn,
-                    TcpState::FinWait2,
-                    h.conn.orphan_age(now_ns)?,
-                    false,
-                ))
+                let (age, at_least) = h.conn.orphan_age(now_ns)?;
+                Some((&*h.conn, TcpState::FinWait2, age, at_least))
             });
         for (c, state, age, at_least) in self
             .conns
@@ -353,11 +349,11 @@ impl Table {
             .chain(self.displaced.values())
             .filter(|h| h.orphaned())
             .filter_map(|h| {
-                let age_ns = h.conn.orphan_age(now_ns)?;
+                let (age_ns, age_at_least) = h.conn.orphan_age(now_ns)?;
                 (age_ns >= threshold_ns).then_some(StuckRow {
                     state: TcpState::FinWait2,
                     age_ns,
-                    age_at_least: false,
+                    age_at_least,
                     owner: h.conn.owner,
                     tuple: h.conn.tuple,
                     netns: h.conn.netns,
