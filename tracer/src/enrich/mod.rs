@@ -59,7 +59,7 @@ pub fn seed(
     let own = namespaces.own();
     let mut found: Vec<(u32, DiagSocket)> = Vec::new();
     // Each orphan's FIN_WAIT2 timer, from its timewait socket.
-    let mut timers: HashMap<(u32, Tuple), u32> = HashMap::new();
+    let mut timers: HashMap<(u32, Tuple), u64> = HashMap::new();
     let mut out = Seeded::default();
     // Without the kernel's namespace of each event, sockets elsewhere could not be told
     // from the tracer's own: then only its own namespace is dumped.
@@ -107,7 +107,7 @@ pub fn seed(
                     .filter(|(_, s)| s.state == TcpState::FinWait2)
                     .take(room)
                     .collect();
-                timers.extend(tw.iter().map(|(t, s)| ((ns, *t), s.expires_ms)));
+                timers.extend(tw.iter().map(|(t, s)| ((ns, *t), s.expires_ns())));
                 found.extend(
                     tw.into_iter()
                         .map(|(tuple, _)| DiagSocket {
@@ -168,13 +168,12 @@ pub fn seed(
         if orphan {
             out.orphans += 1;
             // Its FIN_WAIT2 timer: when it gives up, should the peer's FIN never come.
-            let expires_ms = timers.get(&(ns, d.tuple)).copied().unwrap_or(0);
             table.set_orphan(
                 crate::decode::SockAddr(0),
                 crate::table::NsTuple::new(netns, d.tuple),
                 crate::table::Orphan {
                     handoff_ns: 0,
-                    expires_ns: Some(now_ns + u64::from(expires_ms) * 1_000_000),
+                    expires_ns: timers.get(&(ns, d.tuple)).copied(),
                     end: None,
                 },
             );

@@ -16,6 +16,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 pub use crate::table::SockInfo;
 use crate::{
+    clock::monotonic_ns,
     decode::{Family, TcpState},
     table::Tuple,
 };
@@ -56,7 +57,7 @@ impl SockDiag {
             self.dump(
                 family,
                 StateFlags::TIME_WAIT | StateFlags::FIN_WAIT2,
-                |h, expires_ms| {
+                |h, expires_ms, read_ns| {
                     // Full sockets in FIN_WAIT2 (still owned by a process) have no
                     // timewait timer: they are not handed over yet.
                     if !matches!(h.timer, Some(Timer::TimeWait)) {
@@ -67,7 +68,14 @@ impl SockDiag {
                     } else {
                         TcpState::FinWait2
                     };
-                    out.insert(tuple(&h.socket_id), TwSocket { state, expires_ms });
+                    out.insert(
+                        tuple(&h.socket_id),
+                        TwSocket {
+                            state,
+                            expires_ms,
+                            read_ns,
+                        },
+                    );
                 },
             )?;
         }
@@ -89,7 +97,7 @@ impl SockDiag {
         let mut out = Vec::new();
         let states = StateFlags::all() - StateFlags::TIME_WAIT;
         for family in [AF_INET, AF_INET6] {
-            self.dump(family, states.clone(), |h, _| {
+            self.dump(family, states.clone(), |h, _, _| {
                 if h.state == TcpState::NewSynRecv as u8 {
                     return; // request mini-sockets: not connections yet
                 }
@@ -120,7 +128,7 @@ impl SockDiag {
     pub fn info(&mut self, states: StateFlags) -> io::Result<HashMap<Tuple, SockInfo>> {
         let mut out = HashMap::new();
         for family in [AF_INET, AF_INET6] {
-            self.dump_ext(family, states.clone(), ExtensionFlags::INFO, |r, _| {
+            self.dump_ext(family, states.clone(), ExtensionFlags::INFO, |r, _, _| {
                 let h = &r.header;
                 let tcp = r.nlas.iter().find_map(|n| match n {
                     Nla::TcpInfo(i) => Some(i),
@@ -157,19 +165,23 @@ impl SockDiag {
         &mut self,
         family: u8,
         states: StateFlags,
-        mut f: impl FnMut(&InetResponseHeader, u32),
+        mut f: impl FnMut(&InetResponseHeader, u32, u64),
     ) -> io::Result<()> {
-        self.dump_ext(family, states, ExtensionFlags::empty(), |r, e| {
-            f(&r.header, e)
+        self.dump_ext(family, states, ExtensionFlags::empty(), |r, e, t| {
+            f(&r.header, e, t)
         })
     }
 
+    /// Each socket of the dump to `f`, with its `idiag_expires` and about when the kernel
+    /// wrote it (CLOCK_MONOTONIC ns): the kernel fills the first datagram while the request
+    /// is sent and each next one as the previous one is read, so a timer's "milliseconds
+    /// left" are as of then, not of the end of a dump that lists 100,000 sockets.
     fn dump_ext(
         &mut self,
         family: u8,
         states: StateFlags,
         extensions: ExtensionFlags,
-        mut f: impl FnMut(&InetResponse, u32),
+        mut f: impl FnMut(&InetResponse, u32, u64),
     ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut hdr = NetlinkHeader::default();
@@ -194,10 +206,14 @@ impl SockDiag {
         req.finalize();
         let mut out = vec![0; req.buffer_len()];
         req.serialize(&mut out);
+        let mut filled = monotonic_ns();
         self.socket.send(&out, 0)?;
         loop {
             let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            if read_answer(&self.buf[..n], self.seq, &mut f)? == Answer::Done {
+            let this = filled;
+            filled = monotonic_ns();
+            let mut g = |r: &InetResponse, e: u32| f(r, e, this);
+            if read_answer(&self.buf[..n], self.seq, &mut g)? == Answer::Done {
                 return Ok(());
             }
         }
@@ -290,8 +306,17 @@ pub fn unavailable(e: &io::Error) -> bool {
 pub struct TwSocket {
     /// TIME_WAIT, or FIN_WAIT2 (an orphan waiting for the peer's FIN).
     pub state: TcpState,
-    /// Milliseconds left on its timer.
+    /// Milliseconds left on its timer...
     pub expires_ms: u32,
+    /// ...when the kernel said so (CLOCK_MONOTONIC ns; at most a datagram's parsing early).
+    pub read_ns: u64,
+}
+
+impl TwSocket {
+    /// When its timer fires (CLOCK_MONOTONIC ns), to the kernel's jiffy and millisecond.
+    pub fn expires_ns(&self) -> u64 {
+        self.read_ns + u64::from(self.expires_ms) * 1_000_000
+    }
 }
 
 /// One socket as sock_diag reports it.

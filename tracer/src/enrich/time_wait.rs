@@ -26,8 +26,8 @@ const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
 /// the timer's start has jiffy precision (1–10 ms).
 const HANDOFF_SLACK_NS: u64 = 20_000_000;
 
-/// A timewait socket in FIN_WAIT2 gone this long before its timer's end still timed out
-/// (the dump's own timing).
+/// A timewait socket in FIN_WAIT2 gone this long before its timer's end still timed out:
+/// the round's clock (the pipeline's) can be behind the kernel's.
 const ORPHAN_EARLY_NS: u64 = 1_500_000_000;
 
 /// Orphaned FIN_WAIT2s followed at once (their records held until the peer's FIN or their
@@ -325,7 +325,12 @@ impl TimeWaitTracker {
                 }
                 _ => continue,
             };
-            let expires_in = |s: TwSocket| now_ns + u64::from(s.expires_ms) * 1_000_000;
+            // As of when the kernel said it (the pipeline's clock, `now_ns`, can be a batch
+            // behind); never before this round.
+            let expires_in = |s: TwSocket| {
+                s.expires_ns()
+                    .max(now_ns + u64::from(s.expires_ms) * 1_000_000)
+            };
             match found {
                 Some(s) if s.state == TcpState::FinWait2 => {
                     // Handed over but still waiting for the peer's FIN: followed, as an
@@ -356,9 +361,11 @@ impl TimeWaitTracker {
                     // Gone while in FIN_WAIT2: its timer ended it (the peer never sent
                     // FIN), or something else did before the timer.
                     let expires = p.orphan.and_then(|o| o.expires_ns);
+                    // Its timer, read from the kernel, says when (to the jiffy): the
+                    // pipeline's clock may still be a batch short of it.
                     let (how, at) = match expires {
                         Some(e) if now_ns.saturating_add(ORPHAN_EARLY_NS) >= e => {
-                            (OrphanHow::Timeout, e.min(now_ns))
+                            (OrphanHow::Timeout, e)
                         }
                         _ => (OrphanHow::Gone, now_ns),
                     };
@@ -516,7 +523,17 @@ mod tests {
 
     /// A timewait socket of the client's tuple.
     fn timewait(state: TcpState, expires_ms: u32) -> TwLookup {
-        TwLookup::Got([(client(), TwSocket { state, expires_ms })].into())
+        TwLookup::Got(
+            [(
+                client(),
+                TwSocket {
+                    state,
+                    expires_ms,
+                    read_ns: 0,
+                },
+            )]
+            .into(),
+        )
     }
 
     fn eio() -> TwLookup {
