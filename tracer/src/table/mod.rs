@@ -86,6 +86,8 @@ pub struct Table {
     /// When `Some`, what the enrichers (sock_diag, /proc) tell the table is kept here, so a
     /// recording can replay it without them.
     pub journal: Option<Vec<Fact>>,
+    /// No held record can be released before this ([`Table::expire`]).
+    next_release_ns: u64,
 }
 
 /// Something the table learned from outside the events: what a recording must keep for a
@@ -341,6 +343,7 @@ impl Table {
             let mut held = Held::new(now_ns, true, Box::new(conn));
             // Until a lookup reads its timer ([`Self::set_orphan`]).
             held.deadline = now_ns.saturating_add(ORPHAN_MAX_NS);
+            self.due_by(held.release_at());
             self.displaced.insert(key, held);
             return;
         }
@@ -409,6 +412,7 @@ impl Table {
                 && let Some(tuple) = held.conn.complete_ns_tuple()
             {
                 // A tuple already waiting there is older still: it is done.
+                self.due_by(held.release_at());
                 if let Some(older) = self.displaced.insert(tuple, held) {
                     finished.push(*self.finish(older.conn));
                 }
@@ -542,7 +546,9 @@ impl Table {
             && let Some(c) = self.conns.remove(&t.sock)
         {
             let pending = c.may_enter_time_wait();
-            self.closing.insert(t.sock, Held::new(t.ts_ns, pending, c));
+            let held = Held::new(t.ts_ns, pending, c);
+            self.due_by(held.release_at());
+            self.closing.insert(t.sock, held);
         }
         Applied {
             in_old_ns,

@@ -16,6 +16,9 @@ pub(super) struct Report {
     pub(super) skipped: BTreeMap<String, String>,
     pub(super) summary: Vec<Summary>,
     pub(super) runs: Vec<RunResult>,
+    /// `--orphans`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) orphans: Vec<super::orphans::OrphanRun>,
 }
 
 #[derive(Serialize)]
@@ -179,6 +182,9 @@ pub(super) fn markdown(r: &Report) -> String {
         s,
         "\nconns/s: the generator's rate (mean over runs); × untraced: each run's rate over the untraced mean of the same workload. captured: transitions on the generator's ports in the tool's output; emitted: counted by a tracefs instance (\\* tracer -q: its exit line's count, all TCP on the host). lost: as the tool reports it. Recursion misses: bpf_prog_info of the tool's programs (runs the kernel skipped). ns per run: run_time_ns / run_cnt of the tool's busiest program (kernel.bpf_stats_enabled=1). CPU: the tool's user + system time from the start of the load to its exit, per million emitted transitions. Peak RSS: ru_maxrss. Last event → last write: from the last transition the kernel emitted on the generator's ports (tracefs, mono clock) to the tool's last write to its output before it was stopped (its mtime; none for -q and perf; the tracers are not filtered, so other TCP traffic on the host moves it). Start-up: exec until its program ran on an event (perf: until its perf event was open)."
     );
+    if !r.orphans.is_empty() {
+        s.push_str(&super::orphans::markdown(&r.orphans));
+    }
     if !r.skipped.is_empty() {
         let _ = writeln!(s, "\nSkipped:");
         for (t, why) in &r.skipped {
