@@ -350,12 +350,11 @@ mod tests {
             .collect()
     }
 
-    /// Everything `read_answer` hands over: (state, timer, local port, remote port,
-    /// expires).
-    fn read(
-        datagrams: &[Vec<u8>],
-        seq: u32,
-    ) -> (Vec<(u8, bool, u16, u16, u32)>, io::Result<Answer>) {
+    /// (state, a timewait timer, local port, remote port, expires) of one socket.
+    type Got = (u8, bool, u16, u16, u32);
+
+    /// Everything `read_answer` hands over.
+    fn read(datagrams: &[Vec<u8>], seq: u32) -> (Vec<Got>, io::Result<Answer>) {
         let mut got = Vec::new();
         let mut last = Ok(Answer::More);
         for d in datagrams {

@@ -12,14 +12,18 @@
 //!   every half second;
 //! - the sock_diag dumps, from its exit line (how many, their mean and longest time, and the
 //!   number of timewait sockets the longest listed);
-//! - the latency of each orphan's end: the servers' close turns every orphan into TIME_WAIT
-//!   at the server's LAST_ACK (its `ts_ns`, exact: the peer is on this host), and tracer
-//!   reports it as a `FIN_WAIT2 -> TIME_WAIT` transition from sock_diag. Its stdout is read
-//!   here as it comes, and each such record's latency is the time it was read (the same
-//!   CLOCK_MONOTONIC) minus its `ts_ns`.
+//! - the latency from an orphan's end to its report: the peer's FIN turns an orphan into
+//!   TIME_WAIT at the peer's LAST_ACK (the record's `ts_ns`, exact: the peer is on this
+//!   host), and tracer reports it as a `FIN_WAIT2 -> TIME_WAIT` transition from sock_diag.
+//!   Its stdout is read here as it comes, and each such record's latency is the time it was
+//!   read (the same CLOCK_MONOTONIC) minus its `ts_ns`. Two cases: one orphan among the N
+//!   (probes: during the hold, a connection in the generator's namespace every 1.5 s whose
+//!   client closes at once and whose server closes half a second later), and all N at once
+//!   (the release: every server closes, and tracer reports 100,000 ends with the burst of
+//!   transitions and records that comes with them).
 //!
-//! The same run with the connections held open instead (no orphans, the same sockets on the
-//! servers' side and 2N sockets followed) is the baseline.
+//! The same run with the connections held open instead (no orphans and no probes, the same
+//! sockets on the servers' side and 2N sockets followed) is the baseline.
 use std::{
     fmt::Write as _,
     io::{BufRead as _, BufReader},
@@ -37,10 +41,7 @@ use serde::Serialize;
 
 use crate::loadgen;
 
-use super::{
-    proc::{Proc, cpu_ticks, status_kib},
-    run::run_loadgen,
-};
+use super::proc::{Proc, cpu_ticks, status_kib};
 
 /// One run of the orphans workload (or of its held-open baseline).
 #[derive(Clone, Debug, Serialize)]
@@ -65,8 +66,14 @@ pub(super) struct OrphanRun {
     pub(super) dump_mean_ms: Option<f64>,
     pub(super) dump_longest_ms: Option<f64>,
     pub(super) dump_longest_sockets: Option<u64>,
-    /// `FIN_WAIT2 -> TIME_WAIT` records read, and their latency (ms): median, 99th
-    /// percentile, most.
+    /// One orphan's end among the N: probes made, their ends reported, and the latency
+    /// (ms): median, most.
+    pub(super) probes: u64,
+    pub(super) probe_reports: u64,
+    pub(super) probe_p50_ms: Option<f64>,
+    pub(super) probe_max_ms: Option<f64>,
+    /// All N at once: `FIN_WAIT2 -> TIME_WAIT` records read, and their latency (ms):
+    /// median, 99th percentile, most.
     pub(super) time_wait_reports: u64,
     pub(super) latency_p50_ms: Option<f64>,
     pub(super) latency_p99_ms: Option<f64>,
@@ -129,6 +136,91 @@ fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
     Some(sorted[i.min(sorted.len() - 1)] as f64 / 1e6)
 }
 
+/// The generator, started (its stderr watched for "open", echoed), and its report.
+struct Generator {
+    child: std::process::Child,
+    open: Arc<AtomicBool>,
+    stderr: Option<thread::JoinHandle<()>>,
+}
+
+impl Generator {
+    fn start(g: &loadgen::Args) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the xtask binary")?;
+        let mut child = Command::new(exe)
+            .arg("loadgen")
+            .args(g.to_cli())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running the load generator")?;
+        let open = Arc::new(AtomicBool::new(false));
+        let pipe = child.stderr.take().context("the generator's stderr")?;
+        let stderr = {
+            let open = Arc::clone(&open);
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if line.contains("connections open after") {
+                        open.store(true, Ordering::Relaxed);
+                    }
+                    eprintln!("{line}");
+                }
+            })
+        };
+        Ok(Self {
+            child,
+            open,
+            stderr: Some(stderr),
+        })
+    }
+
+    fn finish(mut self) -> anyhow::Result<loadgen::Report> {
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut o, &mut out).context("the generator's report")?;
+        }
+        let st = self.child.wait().context("waiting for the generator")?;
+        if let Some(h) = self.stderr.take() {
+            let _ = h.join();
+        }
+        anyhow::ensure!(st.success(), "load generator failed ({st})");
+        serde_json::from_str(out.trim())
+            .with_context(|| format!("parsing the generator's report {:?}", out.trim()))
+    }
+}
+
+/// One orphan's end at a time, in the generator's namespace while it holds its N: a
+/// connection on `port` whose client closes at once (an orphan) and whose server closes
+/// half a second later, every 1.5 s until `stop`. Returns how many were made.
+fn probe(pid: u32, port: u16, stop: &AtomicBool) -> anyhow::Result<u64> {
+    use std::{
+        io::Read as _,
+        net::{TcpListener, TcpStream},
+        os::fd::AsRawFd as _,
+    };
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .context("opening the generator's network namespace")?;
+    // SAFETY: setns on a valid namespace fd; it moves this thread only.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("entering the generator's namespace");
+    }
+    let l = TcpListener::bind(("127.0.0.1", port)).context("the probes' listener")?;
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let c = TcpStream::connect(("127.0.0.1", port)).context("a probe's connect")?;
+        let (mut s, _) = l.accept().context("a probe's accept")?;
+        drop(c);
+        let mut b = [0u8; 1];
+        // The client's FIN: from now on an orphan like the others.
+        let _ = s.read(&mut b);
+        thread::sleep(Duration::from_millis(500));
+        drop(s);
+        n += 1;
+        thread::sleep(Duration::from_millis(1000));
+    }
+    Ok(n)
+}
+
 /// One run: tracer started, the generator's N connections held (orphaned or open), tracer
 /// stopped once it has reported every orphan's end (at most 60 s after the release).
 pub(super) fn run(
@@ -143,17 +235,23 @@ pub(super) fn run(
     let mut args: Vec<String> = ["--color", "never", "-o", "json", "--stuck", "1h"]
         .map(String::from)
         .to_vec();
-    for p in g.port..=(u64::from(g.port) + g.listeners() - 1) as u16 {
+    // The generator's listeners, then the probes'.
+    let probe_port = (u64::from(g.port) + g.listeners()) as u16;
+    for p in g.port..=probe_port {
         args.extend(["-p".into(), p.to_string()]);
     }
     let mut cmd = Command::new(tracer);
     cmd.args(&args);
     let mut p = Proc::spawn(&mut cmd, Stdio::piped())?;
     let stdout = p.child.stdout.take().context("tracer's stdout")?;
-    // Every FIN_WAIT2 -> TIME_WAIT record's latency, as it is read.
+    // Every FIN_WAIT2 -> TIME_WAIT record's latency, as it is read: the generator's, the
+    // probes'.
     let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let probed: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let probe_key = format!(r#""dport":{probe_port},"#);
     let reader = {
         let latencies = Arc::clone(&latencies);
+        let probed = Arc::clone(&probed);
         thread::spawn(move || {
             let mut r = BufReader::with_capacity(1 << 20, stdout);
             let mut line = String::new();
@@ -168,7 +266,12 @@ pub(super) fn run(
                     && let Some(ts) = ts_ns(&line)
                 {
                     let lat = monotonic_ns().saturating_sub(ts);
-                    if let Ok(mut v) = latencies.lock() {
+                    let to = if line.contains(&probe_key) {
+                        &probed
+                    } else {
+                        &latencies
+                    };
+                    if let Ok(mut v) = to.lock() {
                         v.push(lat);
                     }
                 }
@@ -201,10 +304,55 @@ pub(super) fn run(
         })
     };
     let gen_start = Instant::now();
-    let lg = run_loadgen(g);
+    let lg = Generator::start(g).and_then(|generator| {
+        // Probes while the N are held (from 2 s after they are all open, to 2 s before the
+        // release), in the generator's namespace.
+        let pid = generator.child.id();
+        let open = Arc::clone(&generator.open);
+        let stop_probes = Arc::new(AtomicBool::new(false));
+        let with_probes = g.orphans;
+        let prober = {
+            let stop_probes = Arc::clone(&stop_probes);
+            thread::spawn(move || -> anyhow::Result<u64> {
+                if !with_probes {
+                    // The baseline: nothing but the connections held open (a probe would
+                    // add lookups in a namespace of 200,000 sockets).
+                    return Ok(0);
+                }
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while !open.load(Ordering::Relaxed) {
+                    if Instant::now() > deadline {
+                        anyhow::bail!("the generator never said its connections were open");
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                let until = Instant::now() + Duration::from_secs_f64(hold - 2.0);
+                thread::sleep(Duration::from_secs(2));
+                let stopper = {
+                    let stop_probes = Arc::clone(&stop_probes);
+                    thread::spawn(move || {
+                        while Instant::now() < until && !stop_probes.load(Ordering::Relaxed) {
+                            thread::sleep(Duration::from_millis(20));
+                        }
+                        stop_probes.store(true, Ordering::Relaxed);
+                    })
+                };
+                let n = probe(pid, probe_port, &stop_probes);
+                stop_probes.store(true, Ordering::Relaxed);
+                let _ = stopper.join();
+                n
+            })
+        };
+        let report = generator.finish();
+        stop_probes.store(true, Ordering::Relaxed);
+        let probes = prober
+            .join()
+            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
+        Ok((report?, probes))
+    });
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    let lg = match lg {
+    let (lg, probes) = match lg {
         Ok(lg) => lg,
         Err(e) => {
             p.interrupt();
@@ -226,6 +374,12 @@ pub(super) fn run(
     let _ = reader.join();
 
     let mut notes = Vec::new();
+    let probes = probes.unwrap_or_else(|e| {
+        notes.push(format!("probes: {e:#}"));
+        0
+    });
+    let mut probe_lat = probed.lock().map(|v| v.clone()).unwrap_or_default();
+    probe_lat.sort_unstable();
     if lg.failed > 0 {
         notes.push(format!("{} connects failed", lg.failed));
     }
@@ -284,6 +438,10 @@ pub(super) fn run(
         dump_mean_ms: dumps.map(|d| d.1),
         dump_longest_ms: dumps.map(|d| d.2),
         dump_longest_sockets: dumps.map(|d| d.3),
+        probes,
+        probe_reports: probe_lat.len() as u64,
+        probe_p50_ms: percentile(&probe_lat, 0.5),
+        probe_max_ms: probe_lat.last().map(|&l| l as f64 / 1e6),
         time_wait_reports: lat.len() as u64,
         latency_p50_ms: percentile(&lat, 0.5),
         latency_p99_ms: percentile(&lat, 0.99),
@@ -303,13 +461,13 @@ pub(super) fn markdown(runs: &[OrphanRun]) -> String {
     );
     let _ = writeln!(
         s,
-        "| run | rep | conns | open s | CPU in the hold, % of a core (window s) | RSS in the hold MiB | peak RSS MiB | dumps | dump mean ms | longest dump ms (sockets) | FIN_WAIT2 -> TIME_WAIT reports | latency p50 / p99 / max ms | notes |"
+        "| run | rep | conns | open s | CPU in the hold, % of a core (window s) | RSS in the hold MiB | peak RSS MiB | dumps | dump mean ms | longest dump ms (sockets) | one end: reported / probes, latency p50 / max ms | all at once: reports, latency p50 / p99 / max ms | notes |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1} | {} ({}) | {} | {} | {} | {} | {} ({}) | {} | {} / {} / {} | {} |",
+            "| {} | {} | {} | {:.1} | {} ({}) | {} | {} | {} | {} | {} ({}) | {} / {}, {} / {} | {}, {} / {} / {} | {} |",
             r.kind,
             r.rep,
             r.conns,
@@ -323,6 +481,10 @@ pub(super) fn markdown(runs: &[OrphanRun]) -> String {
             o(r.dump_longest_ms, 1),
             r.dump_longest_sockets
                 .map_or_else(|| "–".into(), |d| d.to_string()),
+            r.probe_reports,
+            r.probes,
+            o(r.probe_p50_ms, 0),
+            o(r.probe_max_ms, 0),
             r.time_wait_reports,
             o(r.latency_p50_ms, 0),
             o(r.latency_p99_ms, 0),
@@ -332,7 +494,7 @@ pub(super) fn markdown(runs: &[OrphanRun]) -> String {
     }
     let _ = writeln!(
         s,
-        "\nCPU in the hold: tracer's user + system time from 2 s after every connection was open to 1 s before the release, over that window. Dumps: tracer's exit line (every sock_diag dump of timewait sockets in the run, the connecting and closing included). Latency: from each server's LAST_ACK (the record's ts_ns: when the orphan became TIME_WAIT) to the moment its FIN_WAIT2 -> TIME_WAIT record was read from tracer's stdout."
+        "\nCPU in the hold: tracer's user + system time from 2 s after every connection was open to 1 s before the release, over that window (the probes included: one connection every 1.5 s). Dumps: tracer's exit line (every sock_diag dump of timewait sockets in the run, the connecting and closing included). Latency: from the server's LAST_ACK (the record's ts_ns: when the orphan became TIME_WAIT) to the moment its FIN_WAIT2 -> TIME_WAIT record was read from tracer's stdout; one end: a probe connection among the N held, its server closing 0.5 s after its client; all at once: the N, when their servers close together."
     );
     s
 }
