@@ -120,7 +120,7 @@ fn an_orphaned_fin_wait2_lasts_until_the_peers_fin() {
 /// The server never closes: `tracer stuck 2s` reports the client's orphaned FIN_WAIT2
 /// within 3 s with the process that closed it, and counts it in the exit summary; a new
 /// `tracer stuck 2s` finds it in the start-up dump (no owner: no process holds a closed
-/// socket) within 3 s, and says it moved within a lookup interval of the server's close.
+/// socket) within 3 s, and says it moved at the first lookup after the server's close.
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn an_orphaned_fin_wait2_is_stuck_when_the_peer_never_closes() {
@@ -225,8 +225,10 @@ fn an_orphaned_fin_wait2_is_stuck_when_the_peer_never_closes() {
         "{s:#}"
     );
     assert!(s["age_ns"].as_u64().unwrap() >= 2_000_000_000, "{s:#}");
-    // The server closes: the peer's FIN turns it into TIME_WAIT, which the next lookup sees
-    // (one every 200 ms here: the interval follows the dump's cost, 0.9 s at most).
+    // The server closes: the peer's FIN turns it into TIME_WAIT, which the next lookup sees:
+    // the interval follows the dump's cost, 200 ms on a quiet host, 0.9 s at most (a dump
+    // walks every socket of the host: other tests' thousands make it slower), then the dump
+    // itself.
     let fin = Instant::now();
     {
         let _no_fork = FORK
@@ -241,7 +243,7 @@ fn an_orphaned_fin_wait2_is_stuck_when_the_peer_never_closes() {
     let (status, out, err) = t.stop();
     assert!(status.success(), "{err:?}");
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_millis(1500),
         "unstuck {took:?} after the peer's FIN"
     );
     let records = parse(&out);
