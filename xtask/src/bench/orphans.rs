@@ -64,6 +64,8 @@ pub(super) struct OrphanRun {
     /// longest.
     pub(super) dumps: Option<u64>,
     pub(super) dump_mean_ms: Option<f64>,
+    /// Their mean CPU time (tracer's thread, the kernel's filling included).
+    pub(super) dump_cpu_ms: Option<f64>,
     pub(super) dump_longest_ms: Option<f64>,
     pub(super) dump_longest_sockets: Option<u64>,
     /// One orphan's end among the N: probes made, their ends reported, and the latency
@@ -111,21 +113,34 @@ fn human_ms(s: &str) -> Option<f64> {
     None
 }
 
+/// What tracer's exit line says of its dumps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Dumps {
+    n: u64,
+    mean_ms: f64,
+    cpu_ms: f64,
+    longest_ms: f64,
+    longest_sockets: u64,
+}
+
 /// tracer's exit line on its dumps: "tracer: sock_diag lookups of TIME_WAIT and orphaned
-/// FIN_WAIT2: 57 dumps, 1.20ms on average, longest 48.2ms (100000 timewait sockets)".
-fn parse_dumps(l: &str) -> Option<(u64, f64, f64, u64)> {
+/// FIN_WAIT2: 57 dumps, 1.20ms on average (0.95ms of CPU), longest 48.2ms (100000 timewait
+/// sockets)".
+fn parse_dumps(l: &str) -> Option<Dumps> {
     let rest = l.split_once("FIN_WAIT2: ")?.1;
     let (n, rest) = rest.split_once(" dump")?;
     let (_, rest) = rest.split_once(", ")?;
-    let (mean, rest) = rest.split_once(" on average, longest ")?;
+    let (mean, rest) = rest.split_once(" on average (")?;
+    let (cpu, rest) = rest.split_once(" of CPU), longest ")?;
     let (longest, rest) = rest.split_once(" (")?;
     let sockets = rest.split_whitespace().next()?;
-    Some((
-        n.parse().ok()?,
-        human_ms(mean)?,
-        human_ms(longest)?,
-        sockets.parse().ok()?,
-    ))
+    Some(Dumps {
+        n: n.parse().ok()?,
+        mean_ms: human_ms(mean)?,
+        cpu_ms: human_ms(cpu)?,
+        longest_ms: human_ms(longest)?,
+        longest_sockets: sockets.parse().ok()?,
+    })
 }
 
 fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
@@ -434,10 +449,11 @@ pub(super) fn run(
         hold_window_s,
         hold_rss_mib,
         peak_rss_mib: exit.maxrss_kib.map(|k| k as f64 / 1024.0),
-        dumps: dumps.map(|d| d.0),
-        dump_mean_ms: dumps.map(|d| d.1),
-        dump_longest_ms: dumps.map(|d| d.2),
-        dump_longest_sockets: dumps.map(|d| d.3),
+        dumps: dumps.map(|d| d.n),
+        dump_mean_ms: dumps.map(|d| d.mean_ms),
+        dump_cpu_ms: dumps.map(|d| d.cpu_ms),
+        dump_longest_ms: dumps.map(|d| d.longest_ms),
+        dump_longest_sockets: dumps.map(|d| d.longest_sockets),
         probes,
         probe_reports: probe_lat.len() as u64,
         probe_p50_ms: percentile(&probe_lat, 0.5),
@@ -461,13 +477,13 @@ pub(super) fn markdown(runs: &[OrphanRun]) -> String {
     );
     let _ = writeln!(
         s,
-        "| run | rep | conns | open s | CPU in the hold, % of a core (window s) | RSS in the hold MiB | peak RSS MiB | dumps | dump mean ms | longest dump ms (sockets) | one end: reported / probes, latency p50 / max ms | all at once: reports, latency p50 / p99 / max ms | notes |"
+        "| run | rep | conns | open s | CPU in the hold, % of a core (window s) | RSS in the hold MiB | peak RSS MiB | dumps | dump mean ms (CPU ms) | longest dump ms (sockets) | one end: reported / probes, latency p50 / max ms | all at once: reports, latency p50 / p99 / max ms | notes |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1} | {} ({}) | {} | {} | {} | {} | {} ({}) | {} / {}, {} / {} | {}, {} / {} / {} | {} |",
+            "| {} | {} | {} | {:.1} | {} ({}) | {} | {} | {} | {} ({}) | {} ({}) | {} / {}, {} / {} | {}, {} / {} / {} | {} |",
             r.kind,
             r.rep,
             r.conns,
@@ -477,7 +493,8 @@ pub(super) fn markdown(runs: &[OrphanRun]) -> String {
             o(r.hold_rss_mib, 1),
             o(r.peak_rss_mib, 1),
             r.dumps.map_or_else(|| "–".into(), |d| d.to_string()),
-            o(r.dump_mean_ms, 2),
+            o(r.dump_mean_ms, 1),
+            o(r.dump_cpu_ms, 1),
             o(r.dump_longest_ms, 1),
             r.dump_longest_sockets
                 .map_or_else(|| "–".into(), |d| d.to_string()),
@@ -494,7 +511,7 @@ pub(super) fn markdown(runs: &[OrphanRun]) -> String {
     }
     let _ = writeln!(
         s,
-        "\nCPU in the hold: tracer's user + system time from 2 s after every connection was open to 1 s before the release, over that window (the probes included: one connection every 1.5 s). Dumps: tracer's exit line (every sock_diag dump of timewait sockets in the run, the connecting and closing included). Latency: from the server's LAST_ACK (the record's ts_ns: when the orphan became TIME_WAIT) to the moment its FIN_WAIT2 -> TIME_WAIT record was read from tracer's stdout; one end: a probe connection among the N held, its server closing 0.5 s after its client; all at once: the N, when their servers close together."
+        "\nCPU in the hold: tracer's user + system time from 2 s after every connection was open to 1 s before the release, over that window (the probes included: one connection every 1.5 s). Dumps: tracer's exit line (every sock_diag dump of timewait sockets in the run, the connecting and closing included; their CPU time is the thread's, the kernel's walk and filling included, which other load on the machine does not stretch as it does their duration). Latency: from the server's LAST_ACK (the record's ts_ns: when the orphan became TIME_WAIT) to the moment its FIN_WAIT2 -> TIME_WAIT record was read from tracer's stdout; one end: a probe connection among the N held, its server closing 0.5 s after its client; all at once: the N, when their servers close together."
     );
     s
 }
@@ -507,15 +524,22 @@ mod tests {
     fn the_exit_line_on_dumps_parses() {
         assert_eq!(
             parse_dumps(
-                "tracer: sock_diag lookups of TIME_WAIT and orphaned FIN_WAIT2: 57 dumps, 1.20ms on average, longest 48.2ms (100000 timewait sockets)"
+                "tracer: sock_diag lookups of TIME_WAIT and orphaned FIN_WAIT2: 57 dumps, 1.20ms on average (950.0µs of CPU), longest 48.2ms (100000 timewait sockets)"
             ),
-            Some((57, 1.2, 48.2, 100_000))
+            Some(Dumps {
+                n: 57,
+                mean_ms: 1.2,
+                cpu_ms: 0.95,
+                longest_ms: 48.2,
+                longest_sockets: 100_000
+            })
         );
         assert_eq!(
             parse_dumps(
-                "tracer: sock_diag lookups of TIME_WAIT and orphaned FIN_WAIT2: 1 dump, 950µs on average, longest 950µs (1 timewait socket)"
-            ),
-            Some((1, 0.95, 0.95, 1))
+                "tracer: sock_diag lookups of TIME_WAIT and orphaned FIN_WAIT2: 1 dump, 950µs on average (950µs of CPU), longest 950µs (1 timewait socket)"
+            )
+            .map(|d| (d.n, d.longest_sockets)),
+            Some((1, 1))
         );
         assert_eq!(human_ms("1.50s"), Some(1500.0));
         assert_eq!(
