@@ -217,6 +217,9 @@ pub struct Args {
     pub no_timeline: bool,
 
     /// Do not look up TIME_WAIT (netlink sock_diag) for connections this side closed first.
+    /// With `--stuck` (and `tracer stuck`) orphaned FIN_WAIT2 sockets are then not found
+    /// either: closed by their process before the peer's FIN, they live in the same timewait
+    /// table (said at start).
     #[arg(global = true, long)]
     pub no_timewait: bool,
 

@@ -39,6 +39,12 @@ pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
+/// The CPU time of the calling thread so far (user and system), in ns: what a piece of
+/// work cost, whatever else the machine runs meanwhile.
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
+}
+
 /// A clock's time in ns.
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {

@@ -372,7 +372,44 @@ impl<S: Sink> Pipeline<S> {
         if self.shows_events() && self.filter.matches_owner(d.owner.as_ref(), &self.names) {
             self.sink.diag_transition(d)?;
         }
+        if d.old == TcpState::FinWait2 {
+            self.orphan_moved(d)?;
+        }
         Ok(())
+    }
+
+    /// An orphaned FIN_WAIT2 that was reported stuck ended (the peer's FIN, its timer):
+    /// said as any stuck connection that moves is.
+    fn orphan_moved(&mut self, d: &DiagTransition) -> io::Result<()> {
+        let (filter, names) = (&self.filter, &self.names);
+        let Some(u) = self.table.orphan_moved(
+            d.sock,
+            table::NsTuple::new(d.netns, d.tuple),
+            d.ts_ns,
+            |c| filter.matches_states(&c.states) && filter.matches_owner(c.owner.as_ref(), names),
+        ) else {
+            return Ok(());
+        };
+        // No task: sock_diag saw it happen, nobody's process did it.
+        let t = decode::Transition {
+            ts_ns: d.ts_ns,
+            sock: d.sock,
+            netns: d.netns,
+            family: d.family,
+            tuple: d.tuple,
+            old: d.old,
+            new: d.new,
+            task: decode::Task {
+                pid: 0,
+                tid: 0,
+                comm: decode::Comm::default(),
+                uid: 0,
+                cgroup_id: 0,
+            },
+            cpu: 0,
+            srtt_us: 0,
+        };
+        self.sink.unstuck(&t, &u, d.owner.as_ref())
     }
 
     /// A fact from a recording, given to the table as the enrichers gave it live.
@@ -451,7 +488,10 @@ impl<S: Sink> Pipeline<S> {
                 None => Ok(Vec::new()),
             }
             .unwrap_or_else(|e| {
-                eprintln!("tracer: TIME_WAIT lookups via sock_diag stopped: {e}");
+                // Only when the kernel cannot answer at all: a failed dump is retried.
+                eprintln!(
+                    "tracer: TIME_WAIT and orphaned FIN_WAIT2 lookups via sock_diag stopped: {e}"
+                );
                 self.time_wait = None;
                 self.no_time_wait_lookups = true;
                 Vec::new()
@@ -592,12 +632,22 @@ impl<S: Sink> Pipeline<S> {
 
     /// The stuck connections now, grouped by owner and state, and the summary (SIGUSR1, exit).
     pub fn stuck_summary(&mut self, now_ns: u64) -> io::Result<()> {
-        if let Some(threshold) = self.stuck_ns {
-            let (filter, names) = (&self.filter, &self.names);
-            let groups = self.table.stuck_groups(now_ns, threshold, |c| {
-                filter.matches_states(&c.states) && filter.matches_owner(c.owner.as_ref(), names)
-            });
-            self.sink.stuck_summary(&groups, threshold)?;
+        let groups = self.stuck_groups(now_ns);
+        self.write_summaries(groups.as_deref())
+    }
+
+    /// The stuck connections now, grouped by owner and state (`None` without `--stuck`).
+    fn stuck_groups(&self, now_ns: u64) -> Option<Vec<table::StuckGroup>> {
+        let threshold = self.stuck_ns?;
+        let (filter, names) = (&self.filter, &self.names);
+        Some(self.table.stuck_groups(now_ns, threshold, |c| {
+            filter.matches_states(&c.states) && filter.matches_owner(c.owner.as_ref(), names)
+        }))
+    }
+
+    fn write_summaries(&mut self, groups: Option<&[table::StuckGroup]>) -> io::Result<()> {
+        if let (Some(groups), Some(threshold)) = (groups, self.stuck_ns) {
+            self.sink.stuck_summary(groups, threshold)?;
         }
         if let Some(s) = &self.summary {
             self.sink.summary(s)?;
@@ -609,6 +659,10 @@ impl<S: Sink> Pipeline<S> {
     pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
         self.settle(now_ns.saturating_add(crate::table::TIME_WAIT_WAIT_NS / 2))?;
         self.confirm_stuck_owners(now_ns)?;
+        // Before the held records go: orphaned FIN_WAIT2s still waiting are stuck too.
+        self.check_stuck(now_ns)?;
+        let groups = self.stuck_groups(now_ns);
+        self.table.forget_waiting_seeded();
         for c in self.table.expire(u64::MAX) {
             self.connection(*c)?;
         }
@@ -617,8 +671,7 @@ impl<S: Sink> Pipeline<S> {
                 self.draw(pair)?;
             }
         }
-        self.check_stuck(now_ns)?;
-        self.stuck_summary(now_ns)?;
+        self.write_summaries(groups.as_deref())?;
         self.sink.flush()
     }
 

@@ -784,3 +784,64 @@ fn state_diagram_laid_out_without_overlaps() {
     assert_eq!(others, c.arrows.others().len());
     assert!(others >= 3);
 }
+
+/// An orphaned FIN_WAIT2's ladder, as the table builds it (`ladder::orphan_sample`): the
+/// handoff's note on the client's line and the server's FIN at its LAST_ACK, laid out like
+/// any other (nothing overlapping or clipped, states in order).
+#[test]
+#[ignore = "needs chromium"]
+fn an_orphans_ladder_laid_out() {
+    let l = tracer::ladder::orphan_sample();
+    let lay = layout_in_chromium("layout-orphan", &l);
+    check_layout(&l, &lay);
+    assert_eq!(
+        names(&lay, "left"),
+        [
+            "CLOSE",
+            "SYN_SENT",
+            "ESTABLISHED",
+            "FIN_WAIT1",
+            "FIN_WAIT2",
+            "CLOSE",
+            "TIME_WAIT"
+        ]
+    );
+    assert_eq!(
+        names(&lay, "right"),
+        [
+            "LISTEN",
+            "SYN_RECV",
+            "ESTABLISHED",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "CLOSE"
+        ]
+    );
+    // The handoff's note, on the left, above the server's FIN label; the FIN label level
+    // with LAST_ACK.
+    let find = |class: &str, text: &str| {
+        lay.texts
+            .iter()
+            .find(|t| t.class == class && t.text == text)
+            .unwrap_or_else(|| panic!("no {class} {text:?}"))
+    };
+    let note = find("note", "handed to a timewait socket (FIN_WAIT2)");
+    assert_eq!(note.side, "left");
+    let last_ack = lay
+        .texts
+        .iter()
+        .find(|t| t.class == "state" && t.side == "right" && t.text == "LAST_ACK")
+        .unwrap();
+    let fins: Vec<&Laid> = lay
+        .texts
+        .iter()
+        .filter(|t| t.class == "label" && t.text == "FIN")
+        .collect();
+    assert_eq!(fins.len(), 2, "{fins:?}");
+    let server_fin = fins[1];
+    assert!(note.bottom <= server_fin.top, "{note:?} {server_fin:?}");
+    assert!(
+        server_fin.bottom > last_ack.top - 16.0 && server_fin.top < last_ack.bottom,
+        "the server's FIN {server_fin:?} not beside its LAST_ACK {last_ack:?}"
+    );
+}

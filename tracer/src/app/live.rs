@@ -169,6 +169,11 @@ async fn attach<S: Sink>(
         }
     }
     pipe.no_time_wait_lookups = pipe.time_wait.is_none();
+    if args.no_timewait && pipe.stuck_ns.is_some() {
+        eprintln!(
+            "tracer: --no-timewait: orphaned FIN_WAIT2 sockets (closed by their process, the peer's FIN still awaited) will not be found stuck: only the TIME_WAIT lookups see them"
+        );
+    }
     if let Some(ns) = pipe.stuck_ns {
         let seeded = match &mut pipe.namespaces {
             Some(namespaces) => enrich::seed(
@@ -177,14 +182,20 @@ async fn attach<S: Sink>(
                 namespaces,
                 &pipe.names,
                 monotonic_ns(),
+                pipe.time_wait.is_some(),
             ),
             None => Err(io::Error::other("netlink sock_diag unavailable")),
         };
         match seeded {
             Ok(n) => eprintln!(
-                "tracer: reporting connections stuck for {} or more; {} existing sockets seeded from sock_diag in {} network namespace{}{} (their age counts from now)",
+                "tracer: reporting connections stuck for {} or more; {} existing sockets{} seeded from sock_diag in {} network namespace{}{} (their age counts from now)",
                 units::human_ns(ns),
                 n.sockets,
+                if n.orphans > 0 {
+                    format!(" ({} orphaned FIN_WAIT2)", n.orphans)
+                } else {
+                    String::new()
+                },
                 n.namespaces,
                 if n.namespaces == 1 { "" } else { "s" },
                 if n.failed > 0 {
@@ -415,6 +426,13 @@ fn final_report<S: Sink>(
                     crate::enrich::MAX_ORPHANS
                 ));
             }
+            if t.stats.failed > 0 {
+                untracked.push_str(&format!(
+                    ", {} sock_diag dump{} failed (retried)",
+                    t.stats.failed,
+                    if t.stats.failed == 1 { "" } else { "s" }
+                ));
+            }
             format!(", {} in TIME_WAIT{untracked}", t.tracked())
         }),
         if pipe.table.evicted > 0 {
@@ -442,6 +460,13 @@ fn final_report<S: Sink>(
             String::new()
         },
     );
+    if let Some(t) = pipe.time_wait.as_ref().filter(|t| t.stats.dumps > 0) {
+        let _ = writeln!(
+            err,
+            "tracer: sock_diag lookups of TIME_WAIT and orphaned FIN_WAIT2: {}",
+            t.stats.describe()
+        );
+    }
     if totals.lost_stats > 0 {
         let _ = writeln!(
             err,

@@ -10,13 +10,13 @@
 //! reports `→ TIME_WAIT` with the timer's expiry, and `TIME_WAIT → CLOSE` once the timewait
 //! socket is gone. Cost is bounded: dumps are rate-limited (less often when the table is
 //! large) and at most [`MAX_TRACKED`] timewait sockets are followed to their end.
-use std::io;
+use std::{collections::HashMap, io};
 
 use crate::{
     cgroup::Names,
     decode::TcpState,
     filter::Filter,
-    table::{Owner, OwnerSource, Seed, Table},
+    table::{Owner, OwnerSource, Seed, Table, Tuple},
 };
 
 pub mod netns;
@@ -38,22 +38,28 @@ pub struct Seeded {
     pub namespaces: usize,
     /// Namespaces that could not be dumped (entered, or answered).
     pub failed: usize,
+    /// Of the sockets, orphaned FIN_WAIT2s (closed by their owner, the peer's FIN awaited).
+    pub orphans: usize,
 }
 
 /// Seeds the table with every TCP socket that exists now in every network namespace (one
 /// sock_diag dump per namespace, one /proc scan for their owners), so connections older
 /// than the tracer can be found stuck. An error only when the tracer's own namespace
 /// cannot be dumped.
-/// The owners' cgroups are noted in `names`.
+/// The owners' cgroups are noted in `names`. With `orphans` (the TIME_WAIT lookups will
+/// follow them), the orphaned FIN_WAIT2s too, at most [`MAX_ORPHANS`].
 pub fn seed(
     table: &mut Table,
     filter: &Filter,
     namespaces: &mut Namespaces,
     names: &Names,
     now_ns: u64,
+    orphans: bool,
 ) -> io::Result<Seeded> {
     let own = namespaces.own();
     let mut found: Vec<(u32, DiagSocket)> = Vec::new();
+    // Each orphan's FIN_WAIT2 timer, from its timewait socket.
+    let mut timers: HashMap<(u32, Tuple), u64> = HashMap::new();
     let mut out = Seeded::default();
     // Without the kernel's namespace of each event, sockets elsewhere could not be told
     // from the tracer's own: then only its own namespace is dumped.
@@ -66,10 +72,17 @@ pub fn seed(
         if !filter.netns.is_empty() && !filter.netns.contains(&ns) {
             continue;
         }
-        let (socks, orphans) = match namespaces.lookup(ns) {
+        let (socks, tw) = match namespaces.lookup(ns) {
             // Orphaned FIN_WAIT2s are timewait sockets, which a dump of full sockets does
             // not return: they are dumped apart (a failure there only loses them).
-            Lookup::Diag(d) => (d.sockets(), d.time_wait().unwrap_or_default()),
+            Lookup::Diag(d) => (
+                d.sockets(),
+                if orphans {
+                    d.time_wait().unwrap_or_default()
+                } else {
+                    HashMap::new()
+                },
+            ),
             // Just scanned: a namespace not found now is gone.
             Lookup::Gone | Lookup::Pending => continue,
             Lookup::Refused => {
@@ -88,10 +101,15 @@ pub fn seed(
                 );
                 // Closed by their owner before the tracer started, the peer's FIN still
                 // awaited: no process owns them any more (inode 0).
+                let room = MAX_ORPHANS.saturating_sub(timers.len());
+                let tw: Vec<_> = tw
+                    .into_iter()
+                    .filter(|(_, s)| s.state == TcpState::FinWait2)
+                    .take(room)
+                    .collect();
+                timers.extend(tw.iter().map(|(t, s)| ((ns, *t), s.expires_ns())));
                 found.extend(
-                    orphans
-                        .into_iter()
-                        .filter(|(_, s)| s.state == TcpState::FinWait2)
+                    tw.into_iter()
                         .map(|(tuple, _)| DiagSocket {
                             family: if tuple.local.addr.is_ipv4() {
                                 crate::decode::Family::Ipv4
@@ -131,20 +149,35 @@ pub fn seed(
             cgroup_id: p.cgroup_id,
             source: OwnerSource::Procfs,
         });
+        // Sockets of the tracer's namespace carry its inode too, as events do.
+        let netns = if namespaces.kernel_reports { ns } else { 0 };
+        // Only timewait sockets have no inode.
+        let orphan = d.inode == 0 && state == TcpState::FinWait2;
         table.seed(
             Seed {
-                // Sockets of the tracer's namespace carry its inode too, as events do.
-                netns: if namespaces.kernel_reports { ns } else { 0 },
+                netns,
                 family: d.family,
                 tuple: d.tuple,
                 state,
                 owner,
-                // Only timewait sockets have no inode.
-                orphan: d.inode == 0 && state == TcpState::FinWait2,
+                orphan,
             },
             now_ns,
         );
         out.sockets += 1;
+        if orphan {
+            out.orphans += 1;
+            // Its FIN_WAIT2 timer: when it gives up, should the peer's FIN never come.
+            table.set_orphan(
+                crate::decode::SockAddr(0),
+                crate::table::NsTuple::new(netns, d.tuple),
+                crate::table::Orphan {
+                    handoff_ns: 0,
+                    expires_ns: timers.get(&(ns, d.tuple)).copied(),
+                    end: None,
+                },
+            );
+        }
     }
     Ok(out)
 }

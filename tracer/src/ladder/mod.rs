@@ -480,5 +480,99 @@ impl Pairer {
     }
 }
 
+/// The ladder of an orphaned FIN_WAIT2 as the table builds it from what this kernel
+/// reports: the client closes first, is handed to a timewait socket in FIN_WAIT2 as soon as
+/// its FIN is acked (sock_diag finds it there), and the server sends its FIN 300 ms later.
+/// For the tests (the unit test of the drawing, the browser check of the SVG).
+pub fn orphan_sample() -> Ladder {
+    use crate::{
+        decode::{Comm, Family, Task},
+        table::{NsTuple, Orphan, OrphanEnd, OrphanHow, Table, TimeWait},
+    };
+    use TcpState::*;
+    const MS: u64 = 1_000_000;
+    let lo: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+    let mut comm = [0u8; 16];
+    comm[..7].copy_from_slice(b"python3");
+    let tr = |sock: u64, ts_ns: u64, old, new, sport, dport| Transition {
+        ts_ns,
+        sock: SockAddr(sock),
+        netns: 4_026_531_840,
+        family: Family::Ipv4,
+        tuple: Tuple::new(lo, sport, lo, dport),
+        old,
+        new,
+        task: Task {
+            pid: 23_511,
+            tid: 23_511,
+            comm: Comm(comm),
+            uid: 0,
+            cgroup_id: 0,
+        },
+        cpu: 0,
+        srtt_us: 0,
+    };
+    let (client, server) = (0xffff_8881_0000_1000, 0xffff_8881_0000_2000);
+    let (cport, sport) = (44_334, 48_124);
+    let steps = [
+        tr(client, 0, Close, SynSent, cport, sport),
+        tr(client, 43_200, SynSent, Established, cport, sport),
+        tr(server, 50_900, Listen, SynRecv, sport, cport),
+        tr(server, 54_900, SynRecv, Established, sport, cport),
+        tr(client, 86_400, Established, FinWait1, cport, sport),
+        tr(server, 91_600, Established, CloseWait, sport, cport),
+        tr(client, 384_600, FinWait1, FinWait2, cport, sport),
+        // The handoff: the tracepoint's CLOSE, 3 µs later.
+        tr(client, 387_400, FinWait2, Close, cport, sport),
+        tr(server, 300 * MS + 270_000, CloseWait, LastAck, sport, cport),
+        tr(server, 300 * MS + 340_000, LastAck, Close, sport, cport),
+    ];
+    let (mut t, mut p) = (Table::new(), Pairer::new());
+    for s in &steps {
+        p.transition(s);
+        t.apply(s);
+        if s.sock == SockAddr(client) && s.new == Close {
+            // The lookup after the close: its timewait socket, in FIN_WAIT2.
+            let key = NsTuple::new(s.netns, s.tuple);
+            let found = Orphan {
+                handoff_ns: s.ts_ns,
+                expires_ns: Some(s.ts_ns + 60_000 * MS),
+                end: None,
+            };
+            t.set_orphan(s.sock, key, found);
+        }
+    }
+    // The lookup after the server's FIN: TIME_WAIT, begun at the server's LAST_ACK.
+    let (fin, key) = (steps[8].ts_ns, NsTuple::new(steps[7].netns, steps[7].tuple));
+    t.set_orphan(
+        SockAddr(client),
+        key,
+        Orphan {
+            handoff_ns: steps[7].ts_ns,
+            expires_ns: Some(steps[7].ts_ns + 60_000 * MS),
+            end: Some(OrphanEnd {
+                ts_ns: fin,
+                how: OrphanHow::Fin { peer: true },
+            }),
+        },
+    );
+    t.set_time_wait(
+        SockAddr(client),
+        key,
+        Some(TimeWait {
+            confirmed: true,
+            expires_ns: Some(fin + 60_000 * MS),
+        }),
+    );
+    let mut pairs = Vec::new();
+    for c in t.flush() {
+        pairs.extend(p.finished(c, true));
+    }
+    match pairs.pop() {
+        Some((a, b)) => build(&a, b.as_ref(), &WallClock::fixed(0)),
+        None => unreachable!("both ends finished: one pair"),
+    }
+}
+
 #[cfg(test)]
 mod tests;

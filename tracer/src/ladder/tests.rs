@@ -130,3 +130,148 @@ fn held_ends_are_bounded_and_flushed_at_exit() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].0.role, Role::Server);
 }
+
+/// An orphaned FIN_WAIT2 (the client handed to a timewait socket at its close, the server's
+/// FIN 300 ms later): the server's FIN is drawn where the server sent it (its LAST_ACK), not
+/// at the client's handoff, no segment comes from the right before it, and the handoff is a
+/// note on the client's line, with no arrow. The same in text and in the SVG.
+#[test]
+fn an_orphans_ladder_draws_the_peers_fin_where_it_was_sent() {
+    const HANDOFF: &str = "handed to a timewait socket (FIN_WAIT2)";
+    let l = orphan_sample();
+    let handoff = l
+        .rows
+        .iter()
+        .find(|r| r.note.as_deref() == Some(HANDOFF))
+        .expect("the handoff's note");
+    assert_eq!(
+        (
+            handoff.side,
+            handoff.state,
+            &handoff.arrow,
+            handoff.offset_ns
+        ),
+        (Side::Left, None, &None, 387_400)
+    );
+    let last_ack = l
+        .rows
+        .iter()
+        .position(|r| r.side == Side::Right && r.state == Some(LastAck))
+        .unwrap();
+    assert_eq!(
+        l.rows[last_ack].arrow,
+        Some(Arrow {
+            from: Side::Right,
+            label: "FIN"
+        }),
+        "the server's FIN on its LAST_ACK row"
+    );
+    assert_eq!(l.rows[last_ack].offset_ns, 300_270_000);
+    // Between the client's FIN and the server's: only the ACK of the client's FIN and no
+    // arrow at all from the handoff on.
+    let arrows: Vec<(u64, Side, &str)> = l
+        .rows
+        .iter()
+        .filter_map(|r| r.arrow.as_ref().map(|a| (r.offset_ns, a.from, a.label)))
+        .collect();
+    use Side::*;
+    assert_eq!(
+        arrows,
+        [
+            (0, Left, "SYN"),
+            (43_200, Right, "SYN-ACK"),
+            (43_200, Left, "ACK"),
+            (86_400, Left, "FIN"),
+            (91_600, Right, "ACK"),
+            (300_270_000, Right, "FIN"),
+            (300_270_000, Left, "ACK"),
+        ]
+    );
+    // The client's CLOSE (and TIME_WAIT) after the server's FIN, on the same instant.
+    let close = l
+        .rows
+        .iter()
+        .position(|r| r.side == Left && r.state == Some(Close))
+        .unwrap();
+    assert!(close > last_ack && l.rows[close].offset_ns == 300_270_000);
+
+    let text = text::render(&l);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"))
+    };
+    let (note, fin2) = (at(HANDOFF), at("LAST_ACK"));
+    assert!(
+        lines[note].contains("! ") && !lines[note].contains('─'),
+        "{text}"
+    );
+    assert!(
+        lines[fin2].contains('◀') && lines[fin2].contains(" FIN "),
+        "{text}"
+    );
+    assert!(
+        lines[note + 1..fin2].iter().all(|l| !l.contains('─')),
+        "no segment between the handoff and the server's FIN:\n{text}"
+    );
+    assert!(note < fin2 && fin2 < at("TIME_WAIT"), "{text}");
+
+    let svg = svg::render(&l);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let y = |n: roxmltree::Node| n.attribute("y").unwrap().parse::<f64>().unwrap();
+    let note = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("note") && n.text() == Some(HANDOFF))
+        .expect("the handoff's note in the SVG");
+    assert_eq!(note.attribute("data-side"), Some("left"));
+    let state_y = |side: &str, name: &str| {
+        doc.descendants()
+            .find(|n| {
+                n.attribute("class") == Some("state")
+                    && n.attribute("data-side") == Some(side)
+                    && n.text() == Some(name)
+            })
+            .map(y)
+            .unwrap_or_else(|| panic!("no {side} {name}"))
+    };
+    // Arrows: (from, label, y of the line).
+    let arrows: Vec<(String, String, f64)> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("arrow"))
+        .map(|g| {
+            let line = g.children().find(|n| n.has_tag_name("line")).unwrap();
+            let label = g
+                .descendants()
+                .find(|n| n.attribute("class") == Some("label"))
+                .and_then(|n| n.text())
+                .unwrap();
+            (
+                g.attribute("data-from").unwrap().to_string(),
+                label.to_string(),
+                line.attribute("y1").unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(arrows.len(), 7, "{arrows:?}");
+    let right_fins: Vec<f64> = arrows
+        .iter()
+        .filter(|(from, label, _)| from == "right" && label == "FIN")
+        .map(|a| a.2)
+        .collect();
+    let last_ack_y = state_y("right", "LAST_ACK");
+    assert_eq!(right_fins.len(), 1, "{arrows:?}");
+    assert!(
+        (right_fins[0] - last_ack_y).abs() < 12.0,
+        "the server's FIN at {} beside its LAST_ACK at {last_ack_y}",
+        right_fins[0]
+    );
+    // Nothing drawn across on the handoff's row, and the FIN well below it.
+    let note_y = y(note);
+    assert!(
+        arrows.iter().all(|a| (a.2 - note_y).abs() > 12.0),
+        "an arrow on the handoff's row ({note_y}): {arrows:?}"
+    );
+    assert!(right_fins[0] > note_y && state_y("left", "TIME_WAIT") > right_fins[0]);
+}

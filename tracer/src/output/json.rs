@@ -538,7 +538,9 @@ struct UnstuckJson<'a> {
     ty: &'static str,
     time: String,
     ts_ns: u64,
-    sock: SockAddr,
+    /// Null for a socket from the start-up dump that never had an event (an orphaned
+    /// FIN_WAIT2 that existed before the tracer), as in `stuck`.
+    sock: Option<SockAddr>,
     netns: Option<u32>,
     state: TcpState,
     new: TcpState,
@@ -637,7 +639,7 @@ impl<W: Write> Sink for Json<W> {
             ty: "unstuck",
             time: self.time(t.ts_ns),
             ts_ns: t.ts_ns,
-            sock: t.sock,
+            sock: (t.sock.0 != 0).then_some(t.sock),
             netns: netns_of(t.netns),
             state: u.state,
             new: t.new,

@@ -538,3 +538,74 @@ impl<'de> serde::Deserialize<'de> for Ordered {
         d.deserialize_any(V)
     }
 }
+
+/// An orphaned FIN_WAIT2's stuck report says who closed it only where that is known: a
+/// close the tracer saw, made by a process it named. The bug: any orphan without an owner
+/// was "closed before tracer started", even one the tracer saw close. One from the dump
+/// moves without an address: no sock in JSON, "(from dump)" in text.
+#[test]
+fn an_orphans_stuck_report_says_what_is_known_of_who_closed_it() {
+    use crate::table::{Orphan, SeenFrom, StuckReport, Unstuck};
+    let (evs, mut c) = client();
+    c.orphan = Some(Box::new(Orphan {
+        handoff_ns: 1_301_000,
+        expires_ns: Some(60_001_301_000),
+        end: None,
+    }));
+    let why = |c: &Conn| {
+        let mut t = Text::new(Vec::new(), WallClock::fixed(OFFSET), false, true);
+        t.stuck(&StuckReport {
+            conn: c.clone(),
+            state: FinWait2,
+            age_ns: 2_000_000_000,
+            age_at_least: c.seen_from == SeenFrom::Dump,
+            report: 1,
+            info: None,
+        })
+        .unwrap();
+        let out = String::from_utf8(t.out).unwrap();
+        out.lines()
+            .find_map(|l| l.trim_start().strip_prefix("why: ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no why: {out}"))
+    };
+    assert_eq!(why(&c), "closed by pid 7 (app); the peer never sent FIN");
+    c.owner = None;
+    assert_eq!(
+        why(&c),
+        "closed under tracer, by a process it could not name; the peer never sent FIN"
+    );
+    c.seen_from = SeenFrom::Dump;
+    c.sock = crate::decode::SockAddr(0);
+    assert_eq!(
+        why(&c),
+        "closed before tracer started (no process holds a closed socket: who closed it is unknown); the peer never sent FIN"
+    );
+    // It moves: the peer's FIN, seen by sock_diag.
+    let mut moved = evs[4].0;
+    (moved.sock, moved.old, moved.new) = (crate::decode::SockAddr(0), FinWait2, TimeWait);
+    let u = Unstuck {
+        state: FinWait2,
+        age_ns: 3_000_000_000,
+        age_at_least: true,
+        reports: 1,
+    };
+    let mut t = Text::new(Vec::new(), WallClock::fixed(OFFSET), false, true);
+    t.unstuck(&moved, &u, None).unwrap();
+    let text = String::from_utf8(t.out).unwrap();
+    assert!(
+        text.starts_with("MOVED (from dump) 127.0.0.1:40000 -> 127.0.0.1:8080: FIN_WAIT2 -> TIME_WAIT after at least 3.00s"),
+        "{text}"
+    );
+    let mut j = Json::new(Vec::new(), WallClock::fixed(OFFSET));
+    j.unstuck(&moved, &u, None).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&j.into_inner().unwrap()).unwrap();
+    assert_eq!(
+        (&v["sock"], &v["state"], &v["new"], &v["age_at_least"]),
+        (
+            &serde_json::Value::Null,
+            &serde_json::json!("FIN_WAIT2"),
+            &serde_json::json!("TIME_WAIT"),
+            &serde_json::json!(true)
+        )
+    );
+}

@@ -499,15 +499,20 @@ impl<W: Write> Sink for Text<W> {
         } else {
             String::new()
         };
-        // An orphaned FIN_WAIT2: its owner is done with it, the peer is what is stuck.
-        let why = match (&c.orphan, c.owner) {
-            (None, _) => String::new(),
-            (Some(_), Some(o)) if c.seen_from == SeenFrom::Events => format!(
+        // An orphaned FIN_WAIT2: its owner is done with it, the peer is what is stuck. Say
+        // who closed it only where that is known: the tracer saw the close and who made it.
+        let why = match (&c.orphan, c.owner, c.seen_from) {
+            (None, ..) => String::new(),
+            (Some(_), Some(o), SeenFrom::Events) => format!(
                 "\n      why: closed by pid {} ({}); the peer never sent FIN",
                 o.pid, o.comm
             ),
-            (Some(_), _) => {
-                "\n      why: closed before tracer started; the peer never sent FIN".to_string()
+            (Some(_), None, SeenFrom::Events) => {
+                "\n      why: closed under tracer, by a process it could not name; the peer never sent FIN".to_string()
+            }
+            // A closed socket is held by no process: /proc cannot name who closed it.
+            (Some(_), _, SeenFrom::Dump) => {
+                "\n      why: closed before tracer started (no process holds a closed socket: who closed it is unknown); the peer never sent FIN".to_string()
             }
         };
         let why = match r.info.map(|i| i.why(r.state)) {
@@ -529,10 +534,14 @@ impl<W: Write> Sink for Text<W> {
         let g = self.style(Style::new().fg_color(Some(AnsiColor::Green.into())).bold());
         let owner = self.owner_words(owner, "  owner ", "");
         let at_least = if u.age_at_least { "at least " } else { "" };
+        let sock = if t.sock.0 == 0 {
+            "(from dump)".to_string()
+        } else {
+            t.sock.to_string()
+        };
         writeln!(
             self.out,
-            "{g}MOVED{g:#} {} {} -> {}: {} -> {} after {at_least}{}{owner}",
-            t.sock,
+            "{g}MOVED{g:#} {sock} {} -> {}: {} -> {} after {at_least}{}{owner}",
             endpoint(t.tuple.local),
             endpoint(t.tuple.remote),
             u.state,

@@ -75,8 +75,16 @@ impl Held {
     /// Whether it is released at `now`: after the grace period, or at its deadline while
     /// its lookup is still pending.
     pub(super) fn released(&self, now_ns: u64) -> bool {
-        let waited = now_ns.saturating_sub(self.closed);
-        now_ns >= self.deadline || (waited >= GRACE_NS && !self.pending)
+        now_ns >= self.release_at()
+    }
+
+    /// When it is released, as things stand.
+    pub(super) fn release_at(&self) -> u64 {
+        if self.pending {
+            self.deadline
+        } else {
+            self.deadline.min(self.closed.saturating_add(GRACE_NS))
+        }
     }
 
     /// Closed with its FIN_WAIT2 handed to a timewait socket, the peer's FIN still awaited.
@@ -120,6 +128,8 @@ impl Table {
         if let Some(h) = held {
             h.pending = false;
             h.conn.time_wait = tw;
+            let at = h.release_at();
+            self.due_by(at);
         }
     }
 
@@ -146,7 +156,7 @@ impl Table {
                     Some(e) => e.saturating_add(ORPHAN_SLACK_NS),
                     None => h.closed.saturating_add(ORPHAN_MAX_NS),
                 }
-                .max(h.deadline);
+                .max(h.closed.saturating_add(TIME_WAIT_WAIT_NS));
             }
             Some(end) => {
                 h.pending = false;
@@ -155,10 +165,21 @@ impl Table {
                     let last = c.entered_ns.len() - 1;
                     let at = end.ts_ns.max(c.entered_ns.get(last).unwrap_or(0));
                     c.entered_ns.set(last, Some(at));
+                } else {
+                    // One from the start-up dump: its CLOSE is this end.
+                    c.states.push(TcpState::Close);
+                    c.entered_ns.push(Some(end.ts_ns));
                 }
             }
         }
         h.conn.orphan = Some(Box::new(orphan));
+        let at = h.release_at();
+        self.due_by(at);
+    }
+
+    /// A held record may be released from `at_ns` on: [`Self::expire`] looks again by then.
+    pub(super) fn due_by(&mut self, at_ns: u64) {
+        self.next_release_ns = self.next_release_ns.min(at_ns);
     }
 
     /// A connection's counters at its close: the record its CLOSE just moved to the held ones
@@ -182,6 +203,15 @@ impl Table {
             remote: t.tuple.local,
         };
         let Some(at) = self.by_tuple.get(&rev) else {
+            // An orphan from the start-up dump has no address: found by its tuple, in the
+            // peer's namespace.
+            if !self.displaced.is_empty()
+                && let Some(h) = self.displaced.get_mut(&NsTuple::new(t.netns, rev))
+                && h.orphaned()
+                && h.peer_fin_ns.is_none()
+            {
+                h.peer_fin_ns = Some(t.ts_ns);
+            }
             return;
         };
         // The peer's own namespace first (loopback); across a veth pair the closer is in
@@ -210,22 +240,76 @@ impl Table {
     /// all into one vector would briefly hold every timeline twice.
     /// It walks every closed record (in one pass that takes out the released ones, reading
     /// only the maps: see [`Held`]), at most every [`EXPIRE_EVERY_NS`].
+    ///
+    /// Nothing is walked before the earliest time a held record can be released (kept up to
+    /// date as records are held and their lookups answered): 100,000 orphaned FIN_WAIT2s
+    /// waiting for their peers' FIN, walked every few milliseconds, took most of the reader's
+    /// time.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Box<Conn>> {
+        if now_ns < self.next_release_ns {
+            return Vec::new();
+        }
+        let mut next = u64::MAX;
+        let mut keep = |h: &mut Held| {
+            if h.released(now_ns) {
+                return true;
+            }
+            next = next.min(h.release_at());
+            false
+        };
         let mut due: Vec<Box<Conn>> = self
             .closing
-            .extract_if(|_, h| h.released(now_ns))
+            .extract_if(|_, h| keep(h))
             .map(|(_, h)| h.conn)
             .collect();
         if !self.displaced.is_empty() {
             due.extend(
                 self.displaced
-                    .extract_if(|_, h| h.released(now_ns))
+                    .extract_if(|_, h| keep(h))
                     .map(|(_, h)| h.conn),
             );
         }
+        self.next_release_ns = next;
         let mut out: Vec<Box<Conn>> = due.into_iter().map(|c| self.finish(c)).collect();
         out.sort_by_key(|c| c.end_ns());
         out
+    }
+
+    /// An orphaned FIN_WAIT2 reported stuck has ended (`sock`/`tuple` as in
+    /// [`Self::set_orphan`], `ts_ns` its end): how long it was stuck, once (it is not stuck
+    /// any more). `None` if it was not reported, or `keep` leaves it out.
+    pub fn orphan_moved(
+        &mut self,
+        sock: SockAddr,
+        tuple: NsTuple,
+        ts_ns: u64,
+        keep: impl Fn(&Conn) -> bool,
+    ) -> Option<Unstuck> {
+        let held = match self.closing.get_mut(&sock) {
+            Some(h) if h.conn.complete_ns_tuple() == Some(tuple) => Some(h),
+            _ => self.displaced.get_mut(&tuple),
+        }?;
+        let c = &mut held.conn;
+        if c.stuck.reports == 0 || c.orphan.is_none() || !keep(c) {
+            return None;
+        }
+        let (age_ns, age_at_least) = c.fin_wait2_age(ts_ns);
+        let u = Unstuck {
+            state: TcpState::FinWait2,
+            age_ns,
+            age_at_least,
+            reports: c.stuck.reports,
+        };
+        c.stuck = StuckTrack::default();
+        Some(u)
+    }
+
+    /// Forgets the orphans from the start-up dump still waiting for their end (at exit):
+    /// like the other sockets from the dump that are still open, they have no record to
+    /// show, only what the stuck reports said.
+    pub fn forget_waiting_seeded(&mut self) {
+        self.displaced
+            .retain(|_, h| !(h.orphaned() && h.conn.seen_from == SeenFrom::Dump));
     }
 
     /// Everything still closing, released at once (at exit).

@@ -508,14 +508,30 @@ impl Conn {
 
     /// An orphaned FIN_WAIT2's time in FIN_WAIT2 at `now_ns` (since it entered it, before
     /// the handoff), while the peer's FIN is awaited.
-    pub fn orphan_age(&self, now_ns: u64) -> Option<u64> {
-        let o = self.orphan.as_ref().filter(|o| o.end.is_none())?;
+    /// And whether that is only a lower bound (one from the start-up dump: since then).
+    pub fn orphan_age(&self, now_ns: u64) -> Option<(u64, bool)> {
+        self.orphan.as_ref().filter(|o| o.end.is_none())?;
+        Some(self.fin_wait2_age(now_ns))
+    }
+
+    /// An orphan's time in FIN_WAIT2 at `now_ns`, and whether it is a lower bound.
+    pub(super) fn fin_wait2_age(&self, now_ns: u64) -> (u64, bool) {
+        let Some(o) = self.orphan.as_deref() else {
+            return self.age(now_ns);
+        };
+        // FIN_WAIT2 is the state before the CLOSE of the handoff (the only state of one
+        // from the dump, until its end).
         let n = self.states.len();
-        let since = n
-            .checked_sub(2)
-            .and_then(|i| self.entered_ns.get(i))
-            .unwrap_or(o.handoff_ns);
-        Some(now_ns.saturating_sub(since))
+        let i = if self.last_state() == TcpState::Close {
+            n.checked_sub(2)
+        } else {
+            n.checked_sub(1)
+        };
+        match i.and_then(|i| self.entered_ns.get(i)) {
+            Some(since) => (now_ns.saturating_sub(since), false),
+            None if o.handoff_ns != 0 => (now_ns.saturating_sub(o.handoff_ns), false),
+            None => (now_ns.saturating_sub(self.first_seen_ns), true),
+        }
     }
 
     /// Data bytes sent and acked, and received, from the kernel's `bytes_acked` and

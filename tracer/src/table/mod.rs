@@ -86,6 +86,8 @@ pub struct Table {
     /// When `Some`, what the enrichers (sock_diag, /proc) tell the table is kept here, so a
     /// recording can replay it without them.
     pub journal: Option<Vec<Fact>>,
+    /// No held record can be released before this ([`Table::expire`]).
+    next_release_ns: u64,
 }
 
 /// Something the table learned from outside the events: what a recording must keep for a
@@ -327,15 +329,24 @@ impl Table {
             SeenFrom::Dump,
             now_ns,
         );
+        let key = NsTuple::new(seed.netns, seed.tuple);
         if seed.orphan {
-            // Handed over before the tracer started: when is not known (0).
+            // Handed over before the tracer started (when is not known: 0), and closed by
+            // its owner: it is held as the orphans the tracer saw close are, waiting for
+            // the same lookups to find its end (the peer's FIN, its timer). Its timeline
+            // gains its CLOSE then. Found by its tuple: a timewait socket has no address.
             conn.orphan = Some(Box::new(Orphan {
                 handoff_ns: 0,
                 expires_ns: None,
                 end: None,
             }));
+            let mut held = Held::new(now_ns, true, Box::new(conn));
+            // Until a lookup reads its timer ([`Self::set_orphan`]).
+            held.deadline = now_ns.saturating_add(ORPHAN_MAX_NS);
+            self.due_by(held.release_at());
+            self.displaced.insert(key, held);
+            return;
         }
-        let key = NsTuple::new(seed.netns, seed.tuple);
         if seed.state == TcpState::Listen {
             self.seeded_listeners
                 .entry(seed.tuple.local.port)
@@ -401,6 +412,7 @@ impl Table {
                 && let Some(tuple) = held.conn.complete_ns_tuple()
             {
                 // A tuple already waiting there is older still: it is done.
+                self.due_by(held.release_at());
                 if let Some(older) = self.displaced.insert(tuple, held) {
                     finished.push(*self.finish(older.conn));
                 }
@@ -537,7 +549,9 @@ impl Table {
             && let Some(c) = self.conns.remove(&t.sock)
         {
             let pending = c.may_enter_time_wait();
-            self.closing.insert(t.sock, Held::new(t.ts_ns, pending, c));
+            let held = Held::new(t.ts_ns, pending, c);
+            self.due_by(held.release_at());
+            self.closing.insert(t.sock, held);
         }
         Applied {
             in_old_ns,

@@ -178,7 +178,7 @@ impl Table {
             .filter(|h| h.orphaned())
         {
             let c = &mut h.conn;
-            let Some(age_ns) = c.orphan_age(now_ns) else {
+            let Some((age_ns, age_at_least)) = c.orphan_age(now_ns) else {
                 continue;
             };
             let next = if c.stuck.next_age_ns == 0 {
@@ -195,7 +195,7 @@ impl Table {
                 conn: (**c).clone(),
                 state: TcpState::FinWait2,
                 age_ns,
-                age_at_least: false,
+                age_at_least,
                 report: c.stuck.reports,
                 info: None,
             });
@@ -229,12 +229,8 @@ impl Table {
             .chain(self.displaced.values())
             .filter(|h| h.orphaned())
             .filter_map(|h| {
-                Some((
-                    &*h.conn,
-                    TcpState::FinWait2,
-                    h.conn.orphan_age(now_ns)?,
-                    false,
-                ))
+                let (age, at_least) = h.conn.orphan_age(now_ns)?;
+                Some((&*h.conn, TcpState::FinWait2, age, at_least))
             });
         for (c, state, age, at_least) in self
             .conns
@@ -392,12 +388,12 @@ impl Table {
             .chain(self.displaced.values())
             .filter(|h| h.orphaned())
             .filter_map(|h| {
-                let age_ns = h.conn.orphan_age(now_ns)?;
+                let (age_ns, age_at_least) = h.conn.orphan_age(now_ns)?;
                 (age_ns >= threshold_ns).then_some((
                     &*h.conn,
                     TcpState::FinWait2,
                     age_ns,
-                    false,
+                    age_at_least,
                     true,
                 ))
             });

@@ -1410,3 +1410,69 @@ fn a_servers_handshake_rtt_is_the_kernels_synack_sample() {
     let c = carried(&[Close, SynSent, Established, Close], 1, 0);
     assert_eq!(c.handshake_rtt_ns(), Some(10));
 }
+
+/// `expire` walks nothing before the earliest release: every change that can release a
+/// held record sooner (an answered lookup, a reset, an orphan's end or its timer read) is
+/// still released on time.
+#[test]
+fn held_records_are_released_on_time_without_a_walk_each_time() {
+    const MS: u64 = 1_000_000;
+    let mut t = Table::new();
+    // An orphan waiting for its peer's FIN, its timer 60 s away: nothing due for a minute.
+    let closer = |t: &mut Table, s: u64, port: u16, at: u64| {
+        t.apply(&tr(s, at, Close, SynSent, 0, 80));
+        t.apply(&tr(s, at + 1, SynSent, Established, port, 80));
+        t.apply(&tr(s, at + 2, Established, FinWait1, port, 80));
+        t.apply(&tr(s, at + 3, FinWait1, FinWait2, port, 80));
+        t.apply(&tr(s, at + 4, FinWait2, Close, port, 80));
+    };
+    closer(&mut t, 1, 5, 0);
+    let key = |port| {
+        NsTuple::new(
+            NETNS,
+            Tuple::new(
+                "127.0.0.1".parse().unwrap(),
+                port,
+                "127.0.0.1".parse().unwrap(),
+                80,
+            ),
+        )
+    };
+    let orphan = Orphan {
+        handoff_ns: 4,
+        expires_ns: Some(60_000 * MS),
+        end: None,
+    };
+    t.set_orphan(SockAddr(1), key(5), orphan);
+    assert!(t.expire(2_000 * MS).is_empty());
+    assert_eq!(t.next_release_ns, 60_000 * MS + ORPHAN_SLACK_NS);
+    // A closer whose lookup is answered: released a grace period after its close.
+    closer(&mut t, 2, 6, 3_000 * MS);
+    assert!(t.expire(3_000 * MS + 5).is_empty());
+    t.set_time_wait(SockAddr(2), key(6), None);
+    let c = t.expire(3_000 * MS + 4 + GRACE_NS);
+    assert_eq!(c.iter().map(|c| c.sock.0).collect::<Vec<_>>(), [2]);
+    // A closer reset after its close: no lookup to wait for.
+    closer(&mut t, 3, 7, 4_000 * MS);
+    t.context(&Context {
+        sock: Some(SockAddr(3)),
+        ..ctx(Some(3), 4_000 * MS + 5, ContextKind::ReceiveReset, None, 0)
+    });
+    let c = t.expire(4_000 * MS + 4 + GRACE_NS);
+    assert_eq!(c.iter().map(|c| c.sock.0).collect::<Vec<_>>(), [3]);
+    // The orphan's end: released a grace period after its close (long past).
+    t.set_orphan(
+        SockAddr(1),
+        key(5),
+        Orphan {
+            end: Some(OrphanEnd {
+                ts_ns: 5_000 * MS,
+                how: OrphanHow::Fin { peer: false },
+            }),
+            ..orphan
+        },
+    );
+    let c = t.expire(5_000 * MS);
+    assert_eq!(c.iter().map(|c| c.sock.0).collect::<Vec<_>>(), [1]);
+    assert_eq!(t.next_release_ns, u64::MAX, "nothing held");
+}

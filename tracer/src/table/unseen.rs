@@ -87,7 +87,9 @@ impl Table {
             // An aborted or timed-out connection has no TIME_WAIT to look up.
             held.pending = false;
         }
-        held.conn.owner
+        let (owner, at) = (held.conn.owner, held.release_at());
+        self.due_by(at);
+        owner
     }
 
     /// Keeps an error report no socket has the tuple of (yet), within the bound; the ones

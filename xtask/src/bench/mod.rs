@@ -30,6 +30,7 @@ use serde::Serialize;
 use crate::loadgen;
 
 mod count;
+mod orphans;
 mod proc;
 mod report;
 mod run;
@@ -178,6 +179,17 @@ pub struct BenchArgs {
     /// `--burst`: seconds the connections are held before they close.
     #[arg(long, default_value_t = 3.0, value_name = "SECS")]
     pub burst_hold: f64,
+    /// Also the `orphans` workload: this many connections whose clients close at once while
+    /// their servers hold them for `--orphans-hold` seconds (every client an orphaned
+    /// FIN_WAIT2 meanwhile), against the same connections held open; tracer `-o json --stuck
+    /// 1h` only. Its CPU and RSS in the hold, the time of its sock_diag dumps, and the
+    /// latency of each orphan's end (the servers' close) to its report. `--reps` runs of
+    /// each, interleaved.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub orphans: Option<u64>,
+    /// `--orphans`: seconds the servers hold their ends.
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    pub orphans_hold: f64,
     /// The tracer binary (default: build it with `cargo build --release -p tracer`).
     #[arg(long)]
     pub tracer: Option<PathBuf>,

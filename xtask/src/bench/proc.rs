@@ -1,7 +1,7 @@
 //! A running tool: its output, its CPU, RSS and BPF program statistics.
 use std::{
     collections::BTreeMap,
-    fs::{self, File},
+    fs,
     io::{BufRead as _, BufReader},
     net::TcpListener,
     os::unix::process::CommandExt as _,
@@ -33,7 +33,7 @@ pub(super) struct Exit {
 }
 
 impl Proc {
-    pub(super) fn spawn(cmd: &mut Command, stdout: File) -> anyhow::Result<Self> {
+    pub(super) fn spawn(cmd: &mut Command, stdout: impl Into<Stdio>) -> anyhow::Result<Self> {
         let started = Instant::now();
         // SAFETY: signal(2) is async-signal-safe, as pre_exec requires. A bench started from
         // a non-interactive shell's `&` inherits SIGINT ignored, and Python (bcc) keeps an

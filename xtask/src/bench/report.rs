@@ -17,6 +17,9 @@ pub(super) struct Report {
     pub(super) skipped: BTreeMap<String, String>,
     pub(super) summary: Vec<Summary>,
     pub(super) runs: Vec<RunResult>,
+    /// `--orphans`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) orphans: Vec<super::orphans::OrphanRun>,
 }
 
 #[derive(Serialize)]
@@ -216,6 +219,9 @@ pub(super) fn markdown(r: &Report) -> String {
     );
     missing_table(&mut s, r);
     programs_table(&mut s, r);
+    if !r.orphans.is_empty() {
+        s.push_str(&super::orphans::markdown(&r.orphans));
+    }
     if !r.skipped.is_empty() {
         let _ = writeln!(s, "\nSkipped:");
         for (t, why) in &r.skipped {

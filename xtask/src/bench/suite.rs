@@ -39,7 +39,7 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
     if args.peers {
         install_peers(&tools)?;
     }
-    let tracer = if tools.iter().any(|t| t.is_tracer()) {
+    let tracer = if tools.iter().any(|t| t.is_tracer()) || args.orphans.is_some() {
         Some(tracer_binary(root, cargo, args.tracer.as_deref(), &out)?)
     } else {
         None
@@ -89,6 +89,7 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
         && args.sustained.is_none()
         && args.open.is_none()
         && args.burst.is_none()
+        && args.orphans.is_none()
     {
         &default_scale
     } else {
@@ -195,6 +196,48 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
         }
     }
 
+    let mut orphan_runs = Vec::new();
+    if let (Some(n), Some(tracer)) = (args.orphans, ctx.tracer.as_deref()) {
+        if !(args.orphans_hold >= 5.0 && args.orphans_hold.is_finite()) {
+            bail!("--orphans-hold must be at least 5 s (the CPU is taken over its quiet part)");
+        }
+        for rep in 0..args.reps {
+            // Interleaved, the order turned each rep.
+            let mut kinds = [("orphans", true), ("held open", false)];
+            if rep % 2 == 1 {
+                kinds.reverse();
+            }
+            for (kind, orphans) in kinds {
+                let mut g = base(n);
+                g.hold = Some(args.orphans_hold);
+                g.orphans = orphans;
+                eprintln!(
+                    "bench: [{:>5.0}s] {kind} {} rep {}/{}",
+                    started.elapsed().as_secs_f64(),
+                    human_count(n),
+                    rep + 1,
+                    args.reps
+                );
+                let r = super::orphans::run(tracer, &g, kind, rep + 1)
+                    .with_context(|| format!("the {kind} run"))?;
+                eprintln!(
+                    "bench:   CPU in the hold {:?} %, RSS {:?} MiB, {:?} dumps (longest {:?} ms, {:?} sockets), {} ends reported, latency p50 {:?} p99 {:?} max {:?} ms {}",
+                    r.hold_cpu_pct,
+                    r.hold_rss_mib,
+                    r.dumps,
+                    r.dump_longest_ms,
+                    r.dump_longest_sockets,
+                    r.time_wait_reports,
+                    r.latency_p50_ms,
+                    r.latency_p99_ms,
+                    r.latency_max_ms,
+                    r.notes.join("; ")
+                );
+                orphan_runs.push(r);
+            }
+        }
+    }
+
     let report = Report {
         machine: machine_facts(ctx.tracer.as_deref()),
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -205,6 +248,7 @@ pub fn bench(root: &Path, cargo: &mut Command, args: &BenchArgs) -> anyhow::Resu
             .collect(),
         summary: summarise(&workloads, &results),
         runs: results,
+        orphans: orphan_runs,
     };
     let md = markdown(&report);
     fs::write(out.join("results.md"), &md).context("writing results.md")?;
