@@ -68,9 +68,28 @@ struct OwnerRun {
 const LISTENER: u64 = 2;
 const SIDE: u64 = 5;
 
+/// [`owner_run`] until the kernel skipped none of tracer's program runs: a recursion miss
+/// (counted, host-wide: another busy test or benchmark's traffic on this CPU) may fall on
+/// this workload's events, and then no count below can be exact. At most five tries.
+fn owner_filtered(filter: &[String]) -> OwnerRun {
+    for attempt in 1..=5 {
+        let run = owner_run(filter);
+        if run.counts.lost == 0 {
+            return run;
+        }
+        eprintln!(
+            "owner filters {filter:?}: the kernel skipped {} runs (host-wide recursion misses) in try {attempt}: again",
+            run.counts.lost
+        );
+    }
+    panic!(
+        "owner filters {filter:?}: the kernel skipped runs in five tries: the host is too busy for exact counts"
+    );
+}
+
 /// Runs `filter` around: a listener (ours) on P, one connection from this process and one
 /// from a `bash` child (`/dev/tcp`), both accepted by this process.
-fn owner_filtered(filter: &[String]) -> OwnerRun {
+fn owner_run(filter: &[String]) -> OwnerRun {
     let (listener, addr) = bound(false);
     let port = addr.port().to_string();
     let mut args: Vec<&str> = vec!["-o", "json", "--no-timewait", "-p", &port];
@@ -124,7 +143,6 @@ fn owner_filtered(filter: &[String]) -> OwnerRun {
     };
     // The workload itself, counted by the kernel: one listener, two connections.
     assert_eq!(run.kernel as u64, LISTENER + 4 * SIDE, "{err:?}");
-    assert_eq!(run.counts.lost, 0, "{err:?}");
     run
 }
 
