@@ -30,7 +30,8 @@ fn symbols() -> HashMap<String, (String, u64)> {
         .collect()
 }
 
-/// Every program the loader loads: its name, and the tracepoint section it is compiled for.
+/// Every program the loader loads: its name, and the (raw) tracepoint section it is compiled
+/// for.
 fn programs() -> Vec<(&'static str, String)> {
     let mut p = vec![
         (
@@ -44,6 +45,10 @@ fn programs() -> Vec<(&'static str, String)> {
         (
             names::DESTROY_FAST_PROGRAM,
             "tracepoint/tcp/tcp_destroy_sock".to_string(),
+        ),
+        (
+            names::ERROR_REPORT_RAW_PROGRAM,
+            format!("raw_tp/{}", names::ERROR_REPORT_RAW_TRACEPOINT),
         ),
         // Attached by the loader to each of ACCEPT_TRACEPOINTS; compiled for the first.
         (
@@ -87,7 +92,7 @@ fn every_map_exists_with_its_type_and_sizes() {
     let u8s = size_of::<u8>() as u32;
     // (name, map type, key size, value size); a ring buffer has neither.
     let lpm_key = (size_of::<u32>() + size_of::<AddrKey>()) as u32;
-    let maps: [(&str, u32, u32, u32); 11] = [
+    let maps: [(&str, u32, u32, u32); 12] = [
         (names::EVENTS, RINGBUF, 0, 0),
         (
             names::COUNTERS,
@@ -103,6 +108,7 @@ fn every_map_exists_with_its_type_and_sizes() {
             2,
             size_of::<KOwner>() as u32,
         ),
+        (names::LISTEN_TGIDS, LRU_HASH, 8, 4),
         (names::PIDS, HASH, 4, u8s),
         (names::COMMS, HASH, 16, u8s),
         (names::CGROUPS, HASH, 8, u8s),
@@ -133,6 +139,10 @@ fn every_global_exists_with_its_size() {
         (names::LAYOUT, size_of::<RuntimeLayout>()),
         (names::NETNS_OFFSETS, size_of::<NetnsOffsets>()),
         (names::ACCEPT_OFFSETS, size_of::<AcceptOffsets>()),
+        (
+            names::ERROR_REPORT_OFFSETS,
+            size_of::<tracer_common::SockOffsets>(),
+        ),
         (
             names::TCP_STATS_OFFSETS,
             size_of::<tracer_common::TcpStatsOffsets>(),
