@@ -476,6 +476,10 @@ impl<S: Sink> Pipeline<S> {
     /// The periodic check: stuck connections (and a `tick` in the recording, so a replay
     /// checks at the same moments).
     pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
+        // Releases the namespaces of containers gone since, events or not.
+        if let Some(ns) = &mut self.namespaces {
+            ns.rescan_if_due();
+        }
         self.confirm_stuck_owners(now_ns)?;
         if let Some(r) = &mut self.recorder {
             r.line(&record::Line::Tick { ts_ns: now_ns })
