@@ -265,7 +265,8 @@ pub struct Args {
     pub nice: i32,
 
     /// Use the portable program (runtime offsets, bpf_probe_read_kernel) even when the fast
-    /// one fits this kernel. For testing the fallback path.
+    /// one fits this kernel, the classic error-report tracepoint instead of the raw one, and
+    /// a read per socket field. For testing the fallback paths.
     #[arg(global = true, long, hide = true)]
     pub force_portable: bool,
 

@@ -206,14 +206,29 @@ impl Live {
         };
         let (accept_offsets, mut accept_unavailable) = match accept {
             _ if !opts.accept => (AcceptOffsets::default(), Some("--no-accept".to_string())),
+            // The fallback paths: a field per read.
+            Ok(mut o) if opts.force_portable => {
+                o.fdt_pair = 0;
+                o.sock.head = 0;
+                (o, None)
+            }
             Ok(o) => (o, None),
             Err(e) => (AcceptOffsets::default(), Some(format!("{e:#}"))),
         };
         // Error reports with their socket: the raw tracepoint's argument is the `struct
         // sock *`, read at these offsets. Without them, the classic tracepoint (a tuple).
-        let error_sock = btf.as_ref().map_err(|e| anyhow!("{e:#}")).and_then(|btf| {
-            crate::btf::sock_offsets(btf).context("struct offsets from the kernel's BTF")
-        });
+        let error_sock = btf
+            .as_ref()
+            .map_err(|e| anyhow!("{e:#}"))
+            .and_then(|btf| {
+                crate::btf::sock_offsets(btf).context("struct offsets from the kernel's BTF")
+            })
+            .and_then(|o| {
+                if opts.force_portable {
+                    bail!("--force-portable")
+                }
+                Ok(o)
+            });
         let (program, layout) = match choice {
             Choice::Fast => (names::PROG_FAST, format::FAST),
             Choice::Portable(l) => (names::PROG_PORTABLE, l),

@@ -226,11 +226,26 @@ fn server_record(records: &[Value], port: u16, client_port: u16) -> Value {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn a_forked_child_that_accepts_owns_the_socket_exactly() {
+    forked_child_owns(&[]);
+}
+
+/// The same with a read per socket field (where the kernel's `__sk_common` is not laid out
+/// as the one-copy read expects).
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn a_forked_child_owns_the_socket_with_the_field_by_field_reads() {
+    forked_child_owns(&["--force-portable"]);
+}
+
+fn forked_child_owns(extra: &[&str]) {
     let server = PreFork::start(1);
     let (port, child) = (server.port, server.workers[0]);
     wait_listening(port, "the pre-fork server");
     thread::sleep(Duration::from_millis(100));
-    let t = Tracer::start(&["-o", "json", "--no-timewait", "-p", &port.to_string()]);
+    let p = port.to_string();
+    let mut args = vec!["-o", "json", "--no-timewait", "-p", &p];
+    args.extend_from_slice(extra);
+    let t = Tracer::start(&args);
     t.wait_stderr("accepting processes from", Duration::from_secs(5));
     let c = connect(port, Duration::from_millis(300));
     let client_port = c.local_addr().unwrap().port();
