@@ -140,8 +140,10 @@ fn accept_fill(o: *const AcceptOffsets, fd: u64, c: *mut Counters) -> Result<(),
         return Ok(());
     }
     if cfg.filter_owner != 0 {
-        let mut ko = KOwner::default();
-        ko.tgid = tgid;
+        let mut ko = KOwner {
+            tgid,
+            ..KOwner::default()
+        };
         // SAFETY: helpers without preconditions; `ko.comm` is a valid 16-byte buffer.
         unsafe {
             ko.cgroup_id = bpf_get_current_cgroup_id();

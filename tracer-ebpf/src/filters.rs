@@ -106,18 +106,18 @@ pub(crate) fn note_listener(old: u8, new: u8, netns: u32, port: u16) {
     let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
     let key = listen_key(netns, port);
     // SAFETY: a map value read and copied at once.
-    let known = unsafe { LISTEN_TGIDS.get(&key) }.copied();
+    let known = unsafe { LISTEN_TGIDS.get(key) }.copied();
     match known {
         None if listen => {
-            let _ = LISTEN_TGIDS.insert(&key, &tgid, 0);
+            let _ = LISTEN_TGIDS.insert(key, tgid, 0);
         }
         // Another process's listener on the same port: whose an accept came from is not
         // known here, so none is skipped.
         Some(t) if listen && t != tgid => {
-            let _ = LISTEN_TGIDS.insert(&key, &0, 0);
+            let _ = LISTEN_TGIDS.insert(key, 0, 0);
         }
         Some(t) if !listen && t == tgid && t != 0 => {
-            let _ = LISTEN_TGIDS.remove(&key);
+            let _ = LISTEN_TGIDS.remove(key);
         }
         _ => {}
     }
