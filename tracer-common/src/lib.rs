@@ -108,8 +108,11 @@ pub mod names {
     pub const ACCEPT_OFFSETS: &str = "ACCEPT_OFFSETS";
     /// Global [`super::TcpStatsOffsets`].
     pub const TCP_STATS_OFFSETS: &str = "TCP_STATS_OFFSETS";
-    /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category).
+    /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category),
+    /// walking to the socket with `bpf_probe_read_kernel`: the fallback.
     pub const ACCEPT_PROGRAM: &str = "sys_exit_accept";
+    /// The same walking the file table through BTF-typed pointers (5.11+): tried first.
+    pub const ACCEPT_BTF_PROGRAM: &str = "sys_exit_accept_btf";
     /// `inet_sk_error_report` as a raw tracepoint (its argument is the `struct sock *`), at
     /// the socket offsets of [`ERROR_REPORT_OFFSETS`]; the classic tracepoint program of
     /// [`CONTEXT_PROGRAMS`] is the fallback where raw tracepoints are refused.

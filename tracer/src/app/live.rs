@@ -239,8 +239,13 @@ async fn attach<S: Sink>(
         );
     } else if !live.accept_programs.is_empty() {
         eprintln!(
-            "tracer: accepting processes from {}",
-            live.accept_programs.join(", ")
+            "tracer: accepting processes from {}{}",
+            live.accept_programs.join(", "),
+            if live.accept_btf {
+                " (file table through BTF pointers)"
+            } else {
+                ""
+            }
         );
     }
     Ok(live)

@@ -100,6 +100,8 @@ pub struct Live {
     pub reads_netns: bool,
     /// The syscall exits the accept program is attached to (empty: not attached).
     pub accept_programs: Vec<String>,
+    /// The accept program walks the file table through BTF-typed pointers (not helpers).
+    pub accept_btf: bool,
     /// Why accepted sockets are not named after their accepter, if they are not.
     pub accept_unavailable: Option<String>,
     /// Why error reports come from the classic tracepoint (no socket: matched to a
@@ -405,13 +407,32 @@ impl Live {
         }
 
         let mut accept_programs = Vec::new();
+        let mut accept_btf = false;
         if accept_unavailable.is_none() {
-            let attached = (|| -> anyhow::Result<()> {
+            // The file table through BTF-typed pointers where the verifier takes it (5.11+),
+            // a helper call per pointer otherwise (and with --force-portable).
+            let loads = |ebpf: &mut Ebpf, name: &str| -> anyhow::Result<()> {
                 let p: &mut TracePoint = ebpf
-                    .program_mut(names::ACCEPT_PROGRAM)
-                    .with_context(|| format!("program {} missing", names::ACCEPT_PROGRAM))?
+                    .program_mut(name)
+                    .with_context(|| format!("program {name} missing"))?
                     .try_into()?;
                 p.load().map_err(hint_prog)?;
+                Ok(())
+            };
+            let prog =
+                if !opts.force_portable && loads(&mut ebpf, names::ACCEPT_BTF_PROGRAM).is_ok() {
+                    names::ACCEPT_BTF_PROGRAM
+                } else {
+                    names::ACCEPT_PROGRAM
+                };
+            let attached = (|| -> anyhow::Result<()> {
+                if prog == names::ACCEPT_PROGRAM {
+                    loads(&mut ebpf, prog)?;
+                }
+                let p: &mut TracePoint = ebpf
+                    .program_mut(prog)
+                    .with_context(|| format!("program {prog} missing"))?
+                    .try_into()?;
                 // One program, one link per syscall exit; both or neither, so every accept
                 // is named the same way.
                 let mut links = Vec::new();
@@ -431,11 +452,14 @@ impl Live {
                 Ok(())
             })();
             match attached {
-                Ok(()) => accept_programs.extend(
-                    names::ACCEPT_TRACEPOINTS
-                        .iter()
-                        .map(|n| format!("syscalls:{n}")),
-                ),
+                Ok(()) => {
+                    accept_btf = prog == names::ACCEPT_BTF_PROGRAM;
+                    accept_programs.extend(
+                        names::ACCEPT_TRACEPOINTS
+                            .iter()
+                            .map(|n| format!("syscalls:{n}")),
+                    );
+                }
                 Err(e) => accept_unavailable = Some(format!("{e:#}")),
             }
         }
@@ -464,6 +488,7 @@ impl Live {
             unavailable,
             reads_netns: config.read_netns != 0,
             accept_programs,
+            accept_btf,
             accept_unavailable,
             error_reports_by_tuple,
             _logger: logger,

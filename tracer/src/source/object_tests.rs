@@ -55,6 +55,10 @@ fn programs() -> Vec<(&'static str, String)> {
             names::ACCEPT_PROGRAM,
             format!("tracepoint/syscalls/{}", names::ACCEPT_TRACEPOINTS[0]),
         ),
+        (
+            names::ACCEPT_BTF_PROGRAM,
+            format!("tracepoint/syscalls/{}", names::ACCEPT_TRACEPOINTS[0]),
+        ),
     ];
     for (prog, category, name, _, _) in names::CONTEXT_PROGRAMS {
         p.push((prog, format!("tracepoint/{category}/{name}")));

@@ -226,7 +226,14 @@ fn server_record(records: &[Value], port: u16, client_port: u16) -> Value {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn a_forked_child_that_accepts_owns_the_socket_exactly() {
-    forked_child_owns(&[]);
+    let err = forked_child_owns(&[]);
+    // This kernel (6.18) takes the BTF-pointer walk.
+    assert!(
+        err.iter()
+            .any(|l| l.starts_with("tracer: accepting processes from")
+                && l.ends_with("(file table through BTF pointers)")),
+        "{err:?}"
+    );
 }
 
 /// The same with a read per socket field (where the kernel's `__sk_common` is not laid out
@@ -234,10 +241,17 @@ fn a_forked_child_that_accepts_owns_the_socket_exactly() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn a_forked_child_owns_the_socket_with_the_field_by_field_reads() {
-    forked_child_owns(&["--force-portable"]);
+    let err = forked_child_owns(&["--force-portable"]);
+    assert!(
+        err.iter()
+            .any(|l| l.starts_with("tracer: accepting processes from")
+                && !l.contains("BTF pointers")),
+        "{err:?}"
+    );
 }
 
-fn forked_child_owns(extra: &[&str]) {
+/// Returns the tracer's stderr.
+fn forked_child_owns(extra: &[&str]) -> Vec<String> {
     let server = PreFork::start(1);
     let (port, child) = (server.port, server.workers[0]);
     wait_listening(port, "the pre-fork server");
@@ -273,6 +287,7 @@ fn forked_child_owns(extra: &[&str]) {
         .rfind(|v| v["type"] == "transition" && v["sock"] == s["sock"])
         .unwrap();
     assert_eq!(last["owner"]["pid"].as_u64(), Some(child.into()), "{last}");
+    err
 }
 
 #[test]
