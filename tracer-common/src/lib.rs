@@ -57,12 +57,15 @@ pub mod kind {
     /// `tcp:tcp_retransmit_synack`: a SYN-ACK was retransmitted (`skaddr` = the listener).
     pub const RETRANSMIT_SYNACK: u32 = 5;
     /// `sock:inet_sk_error_report`: an error was reported to the socket (`value` = errno).
-    /// It carries a tuple, not a socket address.
+    /// From the raw tracepoint ([`super::names::ERROR_REPORT_RAW_PROGRAM`]) it carries the
+    /// socket's address and namespace; from the classic one only a tuple (`skaddr` 0).
     pub const ERROR_REPORT: u32 = 6;
     /// `tcp:tcp_destroy_sock`: the socket is really freed.
     pub const DESTROY_SOCK: u32 = 7;
     /// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the task on the CPU accepted the
     /// socket (`oldstate` = its state then). Its pid, comm, uid and cgroup are the owner's.
+    /// Not sent when the accepting process made the socket's listener (the owner user space
+    /// inherits from the listener already).
     pub const ACCEPT: u32 = 8;
     /// A connection's TCP counters, read from its `tcp_sock` just after the transition it
     /// follows (a synchronized state → CLOSE): [`super::TcpStats`] packed into the record.
@@ -90,6 +93,9 @@ pub mod names {
     pub const OWNERS: &str = "OWNERS";
     /// LRU map listening port → [`super::KOwner`]: accepted sockets inherit it.
     pub const LISTEN_OWNERS: &str = "LISTEN_OWNERS";
+    /// LRU map (netns inode << 16 | listening port) → tgid of the listener's maker (0:
+    /// several): the accept program skips the accepts of that process.
+    pub const LISTEN_TGIDS: &str = "LISTEN_TGIDS";
     /// Sets for `--pid` (u32), `--comm` ([u8; 16]) and `--cgroup` (u64 cgroup id).
     pub const PIDS: &str = "PIDS";
     pub const COMMS: &str = "COMMS";
@@ -102,8 +108,19 @@ pub mod names {
     pub const ACCEPT_OFFSETS: &str = "ACCEPT_OFFSETS";
     /// Global [`super::TcpStatsOffsets`].
     pub const TCP_STATS_OFFSETS: &str = "TCP_STATS_OFFSETS";
-    /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category).
+    /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category),
+    /// walking to the socket with `bpf_probe_read_kernel`: the fallback.
     pub const ACCEPT_PROGRAM: &str = "sys_exit_accept";
+    /// The same walking the file table through BTF-typed pointers (5.11+): tried first.
+    pub const ACCEPT_BTF_PROGRAM: &str = "sys_exit_accept_btf";
+    /// `inet_sk_error_report` as a raw tracepoint (its argument is the `struct sock *`), at
+    /// the socket offsets of [`ERROR_REPORT_OFFSETS`]; the classic tracepoint program of
+    /// [`CONTEXT_PROGRAMS`] is the fallback where raw tracepoints are refused.
+    pub const ERROR_REPORT_RAW_PROGRAM: &str = "inet_sk_error_report_raw";
+    /// The raw tracepoint it attaches to.
+    pub const ERROR_REPORT_RAW_TRACEPOINT: &str = "inet_sk_error_report";
+    /// Global [`super::SockOffsets`] of the raw error-report program.
+    pub const ERROR_REPORT_OFFSETS: &str = "ERROR_REPORT_OFFSETS";
     /// Syscall exits after which the new file descriptor (`ret`) is an accepted socket.
     pub const ACCEPT_TRACEPOINTS: [&str; 2] = ["sys_exit_accept4", "sys_exit_accept"];
     /// LPM trie of address prefixes ([`super::AddrKey`] → `u8`) for `--addr`.
@@ -178,7 +195,8 @@ pub struct Counters {
     /// Events whose fields could not be read: lost.
     pub lost_read_error: u64,
     /// Context events (resets, retransmits, errors, destroys) seen, and TCP sockets
-    /// accepted (the accept program's slot), before the filters.
+    /// accepted by another process than their listener's (the accept program's slot), before
+    /// the filters.
     pub context_seen: u64,
 }
 
@@ -212,7 +230,8 @@ pub struct Event {
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds.
     pub ts_ns: u64,
     /// Kernel address of the `struct sock`: the socket's identity while it lives; 0 when
-    /// the event has none (a RST sent without a socket, an error report).
+    /// the event has none (a RST sent without a socket, an error report from the classic
+    /// tracepoint).
     pub skaddr: u64,
     /// `bpf_get_current_pid_tgid()`: tgid in the high 32 bits, thread id in the low.
     /// The task on the CPU, which in softirq is not the socket's owner.
@@ -294,10 +313,122 @@ pub struct NetnsOffsets {
 /// kernel's `format` file before attaching.
 pub const SYSCALL_RET: u32 = 16;
 
+/// Where a `struct sock`'s identity is, from the kernel's BTF: byte offsets into the socket
+/// (`__sk_common` members and `sk_protocol`, `sk_err`), and of the inode in `struct net`.
+/// Shared by the programs that start from a socket pointer (accept, the raw error report).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockOffsets {
+    /// `skc_daddr`: remote IPv4 address.
+    pub skc_daddr: u32,
+    /// `skc_rcv_saddr`: local IPv4 address.
+    pub skc_rcv_saddr: u32,
+    /// `skc_dport`: remote port, network order.
+    pub skc_dport: u32,
+    /// `skc_num`: local port, host order.
+    pub skc_num: u32,
+    /// `skc_family` (u16).
+    pub skc_family: u32,
+    /// `skc_state` (u8).
+    pub skc_state: u32,
+    /// `skc_net.net` (`struct net *`).
+    pub skc_net: u32,
+    /// `skc_v6_daddr`, `skc_v6_rcv_saddr`: IPv6 addresses.
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// `net.ns.inum`, in the `struct net` that `skc_net` points to.
+    pub net_inum: u32,
+    /// `sk_protocol` (u16).
+    pub sk_protocol: u32,
+    /// `sk_err` (int): the error an error report is about.
+    pub sk_err: u32,
+    /// `inet_sock.inet_sport` (network order): the local port, which a closed socket still
+    /// has after the kernel cleared `skc_num` (an error report after CLOSE).
+    pub inet_sport: u32,
+    pub _pad: u32,
+    /// Non-zero: the `__sk_common` offsets are those of [`SockHead`], so the program copies
+    /// the whole head in one read instead of one read per field.
+    pub head: u32,
+    /// Non-zero: every offset was found (the program does nothing otherwise).
+    pub enabled: u32,
+}
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 64);
+
+/// The first 88 bytes of `struct sock_common` as every 64-bit kernel lays them out (the
+/// address pair, the hash, the port pair, family, state, …, the namespace pointer and the
+/// IPv6 addresses). The loader compares the BTF offsets with [`SOCK_HEAD`] and sets
+/// [`SockOffsets::head`] only when they match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockHead {
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    pub hash: u32,
+    pub dport: u16,
+    pub num: u16,
+    pub family: u16,
+    pub state: u8,
+    pub _rest: [u8; 29],
+    pub net: u64,
+    pub v6_daddr: [u64; 2],
+    pub v6_rcv_saddr: [u64; 2],
+}
+const _: () = assert!(core::mem::size_of::<SockHead>() == 88);
+// Each field of the copy where SOCK_HEAD says the kernel has it.
+const _: () = {
+    use core::mem::offset_of;
+    let h = SOCK_HEAD;
+    assert!(offset_of!(SockHead, daddr) == h.skc_daddr as usize);
+    assert!(offset_of!(SockHead, rcv_saddr) == h.skc_rcv_saddr as usize);
+    assert!(offset_of!(SockHead, dport) == h.skc_dport as usize);
+    assert!(offset_of!(SockHead, num) == h.skc_num as usize);
+    assert!(offset_of!(SockHead, family) == h.skc_family as usize);
+    assert!(offset_of!(SockHead, state) == h.skc_state as usize);
+    assert!(offset_of!(SockHead, net) == h.skc_net as usize);
+    assert!(offset_of!(SockHead, v6_daddr) == h.skc_v6_daddr as usize);
+    assert!(offset_of!(SockHead, v6_rcv_saddr) == h.skc_v6_rcv_saddr as usize);
+};
+
+/// [`SockHead`]'s offsets, as [`SockOffsets`] names them (the other fields 0).
+pub const SOCK_HEAD: SockOffsets = SockOffsets {
+    skc_daddr: 0,
+    skc_rcv_saddr: 4,
+    skc_dport: 12,
+    skc_num: 14,
+    skc_family: 16,
+    skc_state: 18,
+    skc_net: 48,
+    skc_v6_daddr: 56,
+    skc_v6_rcv_saddr: 72,
+    net_inum: 0,
+    sk_protocol: 0,
+    sk_err: 0,
+    inet_sport: 0,
+    _pad: 0,
+    head: 0,
+    enabled: 0,
+};
+
+impl SockOffsets {
+    /// Whether the `__sk_common` offsets are [`SOCK_HEAD`]'s.
+    pub const fn matches_head(&self) -> bool {
+        let h = SOCK_HEAD;
+        self.skc_daddr == h.skc_daddr
+            && self.skc_rcv_saddr == h.skc_rcv_saddr
+            && self.skc_dport == h.skc_dport
+            && self.skc_num == h.skc_num
+            && self.skc_family == h.skc_family
+            && self.skc_state == h.skc_state
+            && self.skc_net == h.skc_net
+            && self.skc_v6_daddr == h.skc_v6_daddr
+            && self.skc_v6_rcv_saddr == h.skc_v6_rcv_saddr
+    }
+}
+
 /// Where the accept program finds the accepted socket, from the kernel's BTF:
 /// `current->files->fdt->fd[ret]->private_data` (a `struct socket *`) `->sk`, bounded by
-/// `fdt->max_fds`, and then the socket's family, protocol, state, ports and addresses.
-/// `enabled` is 0 (the program does nothing) unless every offset was found.
+/// `fdt->max_fds`, and then the socket's fields ([`SockOffsets`]). `enabled` is 0 (the
+/// program does nothing) unless every offset was found.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct AcceptOffsets {
@@ -313,27 +444,13 @@ pub struct AcceptOffsets {
     pub file_private_data: u32,
     /// `socket.sk`.
     pub socket_sk: u32,
-    /// `sock.__sk_common.skc_family` (u16).
-    pub skc_family: u32,
-    /// `sock.__sk_common.skc_state` (u8).
-    pub skc_state: u32,
-    /// `sock.__sk_common.skc_num`: local port, host order.
-    pub skc_num: u32,
-    /// `sock.__sk_common.skc_dport`: remote port, network order.
-    pub skc_dport: u32,
-    /// `sock.__sk_common.skc_rcv_saddr`: local IPv4 address.
-    pub skc_rcv_saddr: u32,
-    /// `sock.__sk_common.skc_daddr`: remote IPv4 address.
-    pub skc_daddr: u32,
-    /// `sock.__sk_common.skc_v6_rcv_saddr`: local IPv6 address.
-    pub skc_v6_rcv_saddr: u32,
-    /// `sock.__sk_common.skc_v6_daddr`: remote IPv6 address.
-    pub skc_v6_daddr: u32,
-    /// `sock.sk_protocol` (u16).
-    pub sk_protocol: u32,
+    /// Non-zero: `fdtable.fd` is 8 bytes after `max_fds` (every kernel): both are read in
+    /// one copy.
+    pub fdt_pair: u32,
     pub enabled: u32,
+    pub sock: SockOffsets,
 }
-const _: () = assert!(core::mem::size_of::<AcceptOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<AcceptOffsets>() == 96);
 
 /// `Config::filter_owner` bit: the owner's tgid must be in `PIDS`.
 pub const OWNER_PID: u8 = 1;
@@ -492,6 +609,8 @@ mod pod {
     unsafe impl aya::Pod for super::NetnsOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AcceptOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockOffsets {}
     // SAFETY: as above (fourteen u32).
     unsafe impl aya::Pod for super::TcpStatsOffsets {}
 }

@@ -1,15 +1,22 @@
 //! Context events: resets, retransmits, error reports, socket destruction. One program per
 //! tracepoint, each reading at the offsets of its own `CTX_*` global (from the running kernel's
 //! `format` file), and `tcp_destroy_sock_fast` with direct loads at constant offsets.
-use aya_ebpf::{EbpfContext as _, Global, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    EbpfContext as _, Global,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use aya_log_ebpf::debug;
-use tracer_common::{AF_INET, AF_INET6, Counters, CtxLayout, IPPROTO_TCP, kind};
+use tracer_common::{AF_INET, AF_INET6, Counters, CtxLayout, IPPROTO_TCP, SockOffsets, kind};
 
 use crate::{
     emit::{Fields, emit},
-    filters::{addr_passes, known_owner_passes, netns_passes, passes, sock_netns},
+    filters::{addr_passes, known_owner_passes, netns_passes, passes, read_sock_netns, sock_netns},
     maps::{CONFIG, COUNTERS, OWNERS},
-    readers::{Direct, Probe, Record, opt, v4_mapped, v4_word},
+    readers::{
+        Direct, Probe, Record, SockFields, field, global_ptr, kread, opt, read_tcp_sock, v4_mapped,
+        v4_word,
+    },
 };
 
 macro_rules! context_program {
@@ -80,6 +87,91 @@ pub fn tcp_destroy_sock_fast(ctx: TracePointContext) -> u32 {
         kind::DESTROY_SOCK,
     );
     0
+}
+
+#[unsafe(no_mangle)]
+static ERROR_REPORT_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_dport: 0,
+    skc_num: 0,
+    skc_family: 0,
+    skc_state: 0,
+    skc_net: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    net_inum: 0,
+    sk_protocol: 0,
+    sk_err: 0,
+    inet_sport: 0,
+    _pad: 0,
+    head: 0,
+    enabled: 0,
+});
+
+/// `inet_sk_error_report` as a raw tracepoint: its argument is the `struct sock *`, so the
+/// report carries the socket's address and namespace. The classic tracepoint's record has
+/// only a tuple, which cannot tell two containers' identical loopback connections apart.
+/// The loader attaches this one where the kernel allows raw tracepoints, the classic
+/// `inet_sk_error_report` program otherwise; both count in the error-report slot.
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn inet_sk_error_report_raw(ctx: RawTracePointContext) -> i32 {
+    let o = global_ptr(&ERROR_REPORT_OFFSETS);
+    if field!(o, enabled) == 0 {
+        return 0;
+    }
+    let Some(c) = COUNTERS.get_ptr_mut(kind::ERROR_REPORT) else {
+        return 0;
+    };
+    bump!(c, context_seen);
+    let sk: u64 = ctx.arg(0);
+    if error_report_fill(sk, o, c).is_err() {
+        bump!(c, lost_read_error);
+        debug!(&ctx, "inet_sk_error_report: the socket could not be read");
+    }
+    0
+}
+
+#[inline(always)]
+fn error_report_fill(sk: u64, o: *const SockOffsets, c: *mut Counters) -> Result<(), ()> {
+    let mut s = SockFields::new();
+    // Also fired for UDP, SCTP, MPTCP sockets.
+    let Some(net) = read_tcp_sock(sk, o, &mut s)? else {
+        return Ok(());
+    };
+    if s.sport == 0 {
+        // Closed (unhashed) already: the local port is only in `inet_sport` now, where the
+        // classic tracepoint takes it from.
+        s.sport = u16::from_be(kread::<u16>(sk, field!(o, inet_sport))?);
+    }
+    let cfg = CONFIG.load();
+    if !passes(&cfg, s.family, s.sport, s.dport) || !addr_passes(&cfg, s.family, &s.saddr, &s.daddr)
+    {
+        return Ok(());
+    }
+    let netns = read_sock_netns(&cfg, sk, net, o);
+    if !known_owner_passes(&cfg, sk) || !netns_passes(&cfg, sk, netns) {
+        return Ok(());
+    }
+    emit(
+        &cfg,
+        &Fields {
+            kind: kind::ERROR_REPORT,
+            skaddr: sk,
+            saddr: s.saddr,
+            daddr: s.daddr,
+            sport: s.sport,
+            dport: s.dport,
+            family: s.family,
+            oldstate: s.state,
+            newstate: 0,
+            // What the classic tracepoint records as `error`.
+            value: kread::<i32>(sk, field!(o, sk_err))?,
+            netns,
+        },
+        c,
+    );
+    Ok(())
 }
 
 #[inline(always)]

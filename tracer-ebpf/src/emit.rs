@@ -34,12 +34,12 @@ pub(crate) struct Fields {
 }
 
 /// Reserves, writes and submits one event, counting what is sent and what is lost in the
-/// program's counters `c` (looked up once per event by the caller).
+/// program's counters `c` (looked up once per event by the caller). `false`: lost.
 #[inline(always)]
-pub(crate) fn emit(cfg: &Config, f: &Fields, c: *mut Counters) {
+pub(crate) fn emit(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump!(c, lost_ringbuf_full);
-        return;
+        return false;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points to a reserved, 8-byte aligned ring-buffer slot of exactly
@@ -92,4 +92,5 @@ pub(crate) fn emit(cfg: &Config, f: &Fields, c: *mut Counters) {
         BPF_RB_NO_WAKEUP
     };
     entry.submit(u64::from(flags));
+    true
 }

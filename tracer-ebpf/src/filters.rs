@@ -9,11 +9,15 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AF_INET, AddrKey, Config, KOwner, OWNER_CGROUP, OWNER_COMM, OWNER_PID, PORT_LOCAL, PORT_REMOTE,
-    in_owner_context, tcp,
+    SockOffsets, in_owner_context, tcp,
 };
 
-use crate::maps::{
-    ADDRS, CGROUPS, COMMS, LISTEN_OWNERS, NETNS, NETNS_OFFSETS, OWNERS, PIDS, PORTS,
+use crate::{
+    maps::{
+        ADDRS, CGROUPS, COMMS, LISTEN_OWNERS, LISTEN_TGIDS, NETNS, NETNS_OFFSETS, OWNERS, PIDS,
+        PORTS,
+    },
+    readers::{field, kread},
 };
 
 /// The family and port filters, shared by every program: checked before anything else is
@@ -83,6 +87,42 @@ pub(crate) fn owner_passes(cfg: &Config, sk: u64, old: u8, new: u8, sport: u16) 
     known_owner_passes(cfg, sk)
 }
 
+/// The [`LISTEN_TGIDS`] key of a listener.
+#[inline(always)]
+pub(crate) fn listen_key(netns: u32, port: u16) -> u64 {
+    (u64::from(netns) << 16) | u64::from(port)
+}
+
+/// After a listener's `CLOSE -> LISTEN` or `LISTEN -> CLOSE` was submitted (user space knows
+/// the listener and its owner): keeps [`LISTEN_TGIDS`], which lets the accept program skip
+/// the accepts of the listener's own process.
+#[inline(always)]
+pub(crate) fn note_listener(old: u8, new: u8, netns: u32, port: u16) {
+    let listen = (old, new) == (tcp::CLOSE, tcp::LISTEN);
+    if !listen && (old, new) != (tcp::LISTEN, tcp::CLOSE) {
+        return;
+    }
+    // SAFETY: a helper without preconditions.
+    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    let key = listen_key(netns, port);
+    // SAFETY: a map value read and copied at once.
+    let known = unsafe { LISTEN_TGIDS.get(key) }.copied();
+    match known {
+        None if listen => {
+            let _ = LISTEN_TGIDS.insert(key, tgid, 0);
+        }
+        // Another process's listener on the same port: whose an accept came from is not
+        // known here, so none is skipped.
+        Some(t) if listen && t != tgid => {
+            let _ = LISTEN_TGIDS.insert(key, 0, 0);
+        }
+        Some(t) if !listen && t == tgid && t != 0 => {
+            let _ = LISTEN_TGIDS.remove(key);
+        }
+        _ => {}
+    }
+}
+
 /// The inode of the socket's own network namespace (not the current task's), read once per
 /// record: it goes into the event (user space asks sock_diag and /proc in that namespace)
 /// and decides `--netns`. 0 when there is no socket, the offsets are unknown, or the read
@@ -100,6 +140,22 @@ pub(crate) fn sock_netns(cfg: &Config, sk: u64) -> u32 {
             .and_then(|net| bpf_probe_read_kernel((net + u64::from(off.net_inum)) as *const u32))
     }
     .unwrap_or(0)
+}
+
+/// [`sock_netns`] for a socket read with [`crate::readers::read_tcp_sock`]: its namespace
+/// pointer `net` may have come with the head copy (one read left, not two).
+#[inline(always)]
+pub(crate) fn read_sock_netns(cfg: &Config, sk: u64, net: u64, o: *const SockOffsets) -> u32 {
+    if cfg.read_netns == 0 && cfg.filter_netns == 0 {
+        return 0;
+    }
+    let net = if net != 0 {
+        Ok(net)
+    } else {
+        kread::<u64>(sk, field!(o, skc_net))
+    };
+    net.and_then(|net| kread::<u32>(net, field!(o, net_inum)))
+        .unwrap_or(0)
 }
 
 /// `--netns`: events without a socket pass; a socket whose namespace cannot be read (0) is

@@ -32,6 +32,14 @@ pub(crate) static OWNERS: LruHashMap<u64, KOwner> = LruHashMap::with_max_entries
 #[map]
 pub(crate) static LISTEN_OWNERS: LruHashMap<u16, KOwner> = LruHashMap::with_max_entries(4096, 0);
 
+/// (namespace inode << 16 | listening port) → the tgid that made the listener, 0 when
+/// several processes did (`SO_REUSEPORT`, or one closed and another listened): an accepted
+/// socket whose accepting process is that tgid already has it as owner (inherited from the
+/// listener in user space), and its accept record is skipped. Only listeners whose
+/// `CLOSE -> LISTEN` was submitted are in it (user space knows those).
+#[map]
+pub(crate) static LISTEN_TGIDS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
 #[map]
 pub(crate) static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
 #[map]

@@ -10,7 +10,7 @@ use tracer_common::{AF_INET, Counters, FAST_LAYOUT, IPPROTO_TCP, RuntimeLayout, 
 
 use crate::{
     emit::{Fields, emit},
-    filters::{addr_passes, netns_passes, owner_passes, passes, sock_netns},
+    filters::{addr_passes, netns_passes, note_listener, owner_passes, passes, sock_netns},
     maps::{CONFIG, COUNTERS, LOGGED},
     readers::{Direct, Probe, Record, v4_word},
 };
@@ -108,7 +108,9 @@ fn fill<R: Record>(
         netns,
     };
     log_first(ctx, &f);
-    emit(&cfg, &f, c);
+    if emit(&cfg, &f, c) {
+        note_listener(oldstate, newstate, netns, sport);
+    }
     crate::stats::after_transition(&f);
     Ok(())
 }

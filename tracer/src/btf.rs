@@ -221,28 +221,51 @@ pub fn netns_offsets(btf: &Btf) -> anyhow::Result<NetnsOffsets> {
     Ok(NetnsOffsets { skc_net, net_inum })
 }
 
+/// A socket's identity fields (see [`tracer_common::SockOffsets`]), `enabled` set, and
+/// `head` when `__sk_common` is laid out as [`tracer_common::SockHead`] (one copy). `Err`
+/// names the first member this kernel does not have (or has as a bitfield, e.g.
+/// `sk_protocol` before 5.6).
+pub fn sock_offsets(btf: &Btf) -> anyhow::Result<tracer_common::SockOffsets> {
+    let sk = |m: &str| btf.path_offset("sock", &["__sk_common", m]);
+    let netns = netns_offsets(btf)?;
+    let mut o = tracer_common::SockOffsets {
+        skc_daddr: sk("skc_daddr")?,
+        skc_rcv_saddr: sk("skc_rcv_saddr")?,
+        skc_dport: sk("skc_dport")?,
+        skc_num: sk("skc_num")?,
+        skc_family: sk("skc_family")?,
+        skc_state: sk("skc_state")?,
+        skc_net: netns.skc_net,
+        skc_v6_daddr: sk("skc_v6_daddr")?,
+        skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
+        net_inum: netns.net_inum,
+        sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+        sk_err: btf.member_offset("sock", "sk_err")?,
+        inet_sport: btf.member_offset("inet_sock", "inet_sport")?,
+        _pad: 0,
+        head: 0,
+        enabled: 1,
+    };
+    o.head = u32::from(o.matches_head());
+    Ok(o)
+}
+
 /// The path from the current task to an accepted socket and the socket fields the accept
 /// program reads (see [`tracer_common::AcceptOffsets`]), `enabled` set. `Err` names the first
-/// member this kernel does not have (or has as a bitfield, e.g. `sk_protocol` before 5.6).
+/// member this kernel does not have.
 pub fn accept_offsets(btf: &Btf) -> anyhow::Result<tracer_common::AcceptOffsets> {
-    let sk = |m: &str| btf.path_offset("sock", &["__sk_common", m]);
+    let fdt_max_fds = btf.member_offset("fdtable", "max_fds")?;
+    let fdt_fd = btf.member_offset("fdtable", "fd")?;
     Ok(tracer_common::AcceptOffsets {
         task_files: btf.member_offset("task_struct", "files")?,
         files_fdt: btf.member_offset("files_struct", "fdt")?,
-        fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
-        fdt_fd: btf.member_offset("fdtable", "fd")?,
+        fdt_max_fds,
+        fdt_fd,
         file_private_data: btf.member_offset("file", "private_data")?,
         socket_sk: btf.member_offset("socket", "sk")?,
-        skc_family: sk("skc_family")?,
-        skc_state: sk("skc_state")?,
-        skc_num: sk("skc_num")?,
-        skc_dport: sk("skc_dport")?,
-        skc_rcv_saddr: sk("skc_rcv_saddr")?,
-        skc_daddr: sk("skc_daddr")?,
-        skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
-        skc_v6_daddr: sk("skc_v6_daddr")?,
-        sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+        fdt_pair: u32::from(fdt_fd == fdt_max_fds + 8),
         enabled: 1,
+        sock: sock_offsets(btf)?,
     })
 }
 
@@ -533,46 +556,60 @@ mod tests {
                 raw.offset("file", &["private_data"]),
             ),
             ("socket_sk", a.socket_sk, raw.offset("socket", &["sk"])),
-            ("skc_family", a.skc_family, sk("skc_family")),
-            ("skc_state", a.skc_state, sk("skc_state")),
-            ("skc_num", a.skc_num, sk("skc_num")),
-            ("skc_dport", a.skc_dport, sk("skc_dport")),
-            ("skc_rcv_saddr", a.skc_rcv_saddr, sk("skc_rcv_saddr")),
-            ("skc_daddr", a.skc_daddr, sk("skc_daddr")),
-            (
-                "skc_v6_rcv_saddr",
-                a.skc_v6_rcv_saddr,
-                sk("skc_v6_rcv_saddr"),
-            ),
-            ("skc_v6_daddr", a.skc_v6_daddr, sk("skc_v6_daddr")),
-            (
-                "sk_protocol",
-                a.sk_protocol,
-                raw.offset("sock", &["sk_protocol"]),
-            ),
         ];
         for (field, ours, theirs) in want {
             assert_eq!(ours, theirs, "AcceptOffsets.{field}: ours vs bpftool");
         }
-        assert_eq!(a.enabled, 1);
-        // Every field of AcceptOffsets is compared above (15 u32 offsets and `enabled`).
+        assert_eq!((a.enabled, a.fdt_pair), (1, 1));
+        // Every field of AcceptOffsets is compared (6 offsets above, `fdt_pair`, `enabled`,
+        // the SockOffsets below).
         assert_eq!(
             std::mem::size_of::<tracer_common::AcceptOffsets>(),
-            (want.len() + 1) * 4
+            (want.len() + 2) * 4 + std::mem::size_of::<tracer_common::SockOffsets>()
         );
-        // And struct sock_common's start, stable for years: the address pair, the port pair,
-        // the family, the state.
-        assert_eq!(
+        let o = a.sock;
+        let want = [
+            ("skc_daddr", o.skc_daddr, sk("skc_daddr")),
+            ("skc_rcv_saddr", o.skc_rcv_saddr, sk("skc_rcv_saddr")),
+            ("skc_dport", o.skc_dport, sk("skc_dport")),
+            ("skc_num", o.skc_num, sk("skc_num")),
+            ("skc_family", o.skc_family, sk("skc_family")),
+            ("skc_state", o.skc_state, sk("skc_state")),
             (
-                a.skc_daddr,
-                a.skc_rcv_saddr,
-                a.skc_dport,
-                a.skc_num,
-                a.skc_family,
-                a.skc_state
+                "skc_net",
+                o.skc_net,
+                raw.offset("sock", &["__sk_common", "skc_net", "net"]),
             ),
-            (0, 4, 12, 14, 16, 18)
+            ("skc_v6_daddr", o.skc_v6_daddr, sk("skc_v6_daddr")),
+            (
+                "skc_v6_rcv_saddr",
+                o.skc_v6_rcv_saddr,
+                sk("skc_v6_rcv_saddr"),
+            ),
+            ("net_inum", o.net_inum, raw.offset("net", &["ns", "inum"])),
+            (
+                "sk_protocol",
+                o.sk_protocol,
+                raw.offset("sock", &["sk_protocol"]),
+            ),
+            ("sk_err", o.sk_err, raw.offset("sock", &["sk_err"])),
+            (
+                "inet_sport",
+                o.inet_sport,
+                raw.offset("inet_sock", &["inet_sport"]),
+            ),
+        ];
+        for (field, ours, theirs) in want {
+            assert_eq!(ours, theirs, "SockOffsets.{field}: ours vs bpftool");
+        }
+        // Every field of SockOffsets is compared (13 offsets; `_pad`, `head`, `enabled`).
+        assert_eq!(
+            std::mem::size_of::<tracer_common::SockOffsets>(),
+            (want.len() + 3) * 4
         );
+        // struct sock_common's head, stable for years: the address pair, the port pair, the
+        // family, the state, the namespace, the IPv6 addresses: one copy.
+        assert_eq!((o.head, o.enabled), (1, 1), "{o:?}");
     }
 
     #[test]

@@ -530,6 +530,10 @@ impl<S: Sink> Pipeline<S> {
     /// The periodic check: stuck connections (and a `tick` in the recording, so a replay
     /// checks at the same moments).
     pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
+        // Releases the namespaces of containers gone since, events or not.
+        if let Some(ns) = &mut self.namespaces {
+            ns.rescan_if_due();
+        }
         // A sink that shows no stuck reports (the dashboard lists them itself, once per
         // interval) spares the table two passes a tick, unless a recording needs the owners
         // confirmed here to replay as this run would have shown them.

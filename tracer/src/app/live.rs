@@ -237,6 +237,11 @@ async fn attach<S: Sink>(
     for u in &live.unavailable {
         eprintln!("tracer: warning: context events unavailable: {u}");
     }
+    if let Some(why) = &live.error_reports_by_tuple {
+        eprintln!(
+            "tracer: warning: error reports from the classic tracepoint (the raw one was refused: {why}): they carry no socket and are matched by 4-tuple, so an error of a connection whose tuple is open in several network namespaces at once is not attributed"
+        );
+    }
     if args.no_accept {
         // Asked for: nothing to warn about.
     } else if let Some(why) = &live.accept_unavailable {
@@ -245,8 +250,13 @@ async fn attach<S: Sink>(
         );
     } else if !live.accept_programs.is_empty() {
         eprintln!(
-            "tracer: accepting processes from {}",
-            live.accept_programs.join(", ")
+            "tracer: accepting processes from {}{}",
+            live.accept_programs.join(", "),
+            if live.accept_btf {
+                " (file table through BTF pointers)"
+            } else {
+                ""
+            }
         );
     }
     Ok(live)

@@ -34,6 +34,11 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// a burst of new namespaces costs at most ten scans a second.
 const FIRST_MISS_RESCAN: Duration = Duration::from_millis(100);
 
+/// Namespaces held are rescanned at least this often, events or not, so that those no
+/// process holds any more are released (their handle and sock_diag socket would keep a dead
+/// container's namespace alive).
+pub const PERIODIC_SCAN: Duration = Duration::from_secs(60);
+
 /// How long an unknown namespace is remembered as asked about.
 const ASKED_FOR: Duration = Duration::from_secs(60);
 
@@ -182,6 +187,19 @@ impl Namespaces {
         out
     }
 
+    /// The periodic scan (called on the pipeline's timer): when namespaces are held and the
+    /// last scan is [`PERIODIC_SCAN`] old. Returns whether it scanned.
+    pub fn rescan_if_due(&mut self) -> bool {
+        if self.others.is_empty() && self.refused.is_empty() {
+            return false;
+        }
+        if self.last_scan.is_some_and(|t| t.elapsed() < PERIODIC_SCAN) {
+            return false;
+        }
+        self.scan(true);
+        true
+    }
+
     /// Finds the namespaces held by processes and bind mounts; opens the new ones, releases
     /// those no longer held. Unless `force`, at most once per [`RESCAN_EVERY`].
     pub fn scan(&mut self, force: bool) {
@@ -235,21 +253,38 @@ impl Namespaces {
 
 /// The namespace the output treats as "here" (text shows any other one): the tracer's own
 /// when live, the recording tracer's in a replay. 0: unknown (a recording from before
-/// namespaces were read, whose events do not know theirs either): none is shown.
+/// namespaces were read, whose events do not know theirs either): none is shown. Per thread
+/// in unit tests, which run in parallel and each choose their own.
+#[cfg(not(test))]
 static HOME: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-pub fn set_home(netns: u32) {
-    HOME.store(netns, std::sync::atomic::Ordering::Relaxed);
+#[cfg(test)]
+thread_local! {
+    static HOME: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// The namespace "here" ([`set_home`]); 0 when unknown.
 pub fn home() -> u32 {
-    HOME.load(std::sync::atomic::Ordering::Relaxed)
+    #[cfg(not(test))]
+    return HOME.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(test)]
+    return HOME.with(std::cell::Cell::get);
 }
 
-/// Whether the text output names the namespace `netns`: known, and not "here".
+pub fn set_home(netns: u32) {
+    #[cfg(not(test))]
+    HOME.store(netns, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(test)]
+    HOME.with(|h| h.set(netns));
+}
+
+/// Whether the text output names the namespace `netns`: known, and not "here". One load
+/// and a comparison: it runs for every text row.
+#[inline]
 pub fn is_foreign(netns: u32) -> bool {
+    #[cfg(not(test))]
     let home = HOME.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(test)]
+    let home = HOME.with(std::cell::Cell::get);
     netns != 0 && home != 0 && netns != home
 }
 
@@ -345,6 +380,27 @@ mod tests {
         let before = ns.last_scan;
         assert!(matches!(ns.lookup(1), Lookup::Gone));
         assert_eq!(ns.last_scan, before);
+    }
+
+    /// A namespace nobody holds any more is released by the periodic scan, with no event and
+    /// an empty table (the rescan used to wait for a table with sockets in it).
+    #[test]
+    fn the_periodic_scan_releases_namespaces_nobody_holds() {
+        let mut ns = Namespaces::new().expect("a sock_diag socket (netlink, no privilege needed)");
+        // Nothing held: nothing to release, no scan.
+        assert!(!ns.rescan_if_due());
+        // A handle under an inode no process or bind mount has (1 is no namespace's).
+        let hold = || Ns {
+            handle: File::open("/proc/self/ns/net").expect("/proc/self/ns/net"),
+            diag: None,
+        };
+        ns.others.insert(1, hold());
+        ns.last_scan = Some(Instant::now());
+        assert!(!ns.rescan_if_due(), "not due yet");
+        assert!(ns.others.contains_key(&1));
+        ns.last_scan = Instant::now().checked_sub(PERIODIC_SCAN);
+        assert!(ns.rescan_if_due());
+        assert!(!ns.others.contains_key(&1), "released");
     }
 
     #[test]

@@ -195,7 +195,13 @@ pub(super) fn note_cgroups<'a>(names: &Names, owners: impl Iterator<Item = &'a P
     }
 }
 
-/// Scans /proc/<pid>/fd for `socket:[inode]` links: inode → the lowest pid holding it.
+/// Scans /proc/<pid>/fd for `socket:[inode]` links: inode → the process holding it. A
+/// socket held by several processes (a descriptor inherited across fork: a pre-fork server's
+/// listener, a child that did not close what it inherited) goes to the one that started
+/// first (`starttime` in /proc/PID/stat; the lower pid on a tie): the parent that made or
+/// received the socket before handing it down. The lowest pid, which it replaced, is the
+/// same until pids wrap around, and then names a child. Every process is looked at, since
+/// the oldest holder may have any pid.
 pub fn procfs_owners(inodes: &std::collections::HashSet<u32>) -> HashMap<u32, ProcOwner> {
     let mut out: HashMap<u32, ProcOwner> = HashMap::new();
     if inodes.is_empty() {
@@ -204,14 +210,17 @@ pub fn procfs_owners(inodes: &std::collections::HashSet<u32>) -> HashMap<u32, Pr
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
     };
-    let mut pids: Vec<u32> = procs
+    let pids: Vec<u32> = procs
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    pids.sort_unstable();
+    // inode → (start time, pid) of the oldest holder so far.
+    let mut oldest: HashMap<u32, (u64, u32)> = HashMap::new();
     for pid in pids {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
+        // Read once per process, and only for one that holds a wanted socket.
+        let mut started: Option<u64> = None;
         for fd in fds.flatten() {
             let Ok(link) = std::fs::read_link(fd.path()) else {
                 continue;
@@ -221,27 +230,45 @@ pub fn procfs_owners(inodes: &std::collections::HashSet<u32>) -> HashMap<u32, Pr
                 .and_then(|l| l.strip_prefix("socket:["))
                 .and_then(|l| l.strip_suffix(']'))
                 .and_then(|l| l.parse::<u32>().ok())
+                .filter(|i| inodes.contains(i))
             else {
                 continue;
             };
-            if inodes.contains(&inode) && !out.contains_key(&inode) {
-                let cg = cgroup::mount().and_then(|m| cgroup::proc_cgroup(pid, m));
-                out.insert(
-                    inode,
-                    ProcOwner {
-                        pid,
-                        comm: proc_comm(pid),
-                        cgroup_id: cg.as_ref().map_or(0, |c| c.0),
-                        cgroup_path: cg.map(|c| c.1),
-                    },
-                );
+            // A process gone since has no start time: it sorts last.
+            let at = *started.get_or_insert_with(|| proc_start_time(pid).unwrap_or(u64::MAX));
+            let candidate = (at, pid);
+            if oldest.get(&inode).is_some_and(|&o| o <= candidate) {
+                continue;
             }
-        }
-        if out.len() == inodes.len() {
-            break;
+            oldest.insert(inode, candidate);
         }
     }
+    for (inode, (_, pid)) in oldest {
+        let cg = cgroup::mount().and_then(|m| cgroup::proc_cgroup(pid, m));
+        out.insert(
+            inode,
+            ProcOwner {
+                pid,
+                comm: proc_comm(pid),
+                cgroup_id: cg.as_ref().map_or(0, |c| c.0),
+                cgroup_path: cg.map(|c| c.1),
+            },
+        );
+    }
     out
+}
+
+/// A process's start time, in clock ticks after boot: field 22 of /proc/PID/stat.
+fn proc_start_time(pid: u32) -> Option<u64> {
+    parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Field 22 (`starttime`) of a /proc/PID/stat line. The comm (field 2) is in parentheses
+/// and may itself hold spaces and parentheses: the fields are counted after the last `)`.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // `rest` starts with field 3 (state): field 22 is the 20th after it.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 fn proc_comm(pid: u32) -> Comm {
@@ -257,6 +284,69 @@ fn proc_comm(pid: u32) -> Comm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_times_parse_whatever_the_comm() {
+        let tail =
+            "S 1 1 1 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10 18446744073709551615";
+        for comm in ["sleep", "a b", "x) (y", ")", ""] {
+            let line = format!("4242 ({comm}) {tail}");
+            assert_eq!(parse_start_time(&line), Some(123_456), "{line}");
+        }
+        assert_eq!(parse_start_time("4242 (x) S 1"), None);
+        assert_eq!(parse_start_time("no parenthesis"), None);
+        let me = proc_start_time(std::process::id()).expect("our own start time");
+        assert!(me > 0);
+    }
+
+    /// A socket shared with a child (inherited across fork) is the parent's: it started
+    /// first. The child here is started after us, so it has the later start time whatever
+    /// the pids.
+    #[test]
+    fn a_shared_socket_belongs_to_the_process_that_started_first() {
+        use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = l.as_raw_fd();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino() as u32;
+        // A child holding the same socket: the listener's descriptor, duplicated to 3.
+        let mut child = {
+            use std::os::unix::process::CommandExt as _;
+            let raw = fd;
+            let mut c = std::process::Command::new("sleep");
+            c.arg("10");
+            // SAFETY: only dup2 and fcntl, async-signal-safe, between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    // dup2 onto itself (the listener at 3) keeps close-on-exec: cleared apart.
+                    if libc::dup2(raw, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            c.spawn().unwrap()
+        };
+        let child_pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // Until the child has exec'ed with the socket at fd 3.
+        while std::fs::read_link(format!("/proc/{child_pid}/fd/3"))
+            .map_or(true, |l| l.to_str() != Some(&format!("socket:[{inode}]")))
+            || std::fs::read_to_string(format!("/proc/{child_pid}/comm"))
+                .map_or(true, |c| c.trim() != "sleep")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never held the socket"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let found = procfs_owners(&[inode].into_iter().collect());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.get(&inode).map(|o| o.pid), Some(std::process::id()));
+    }
 
     #[test]
     fn procfs_finds_this_process_sockets() {

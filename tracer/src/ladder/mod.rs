@@ -19,7 +19,7 @@ pub mod text;
 use crate::{
     clock::WallClock,
     decode::{ContextKind, SockAddr, TcpState, Transition, errno_name},
-    table::{CloseClass, Conn, Role, Tuple},
+    table::{CloseClass, Conn, NsTuple, Role},
     units::human_ns,
 };
 
@@ -382,9 +382,14 @@ pub fn build(c: &Conn, peer: Option<&Conn>, clock: &WallClock) -> Ladder {
 
     Ladder {
         title: format!(
-            "{} -> {}",
+            "{} -> {}{}",
             crate::units::endpoint(left.tuple.local),
-            crate::units::endpoint(left.tuple.remote)
+            crate::units::endpoint(left.tuple.remote),
+            if crate::enrich::netns::is_foreign(left.netns) {
+                format!(" netns {}", left.netns)
+            } else {
+                String::new()
+            }
         ),
         started: clock
             .utc(t0)
@@ -405,18 +410,20 @@ pub fn build(c: &Conn, peer: Option<&Conn>, clock: &WallClock) -> Ladder {
 const MAX_HELD: usize = 4096;
 
 /// Pairs the two ends of a connection when both are on this host: a socket's record is
-/// held until the socket with the reversed 4-tuple finishes too, as long as that one is
-/// still open (it was seen in a transition and has not finished). No clock is involved, so
-/// a replay pairs exactly as the live run did.
+/// held until the socket with the reversed 4-tuple in the same network namespace finishes
+/// too, as long as that one is still open (it was seen in a transition and has not
+/// finished). Containers reuse loopback tuples: two namespaces' connections with the same
+/// tuple are two connections. No clock is involved, so a replay pairs exactly as the live
+/// run did.
 #[derive(Default)]
 pub struct Pairer {
-    /// Open sockets by their complete 4-tuple.
-    open: HashMap<Tuple, SockAddr, foldhash::fast::RandomState>,
+    /// Open sockets by their complete 4-tuple and namespace.
+    open: HashMap<NsTuple, SockAddr, foldhash::fast::RandomState>,
     /// Finished, waiting for their other end, by their own tuple; `bool`: shown (passed the
     /// output filters).
-    held: HashMap<Tuple, (Conn, bool), foldhash::fast::RandomState>,
+    held: HashMap<NsTuple, (Conn, bool), foldhash::fast::RandomState>,
     /// Held tuples, oldest first (for the cap).
-    order: VecDeque<Tuple>,
+    order: VecDeque<NsTuple>,
 }
 
 /// A connection to draw: one end, and the other if it is on this host.
@@ -429,13 +436,13 @@ impl Pairer {
 
     pub fn transition(&mut self, t: &Transition) {
         if t.tuple.local.port != 0 && t.tuple.remote.port != 0 && t.new != TcpState::Close {
-            self.open.insert(t.tuple, t.sock);
+            self.open.insert(NsTuple::new(t.netns, t.tuple), t.sock);
         }
     }
 
     /// A finished connection; returns what can be drawn now. Listeners come back alone.
     pub fn finished(&mut self, c: Conn, shown: bool) -> Vec<Pair> {
-        let Some(tuple) = c.complete_tuple() else {
+        let Some(tuple) = c.complete_ns_tuple() else {
             return if shown { vec![(c, None)] } else { Vec::new() };
         };
         if self.open.get(&tuple) == Some(&c.sock) {
@@ -444,7 +451,7 @@ impl Pairer {
         if c.role == Role::Listener {
             return if shown { vec![(c, None)] } else { Vec::new() };
         }
-        let rev = tuple.reversed();
+        let rev = NsTuple::new(tuple.netns, tuple.tuple.reversed());
         if let Some((peer, peer_shown)) = self.held.remove(&rev) {
             self.order.retain(|t| *t != rev);
             return if shown || peer_shown {
@@ -487,7 +494,7 @@ impl Pairer {
 pub fn orphan_sample() -> Ladder {
     use crate::{
         decode::{Comm, Family, Task},
-        table::{NsTuple, Orphan, OrphanEnd, OrphanHow, Table, TimeWait},
+        table::{NsTuple, Orphan, OrphanEnd, OrphanHow, Table, TimeWait, Tuple},
     };
     use TcpState::*;
     const MS: u64 = 1_000_000;

@@ -275,3 +275,50 @@ fn an_orphans_ladder_draws_the_peers_fin_where_it_was_sent() {
     );
     assert!(right_fins[0] > note_y && state_y("left", "TIME_WAIT") > right_fins[0]);
 }
+
+/// Two containers, the same loopback 4-tuple in each: each end pairs with its own
+/// namespace's other end, not with the other container's (they were paired by tuple alone).
+#[test]
+fn the_same_tuple_in_two_namespaces_pairs_within_each() {
+    let (mut t, mut p) = (Table::new(), Pairer::new());
+    let in_ns = |mut s: Transition, netns: u32| {
+        s.netns = netns;
+        s
+    };
+    let (a, b) = (crate::table::tests::NETNS, crate::table::tests::NETNS + 1);
+    let mut steps = Vec::new();
+    for (ns, client, server, at) in [(a, 1, 2, 0), (b, 3, 4, 5)] {
+        for s in [
+            tr(client, at, Close, SynSent, 0, 80),
+            tr(client, at + 50, SynSent, Established, 5, 80),
+            tr(server, at + 60, Listen, SynRecv, 80, 5),
+            tr(server, at + 70, SynRecv, Established, 80, 5),
+        ] {
+            steps.push(in_ns(s, ns));
+        }
+    }
+    // B's server closes first, then A's client, then A's server and B's client.
+    for (sock, ns, peer_port, local) in [(4, b, 5, 80), (1, a, 80, 5), (2, a, 5, 80), (3, b, 80, 5)]
+    {
+        steps.push(in_ns(
+            tr(sock, 1_000, Established, Close, local, peer_port),
+            ns,
+        ));
+    }
+    let mut pairs = Vec::new();
+    for s in &steps {
+        p.transition(s);
+        t.apply(s);
+        if s.new == Close {
+            for c in t.flush() {
+                pairs.extend(p.finished(c, true));
+            }
+        }
+    }
+    assert_eq!(pairs.len(), 2, "{pairs:#?}");
+    for (one, other) in &pairs {
+        let other = other.as_ref().expect("both ends on this host");
+        assert_eq!(one.netns, other.netns);
+        assert_eq!(one.tuple, other.tuple.reversed());
+    }
+}

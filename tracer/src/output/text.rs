@@ -397,6 +397,7 @@ impl<W: Write> Sink for Text<W> {
             None => b.push(b'-'),
         }
         self.put_owner_tag(&mut b, owner, b"  ");
+        put_netns(&mut b, t.netns);
         b.push(b'\n');
         let r = self.out.write_all(&b);
         self.line = b;
@@ -420,6 +421,7 @@ impl<W: Write> Sink for Text<W> {
         let w = self.style(Style::new().fg_color(Some(AnsiColor::Magenta.into())));
         let mut tag = Vec::new();
         self.put_owner_tag(&mut tag, owner, b"  ");
+        put_netns(&mut tag, c.netns);
         writeln!(
             self.out,
             "{prefix} {w}! {}{w:#}{}",
@@ -448,6 +450,7 @@ impl<W: Write> Sink for Text<W> {
         };
         let mut tag = Vec::new();
         self.put_owner_tag(&mut tag, d.owner.as_ref(), b"  ");
+        put_netns(&mut tag, d.netns);
         writeln!(
             self.out,
             "{prefix} {pair} {note}{}",
@@ -539,9 +542,15 @@ impl<W: Write> Sink for Text<W> {
         } else {
             t.sock.to_string()
         };
+        // As in the stuck report it answers.
+        let netns = if crate::enrich::netns::is_foreign(t.netns) {
+            format!(" netns {}", t.netns)
+        } else {
+            String::new()
+        };
         writeln!(
             self.out,
-            "{g}MOVED{g:#} {sock} {} -> {}: {} -> {} after {at_least}{}{owner}",
+            "{g}MOVED{g:#} {sock} {} -> {}{netns}: {} -> {} after {at_least}{}{owner}",
             endpoint(t.tuple.local),
             endpoint(t.tuple.remote),
             u.state,
@@ -657,6 +666,16 @@ fn put_describe(b: &mut Vec<u8>, kind: ContextKind, state: Option<TcpState>, val
     }
 }
 
+/// `  netns N` after a row of a socket in another network namespace than the tracer's (a
+/// container's): at the end, so the columns stay where they are, and nothing at all in the
+/// common case (one comparison per row).
+fn put_netns(b: &mut Vec<u8>, netns: u32) {
+    if crate::enrich::netns::is_foreign(netns) {
+        b.extend_from_slice(b"  netns ");
+        put_u64(b, netns.into());
+    }
+}
+
 /// Spaces after what was written since `start`, up to `width` characters (as `{:<width}`
 /// pads: by characters, not bytes).
 fn pad(b: &mut Vec<u8>, start: usize, width: usize) {
@@ -756,7 +775,7 @@ pub(super) fn columns_row(c: &Conn) -> String {
     } else {
         endpoint(c.tuple.remote)
     };
-    format!(
+    let mut row = format!(
         "{pid:<7} {comm:<15} {:<8} {:<40} {remote:<40} {:>9} {:>9} {rtt:>9} {retrans:>7} {:>10} {}",
         c.role.name(),
         endpoint(c.tuple.local),
@@ -764,5 +783,10 @@ pub(super) fn columns_row(c: &Conn) -> String {
         bytes(rx),
         human_ns(c.lifetime_ns()),
         c.close.map_or("-", |k| k.name()),
-    )
+    );
+    // After the last column: the others stay aligned.
+    let mut ns = Vec::new();
+    put_netns(&mut ns, c.netns);
+    row.push_str(&String::from_utf8_lossy(&ns));
+    row
 }

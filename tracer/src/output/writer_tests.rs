@@ -785,3 +785,67 @@ fn the_timeline_header_says_what_the_connection_carried() {
          close active  lifetime 1.30ms"
     );
 }
+
+/// A socket in another network namespace than the tracer's (a container's) is named at the
+/// end of its rows: event rows, `--columns` rows, the ladder's title. The tracer's own
+/// namespace, or an unknown one, changes nothing: the row is byte for byte the usual one.
+#[test]
+fn another_namespace_is_named_at_the_end_of_rows_only() {
+    use crate::table::tests::{NETNS, ctx, tr};
+    let clock = WallClock::fixed(1_795_475_125_841_852_172);
+    let here = tr(1, 1_000, TcpState::SynSent, TcpState::Established, 5, 80);
+    let mut there = here;
+    there.netns = NETNS + 1;
+    let rows = |home: u32, t: &Transition| {
+        crate::enrich::netns::set_home(home);
+        let mut sink = Text::new(Vec::new(), clock, false, true);
+        sink.header_done = true;
+        sink.transition(t, None, None).unwrap();
+        let mut e = ctx(Some(1), 2_000, ContextKind::ReceiveReset, None, 0);
+        e.netns = t.netns;
+        sink.event(&e, None).unwrap();
+        String::from_utf8(sink.out).unwrap()
+    };
+    let plain = reference_row(clock, &here, None, None);
+    let mut shown = rows(NETNS, &there)
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        shown[0],
+        format!("{}  netns {}", plain.trim_end(), NETNS + 1),
+        "the transition row, then the namespace"
+    );
+    assert!(
+        shown[1].ends_with(&format!("! RST received  netns {}", NETNS + 1)),
+        "{}",
+        shown[1]
+    );
+    // Here, or with no "here" known (a recording from before namespaces): unchanged.
+    for (home, t) in [(NETNS, &here), (0, &there)] {
+        shown = rows(home, t).lines().map(str::to_string).collect();
+        assert_eq!(format!("{}\n", shown[0]), plain);
+        assert!(shown[1].ends_with("! RST received"), "{}", shown[1]);
+    }
+
+    // --columns: after the last column, which keeps its place.
+    let (_, mut c) = super::tests::client();
+    crate::enrich::netns::set_home(c.netns);
+    let usual = super::text::columns_row(&c);
+    c.netns += 1;
+    assert_eq!(
+        super::text::columns_row(&c),
+        format!("{usual}  netns {}", c.netns)
+    );
+    // The ladder's title.
+    let l = crate::ladder::build(&c, None, &clock);
+    assert!(
+        l.title.ends_with(&format!(" netns {}", c.netns)),
+        "{}",
+        l.title
+    );
+    c.netns -= 1;
+    let l = crate::ladder::build(&c, None, &clock);
+    assert!(!l.title.contains("netns"), "{}", l.title);
+    crate::enrich::netns::set_home(0);
+}

@@ -11,14 +11,14 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 
 use tokio::io::unix::AsyncFd;
 
 use tracer_common::{
     AF_INET, AF_INET6, AcceptOffsets, AddrKey, Config, Counters, CtxLayout, NetnsOffsets,
-    OWNER_CGROUP, OWNER_COMM, OWNER_PID, TcpStatsOffsets, names,
+    OWNER_CGROUP, OWNER_COMM, OWNER_PID, SockOffsets, TcpStatsOffsets, names,
 };
 
 #[cfg(test)]
@@ -100,8 +100,14 @@ pub struct Live {
     pub reads_netns: bool,
     /// The syscall exits the accept program is attached to (empty: not attached).
     pub accept_programs: Vec<String>,
+    /// The accept program walks the file table through BTF-typed pointers (not helpers).
+    pub accept_btf: bool,
     /// Why accepted sockets are not named after their accepter, if they are not.
     pub accept_unavailable: Option<String>,
+    /// Why error reports come from the classic tracepoint (no socket: matched to a
+    /// connection by 4-tuple), when they do; `None` when the raw tracepoint carries the
+    /// socket, or when there are no error reports at all.
+    pub error_reports_by_tuple: Option<String>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -202,9 +208,29 @@ impl Live {
         };
         let (accept_offsets, mut accept_unavailable) = match accept {
             _ if !opts.accept => (AcceptOffsets::default(), Some("--no-accept".to_string())),
+            // The fallback paths: a field per read.
+            Ok(mut o) if opts.force_portable => {
+                o.fdt_pair = 0;
+                o.sock.head = 0;
+                (o, None)
+            }
             Ok(o) => (o, None),
             Err(e) => (AcceptOffsets::default(), Some(format!("{e:#}"))),
         };
+        // Error reports with their socket: the raw tracepoint's argument is the `struct
+        // sock *`, read at these offsets. Without them, the classic tracepoint (a tuple).
+        let error_sock = btf
+            .as_ref()
+            .map_err(|e| anyhow!("{e:#}"))
+            .and_then(|btf| {
+                crate::btf::sock_offsets(btf).context("struct offsets from the kernel's BTF")
+            })
+            .and_then(|o| {
+                if opts.force_portable {
+                    bail!("--force-portable")
+                }
+                Ok(o)
+            });
         let (program, layout) = match choice {
             Choice::Fast => (names::PROG_FAST, format::FAST),
             Choice::Portable(l) => (names::PROG_PORTABLE, l),
@@ -241,6 +267,11 @@ impl Live {
             .override_global(names::LAYOUT, &layout, true)
             .override_global(names::NETNS_OFFSETS, &netns_offsets, true)
             .override_global(names::ACCEPT_OFFSETS, &accept_offsets, true)
+            .override_global(
+                names::ERROR_REPORT_OFFSETS,
+                error_sock.as_ref().unwrap_or(&SockOffsets::default()),
+                true,
+            )
             .override_global(names::TCP_STATS_OFFSETS, &tcp_stats_offsets, true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
@@ -307,7 +338,47 @@ impl Live {
         ];
 
         let mut context_programs = Vec::new();
+        // inet_sk_error_report as a raw tracepoint first: its reports then carry their
+        // socket. Where the kernel refuses raw tracepoints (or has no BTF), the classic
+        // program below takes its place.
+        let mut error_reports_by_tuple = None;
+        let mut raw_error_reports = false;
+        if opts.context_events
+            && ctx_layouts
+                .iter()
+                .any(|(_, _, name, _, _)| *name == names::ERROR_REPORT_RAW_TRACEPOINT)
+        {
+            let attached = error_sock
+                .as_ref()
+                .map_err(|e| anyhow!("{e:#}"))
+                .and_then(|_| {
+                    let p: &mut RawTracePoint = ebpf
+                        .program_mut(names::ERROR_REPORT_RAW_PROGRAM)
+                        .with_context(|| {
+                            format!("program {} missing", names::ERROR_REPORT_RAW_PROGRAM)
+                        })?
+                        .try_into()?;
+                    p.load().map_err(hint_prog)?;
+                    p.attach(names::ERROR_REPORT_RAW_TRACEPOINT)
+                        .map_err(|e| privilege_hint(anyhow!(e)))?;
+                    prog_fds.push(p.fd()?.as_fd().try_clone_to_owned()?);
+                    Ok(())
+                });
+            match attached {
+                Ok(()) => {
+                    raw_error_reports = true;
+                    context_programs.push(format!(
+                        "sock:{} (raw tracepoint: with its socket)",
+                        names::ERROR_REPORT_RAW_TRACEPOINT
+                    ));
+                }
+                Err(e) => error_reports_by_tuple = Some(format!("{e:#}")),
+            }
+        }
         for (prog_name, category, name, _, l) in &ctx_layouts {
+            if *name == names::ERROR_REPORT_RAW_TRACEPOINT && raw_error_reports {
+                continue;
+            }
             // tcp_destroy_sock runs for every socket freed: direct loads where its layout is
             // the one every kernel since 5.10 has (checked field by field).
             let prog_name = if *name == "tcp_destroy_sock"
@@ -336,13 +407,32 @@ impl Live {
         }
 
         let mut accept_programs = Vec::new();
+        let mut accept_btf = false;
         if accept_unavailable.is_none() {
-            let attached = (|| -> anyhow::Result<()> {
+            // The file table through BTF-typed pointers where the verifier takes it (5.11+),
+            // a helper call per pointer otherwise (and with --force-portable).
+            let loads = |ebpf: &mut Ebpf, name: &str| -> anyhow::Result<()> {
                 let p: &mut TracePoint = ebpf
-                    .program_mut(names::ACCEPT_PROGRAM)
-                    .with_context(|| format!("program {} missing", names::ACCEPT_PROGRAM))?
+                    .program_mut(name)
+                    .with_context(|| format!("program {name} missing"))?
                     .try_into()?;
                 p.load().map_err(hint_prog)?;
+                Ok(())
+            };
+            let prog =
+                if !opts.force_portable && loads(&mut ebpf, names::ACCEPT_BTF_PROGRAM).is_ok() {
+                    names::ACCEPT_BTF_PROGRAM
+                } else {
+                    names::ACCEPT_PROGRAM
+                };
+            let attached = (|| -> anyhow::Result<()> {
+                if prog == names::ACCEPT_PROGRAM {
+                    loads(&mut ebpf, prog)?;
+                }
+                let p: &mut TracePoint = ebpf
+                    .program_mut(prog)
+                    .with_context(|| format!("program {prog} missing"))?
+                    .try_into()?;
                 // One program, one link per syscall exit; both or neither, so every accept
                 // is named the same way.
                 let mut links = Vec::new();
@@ -362,11 +452,14 @@ impl Live {
                 Ok(())
             })();
             match attached {
-                Ok(()) => accept_programs.extend(
-                    names::ACCEPT_TRACEPOINTS
-                        .iter()
-                        .map(|n| format!("syscalls:{n}")),
-                ),
+                Ok(()) => {
+                    accept_btf = prog == names::ACCEPT_BTF_PROGRAM;
+                    accept_programs.extend(
+                        names::ACCEPT_TRACEPOINTS
+                            .iter()
+                            .map(|n| format!("syscalls:{n}")),
+                    );
+                }
                 Err(e) => accept_unavailable = Some(format!("{e:#}")),
             }
         }
@@ -395,7 +488,9 @@ impl Live {
             unavailable,
             reads_netns: config.read_netns != 0,
             accept_programs,
+            accept_btf,
             accept_unavailable,
+            error_reports_by_tuple,
             _logger: logger,
         })
     }

@@ -31,7 +31,8 @@ fn symbols() -> HashMap<String, (String, u64)> {
         .collect()
 }
 
-/// Every program the loader loads: its name, and the tracepoint section it is compiled for.
+/// Every program the loader loads: its name, and the (raw) tracepoint section it is compiled
+/// for.
 fn programs() -> Vec<(&'static str, String)> {
     let mut p = vec![
         (
@@ -46,9 +47,17 @@ fn programs() -> Vec<(&'static str, String)> {
             names::DESTROY_FAST_PROGRAM,
             "tracepoint/tcp/tcp_destroy_sock".to_string(),
         ),
+        (
+            names::ERROR_REPORT_RAW_PROGRAM,
+            format!("raw_tp/{}", names::ERROR_REPORT_RAW_TRACEPOINT),
+        ),
         // Attached by the loader to each of ACCEPT_TRACEPOINTS; compiled for the first.
         (
             names::ACCEPT_PROGRAM,
+            format!("tracepoint/syscalls/{}", names::ACCEPT_TRACEPOINTS[0]),
+        ),
+        (
+            names::ACCEPT_BTF_PROGRAM,
             format!("tracepoint/syscalls/{}", names::ACCEPT_TRACEPOINTS[0]),
         ),
     ];
@@ -88,7 +97,7 @@ fn every_map_exists_with_its_type_and_sizes() {
     let u8s = size_of::<u8>() as u32;
     // (name, map type, key size, value size); a ring buffer has neither.
     let lpm_key = (size_of::<u32>() + size_of::<AddrKey>()) as u32;
-    let maps: [(&str, u32, u32, u32); 12] = [
+    let maps: [(&str, u32, u32, u32); 13] = [
         (names::EVENTS, RINGBUF, 0, 0),
         (
             names::COUNTERS,
@@ -104,6 +113,7 @@ fn every_map_exists_with_its_type_and_sizes() {
             2,
             size_of::<KOwner>() as u32,
         ),
+        (names::LISTEN_TGIDS, LRU_HASH, 8, 4),
         (names::PIDS, HASH, 4, u8s),
         (names::COMMS, HASH, 16, u8s),
         (names::CGROUPS, HASH, 8, u8s),
@@ -136,6 +146,10 @@ fn every_global_exists_with_its_size() {
         (names::LAYOUT, size_of::<RuntimeLayout>()),
         (names::NETNS_OFFSETS, size_of::<NetnsOffsets>()),
         (names::ACCEPT_OFFSETS, size_of::<AcceptOffsets>()),
+        (
+            names::ERROR_REPORT_OFFSETS,
+            size_of::<tracer_common::SockOffsets>(),
+        ),
         (
             names::TCP_STATS_OFFSETS,
             size_of::<tracer_common::TcpStatsOffsets>(),

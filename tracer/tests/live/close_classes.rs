@@ -326,3 +326,111 @@ fn an_icmp_host_unreachable_connect_is_unreachable() {
     assert_eq!(c["resets_received"], 0, "{c:#}");
     drop(held);
 }
+
+/// Keepalive probes unanswered: an idle established connection (SO_KEEPALIVE, idle 1 s,
+/// probes 1 s apart, 2 of them) whose peer's namespace drops everything to the server
+/// port. The kernel's keepalive timer gives up (tcp_keepalive_timer): it sends a RST on the
+/// socket (tcp_send_active_reset, reason "keepalive timeout"), then tcp_write_err: ETIMEDOUT.
+/// No retransmission (probes are not retransmits, and no data was pending). The record is a
+/// `timeout`, as with retransmissions exhausted: the timer's own RST does not make it
+/// `reset_sent`.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn unanswered_keepalive_probes_are_a_timeout() {
+    require_root();
+    let pair = NsPair::new("keepalive", 3);
+    let b_addr = pair.b_addr;
+    let listener = pair
+        .b
+        .run(move || std::net::TcpListener::bind((b_addr, 0)).unwrap());
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port();
+    let t = Tracer::start(&["-o", "json", "--no-timewait", "-p", &port.to_string()]);
+    let client = pair.a.run(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(1))
+                .with_interval(Duration::from_secs(1))
+                .with_retries(2),
+        )
+        .unwrap();
+        s.set_keepalive(true).unwrap();
+        s.connect_timeout(&addr.into(), Duration::from_secs(5))
+            .unwrap();
+        TcpStream::from(s)
+    });
+    let (server, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let drop_tcp = NftTable::new(
+        &pair.b,
+        "tracer_keepalive",
+        &format!(
+            "chain input {{ type filter hook input priority 0; policy accept; tcp dport {port} drop; }}"
+        ),
+    );
+    // Idle 1 s, then 2 probes 1 s apart, then the timer's last round: about 3-4 s.
+    let mut client = client;
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut b = [0u8; 1];
+    let err = client.read(&mut b).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ETIMEDOUT),
+        "{err} after {:?}",
+        started.elapsed()
+    );
+    t.wait_json(1, |v| {
+        v["type"] == "connection"
+            && v["role"] == "client"
+            && v["sport"].as_u64() == Some(cport.into())
+    });
+    let (status, out, stderr) = t.stop();
+    drop(client);
+    drop(drop_tcp);
+    drop(server);
+    assert!(status.success(), "{stderr:?}");
+    let records: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let c = client_record(&records, cport);
+    assert_eq!(
+        states(c),
+        ["CLOSE", "SYN_SENT", "ESTABLISHED", "CLOSE"],
+        "{c:#}"
+    );
+    assert_eq!(c["close"], "timeout", "{c:#}");
+    assert!(
+        error_reports(&stderr),
+        "sock:inet_sk_error_report on this kernel"
+    );
+    assert_eq!(c["error"], "ETIMEDOUT", "{c:#}");
+    assert_eq!(c["retransmits"], 0, "{c:#}");
+    assert_eq!(c["resets_sent"], 1, "{c:#}");
+    assert_eq!(c["resets_received"], 0, "{c:#}");
+    let kinds: Vec<(&str, &str)> = c["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["state"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    // The raw error report knows the socket's state; the classic one does not.
+    let raw = stderr.iter().any(|l| l.contains("(raw tracepoint"));
+    assert_eq!(
+        kinds,
+        [
+            ("send_reset", "ESTABLISHED"),
+            ("error", if raw { "CLOSE" } else { "-" })
+        ],
+        "{c:#}"
+    );
+}

@@ -254,8 +254,10 @@ fn stuck_names_a_containers_leak_with_its_pid_and_container_id() {
     let mut kid = KillOnDrop(
         Command::new("ip")
             .args(["netns", "exec", &name, "bash", "-c"])
+            // `exec sleep`: the process holding the socket keeps the pid the test moved into
+            // the cgroup (a `sleep` child would hold it too, and either could be reported).
             .arg(format!(
-                "read go; exec 3<>/dev/tcp/127.0.0.1/{}; echo connected; sleep 30",
+                "read go; exec 3<>/dev/tcp/127.0.0.1/{}; echo connected; exec sleep 30",
                 addr.port()
             ))
             .stdin(Stdio::piped())
@@ -294,4 +296,473 @@ fn stuck_names_a_containers_leak_with_its_pid_and_container_id() {
     assert_eq!(s["owner"]["pid"].as_u64(), Some(u64::from(pid)), "{s:#}");
     assert_eq!(s["owner"]["container_id"], ID, "{s:#}");
     drop(cg);
+}
+
+/// A small TCP program in its own process (perl, which every Debian has), so that two
+/// namespaces' sockets have different owners. Modes, on 127.0.0.1 with the client bound to
+/// local port CPORT (so two namespaces can have the very same 4-tuple):
+/// - `refused CPORT PORT`: connect() to a port nobody listens on; prints the errno.
+/// - `full CPORT PORT`: listen on PORT, connect, accept; prints `connected`; on a line from
+///   stdin the client closes first, the server after the client's FIN; prints `closed`;
+///   then waits for stdin to close (holding its namespace for the tracer's lookups).
+/// - `leak CPORT PORT`: as `full`, but only the client closes: the accepted socket stays in
+///   CLOSE_WAIT; prints `leaking`, then waits for stdin to close.
+const PEER: &str = r#"
+use strict; use Socket;
+$| = 1;
+my ($mode, $cport, $port) = @ARGV;
+my $lo = inet_aton('127.0.0.1');
+sub tcp {
+    socket(my $s, PF_INET, SOCK_STREAM, getprotobyname('tcp')) or die "socket: $!";
+    setsockopt($s, SOL_SOCKET, SO_REUSEADDR, pack('l', 1)) or die "SO_REUSEADDR: $!";
+    return $s;
+}
+my $c = tcp();
+bind($c, sockaddr_in($cport, $lo)) or die "bind $cport: $!";
+if ($mode eq 'refused') {
+    connect($c, sockaddr_in($port, $lo)) and die "connected to $port";
+    print 0 + $!, "
+";
+    exit 0;
+}
+my $l = tcp();
+bind($l, sockaddr_in($port, $lo)) or die "bind $port: $!";
+listen($l, 4) or die "listen: $!";
+connect($c, sockaddr_in($port, $lo)) or die "connect: $!";
+accept(my $s, $l) or die "accept: $!";
+if ($mode eq 'leak') {
+    close($c);
+    close($l);
+    print "leaking
+";
+    my @rest = <STDIN>;
+    exit 0;
+}
+print "connected
+";
+my $go = <STDIN>;
+close($c);
+my $b;
+sysread($s, $b, 1);
+close($s);
+close($l);
+print "closed
+";
+my @rest = <STDIN>;
+"#;
+
+/// A [`PEER`] process, started in a namespace by `launcher` (`ip netns exec NS`, or
+/// `unshare -n`), killed on drop.
+struct Peer {
+    kid: KillOnDrop,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Peer {
+    fn start(launcher: &[&str], mode: &str, cport: u16, port: u16) -> Self {
+        let mut kid = Command::new(launcher[0])
+            .args(&launcher[1..])
+            .args(["perl", "-e", PEER, mode])
+            .args([cport.to_string(), port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn_locked()
+            .unwrap();
+        let out = BufReader::new(kid.stdout.take().unwrap());
+        Self {
+            kid: KillOnDrop(kid),
+            out,
+        }
+    }
+
+    /// `ip netns exec NS`: the process is perl itself (exec'ed), with the pid spawned.
+    fn in_netns(ns: &Netns, mode: &str, cport: u16, port: u16) -> Self {
+        Self::start(&["ip", "netns", "exec", ns.name()], mode, cport, port)
+    }
+
+    /// A namespace of its own that only this process holds (`unshare -n`, no bind mount,
+    /// as Docker and containerd make them): found through /proc/PID/ns/net only.
+    fn unshared(mode: &str, cport: u16, port: u16) -> Self {
+        Self::start(
+            &[
+                "unshare",
+                "-n",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && exec \"$@\"",
+                "sh",
+            ],
+            mode,
+            cport,
+            port,
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.kid.0.id()
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    }
+
+    fn expect(&mut self, want: &str) {
+        assert_eq!(self.line(), want, "peer {}", self.pid());
+    }
+
+    fn go(&mut self) {
+        self.kid
+            .0
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+    }
+
+    /// Closes its stdin: it exits.
+    fn finish(mut self) {
+        drop(self.kid.0.stdin.take());
+        wait_timeout(&mut self.kid.0, Duration::from_secs(5));
+    }
+
+    /// Its network namespace's inode (while it runs).
+    fn netns(&self) -> u64 {
+        ns_inode(&format!("/proc/{}/ns/net", self.pid()))
+    }
+}
+
+/// A port this test keeps for itself on the host: no other test's tracer filters on it while
+/// this one runs (the namespaces' ports are their own, but `-p` matches in all of them).
+fn reserved_port() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    (l, p)
+}
+
+/// Two namespaces, the very same 4-tuple in each (client 127.0.0.1:C -> 127.0.0.1:P), owned
+/// by two different processes; at the same moment as B's connection is established, A's
+/// connect() with that tuple is refused. Each namespace's transitions, owners, errors, close
+/// classes and TIME_WAIT are its own, in JSON and in the text rows (which name each
+/// namespace at their end). With error reports matched by tuple (the classic tracepoint)
+/// A's ECONNREFUSED was lost: two namespaces had the tuple.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn identical_tuples_in_two_namespaces_are_told_apart() {
+    let (a, b) = (Netns::new("same-a"), Netns::new("same-b"));
+    let (ia, ib) = (ns_inode(&a.path()), ns_inode(&b.path()));
+    let (_hold_p, port) = reserved_port();
+    let (_hold_c, cport) = reserved_port();
+    let p = port.to_string();
+    let json = Tracer::start(&["-o", "json", "-p", &p]);
+    let text = Tracer::start(&["--no-timeline", "-p", &p]);
+    // The fallback where raw tracepoints are refused: the classic error report, by tuple.
+    let classic = Tracer::start(&["-o", "json", "--force-portable", "-p", &p]);
+    json.wait_stderr("accepting processes from", Duration::from_secs(5));
+    let mut in_b = Peer::in_netns(&b, "full", cport, port);
+    in_b.expect("connected");
+    let mut refused = Peer::in_netns(&a, "refused", cport, port);
+    assert_eq!(refused.line(), libc::ECONNREFUSED.to_string());
+    let refused_pid = refused.pid();
+    refused.finish();
+    let mut in_a = Peer::in_netns(&a, "full", cport, port);
+    in_a.expect("connected");
+    for peer in [&mut in_a, &mut in_b] {
+        peer.go();
+        peer.expect("closed");
+    }
+    // Per namespace: listener, server, client; and A's refused client.
+    json.wait_json(7, |v| v["type"] == "connection");
+    let (pa, pb) = (u64::from(in_a.pid()), u64::from(in_b.pid()));
+    let (status, out, err) = json.stop();
+    let (tstatus, tout, terr) = text.stop();
+    let (cstatus, cout, cerr) = classic.stop();
+    assert!(cstatus.success(), "{cerr:?}");
+    in_a.finish();
+    in_b.finish();
+    assert!(status.success() && tstatus.success(), "{err:?}\n{terr:?}");
+    assert!(
+        err.iter()
+            .any(|l| l.contains("inet_sk_error_report (raw tracepoint")),
+        "error reports with their socket on this kernel: {err:?}"
+    );
+    let records = parse(&out);
+    let tuple = |v: &Value, role: &str| {
+        let (l, r) = if role == "client" {
+            (cport, port)
+        } else {
+            (port, cport)
+        };
+        v["sport"] == u64::from(l) && v["dport"] == u64::from(r)
+    };
+    for (ns, owner, transitions) in [(ia, pa, 14), (ib, pb, 12)] {
+        let mine: Vec<&Value> = records
+            .iter()
+            .filter(|v| v["netns"].as_u64() == Some(ns))
+            .collect();
+        assert_eq!(
+            mine.iter()
+                .filter(|v| v["type"] == "transition" && v["source"] == "tracepoint")
+                .count(),
+            transitions,
+            "namespace {ns}: {mine:#?}"
+        );
+        let conns: Vec<&&Value> = mine.iter().filter(|v| v["type"] == "connection").collect();
+        let full: Vec<&&&Value> = conns
+            .iter()
+            .filter(|c| c["owner"]["pid"].as_u64() == Some(owner))
+            .collect();
+        assert_eq!(
+            full.len(),
+            3,
+            "listener, server, client of {owner} in {ns}: {conns:#?}"
+        );
+        let client = full
+            .iter()
+            .find(|c| c["role"] == "client")
+            .expect("the client");
+        assert!(tuple(client, "client"), "{client:#}");
+        assert_eq!(states(client), timeline(&CLIENT_OPEN, &ACTIVE_CLOSE));
+        assert_eq!(
+            (client["close"].as_str(), &client["error"]),
+            (Some("active"), &Value::Null),
+            "{client:#}"
+        );
+        assert_eq!(client["time_wait"]["confirmed"], true, "{client:#}");
+        let server = full
+            .iter()
+            .find(|c| c["role"] == "server")
+            .expect("the server");
+        assert!(tuple(server, "server"), "{server:#}");
+        assert_eq!(states(server), timeline(&SERVER_OPEN, &PASSIVE_CLOSE));
+        assert_eq!(server["error"], Value::Null, "{server:#}");
+        // The timewait socket in this namespace only.
+        let tw: Vec<&&Value> = mine
+            .iter()
+            .filter(|v| v["source"] == "sock_diag" && v["new"] == "TIME_WAIT")
+            .collect();
+        assert_eq!(tw.len(), 1, "{tw:#?}");
+        assert!(tuple(tw[0], "client"));
+    }
+    // A's refused connect, with A's error, and no error anywhere in B.
+    let refused: Vec<&Value> = of_type(&records, "connection")
+        .into_iter()
+        .filter(|c| c["owner"]["pid"].as_u64() == Some(refused_pid.into()))
+        .collect();
+    assert_eq!(refused.len(), 1, "{records:#?}");
+    let r = refused[0];
+    assert_eq!(r["netns"].as_u64(), Some(ia), "{r:#}");
+    assert!(tuple(r, "client"), "{r:#}");
+    assert_eq!(states(r), ["CLOSE", "SYN_SENT", "CLOSE"]);
+    assert_eq!(
+        (r["close"].as_str(), r["error"].as_str()),
+        (Some("refused"), Some("ECONNREFUSED")),
+        "{r:#}"
+    );
+    let errors: Vec<&Value> = records
+        .iter()
+        .filter(|v| v["type"] == "event" && v["kind"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        (errors[0]["sock"].as_str(), errors[0]["netns"].as_u64()),
+        (r["sock"].as_str(), Some(ia))
+    );
+
+    // The classic tracepoint's report says the tuple and no namespace: two namespaces had
+    // that tuple at that moment, so it is attributed to neither (said at start-up), and the
+    // rest is the same.
+    assert!(
+        cerr.iter().any(|l| l.starts_with(
+            "tracer: warning: error reports from the classic tracepoint (the raw one was refused: --force-portable)"
+        )),
+        "{cerr:?}"
+    );
+    let classic = parse(&cout);
+    let r = of_type(&classic, "connection")
+        .into_iter()
+        .find(|c| c["owner"]["pid"].as_u64() == Some(refused_pid.into()))
+        .expect("the refused client");
+    assert_eq!(
+        (r["netns"].as_u64(), r["close"].as_str(), &r["error"]),
+        (Some(ia), Some("refused"), &Value::Null),
+        "{r:#}"
+    );
+    assert_eq!(
+        of_type(&classic, "connection")
+            .iter()
+            .filter(|c| c["error"] != Value::Null)
+            .count(),
+        0
+    );
+    assert_eq!(of_type(&classic, "connection").len(), 7);
+
+    // Text: every row of these sockets names its namespace at its end (the tracer runs in
+    // the host's), with the same counts as JSON.
+    let ends_with_ns = |l: &String, ns: u64| l.ends_with(&format!("  netns {ns}"));
+    let rows = |ns: u64| -> Vec<&String> {
+        tout.iter()
+            .filter(|l| ends_with_ns(l, ns) && l.contains(" -> ") && !l.contains("(sock_diag)"))
+            .collect()
+    };
+    assert_eq!(rows(ia).len(), 14, "{tout:#?}");
+    assert_eq!(rows(ib).len(), 12, "{tout:#?}");
+    let text_errors: Vec<&String> = tout.iter().filter(|l| l.contains("! error")).collect();
+    assert_eq!(text_errors.len(), 1, "{tout:#?}");
+    assert!(
+        text_errors[0].contains("! error ECONNREFUSED") && ends_with_ns(text_errors[0], ia),
+        "{}",
+        text_errors[0]
+    );
+    // Every row of a socket of ours names its namespace (a RST sent without a socket has
+    // none to name: its SOCK column is `-`).
+    let p_col = format!(":{port} ");
+    for l in tout
+        .iter()
+        .filter(|l| l.contains(&p_col) && l.split_whitespace().nth(1) != Some("-"))
+    {
+        assert!(ends_with_ns(l, ia) || ends_with_ns(l, ib), "{l}");
+    }
+}
+
+/// The file descriptors of process `pid` that hold network namespace `inode`.
+fn holds_netns(pid: u32, inode: u64) -> bool {
+    let want = format!("net:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(want.as_str())))
+}
+
+/// The client record with local port `cport` in namespace `ns`, from a running tracer.
+fn client_in(t: &Tracer, ns: u64, cport: u16) -> Value {
+    t.wait_json(1, |v| {
+        v["type"] == "connection"
+            && v["role"] == "client"
+            && v["netns"].as_u64() == Some(ns)
+            && v["sport"] == u64::from(cport)
+    });
+    t.json()
+        .into_iter()
+        .find(|v| {
+            v["type"] == "connection"
+                && v["role"] == "client"
+                && v["netns"].as_u64() == Some(ns)
+                && v["sport"] == u64::from(cport)
+        })
+        .unwrap()
+}
+
+/// Namespaces made as Docker and containerd make them: `unshare -n`, held by the process in
+/// it and by nothing in /run/netns. The tracer finds each through /proc/PID/ns/net and
+/// confirms its TIME_WAIT there. When that process exits, its namespace is released at the
+/// next scan (here the one a new namespace's first lookup starts), without a word on stderr.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn namespaces_held_only_by_a_process_are_found_and_released_when_it_exits() {
+    let (_hold_p, port) = reserved_port();
+    let (_hold_c, cport) = reserved_port();
+    let t = Tracer::start(&["-o", "json", "-p", &port.to_string()]);
+    t.wait_stderr("accepting processes from", Duration::from_secs(5));
+    let mut first = Peer::unshared("full", cport, port);
+    first.expect("connected");
+    let ns1 = first.netns();
+    assert_ne!(ns1, ns_inode("/proc/self/ns/net"));
+    assert!(
+        std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .all(|e| ns_inode(&e.path().display().to_string()) != ns1),
+        "no bind mount of the namespace"
+    );
+    first.go();
+    first.expect("closed");
+    let c = client_in(&t, ns1, cport);
+    assert_eq!(c["time_wait"]["confirmed"], true, "{c:#}");
+    assert_eq!(
+        c["owner"]["pid"].as_u64(),
+        Some(first.pid().into()),
+        "{c:#}"
+    );
+    let tracer = t.child.id();
+    assert!(holds_netns(tracer, ns1), "the registry holds the namespace");
+    // The process exits: the namespace lives on only through the tracer's handle.
+    first.finish();
+    // A new container: its first lookup scans /proc, which releases the dead one.
+    let mut second = Peer::unshared("full", cport, port);
+    second.expect("connected");
+    let ns2 = second.netns();
+    assert_ne!(ns1, ns2);
+    second.go();
+    second.expect("closed");
+    let c = client_in(&t, ns2, cport);
+    assert_eq!(c["time_wait"]["confirmed"], true, "{c:#}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while holds_netns(tracer, ns1) {
+        assert!(
+            Instant::now() < deadline,
+            "namespace {ns1} still held by the tracer"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(holds_netns(tracer, ns2));
+    second.finish();
+    let (status, _, err) = t.stop();
+    assert!(status.success(), "{err:?}");
+    // Not an error, nor worth a warning.
+    for l in &err {
+        assert!(
+            !(l.starts_with("tracer: warning")
+                || l.starts_with("Error")
+                || ["stopped:", "cannot", "could not"]
+                    .iter()
+                    .any(|w| l.contains(w))),
+            "{l}\n{err:#?}"
+        );
+    }
+    let stop = StopCounts::from_stderr(&err);
+    assert_eq!(stop.transitions, 24, "two connections of 12: {err:?}");
+    let line = err
+        .iter()
+        .find(|l| l.starts_with("tracer: stopped"))
+        .unwrap();
+    assert!(
+        line.contains("ring buffer full 0") && line.contains("unreadable 0"),
+        "{line}"
+    );
+}
+
+/// A CLOSE_WAIT leak older than the tracer, in a namespace only its process holds (no bind
+/// mount): `tracer stuck` dumps that namespace too (found through /proc) and names the
+/// process.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
+fn stuck_finds_a_leak_in_a_namespace_held_only_by_its_process() {
+    let (_hold_p, port) = reserved_port();
+    let (_hold_c, cport) = reserved_port();
+    let mut leak = Peer::unshared("leak", cport, port);
+    leak.expect("leaking");
+    let ns = leak.netns();
+    let t = Tracer::start(&["stuck", "1s", "-o", "json", "-p", &port.to_string()]);
+    let p = u64::from(port);
+    t.wait_json(1, |v| {
+        v["type"] == "stuck" && v["sport"] == p && v["state"] == "CLOSE_WAIT"
+    });
+    let (status, out, err) = t.stop();
+    let pid = leak.pid();
+    leak.finish();
+    assert!(status.success(), "{err:?}");
+    let records = parse(&out);
+    let s = records
+        .iter()
+        .find(|v| v["type"] == "stuck" && v["sport"] == p && v["state"] == "CLOSE_WAIT")
+        .unwrap();
+    assert_eq!(s["netns"].as_u64(), Some(ns), "{s:#}");
+    assert_eq!(s["dport"].as_u64(), Some(cport.into()), "{s:#}");
+    assert_eq!(s["seen_from"], "dump", "{s:#}");
+    assert_eq!(s["owner"]["pid"].as_u64(), Some(pid.into()), "{s:#}");
 }
