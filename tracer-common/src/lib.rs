@@ -64,8 +64,10 @@ pub mod kind {
     /// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the task on the CPU accepted the
     /// socket (`oldstate` = its state then). Its pid, comm, uid and cgroup are the owner's.
     pub const ACCEPT: u32 = 8;
-    /// A connection's TCP counters, read from its `tcp_sock` just after the transition it
-    /// follows (a synchronized state → CLOSE): [`super::TcpStats`] packed into the record.
+    /// A connection's TCP counters, read from its `tcp_sock` as it leaves a synchronized
+    /// state for CLOSE: [`super::TcpStats`] packed into the record. It follows that
+    /// transition in the same ring record ([`super::CLOSE_WITH_STATS_SIZE`]); recordings
+    /// keep it as an event of its own, right after the transition.
     pub const TCP_STATS: u32 = 9;
     /// Number of kinds + 1 (array sizes indexed by kind).
     pub const COUNT: usize = 10;
@@ -102,6 +104,7 @@ pub mod names {
     pub const ACCEPT_OFFSETS: &str = "ACCEPT_OFFSETS";
     /// Global [`super::TcpStatsOffsets`].
     pub const TCP_STATS_OFFSETS: &str = "TCP_STATS_OFFSETS";
+
     /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category).
     pub const ACCEPT_PROGRAM: &str = "sys_exit_accept";
     /// Syscall exits after which the new file descriptor (`ret`) is an accepted socket.
@@ -251,6 +254,11 @@ pub struct Event {
 
 /// Size of [`Event`] on the wire.
 pub const EVENT_SIZE: usize = 112;
+
+/// Size of the ring record of a transition from a synchronized state to CLOSE when the
+/// counters are read: the [`kind::TRANSITION`] event and its [`kind::TCP_STATS`] event back
+/// to back, one reservation instead of two. Every other ring record is one [`Event`].
+pub const CLOSE_WITH_STATS_SIZE: usize = 2 * EVENT_SIZE;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
 

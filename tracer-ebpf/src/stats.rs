@@ -1,17 +1,16 @@
 //! A connection's TCP counters (bytes, segments, retransmits, RTT, cwnd, delivery rate),
-//! read from its `tcp_sock` right after it leaves a synchronized state for CLOSE: the socket
-//! is still whole then, and its counters are final. And a server's handshake RTT, read as
-//! its child socket becomes ESTABLISHED. At most these two reads per socket, only for
-//! sockets whose transition passed every filter.
-use aya_ebpf::{
-    Global,
-    helpers::bpf_probe_read_kernel,
-    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+//! read from its `tcp_sock` as it leaves a synchronized state for CLOSE: the socket is still
+//! whole then, and its counters are final. They travel in the CLOSE transition's own ring
+//! record, as a second event. And a server's handshake RTT, read as its child socket
+//! becomes ESTABLISHED. At most these two reads per socket, only for sockets whose
+//! transition passed every filter.
+use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
+use tracer_common::{
+    CLOSE_WITH_STATS_SIZE, Config, Counters, Event, TcpStats, TcpStatsOffsets, kind, stat,
 };
-use tracer_common::{Counters, Event, TcpStats, TcpStatsOffsets, kind, stat};
 
 use crate::{
-    emit::Fields,
+    emit::{Fields, wakeup_flags, write},
     maps::{COUNTERS, EVENTS},
 };
 
@@ -110,22 +109,68 @@ pub(crate) fn handshake_srtt(sk: u64, oldstate: u8, newstate: u8) -> i32 {
     read_u32(sk, o.srtt_us, stat::SRTT, &mut p) as i32
 }
 
-/// After transition `f` was emitted: when it closes a connection that moved data, reads its
-/// counters and emits a [`kind::TCP_STATS`] record.
+/// Emits transition `f` when it closes a connection that moved data (a synchronized state
+/// → CLOSE), together with the connection's counters: one ring record of two events back to
+/// back, the [`kind::TRANSITION`] and its [`kind::TCP_STATS`] (see
+/// [`tracer_common::CLOSE_WITH_STATS_SIZE`]): one reserve and submit, one timestamp. `false`
+/// (nothing done) for any other transition, or without the offsets: the caller emits it alone.
 #[inline(always)]
-pub(crate) fn after_transition(f: &Fields) {
+pub(crate) fn emit_close(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
     if f.newstate != 7 || !synchronized(f.oldstate) {
-        return;
+        return false;
     }
     let o = TCP_STATS_OFFSETS.load();
     if o.enabled == 0 {
-        return;
+        return false;
     }
-    let Some(c) = COUNTERS.get_ptr_mut(kind::TCP_STATS) else {
-        return;
+    let Some(sc) = COUNTERS.get_ptr_mut(kind::TCP_STATS) else {
+        return false;
     };
-    bump!(c, seen);
-    let sk = f.skaddr;
+    bump!(sc, seen);
+    let Some(mut entry) = EVENTS.reserve::<[Event; 2]>(0) else {
+        bump!(c, lost_ringbuf_full);
+        bump!(sc, lost_ringbuf_full);
+        return true;
+    };
+    let slot = entry.as_mut_ptr().cast::<Event>();
+    // SAFETY: the first of the two reserved `Event`s, only this program's until submit.
+    let (cpu, ts_ns) = unsafe { write(slot, f) };
+    let mut ev = Event {
+        kind: kind::TCP_STATS,
+        cpu,
+        ts_ns,
+        skaddr: f.skaddr,
+        pid_tgid: 0,
+        cgroup_id: 0,
+        uid_gid: 0,
+        comm: [0; 16],
+        saddr: [0; 16],
+        daddr: [0; 16],
+        sport: f.sport,
+        dport: f.dport,
+        family: f.family,
+        oldstate: f.oldstate,
+        newstate: f.newstate,
+        value: 0,
+        netns: f.netns,
+    };
+    counters(f.skaddr, &o).pack(&mut ev);
+    // SAFETY: the second reserved `Event`, right after the first (the reservation is
+    // `[Event; 2]`, 8-byte aligned); written whole.
+    unsafe { slot.add(1).write(ev) };
+    bump!(c, submitted);
+    bump!(sc, submitted);
+    entry.submit(wakeup_flags(cfg, CLOSE_STRIDE));
+    true
+}
+
+/// Bytes a close with its counters takes in the ring buffer: the 8-byte header and two
+/// events.
+const CLOSE_STRIDE: u64 = 8 + CLOSE_WITH_STATS_SIZE as u64;
+
+/// The socket's counters, each read at its own offset (`present` says which were).
+#[inline(always)]
+fn counters(sk: u64, o: &TcpStatsOffsets) -> TcpStats {
     let mut p = 0u32;
     let (mss, snd_cwnd) = read_pair(
         sk,
@@ -157,38 +202,8 @@ pub(crate) fn after_transition(f: &Fields) {
         mss,
         present: 0,
     };
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        bump!(c, lost_ringbuf_full);
-        return;
-    };
-    let mut ev = Event {
-        kind: kind::TCP_STATS,
-        // SAFETY: plain helper calls without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        // SAFETY: as above.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        skaddr: sk,
-        pid_tgid: 0,
-        cgroup_id: 0,
-        uid_gid: 0,
-        comm: [0; 16],
-        saddr: [0; 16],
-        daddr: [0; 16],
-        sport: f.sport,
-        dport: f.dport,
-        family: f.family,
-        oldstate: f.oldstate,
-        newstate: f.newstate,
-        value: 0,
-        netns: f.netns,
-    };
     TcpStats {
         present: p,
         ..stats
     }
-    .pack(&mut ev);
-    entry.write(ev);
-    // The transition just before woke the reader if a batch was due.
-    entry.submit(aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64);
-    bump!(c, submitted);
 }

@@ -99,7 +99,8 @@ fn fill<R: Record>(rec: &R, l: &RuntimeLayout, c: *mut Counters) -> Result<(), (
         value: crate::stats::handshake_srtt(skaddr, oldstate, newstate),
         netns,
     };
-    emit(&cfg, &f, c);
-    crate::stats::after_transition(&f);
+    if !crate::stats::emit_close(&cfg, &f, c) {
+        emit(&cfg, &f, c);
+    }
     Ok(())
 }

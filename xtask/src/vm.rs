@@ -413,7 +413,9 @@ fn build_initramfs(kdir: &Path, out: &Path, tracer: &Path, live: &Path) -> anyho
             put(p, &real)?;
             carried.push(p.to_path_buf());
         } else {
-            eprintln!("xtask: {tool} is not on this host: the tests that need it fail in the guests");
+            eprintln!(
+                "xtask: {tool} is not on this host: the tests that need it fail in the guests"
+            );
         }
     }
     // perl's core modules (Socket, POSIX, IO::Socket) are perl-base's.
