@@ -104,7 +104,11 @@ pub mod names {
     pub const ACCEPT_OFFSETS: &str = "ACCEPT_OFFSETS";
     /// Global [`super::TcpStatsOffsets`].
     pub const TCP_STATS_OFFSETS: &str = "TCP_STATS_OFFSETS";
-
+    /// Global [`super::TcpStatsSpans`].
+    pub const TCP_STATS_SPANS: &str = "TCP_STATS_SPANS";
+    /// Per-CPU array of one [`super::STATS_SCRATCH_SIZE`]-byte buffer the counters' spans
+    /// are copied into.
+    pub const STATS_SCRATCH: &str = "STATS_SCRATCH";
     /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category).
     pub const ACCEPT_PROGRAM: &str = "sys_exit_accept";
     /// Syscall exits after which the new file descriptor (`ret`) is an accepted socket.
@@ -502,6 +506,8 @@ mod pod {
     unsafe impl aya::Pod for super::AcceptOffsets {}
     // SAFETY: as above (fourteen u32).
     unsafe impl aya::Pod for super::TcpStatsOffsets {}
+    // SAFETY: as above (u32 arrays and a TcpStatsOffsets).
+    unsafe impl aya::Pod for super::TcpStatsSpans {}
 }
 
 /// Where a `struct tcp_sock`'s counters are, from the kernel's BTF: offsets into the socket;
@@ -539,6 +545,39 @@ pub struct TcpStatsOffsets {
     pub enabled: u32,
 }
 const _: () = assert!(core::mem::size_of::<TcpStatsOffsets>() == 56);
+
+/// Bytes of each half of the counters' scratch buffer: span `i` is copied to `i *
+/// STATS_SPAN_HALF`. A power of two: the kernel side masks lengths and positions with it.
+pub const STATS_SPAN_HALF: u32 = 512;
+/// Longest span: under [`STATS_SPAN_HALF`] (the mask keeps it below) and a multiple of 8.
+pub const STATS_SPAN_MAX: u32 = STATS_SPAN_HALF - 8;
+/// Where an absent field's position points: the 8 bytes past the longest span of the first
+/// half, which no span ever writes, so they stay zero.
+pub const STATS_ZERO_POS: u32 = STATS_SPAN_MAX;
+/// Bytes of the per-CPU scratch buffer: both halves, and 8 more so that a u64 at any
+/// position the kernel side's mask lets through (below `2 * STATS_SPAN_HALF`) is inside.
+pub const STATS_SCRATCH_SIZE: usize = 2 * STATS_SPAN_HALF as usize + 8;
+
+/// How the counters are read at a close: in up to two spans of the `tcp_sock`, each one
+/// `bpf_probe_read_kernel` into a per-CPU scratch buffer (a call costs more than copying a
+/// few hundred bytes), the fields then picked out of the buffer. The loader plans it from the
+/// [`TcpStatsOffsets`]; `len` all 0 (spans would not fit, or no BTF): the kernel side reads
+/// each field at its own offset instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpStatsSpans {
+    /// Offset into the `tcp_sock` of each span (a multiple of 8).
+    pub off: [u32; 2],
+    /// Bytes of each span, at most [`STATS_SPAN_MAX`]; 0: unused.
+    pub len: [u32; 2],
+    /// The [`stat`] bits of the fields in each span: present when its read succeeded.
+    pub bits: [u32; 2],
+    /// Position of each field in the scratch buffer (span `i`'s bytes start at `i *`
+    /// [`STATS_SPAN_HALF`], so a field keeps its alignment); [`STATS_ZERO_POS`] for a field
+    /// this kernel lacks. `enabled` is unused.
+    pub pos: TcpStatsOffsets,
+}
+const _: () = assert!(core::mem::size_of::<TcpStatsSpans>() == 80);
 
 /// Bit of [`TcpStats::present`] per counter. Part of the recording format: never reuse a
 /// bit (`1 << 2` was `bytes_sent`, no longer read).

@@ -4,14 +4,18 @@
 //! record, as a second event. And a server's handshake RTT, read as its child socket
 //! becomes ESTABLISHED. At most these two reads per socket, only for sockets whose
 //! transition passed every filter.
-use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
+use aya_ebpf::{
+    Global,
+    helpers::{bpf_probe_read_kernel, generated},
+};
 use tracer_common::{
-    CLOSE_WITH_STATS_SIZE, Config, Counters, Event, TcpStats, TcpStatsOffsets, kind, stat,
+    CLOSE_WITH_STATS_SIZE, Config, Counters, Event, STATS_SPAN_HALF, TcpStats, TcpStatsOffsets,
+    TcpStatsSpans, kind, stat,
 };
 
 use crate::{
     emit::{Fields, wakeup_flags, write},
-    maps::{COUNTERS, EVENTS},
+    maps::{COUNTERS, EVENTS, STATS_SCRATCH},
 };
 
 #[unsafe(no_mangle)]
@@ -30,6 +34,30 @@ static TCP_STATS_OFFSETS: Global<TcpStatsOffsets> = Global::new(TcpStatsOffsets 
     rate_interval_us: 0,
     mss_cache: 0,
     enabled: 0,
+});
+
+/// Zero (all lengths 0): the counters are read field by field.
+#[unsafe(no_mangle)]
+static TCP_STATS_SPANS: Global<TcpStatsSpans> = Global::new(TcpStatsSpans {
+    off: [0; 2],
+    len: [0; 2],
+    bits: [0; 2],
+    pos: TcpStatsOffsets {
+        bytes_acked: 0,
+        bytes_received: 0,
+        bytes_retrans: 0,
+        segs_out: 0,
+        segs_in: 0,
+        total_retrans: 0,
+        srtt_us: 0,
+        mdev_us: 0,
+        min_rtt: 0,
+        snd_cwnd: 0,
+        rate_delivered: 0,
+        rate_interval_us: 0,
+        mss_cache: 0,
+        enabled: 0,
+    },
 });
 
 /// TCP states (kernel numbering) with data moving: ESTABLISHED, FIN_WAIT1, FIN_WAIT2,
@@ -154,7 +182,13 @@ pub(crate) fn emit_close(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
         value: 0,
         netns: f.netns,
     };
-    counters(f.skaddr, &o).pack(&mut ev);
+    let spans = TCP_STATS_SPANS.load();
+    let stats = if spans.len[0] != 0 {
+        from_spans(f.skaddr, &spans)
+    } else {
+        counters(f.skaddr, &o)
+    };
+    stats.pack(&mut ev);
     // SAFETY: the second reserved `Event`, right after the first (the reservation is
     // `[Event; 2]`, 8-byte aligned); written whole.
     unsafe { slot.add(1).write(ev) };
@@ -167,6 +201,70 @@ pub(crate) fn emit_close(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
 /// Bytes a close with its counters takes in the ring buffer: the 8-byte header and two
 /// events.
 const CLOSE_STRIDE: u64 = 8 + CLOSE_WITH_STATS_SIZE as u64;
+
+/// The socket's counters, from its spans copied into the scratch buffer (`present` has the
+/// bits of the spans that were read); all zero if the buffer is missing.
+#[inline(always)]
+fn from_spans(sk: u64, s: &TcpStatsSpans) -> TcpStats {
+    let Some(buf) = STATS_SCRATCH.get_ptr_mut(0) else {
+        return TcpStats::default();
+    };
+    let buf = buf.cast::<u8>();
+    // Masks keep every length and position inside the buffer for the verifier; the loader's
+    // plan never needs them (lengths below a half, positions inside the buffer).
+    const MASK: u32 = STATS_SPAN_HALF - 1;
+    let mut p = 0u32;
+    let mut span = |i: usize| {
+        // SAFETY: `buf + i * STATS_SPAN_HALF` has at least `STATS_SPAN_HALF` bytes of the
+        // scratch buffer after it, more than the masked length; bpf_probe_read_kernel
+        // checks the source itself, fails cleanly and then zeroes the destination.
+        let r = unsafe {
+            generated::bpf_probe_read_kernel(
+                buf.add(i * STATS_SPAN_HALF as usize).cast(),
+                s.len[i] & MASK,
+                (sk + u64::from(s.off[i])) as *const core::ffi::c_void,
+            )
+        };
+        if r == 0 {
+            p |= s.bits[i];
+        }
+    };
+    span(0);
+    if s.len[1] != 0 {
+        span(1);
+    }
+    let q = &s.pos;
+    TcpStats {
+        bytes_acked: pick(buf, q.bytes_acked),
+        bytes_received: pick(buf, q.bytes_received),
+        bytes_retrans: pick(buf, q.bytes_retrans),
+        segs_out: pick(buf, q.segs_out),
+        segs_in: pick(buf, q.segs_in),
+        total_retrans: pick(buf, q.total_retrans),
+        srtt_us: pick(buf, q.srtt_us),
+        mdev_us: pick(buf, q.mdev_us),
+        min_rtt_us: pick(buf, q.min_rtt),
+        snd_cwnd: pick(buf, q.snd_cwnd),
+        rate_delivered: pick(buf, q.rate_delivered),
+        rate_interval_us: pick(buf, q.rate_interval_us),
+        mss: pick(buf, q.mss_cache),
+        present: p,
+    }
+}
+
+/// The `T` at position `pos` of the scratch buffer `buf`.
+#[inline(always)]
+fn pick<T: Copy>(buf: *const u8, pos: u32) -> T {
+    // SAFETY: the mask keeps `pos` below `2 * STATS_SPAN_HALF`, and the buffer has 8 bytes
+    // more (`STATS_SCRATCH_SIZE`): room for any `T` read here (u32, u64). The loader puts
+    // each field at a position of its own alignment; volatile keeps it one load.
+    unsafe {
+        core::ptr::read_volatile(
+            buf.add((pos & (2 * STATS_SPAN_HALF - 1)) as usize)
+                .cast::<T>(),
+        )
+    }
+}
 
 /// The socket's counters, each read at its own offset (`present` says which were).
 #[inline(always)]
