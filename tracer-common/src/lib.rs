@@ -67,8 +67,10 @@ pub mod kind {
     /// Not sent when the accepting process made the socket's listener (the owner user space
     /// inherits from the listener already).
     pub const ACCEPT: u32 = 8;
-    /// A connection's TCP counters, read from its `tcp_sock` just after the transition it
-    /// follows (a synchronized state → CLOSE): [`super::TcpStats`] packed into the record.
+    /// A connection's TCP counters, read from its `tcp_sock` as it leaves a synchronized
+    /// state for CLOSE: [`super::TcpStats`] packed into the record. It follows that
+    /// transition in the same ring record ([`super::CLOSE_WITH_STATS_SIZE`]); recordings
+    /// keep it as an event of its own, right after the transition.
     pub const TCP_STATS: u32 = 9;
     /// Number of kinds + 1 (array sizes indexed by kind).
     pub const COUNT: usize = 10;
@@ -108,6 +110,11 @@ pub mod names {
     pub const ACCEPT_OFFSETS: &str = "ACCEPT_OFFSETS";
     /// Global [`super::TcpStatsOffsets`].
     pub const TCP_STATS_OFFSETS: &str = "TCP_STATS_OFFSETS";
+    /// Global [`super::TcpStatsSpans`].
+    pub const TCP_STATS_SPANS: &str = "TCP_STATS_SPANS";
+    /// Per-CPU array of one [`super::STATS_SCRATCH_SIZE`]-byte buffer the counters' spans
+    /// are copied into.
+    pub const STATS_SCRATCH: &str = "STATS_SCRATCH";
     /// The accept program, attached to each of [`ACCEPT_TRACEPOINTS`] (syscalls category),
     /// walking to the socket with `bpf_probe_read_kernel`: the fallback.
     pub const ACCEPT_PROGRAM: &str = "sys_exit_accept";
@@ -270,6 +277,11 @@ pub struct Event {
 
 /// Size of [`Event`] on the wire.
 pub const EVENT_SIZE: usize = 112;
+
+/// Size of the ring record of a transition from a synchronized state to CLOSE when the
+/// counters are read: the [`kind::TRANSITION`] event and its [`kind::TCP_STATS`] event back
+/// to back, one reservation instead of two. Every other ring record is one [`Event`].
+pub const CLOSE_WITH_STATS_SIZE: usize = 2 * EVENT_SIZE;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
@@ -613,6 +625,8 @@ mod pod {
     unsafe impl aya::Pod for super::SockOffsets {}
     // SAFETY: as above (fourteen u32).
     unsafe impl aya::Pod for super::TcpStatsOffsets {}
+    // SAFETY: as above (u32 arrays and a TcpStatsOffsets).
+    unsafe impl aya::Pod for super::TcpStatsSpans {}
 }
 
 /// Where a `struct tcp_sock`'s counters are, from the kernel's BTF: offsets into the socket;
@@ -650,6 +664,39 @@ pub struct TcpStatsOffsets {
     pub enabled: u32,
 }
 const _: () = assert!(core::mem::size_of::<TcpStatsOffsets>() == 56);
+
+/// Bytes of each half of the counters' scratch buffer: span `i` is copied to `i *
+/// STATS_SPAN_HALF`. A power of two: the kernel side masks lengths and positions with it.
+pub const STATS_SPAN_HALF: u32 = 512;
+/// Longest span: under [`STATS_SPAN_HALF`] (the mask keeps it below) and a multiple of 8.
+pub const STATS_SPAN_MAX: u32 = STATS_SPAN_HALF - 8;
+/// Where an absent field's position points: the 8 bytes past the longest span of the first
+/// half, which no span ever writes, so they stay zero.
+pub const STATS_ZERO_POS: u32 = STATS_SPAN_MAX;
+/// Bytes of the per-CPU scratch buffer: both halves, and 8 more so that a u64 at any
+/// position the kernel side's mask lets through (below `2 * STATS_SPAN_HALF`) is inside.
+pub const STATS_SCRATCH_SIZE: usize = 2 * STATS_SPAN_HALF as usize + 8;
+
+/// How the counters are read at a close: in up to two spans of the `tcp_sock`, each one
+/// `bpf_probe_read_kernel` into a per-CPU scratch buffer (a call costs more than copying a
+/// few hundred bytes), the fields then picked out of the buffer. The loader plans it from the
+/// [`TcpStatsOffsets`]; `len` all 0 (spans would not fit, or no BTF): the kernel side reads
+/// each field at its own offset instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpStatsSpans {
+    /// Offset into the `tcp_sock` of each span (a multiple of 8).
+    pub off: [u32; 2],
+    /// Bytes of each span, at most [`STATS_SPAN_MAX`]; 0: unused.
+    pub len: [u32; 2],
+    /// The [`stat`] bits of the fields in each span: present when its read succeeded.
+    pub bits: [u32; 2],
+    /// Position of each field in the scratch buffer (span `i`'s bytes start at `i *`
+    /// [`STATS_SPAN_HALF`], so a field keeps its alignment); [`STATS_ZERO_POS`] for a field
+    /// this kernel lacks. `enabled` is unused.
+    pub pos: TcpStatsOffsets,
+}
+const _: () = assert!(core::mem::size_of::<TcpStatsSpans>() == 80);
 
 /// Bit of [`TcpStats::present`] per counter. Part of the recording format: never reuse a
 /// bit (`1 << 2` was `bytes_sent`, no longer read).

@@ -41,15 +41,29 @@ pub(crate) fn emit(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
         bump!(c, lost_ringbuf_full);
         return false;
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points to a reserved, 8-byte aligned ring-buffer slot of exactly
-    // `size_of::<Event>()` bytes that only this program writes until submit. Reserved memory
-    // is not zeroed: every field is written. The address words are stored as native-endian
-    // u64, which reproduces the record's bytes in order.
+    // SAFETY: a reserved slot of exactly one `Event`, only this program's until submit.
+    unsafe { write(entry.as_mut_ptr(), f) };
+    bump!(c, submitted);
+    entry.submit(wakeup_flags(cfg, RECORD_STRIDE));
+    true
+}
+
+/// Writes every field of event `f` into `ev`; returns the CPU and timestamp it gave it.
+///
+/// # Safety
+/// `ev` points to a reserved, 8-byte aligned ring-buffer slot of at least
+/// `size_of::<Event>()` bytes that only this program writes until submit.
+#[inline(always)]
+pub(crate) unsafe fn write(ev: *mut Event, f: &Fields) -> (u32, u64) {
+    // SAFETY: `ev` is as the caller promises. Reserved memory is not zeroed: every field is
+    // written. The address words are stored as native-endian u64, which reproduces the
+    // record's bytes in order.
     unsafe {
+        let cpu = bpf_get_smp_processor_id();
+        let ts_ns = bpf_ktime_get_ns();
         (*ev).kind = f.kind;
-        (*ev).cpu = bpf_get_smp_processor_id();
-        (*ev).ts_ns = bpf_ktime_get_ns();
+        (*ev).cpu = cpu;
+        (*ev).ts_ns = ts_ns;
         (*ev).skaddr = f.skaddr;
         (*ev).pid_tgid = bpf_get_current_pid_tgid();
         // The uid and cgroup only make an owner, and only the task of a process-context
@@ -77,20 +91,25 @@ pub(crate) fn emit(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
         (*ev).newstate = f.newstate;
         (*ev).value = f.value;
         (*ev).netns = f.netns;
+        (cpu, ts_ns)
     }
-    bump!(c, submitted);
-    // Wake the reader only when a batch is pending: per-event wake-ups cost more than the
-    // rest of the program together. Below the threshold the reader's timer picks events up.
-    // And only the record that crosses a multiple of the threshold wakes it: a reader that
-    // lags behind a full buffer would otherwise be woken by every event, exactly when it can
-    // least afford it (and the longer runs widen the window for recursion misses).
+}
+
+/// The submit flags of a record of `stride` bytes (its header included).
+///
+/// Wake the reader only when a batch is pending: per-event wake-ups cost more than the
+/// rest of the program together. Below the threshold the reader's timer picks events up.
+/// And only the record that crosses a multiple of the threshold wakes it: a reader that
+/// lags behind a full buffer would otherwise be woken by every event, exactly when it can
+/// least afford it (and the longer runs widen the window for recursion misses).
+#[inline(always)]
+pub(crate) fn wakeup_flags(cfg: &Config, stride: u64) -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
     let wb = cfg.wakeup_bytes;
-    let flags = if wb > 0 && avail >= wb && (avail - RECORD_STRIDE) / wb != avail / wb {
+    let flags = if wb > 0 && avail >= wb && (avail - stride) / wb != avail / wb {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(u64::from(flags));
-    true
+    u64::from(flags)
 }

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{AddrKey, Config, Counters, KOwner, NetnsOffsets, kind};
+use tracer_common::{AddrKey, Config, Counters, KOwner, NetnsOffsets, STATS_SCRATCH_SIZE, kind};
 
 /// The loader resizes it (`--ring-buffer-size`) before loading.
 #[map]
@@ -72,3 +72,10 @@ pub(crate) static NETNS_OFFSETS: Global<NetnsOffsets> = Global::new(NetnsOffsets
 /// Network namespace inodes of `--netns`.
 #[map]
 pub(crate) static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
+
+/// Where the counters' spans of a closing `tcp_sock` are copied (`tracer_common::TcpStatsSpans`).
+/// Only the `inet_sock_set_state` program uses it, and the kernel never nests a program with
+/// itself on a CPU: one writer at a time.
+#[map]
+pub(crate) static STATS_SCRATCH: PerCpuArray<[u8; STATS_SCRATCH_SIZE]> =
+    PerCpuArray::with_max_entries(1, 0);

@@ -1,18 +1,21 @@
 //! A connection's TCP counters (bytes, segments, retransmits, RTT, cwnd, delivery rate),
-//! read from its `tcp_sock` right after it leaves a synchronized state for CLOSE: the socket
-//! is still whole then, and its counters are final. And a server's handshake RTT, read as
-//! its child socket becomes ESTABLISHED. At most these two reads per socket, only for
-//! sockets whose transition passed every filter.
+//! read from its `tcp_sock` as it leaves a synchronized state for CLOSE: the socket is still
+//! whole then, and its counters are final. They travel in the CLOSE transition's own ring
+//! record, as a second event. And a server's handshake RTT, read as its child socket
+//! becomes ESTABLISHED. At most these two reads per socket, only for sockets whose
+//! transition passed every filter.
 use aya_ebpf::{
     Global,
-    helpers::bpf_probe_read_kernel,
-    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::{bpf_probe_read_kernel, generated},
 };
-use tracer_common::{Counters, Event, TcpStats, TcpStatsOffsets, kind, stat};
+use tracer_common::{
+    CLOSE_WITH_STATS_SIZE, Config, Counters, Event, STATS_SPAN_HALF, TcpStats, TcpStatsOffsets,
+    TcpStatsSpans, kind, stat,
+};
 
 use crate::{
-    emit::Fields,
-    maps::{COUNTERS, EVENTS},
+    emit::{Fields, wakeup_flags, write},
+    maps::{COUNTERS, EVENTS, STATS_SCRATCH},
 };
 
 #[unsafe(no_mangle)]
@@ -31,6 +34,30 @@ static TCP_STATS_OFFSETS: Global<TcpStatsOffsets> = Global::new(TcpStatsOffsets 
     rate_interval_us: 0,
     mss_cache: 0,
     enabled: 0,
+});
+
+/// Zero (all lengths 0): the counters are read field by field.
+#[unsafe(no_mangle)]
+static TCP_STATS_SPANS: Global<TcpStatsSpans> = Global::new(TcpStatsSpans {
+    off: [0; 2],
+    len: [0; 2],
+    bits: [0; 2],
+    pos: TcpStatsOffsets {
+        bytes_acked: 0,
+        bytes_received: 0,
+        bytes_retrans: 0,
+        segs_out: 0,
+        segs_in: 0,
+        total_retrans: 0,
+        srtt_us: 0,
+        mdev_us: 0,
+        min_rtt: 0,
+        snd_cwnd: 0,
+        rate_delivered: 0,
+        rate_interval_us: 0,
+        mss_cache: 0,
+        enabled: 0,
+    },
 });
 
 /// TCP states (kernel numbering) with data moving: ESTABLISHED, FIN_WAIT1, FIN_WAIT2,
@@ -110,22 +137,141 @@ pub(crate) fn handshake_srtt(sk: u64, oldstate: u8, newstate: u8) -> i32 {
     read_u32(sk, o.srtt_us, stat::SRTT, &mut p) as i32
 }
 
-/// After transition `f` was emitted: when it closes a connection that moved data, reads its
-/// counters and emits a [`kind::TCP_STATS`] record.
+/// Emits transition `f` when it closes a connection that moved data (a synchronized state
+/// → CLOSE), together with the connection's counters: one ring record of two events back to
+/// back, the [`kind::TRANSITION`] and its [`kind::TCP_STATS`] (see
+/// [`tracer_common::CLOSE_WITH_STATS_SIZE`]): one reserve and submit, one timestamp. `false`
+/// (nothing done) for any other transition, or without the offsets: the caller emits it alone.
 #[inline(always)]
-pub(crate) fn after_transition(f: &Fields) {
+pub(crate) fn emit_close(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
     if f.newstate != 7 || !synchronized(f.oldstate) {
-        return;
+        return false;
     }
     let o = TCP_STATS_OFFSETS.load();
     if o.enabled == 0 {
-        return;
+        return false;
     }
-    let Some(c) = COUNTERS.get_ptr_mut(kind::TCP_STATS) else {
-        return;
+    let Some(sc) = COUNTERS.get_ptr_mut(kind::TCP_STATS) else {
+        return false;
     };
-    bump!(c, seen);
-    let sk = f.skaddr;
+    bump!(sc, seen);
+    let Some(mut entry) = EVENTS.reserve::<[Event; 2]>(0) else {
+        bump!(c, lost_ringbuf_full);
+        bump!(sc, lost_ringbuf_full);
+        return true;
+    };
+    let slot = entry.as_mut_ptr().cast::<Event>();
+    // SAFETY: the first of the two reserved `Event`s, only this program's until submit.
+    let (cpu, ts_ns) = unsafe { write(slot, f) };
+    let spans = TCP_STATS_SPANS.load();
+    let stats = if spans.len[0] != 0 {
+        from_spans(f.skaddr, &spans)
+    } else {
+        counters(f.skaddr, &o)
+    };
+    // Written in place, field by field: an `Event` built on the stack first (112 bytes)
+    // took the portable program past the BPF stack's 512 bytes.
+    // SAFETY: the second reserved `Event`, right after the first (the reservation is
+    // `[Event; 2]`, 8-byte aligned), only this program's until submit; every field is
+    // written before `pack` takes a reference to it.
+    unsafe {
+        let ev = slot.add(1);
+        (*ev).kind = kind::TCP_STATS;
+        (*ev).cpu = cpu;
+        (*ev).ts_ns = ts_ns;
+        (*ev).skaddr = f.skaddr;
+        (*ev).pid_tgid = 0;
+        (*ev).cgroup_id = 0;
+        (*ev).uid_gid = 0;
+        (*ev).comm = [0; 16];
+        (*ev).saddr = [0; 16];
+        (*ev).daddr = [0; 16];
+        (*ev).sport = f.sport;
+        (*ev).dport = f.dport;
+        (*ev).family = f.family;
+        (*ev).oldstate = f.oldstate;
+        (*ev).newstate = f.newstate;
+        (*ev).value = 0;
+        (*ev).netns = f.netns;
+        stats.pack(&mut *ev);
+    }
+    bump!(c, submitted);
+    bump!(sc, submitted);
+    entry.submit(wakeup_flags(cfg, CLOSE_STRIDE));
+    true
+}
+
+/// Bytes a close with its counters takes in the ring buffer: the 8-byte header and two
+/// events.
+const CLOSE_STRIDE: u64 = 8 + CLOSE_WITH_STATS_SIZE as u64;
+
+/// The socket's counters, from its spans copied into the scratch buffer (`present` has the
+/// bits of the spans that were read); all zero if the buffer is missing.
+#[inline(always)]
+fn from_spans(sk: u64, s: &TcpStatsSpans) -> TcpStats {
+    let Some(buf) = STATS_SCRATCH.get_ptr_mut(0) else {
+        return TcpStats::default();
+    };
+    let buf = buf.cast::<u8>();
+    // Masks keep every length and position inside the buffer for the verifier; the loader's
+    // plan never needs them (lengths below a half, positions inside the buffer).
+    const MASK: u32 = STATS_SPAN_HALF - 1;
+    let mut p = 0u32;
+    let mut span = |i: usize| {
+        // SAFETY: `buf + i * STATS_SPAN_HALF` has at least `STATS_SPAN_HALF` bytes of the
+        // scratch buffer after it, more than the masked length; bpf_probe_read_kernel
+        // checks the source itself, fails cleanly and then zeroes the destination.
+        let r = unsafe {
+            generated::bpf_probe_read_kernel(
+                buf.add(i * STATS_SPAN_HALF as usize).cast(),
+                s.len[i] & MASK,
+                (sk + u64::from(s.off[i])) as *const core::ffi::c_void,
+            )
+        };
+        if r == 0 {
+            p |= s.bits[i];
+        }
+    };
+    span(0);
+    if s.len[1] != 0 {
+        span(1);
+    }
+    let q = &s.pos;
+    TcpStats {
+        bytes_acked: pick(buf, q.bytes_acked),
+        bytes_received: pick(buf, q.bytes_received),
+        bytes_retrans: pick(buf, q.bytes_retrans),
+        segs_out: pick(buf, q.segs_out),
+        segs_in: pick(buf, q.segs_in),
+        total_retrans: pick(buf, q.total_retrans),
+        srtt_us: pick(buf, q.srtt_us),
+        mdev_us: pick(buf, q.mdev_us),
+        min_rtt_us: pick(buf, q.min_rtt),
+        snd_cwnd: pick(buf, q.snd_cwnd),
+        rate_delivered: pick(buf, q.rate_delivered),
+        rate_interval_us: pick(buf, q.rate_interval_us),
+        mss: pick(buf, q.mss_cache),
+        present: p,
+    }
+}
+
+/// The `T` at position `pos` of the scratch buffer `buf`.
+#[inline(always)]
+fn pick<T: Copy>(buf: *const u8, pos: u32) -> T {
+    // SAFETY: the mask keeps `pos` below `2 * STATS_SPAN_HALF`, and the buffer has 8 bytes
+    // more (`STATS_SCRATCH_SIZE`): room for any `T` read here (u32, u64). The loader puts
+    // each field at a position of its own alignment; volatile keeps it one load.
+    unsafe {
+        core::ptr::read_volatile(
+            buf.add((pos & (2 * STATS_SPAN_HALF - 1)) as usize)
+                .cast::<T>(),
+        )
+    }
+}
+
+/// The socket's counters, each read at its own offset (`present` says which were).
+#[inline(always)]
+fn counters(sk: u64, o: &TcpStatsOffsets) -> TcpStats {
     let mut p = 0u32;
     let (mss, snd_cwnd) = read_pair(
         sk,
@@ -157,38 +303,8 @@ pub(crate) fn after_transition(f: &Fields) {
         mss,
         present: 0,
     };
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        bump!(c, lost_ringbuf_full);
-        return;
-    };
-    let mut ev = Event {
-        kind: kind::TCP_STATS,
-        // SAFETY: plain helper calls without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        // SAFETY: as above.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        skaddr: sk,
-        pid_tgid: 0,
-        cgroup_id: 0,
-        uid_gid: 0,
-        comm: [0; 16],
-        saddr: [0; 16],
-        daddr: [0; 16],
-        sport: f.sport,
-        dport: f.dport,
-        family: f.family,
-        oldstate: f.oldstate,
-        newstate: f.newstate,
-        value: 0,
-        netns: f.netns,
-    };
     TcpStats {
         present: p,
         ..stats
     }
-    .pack(&mut ev);
-    entry.write(ev);
-    // The transition just before woke the reader if a batch was due.
-    entry.submit(aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64);
-    bump!(c, submitted);
 }

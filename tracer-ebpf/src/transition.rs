@@ -108,10 +108,10 @@ fn fill<R: Record>(
         netns,
     };
     log_first(ctx, &f);
-    if emit(&cfg, &f, c) {
+    // A synchronized state's CLOSE goes out with its counters in one record; the rest alone.
+    if !crate::stats::emit_close(&cfg, &f, c) && emit(&cfg, &f, c) {
         note_listener(oldstate, newstate, netns, sport);
     }
-    crate::stats::after_transition(&f);
     Ok(())
 }
 

@@ -661,5 +661,8 @@ mod tests {
         // The pairs the kernel side reads in one go when adjacent: they are, here.
         assert_eq!(o.snd_cwnd, o.mss_cache + 4, "{o:?}");
         assert_eq!(o.rate_interval_us, o.rate_delivered + 4, "{o:?}");
+        // And the close reads them all in two copies of the tcp_sock, not field by field.
+        let spans = crate::source::stats_spans::plan(&o);
+        assert!(spans.len.iter().all(|&l| l != 0), "{spans:?}");
     }
 }

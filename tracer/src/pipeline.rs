@@ -164,13 +164,22 @@ impl<S: Sink> Pipeline<S> {
         !self.quiet && self.view == View::Events
     }
 
-    /// One ring-buffer record.
+    /// One ring-buffer record: one event, or several back to back (a close and its
+    /// counters: [`tracer_common::CLOSE_WITH_STATS_SIZE`]), each handled, and recorded, as
+    /// an event of its own.
     pub fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match decode::raw(bytes) {
-            Ok(ev) => self.raw_event(&ev),
-            Err(e) => {
-                self.decode_error(&e);
-                Ok(())
+        let mut rest = bytes;
+        loop {
+            match decode::raw(rest) {
+                Ok(ev) => self.raw_event(&ev)?,
+                Err(e) => {
+                    self.decode_error(&e);
+                    return Ok(());
+                }
+            }
+            rest = rest.get(tracer_common::EVENT_SIZE..).unwrap_or_default();
+            if rest.is_empty() {
+                return Ok(());
             }
         }
     }
@@ -739,4 +748,120 @@ fn svg_name(c: &table::Conn, clock: &WallClock) -> String {
         ep(c.tuple.remote.addr, c.tuple.remote.port),
         c.sock.0 & 0xffff_ffff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{AF_INET, EVENT_SIZE, Event, TcpStats, kind, stat};
+
+    use super::*;
+    use crate::output::Json;
+
+    const SOCK: u64 = 0xffff_8881_0000_0040;
+
+    fn ev(ts_ns: u64, old: u8, new: u8) -> Event {
+        Event {
+            kind: kind::TRANSITION,
+            cpu: 1,
+            ts_ns,
+            skaddr: SOCK,
+            pid_tgid: (7 << 32) | 7,
+            cgroup_id: 0,
+            uid_gid: 0,
+            comm: *b"client\0\0\0\0\0\0\0\0\0\0",
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            sport: if old == 7 { 0 } else { 40000 },
+            dport: 8080,
+            family: AF_INET,
+            oldstate: old,
+            newstate: new,
+            value: 0,
+            netns: 4026531840,
+        }
+    }
+
+    fn bytes(ev: &Event) -> Vec<u8> {
+        // SAFETY: plain old data of exactly EVENT_SIZE bytes, no padding.
+        unsafe { std::slice::from_raw_parts((ev as *const Event).cast::<u8>(), EVENT_SIZE) }
+            .to_vec()
+    }
+
+    /// A client's whole life (CLOSE → … → FIN_WAIT2 → CLOSE), its close's counters
+    /// packed as the kernel packs them.
+    fn life() -> (Vec<Event>, Event) {
+        let close = ev(5_000, 5, 7);
+        let mut stats = Event {
+            kind: kind::TCP_STATS,
+            ..close
+        };
+        TcpStats {
+            bytes_acked: 1000,
+            bytes_received: 2000,
+            segs_out: 5,
+            segs_in: 6,
+            srtt_us: 80,
+            present: stat::BYTES_ACKED | stat::BYTES_RECEIVED | stat::SEGS_OUT | stat::SRTT,
+            ..TcpStats::default()
+        }
+        .pack(&mut stats);
+        let events = vec![
+            ev(1_000, 7, 2),
+            ev(2_000, 2, 1),
+            ev(3_000, 1, 4),
+            ev(4_000, 4, 5),
+            close,
+        ];
+        (events, stats)
+    }
+
+    /// The JSON a pipeline shows for these ring records, and its decode errors.
+    fn shown(records: &[Vec<u8>]) -> (String, u64) {
+        let clock = WallClock::fixed(1_795_475_125_841_852_172);
+        let mut pipe = Pipeline::new(Json::new(Vec::new(), clock));
+        pipe.no_time_wait_lookups = true;
+        for r in records {
+            pipe.record(r).unwrap();
+        }
+        pipe.finish(10_000_000_000).unwrap();
+        let errors = pipe.decode_errors;
+        let out = std::mem::replace(&mut pipe.sink, Json::new(Vec::new(), clock))
+            .into_inner()
+            .unwrap();
+        (String::from_utf8(out).unwrap(), errors)
+    }
+
+    /// The kernel sends a close and its counters in one ring record: the pipeline shows
+    /// exactly what it showed when they came as two.
+    #[test]
+    fn a_close_and_its_counters_in_one_record_show_as_two_records_did() {
+        let (events, stats) = life();
+        let mut apart: Vec<Vec<u8>> = events.iter().map(bytes).collect();
+        apart.push(bytes(&stats));
+        let mut together: Vec<Vec<u8>> = events[..4].iter().map(bytes).collect();
+        let mut last = bytes(&events[4]);
+        last.extend(bytes(&stats));
+        assert_eq!(last.len(), tracer_common::CLOSE_WITH_STATS_SIZE);
+        together.push(last);
+        let (a, a_errors) = shown(&apart);
+        let (t, t_errors) = shown(&together);
+        assert_eq!((a_errors, t_errors), (0, 0));
+        assert!(
+            a.contains(r#""tcp":{"bytes_sent":998,"bytes_received":1999,"#),
+            "{a}"
+        );
+        assert_eq!(a, t);
+    }
+
+    /// A record with a partial event after the first: the first is handled, the rest is
+    /// a decode error (counted), not silently dropped.
+    #[test]
+    fn a_record_with_a_partial_second_event_is_a_decode_error() {
+        let (events, _) = life();
+        let mut r = bytes(&events[0]);
+        r.extend([0u8; 50]);
+        let (out, errors) = shown(&[r]);
+        assert_eq!(errors, 1);
+        assert!(out.contains(r#""new":"SYN_SENT""#), "{out}");
+    }
 }

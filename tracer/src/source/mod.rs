@@ -24,6 +24,7 @@ use tracer_common::{
 #[cfg(test)]
 mod object_tests;
 mod privileges;
+pub(crate) mod stats_spans;
 
 use privileges::{check_privileges, privilege_hint, raise_memlock};
 
@@ -206,6 +207,8 @@ impl Live {
                 TcpStatsOffsets::default()
             }
         };
+        // Read in one or two copies of the tcp_sock where the layout allows.
+        let tcp_stats_spans = stats_spans::plan(&tcp_stats_offsets);
         let (accept_offsets, mut accept_unavailable) = match accept {
             _ if !opts.accept => (AcceptOffsets::default(), Some("--no-accept".to_string())),
             // The fallback paths: a field per read.
@@ -273,6 +276,7 @@ impl Live {
                 true,
             )
             .override_global(names::TCP_STATS_OFFSETS, &tcp_stats_offsets, true)
+            .override_global(names::TCP_STATS_SPANS, &tcp_stats_spans, true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .map_max_entries(names::PORTS, ports_len)

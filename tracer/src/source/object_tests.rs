@@ -97,7 +97,7 @@ fn every_map_exists_with_its_type_and_sizes() {
     let u8s = size_of::<u8>() as u32;
     // (name, map type, key size, value size); a ring buffer has neither.
     let lpm_key = (size_of::<u32>() + size_of::<AddrKey>()) as u32;
-    let maps: [(&str, u32, u32, u32); 13] = [
+    let maps: [(&str, u32, u32, u32); 14] = [
         (names::EVENTS, RINGBUF, 0, 0),
         (
             names::COUNTERS,
@@ -119,6 +119,12 @@ fn every_map_exists_with_its_type_and_sizes() {
         (names::CGROUPS, HASH, 8, u8s),
         (names::NETNS, HASH, 4, u8s),
         (names::ADDRS, LPM_TRIE, lpm_key, u8s),
+        (
+            names::STATS_SCRATCH,
+            PERCPU_ARRAY,
+            4,
+            tracer_common::STATS_SCRATCH_SIZE as u32,
+        ),
         // aya-log's own ring buffer (`--bpf-log`).
         ("AYA_LOGS", RINGBUF, 0, 0),
         // `--bpf-log`'s "logged once" flag (kernel-side only: the loader never opens it).
@@ -153,6 +159,10 @@ fn every_global_exists_with_its_size() {
         (
             names::TCP_STATS_OFFSETS,
             size_of::<tracer_common::TcpStatsOffsets>(),
+        ),
+        (
+            names::TCP_STATS_SPANS,
+            size_of::<tracer_common::TcpStatsSpans>(),
         ),
         // aya-log's level: the loader writes a u8 (0 or 0xff for `--bpf-log`).
         (aya_log::LEVEL, size_of::<u8>()),

@@ -69,6 +69,35 @@ fn a_recording_replays_to_the_same_connection_records() {
     assert_eq!(pick(&live, "summary"), pick(&replayed, "summary"));
     // And the same transitions, TIME_WAIT ones from sock_diag included.
     assert_eq!(pick(&live, "transition"), pick(&replayed, "transition"));
+    // The kernel sends each close of a connection that moved data (a synchronized state ->
+    // CLOSE) with its counters in one ring record; the recording keeps them as two events,
+    // the counters (kind 9) right after their transition (kind 1), as before.
+    let events: Vec<Value> = std::fs::read_to_string(&rec)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "event")
+        .collect();
+    let synchronized = [1, 4, 5, 8, 9, 11];
+    let closes: Vec<usize> = (0..events.len())
+        .filter(|&i| {
+            let e = &events[i];
+            e["kind"] == 1
+                && e["newstate"] == 7
+                && synchronized.contains(&e["oldstate"].as_u64().unwrap())
+        })
+        .collect();
+    // Two connections closed by each side: four ends each time.
+    assert_eq!(closes.len(), 8, "{events:#?}");
+    for &i in &closes {
+        let (close, stats) = (&events[i], &events[i + 1]);
+        assert_eq!(stats["kind"], 9, "{close} then {stats}");
+        assert_eq!(
+            (&stats["sock"], &stats["ts_ns"]),
+            (&close["sock"], &close["ts_ns"])
+        );
+    }
+    assert_eq!(events.iter().filter(|e| e["kind"] == 9).count(), 8);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
