@@ -16,6 +16,7 @@ use tracer_common::{
 use crate::{
     emit::{Fields, wakeup_flags, write},
     maps::{COUNTERS, EVENTS, STATS_SCRATCH},
+    readers::{field, global_ptr},
 };
 
 #[unsafe(no_mangle)]
@@ -129,12 +130,12 @@ pub(crate) fn handshake_srtt(sk: u64, oldstate: u8, newstate: u8) -> i32 {
     if oldstate != 3 || newstate != 1 {
         return 0;
     }
-    let o = TCP_STATS_OFFSETS.load();
-    if o.enabled == 0 {
+    let o = global_ptr(&TCP_STATS_OFFSETS);
+    if field!(o, enabled) == 0 {
         return 0;
     }
     let mut p = 0;
-    read_u32(sk, o.srtt_us, stat::SRTT, &mut p) as i32
+    read_u32(sk, field!(o, srtt_us), stat::SRTT, &mut p) as i32
 }
 
 /// Emits transition `f` when it closes a connection that moved data (a synchronized state
@@ -147,8 +148,10 @@ pub(crate) fn emit_close(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
     if f.newstate != 7 || !synchronized(f.oldstate) {
         return false;
     }
-    let o = TCP_STATS_OFFSETS.load();
-    if o.enabled == 0 {
+    // The globals are read in place (`load()` would copy them onto the 512-byte stack,
+    // which this program shares with the transition's own fields and the counters).
+    let o = global_ptr(&TCP_STATS_OFFSETS);
+    if field!(o, enabled) == 0 {
         return false;
     }
     let Some(sc) = COUNTERS.get_ptr_mut(kind::TCP_STATS) else {
@@ -163,11 +166,11 @@ pub(crate) fn emit_close(cfg: &Config, f: &Fields, c: *mut Counters) -> bool {
     let slot = entry.as_mut_ptr().cast::<Event>();
     // SAFETY: the first of the two reserved `Event`s, only this program's until submit.
     let (cpu, ts_ns) = unsafe { write(slot, f) };
-    let spans = TCP_STATS_SPANS.load();
-    let stats = if spans.len[0] != 0 {
-        from_spans(f.skaddr, &spans)
+    let spans = global_ptr(&TCP_STATS_SPANS);
+    let stats = if field!(spans, len)[0] != 0 {
+        from_spans(f.skaddr, spans)
     } else {
-        counters(f.skaddr, &o)
+        counters(f.skaddr, o)
     };
     // Written in place, field by field: an `Event` built on the stack first (112 bytes)
     // took the portable program past the BPF stack's 512 bytes.
@@ -208,7 +211,7 @@ const CLOSE_STRIDE: u64 = 8 + CLOSE_WITH_STATS_SIZE as u64;
 /// The socket's counters, from its spans copied into the scratch buffer (`present` has the
 /// bits of the spans that were read); all zero if the buffer is missing.
 #[inline(always)]
-fn from_spans(sk: u64, s: &TcpStatsSpans) -> TcpStats {
+fn from_spans(sk: u64, s: *const TcpStatsSpans) -> TcpStats {
     let Some(buf) = STATS_SCRATCH.get_ptr_mut(0) else {
         return TcpStats::default();
     };
@@ -216,6 +219,7 @@ fn from_spans(sk: u64, s: &TcpStatsSpans) -> TcpStats {
     // Masks keep every length and position inside the buffer for the verifier; the loader's
     // plan never needs them (lengths below a half, positions inside the buffer).
     const MASK: u32 = STATS_SPAN_HALF - 1;
+    let (off, len, bits) = (field!(s, off), field!(s, len), field!(s, bits));
     let mut p = 0u32;
     let mut span = |i: usize| {
         // SAFETY: `buf + i * STATS_SPAN_HALF` has at least `STATS_SPAN_HALF` bytes of the
@@ -224,33 +228,32 @@ fn from_spans(sk: u64, s: &TcpStatsSpans) -> TcpStats {
         let r = unsafe {
             generated::bpf_probe_read_kernel(
                 buf.add(i * STATS_SPAN_HALF as usize).cast(),
-                s.len[i] & MASK,
-                (sk + u64::from(s.off[i])) as *const core::ffi::c_void,
+                len[i] & MASK,
+                (sk + u64::from(off[i])) as *const core::ffi::c_void,
             )
         };
         if r == 0 {
-            p |= s.bits[i];
+            p |= bits[i];
         }
     };
     span(0);
-    if s.len[1] != 0 {
+    if len[1] != 0 {
         span(1);
     }
-    let q = &s.pos;
     TcpStats {
-        bytes_acked: pick(buf, q.bytes_acked),
-        bytes_received: pick(buf, q.bytes_received),
-        bytes_retrans: pick(buf, q.bytes_retrans),
-        segs_out: pick(buf, q.segs_out),
-        segs_in: pick(buf, q.segs_in),
-        total_retrans: pick(buf, q.total_retrans),
-        srtt_us: pick(buf, q.srtt_us),
-        mdev_us: pick(buf, q.mdev_us),
-        min_rtt_us: pick(buf, q.min_rtt),
-        snd_cwnd: pick(buf, q.snd_cwnd),
-        rate_delivered: pick(buf, q.rate_delivered),
-        rate_interval_us: pick(buf, q.rate_interval_us),
-        mss: pick(buf, q.mss_cache),
+        bytes_acked: pick(buf, field!(s, pos.bytes_acked)),
+        bytes_received: pick(buf, field!(s, pos.bytes_received)),
+        bytes_retrans: pick(buf, field!(s, pos.bytes_retrans)),
+        segs_out: pick(buf, field!(s, pos.segs_out)),
+        segs_in: pick(buf, field!(s, pos.segs_in)),
+        total_retrans: pick(buf, field!(s, pos.total_retrans)),
+        srtt_us: pick(buf, field!(s, pos.srtt_us)),
+        mdev_us: pick(buf, field!(s, pos.mdev_us)),
+        min_rtt_us: pick(buf, field!(s, pos.min_rtt)),
+        snd_cwnd: pick(buf, field!(s, pos.snd_cwnd)),
+        rate_delivered: pick(buf, field!(s, pos.rate_delivered)),
+        rate_interval_us: pick(buf, field!(s, pos.rate_interval_us)),
+        mss: pick(buf, field!(s, pos.mss_cache)),
         present: p,
     }
 }
@@ -271,32 +274,32 @@ fn pick<T: Copy>(buf: *const u8, pos: u32) -> T {
 
 /// The socket's counters, each read at its own offset (`present` says which were).
 #[inline(always)]
-fn counters(sk: u64, o: &TcpStatsOffsets) -> TcpStats {
+fn counters(sk: u64, o: *const TcpStatsOffsets) -> TcpStats {
     let mut p = 0u32;
     let (mss, snd_cwnd) = read_pair(
         sk,
-        o.mss_cache,
-        o.snd_cwnd,
+        field!(o, mss_cache),
+        field!(o, snd_cwnd),
         (stat::MSS, stat::SND_CWND),
         &mut p,
     );
     let (rate_delivered, rate_interval_us) = read_pair(
         sk,
-        o.rate_delivered,
-        o.rate_interval_us,
+        field!(o, rate_delivered),
+        field!(o, rate_interval_us),
         (stat::RATE_DELIVERED, stat::RATE_INTERVAL),
         &mut p,
     );
     let stats = TcpStats {
-        bytes_acked: read_u64(sk, o.bytes_acked, stat::BYTES_ACKED, &mut p),
-        bytes_received: read_u64(sk, o.bytes_received, stat::BYTES_RECEIVED, &mut p),
-        bytes_retrans: read_u64(sk, o.bytes_retrans, stat::BYTES_RETRANS, &mut p),
-        segs_out: read_u32(sk, o.segs_out, stat::SEGS_OUT, &mut p),
-        segs_in: read_u32(sk, o.segs_in, stat::SEGS_IN, &mut p),
-        total_retrans: read_u32(sk, o.total_retrans, stat::TOTAL_RETRANS, &mut p),
-        srtt_us: read_u32(sk, o.srtt_us, stat::SRTT, &mut p),
-        mdev_us: read_u32(sk, o.mdev_us, stat::MDEV, &mut p),
-        min_rtt_us: read_u32(sk, o.min_rtt, stat::MIN_RTT, &mut p),
+        bytes_acked: read_u64(sk, field!(o, bytes_acked), stat::BYTES_ACKED, &mut p),
+        bytes_received: read_u64(sk, field!(o, bytes_received), stat::BYTES_RECEIVED, &mut p),
+        bytes_retrans: read_u64(sk, field!(o, bytes_retrans), stat::BYTES_RETRANS, &mut p),
+        segs_out: read_u32(sk, field!(o, segs_out), stat::SEGS_OUT, &mut p),
+        segs_in: read_u32(sk, field!(o, segs_in), stat::SEGS_IN, &mut p),
+        total_retrans: read_u32(sk, field!(o, total_retrans), stat::TOTAL_RETRANS, &mut p),
+        srtt_us: read_u32(sk, field!(o, srtt_us), stat::SRTT, &mut p),
+        mdev_us: read_u32(sk, field!(o, mdev_us), stat::MDEV, &mut p),
+        min_rtt_us: read_u32(sk, field!(o, min_rtt), stat::MIN_RTT, &mut p),
         snd_cwnd,
         rate_delivered,
         rate_interval_us,

@@ -9,8 +9,16 @@ use tracer::{
 
 use crate::harness::*;
 
-/// A tmux session running one command, killed on drop (failure included).
+/// A tmux session running one command, on a tmux server of its own (`-L`: tests start
+/// sessions in parallel, and concurrent first sessions racing to start one shared server
+/// fail now and then), killed on drop (failure included).
 struct Tmux(String);
+
+fn tmux(socket: &str) -> Command {
+    let mut c = Command::new("tmux");
+    c.args(["-L", socket]);
+    c
+}
 
 impl Tmux {
     /// 100 × 30: the list of transitions (the diagram needs 32 rows beside the rest).
@@ -20,7 +28,7 @@ impl Tmux {
 
     fn sized(tag: &str, cmd: &str, w: u16, h: u16) -> Self {
         let name = format!("tracer-{tag}-{}", std::process::id());
-        let ok = Command::new("tmux")
+        let ok = tmux(&name)
             .args([
                 "new-session",
                 "-d",
@@ -39,7 +47,7 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = tmux(&self.0)
             .args(["capture-pane", "-p", "-t", &self.0])
             .output_locked()
             .unwrap();
@@ -47,7 +55,7 @@ impl Tmux {
     }
 
     fn keys(&self, keys: &str) {
-        let ok = Command::new("tmux")
+        let ok = tmux(&self.0)
             .args(["send-keys", "-t", &self.0, keys])
             .status_locked()
             .unwrap();
@@ -74,9 +82,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status_locked();
+        let _ = tmux(&self.0).arg("kill-server").status_locked();
     }
 }
 
