@@ -33,7 +33,8 @@ const SKIP: [&str; 5] = [
 ];
 
 /// Host tools the tests drive, carried into the guest with their libraries.
-const GUEST_TOOLS: [&str; 8] = [
+const GUEST_TOOLS: [&str; 9] = [
+    "/usr/bin/unshare",
     "/usr/bin/bash",
     "/usr/bin/perl",
     "/usr/bin/ip",
@@ -444,33 +445,20 @@ fn build_initramfs(kdir: &Path, out: &Path, tracer: &Path, live: &Path) -> anyho
         let real = fs::canonicalize(&l)?;
         put(Path::new(&l), &real)?;
     }
-    for m in ["inet_diag", "tcp_diag"] {
-        let found = walk(&kdir.join("lib/modules"))
-            .into_iter()
-            .find(|p| {
-                p.file_name()
-                    .and_then(|f| f.to_str())
-                    .is_some_and(|f| f == format!("{m}.ko") || f == format!("{m}.ko.xz"))
-            })
-            .with_context(|| format!("module {m} not in the package"))?;
-        let dst = root.join("mod").join(format!("{m}.ko"));
-        if found.extension().is_some_and(|e| e == "xz") {
-            let o = Command::new("xz")
-                .arg("-dc")
-                .arg(&found)
-                .output()
-                .context("xz")?;
-            fs::write(&dst, o.stdout)?;
-        } else {
-            fs::copy(&found, &dst)?;
-        }
+    let modules = modules_in_order(kdir, &GUEST_MODULES)?;
+    for (name, bytes) in &modules {
+        fs::write(root.join("mod").join(format!("{name}.ko")), bytes)?;
     }
+    let insmod: String = modules
+        .iter()
+        .map(|(name, _)| format!("insmod /mod/{name}.ko\n"))
+        .collect();
     let init = format!(
         "#!/bin/sh\n\
          mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n\
          mkdir -p /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup\n\
          export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
-         insmod /mod/inet_diag.ko; insmod /mod/tcp_diag.ko\n\
+         {insmod}\
          ip link set lo up\n\
          echo \"VMTEST kernel $(uname -r)\"\n\
          /live --include-ignored --test-threads=1 {} 2>&1\n\
@@ -497,6 +485,91 @@ fn build_initramfs(kdir: &Path, out: &Path, tracer: &Path, live: &Path) -> anyho
     Ok(())
 }
 
+/// The kernel modules the tests need that Debian's cloud kernels build as modules: sock_diag
+/// for TCP, veth and tun for the namespace pairs and the delayed link, nftables with what the
+/// fault tests use (drop, reject with an ICMP error, numgen). Loaded in /init after their
+/// dependencies; a module the kernel has built in is not in the package, and needs no
+/// loading.
+const GUEST_MODULES: [&str; 7] = [
+    "inet_diag",
+    "tcp_diag",
+    "veth",
+    "tun",
+    "nf_tables",
+    "nft_reject_inet",
+    "nft_numgen",
+];
+
+/// `wanted` and the modules they depend on (the `depends=` of their `.modinfo`), each after
+/// its dependencies, decompressed: (name, bytes). Names the package lacks are built in.
+fn modules_in_order(kdir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let files: std::collections::HashMap<String, PathBuf> = walk(&kdir.join("lib/modules"))
+        .into_iter()
+        .filter_map(|p| {
+            let f = p.file_name()?.to_str()?;
+            let name = f.strip_suffix(".ko.xz").or_else(|| f.strip_suffix(".ko"))?;
+            Some((name.replace('-', "_"), p.clone()))
+        })
+        .collect();
+    fn visit(
+        name: &str,
+        files: &std::collections::HashMap<String, PathBuf>,
+        out: &mut Vec<(String, Vec<u8>)>,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> anyhow::Result<()> {
+        if !seen.insert(name.to_string()) {
+            return Ok(());
+        }
+        let Some(path) = files.get(name) else {
+            return Ok(()); // built in
+        };
+        let bytes = if path.extension().is_some_and(|e| e == "xz") {
+            let o = Command::new("xz")
+                .arg("-dc")
+                .arg(path)
+                .output()
+                .context("xz")?;
+            anyhow::ensure!(o.status.success(), "xz -dc {}", path.display());
+            o.stdout
+        } else {
+            fs::read(path)?
+        };
+        for dep in module_depends(&bytes) {
+            visit(&dep, files, out, seen)?;
+        }
+        out.push((name.to_string(), bytes));
+        Ok(())
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for m in wanted {
+        visit(m, &files, &mut out, &mut seen)?;
+    }
+    for m in ["inet_diag", "tcp_diag"] {
+        anyhow::ensure!(
+            out.iter().any(|(n, _)| n == m),
+            "module {m} not in the kernel package"
+        );
+    }
+    Ok(out)
+}
+
+/// The module names in a module's `depends=` (its `.modinfo` section: NUL-separated
+/// `key=value` strings).
+fn module_depends(ko: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(at) = ko.windows(KEY.len()).position(|w| w == KEY) else {
+        return Vec::new();
+    };
+    let rest = &ko[at + KEY.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| d.replace('-', "_"))
+        .collect()
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(dir) else {
@@ -511,4 +584,17 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_depends;
+
+    #[test]
+    fn a_modules_depends_come_from_its_modinfo() {
+        let ko = b"\x7fELF...\0license=GPL\0depends=nfnetlink,nf-reject-ipv4\0retpoline=Y\0";
+        assert_eq!(module_depends(ko), ["nfnetlink", "nf_reject_ipv4"]);
+        assert!(module_depends(b"\0license=GPL\0depends=\0name=veth\0").is_empty());
+        assert!(module_depends(b"no modinfo here").is_empty());
+    }
 }

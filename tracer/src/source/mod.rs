@@ -26,7 +26,7 @@ mod object_tests;
 mod privileges;
 pub(crate) mod stats_spans;
 
-use privileges::{check_privileges, privilege_hint, raise_memlock};
+use privileges::{attach_hint, check_privileges, privilege_hint, raise_memlock};
 
 use crate::{
     decode::Family,
@@ -332,7 +332,7 @@ impl Live {
             )
         })?;
         prog.attach("sock", "inet_sock_set_state")
-            .map_err(|e| privilege_hint(anyhow!(e)))
+            .map_err(|e| attach_hint(anyhow!(e)))
             .context("attaching to tracepoint sock:inet_sock_set_state")?;
         let mut prog_fds = vec![
             prog.fd()?

@@ -18,7 +18,6 @@ pub(super) fn check_privileges() -> anyhow::Result<()> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    const CAP_SYS_ADMIN: u64 = 21;
     const CAP_PERFMON: u64 = 38;
     const CAP_BPF: u64 = 39;
     let has = |c: u64| eff & (1 << c) != 0;
@@ -45,6 +44,49 @@ pub(super) fn privilege_hint(e: anyhow::Error) -> anyhow::Error {
     } else {
         e
     }
+}
+
+/// An EACCES from attaching a tracepoint (perf_event_open) where the kernel's
+/// `kernel.perf_event_paranoid` is above 2: Debian's and Ubuntu's kernels (their default is
+/// 3 or 4) then refuse perf_event_open to any process without CAP_SYS_ADMIN, CAP_PERFMON or
+/// not (a distribution patch; upstream kernels stop at 2).
+pub(super) fn attach_hint(e: anyhow::Error) -> anyhow::Error {
+    let eacces = e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EACCES))
+            || c.to_string().contains("Permission denied")
+    });
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    match paranoid_message(eacces, paranoid, has_cap(CAP_SYS_ADMIN)) {
+        Some(m) => e.context(m),
+        None => privilege_hint(e),
+    }
+}
+
+/// [`attach_hint`]'s sentence, if it applies.
+fn paranoid_message(eacces: bool, paranoid: Option<i32>, sys_admin: bool) -> Option<String> {
+    let level = paranoid?;
+    (eacces && level > 2 && !sys_admin).then(|| {
+        format!(
+            "this kernel's kernel.perf_event_paranoid is {level} (Debian's and Ubuntu's default is 3 or more), and at that level their kernels refuse perf_event_open, which attaching a tracepoint needs, to a process without CAP_SYS_ADMIN, even with CAP_PERFMON: add CAP_SYS_ADMIN (as the packaged systemd unit does), or set kernel.perf_event_paranoid=2"
+        )
+    })
+}
+
+const CAP_SYS_ADMIN: u64 = 21;
+
+/// Whether the process has capability `cap` in its effective set.
+fn has_cap(cap: u64) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|eff| eff & (1 << cap) != 0)
 }
 
 pub(super) fn is_eperm(e: &anyhow::Error) -> bool {
@@ -174,6 +216,22 @@ mod tests {
             limit,
             raise_error: raise_error.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn an_eacces_at_attach_names_perf_event_paranoid_above_2_without_cap_sys_admin() {
+        let m = paranoid_message(true, Some(3), false).expect("the hint");
+        assert!(
+            m.starts_with("this kernel's kernel.perf_event_paranoid is 3 ")
+                && m.contains("add CAP_SYS_ADMIN")
+                && m.ends_with("set kernel.perf_event_paranoid=2"),
+            "{m}"
+        );
+        // Not for upstream levels, with CAP_SYS_ADMIN, for other errors, or unknown.
+        assert_eq!(paranoid_message(true, Some(2), false), None);
+        assert_eq!(paranoid_message(true, Some(4), true), None);
+        assert_eq!(paranoid_message(false, Some(3), false), None);
+        assert_eq!(paranoid_message(true, None, false), None);
     }
 
     #[test]

@@ -1,23 +1,6 @@
 use crate::harness::*;
 
 /// A listener port with nothing listening: connect() is refused with a RST.
-/// Whether the kernel has sock:inet_sk_error_report (5.15+), which carries a socket's error
-/// (`ECONNREFUSED`, `ECONNRESET`). Without it (5.10) tracer must say so on stderr; the
-/// connections then have no `error`.
-fn error_reports(stderr: &[String]) -> bool {
-    let there =
-        std::path::Path::new("/sys/kernel/tracing/events/sock/inet_sk_error_report").exists();
-    if !there {
-        assert!(
-            stderr
-                .iter()
-                .any(|l| l.contains("context events unavailable: sock:inet_sk_error_report")),
-            "{stderr:?}"
-        );
-    }
-    there
-}
-
 fn refused(v6: bool) {
     let (s, addr) = bound(v6);
     drop(s); // free the port again: nobody listens there

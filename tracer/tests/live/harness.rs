@@ -811,3 +811,31 @@ impl Drop for DelayedPair {
         }
     }
 }
+
+/// Whether the kernel has sock:inet_sk_error_report (5.15+), which carries a socket's error
+/// (`ECONNREFUSED`, `ECONNRESET`). Without it (5.10) tracer must say so on stderr; the
+/// connections then have no `error`.
+pub fn error_reports(stderr: &[String]) -> bool {
+    let there =
+        std::path::Path::new("/sys/kernel/tracing/events/sock/inet_sk_error_report").exists();
+    if !there {
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.contains("context events unavailable: sock:inet_sk_error_report")),
+            "{stderr:?}"
+        );
+    }
+    there
+}
+
+/// Whether the running kernel is at least `major.minor` (from uname's release).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}

@@ -484,11 +484,16 @@ fn identical_tuples_in_two_namespaces_are_told_apart() {
     in_a.finish();
     in_b.finish();
     assert!(status.success() && tstatus.success(), "{err:?}\n{terr:?}");
-    assert!(
-        err.iter()
-            .any(|l| l.contains("inet_sk_error_report (raw tracepoint")),
-        "error reports with their socket on this kernel: {err:?}"
-    );
+    // Kernels before 5.15 have no error reports at all (tracer says so): the refused
+    // connect then has no error, in either namespace.
+    let reports = error_reports(&err);
+    if reports {
+        assert!(
+            err.iter()
+                .any(|l| l.contains("inet_sk_error_report (raw tracepoint")),
+            "error reports with their socket on this kernel: {err:?}"
+        );
+    }
     let records = parse(&out);
     let tuple = |v: &Value, role: &str| {
         let (l, r) = if role == "client" {
@@ -559,26 +564,29 @@ fn identical_tuples_in_two_namespaces_are_told_apart() {
     assert_eq!(states(r), ["CLOSE", "SYN_SENT", "CLOSE"]);
     assert_eq!(
         (r["close"].as_str(), r["error"].as_str()),
-        (Some("refused"), Some("ECONNREFUSED")),
+        (Some("refused"), reports.then_some("ECONNREFUSED")),
         "{r:#}"
     );
     let errors: Vec<&Value> = records
         .iter()
         .filter(|v| v["type"] == "event" && v["kind"] == "error")
         .collect();
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert_eq!(
-        (errors[0]["sock"].as_str(), errors[0]["netns"].as_u64()),
-        (r["sock"].as_str(), Some(ia))
-    );
+    assert_eq!(errors.len(), usize::from(reports), "{errors:#?}");
+    if reports {
+        assert_eq!(
+            (errors[0]["sock"].as_str(), errors[0]["netns"].as_u64()),
+            (r["sock"].as_str(), Some(ia))
+        );
+    }
 
     // The classic tracepoint's report says the tuple and no namespace: two namespaces had
     // that tuple at that moment, so it is attributed to neither (said at start-up), and the
     // rest is the same.
     assert!(
-        cerr.iter().any(|l| l.starts_with(
-            "tracer: warning: error reports from the classic tracepoint (the raw one was refused: --force-portable)"
-        )),
+        !reports
+            || cerr.iter().any(|l| l.starts_with(
+                "tracer: warning: error reports from the classic tracepoint (the raw one was refused: --force-portable)"
+            )),
         "{cerr:?}"
     );
     let classic = parse(&cout);
@@ -611,12 +619,14 @@ fn identical_tuples_in_two_namespaces_are_told_apart() {
     assert_eq!(rows(ia).len(), 14, "{tout:#?}");
     assert_eq!(rows(ib).len(), 12, "{tout:#?}");
     let text_errors: Vec<&String> = tout.iter().filter(|l| l.contains("! error")).collect();
-    assert_eq!(text_errors.len(), 1, "{tout:#?}");
-    assert!(
-        text_errors[0].contains("! error ECONNREFUSED") && ends_with_ns(text_errors[0], ia),
-        "{}",
-        text_errors[0]
-    );
+    assert_eq!(text_errors.len(), usize::from(reports), "{tout:#?}");
+    if reports {
+        assert!(
+            text_errors[0].contains("! error ECONNREFUSED") && ends_with_ns(text_errors[0], ia),
+            "{}",
+            text_errors[0]
+        );
+    }
     // Every row of a socket of ours names its namespace (a RST sent without a socket has
     // none to name: its SOCK column is `-`).
     let p_col = format!(":{port} ");

@@ -3,11 +3,29 @@ use crate::harness::*;
 #[test]
 #[ignore = "needs root and a BPF-capable kernel: run `cargo xtask test`"]
 fn runs_with_only_its_capabilities() {
-    // What dist/tracer.service grants: uid 0 with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN.
+    // What dist/tracer.service grants: uid 0 with the capabilities of its
+    // CapabilityBoundingSet= (read from the unit itself, so the two cannot drift apart).
+    let unit = include_str!("../../../dist/tracer.service");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit has a CapabilityBoundingSet=")
+        .split_whitespace()
+        .map(|c| {
+            format!(
+                "+{}",
+                c.strip_prefix("CAP_")
+                    .expect("a capability name")
+                    .to_lowercase()
+            )
+        })
+        .collect();
+    assert!(caps.contains(&"+bpf".to_string()), "{caps:?}");
     let (listener, addr) = bound(false);
-    let mut child = Command::new("setpriv")
+    let mut child = Command::new("setpriv");
+    child
         .args([
-            "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+            &format!("--bounding-set=-all,{}", caps.join(",")),
             "--inh-caps=-all",
             "--",
         ])
@@ -15,9 +33,24 @@ fn runs_with_only_its_capabilities() {
         // As the unit runs it: the priority comes from systemd's Nice=.
         .args(["-o", "json", "--nice", "0", "-p", &addr.port().to_string()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn_locked()
-        .expect("setpriv (util-linux)");
+        .stderr(Stdio::piped());
+    // And with the unit's LimitMEMLOCK=infinity (kernels before 5.11 charge BPF maps to
+    // it, and without CAP_SYS_RESOURCE tracer cannot raise it itself). Best effort: where
+    // this test's own root lacks CAP_SYS_RESOURCE (a container), the limit stays as it is,
+    // which only matters on those older kernels.
+    // SAFETY: setrlimit is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        child.pre_exec(|| {
+            let inf = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            let _ = libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf);
+            Ok(())
+        });
+    }
+    let mut child = child.spawn_locked().expect("setpriv (util-linux)");
     let out = collect(child.stdout.take().unwrap());
     let err = collect(child.stderr.take().unwrap());
     let t = Tracer {
