@@ -490,13 +490,15 @@ fn build_initramfs(kdir: &Path, out: &Path, tracer: &Path, live: &Path) -> anyho
 /// fault tests use (drop, reject with an ICMP error, numgen). Loaded in /init after their
 /// dependencies; a module the kernel has built in is not in the package, and needs no
 /// loading.
-const GUEST_MODULES: [&str; 7] = [
+const GUEST_MODULES: [&str; 9] = [
     "inet_diag",
     "tcp_diag",
     "veth",
     "tun",
     "nf_tables",
     "nft_reject_inet",
+    "nft_reject_ipv4",
+    "nft_reject_ipv6",
     "nft_numgen",
 ];
 

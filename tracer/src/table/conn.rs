@@ -712,6 +712,14 @@ impl Conn {
             return CloseClass::Simultaneous;
         }
         match prev {
+            // No error report (kernels before 5.15 have none: RHEL 8, Amazon Linux 2, Ubuntu
+            // 20.04) and no reset either way: a socket that went straight from ESTABLISHED,
+            // CLOSE_WAIT or FIN_WAIT1 to CLOSE after retransmitting was given up on by the
+            // kernel (tcp_write_err). Every other way out of those states sends or receives
+            // a RST, or passes through FIN_WAIT2, CLOSING or LAST_ACK.
+            Established | CloseWait | FinWait1 if self.error.is_none() && self.retransmits > 0 => {
+                CloseClass::Timeout
+            }
             FinWait1 | FinWait2 => CloseClass::Active,
             LastAck => CloseClass::Passive,
             _ => CloseClass::Unknown,

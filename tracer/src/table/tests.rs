@@ -1120,6 +1120,63 @@ fn etimedout_is_a_timeout_in_every_synchronized_state() {
         assert_eq!(c.close, Some(CloseClass::Timeout), "{what}: {c:?}");
     }
 
+    // Without error reports (kernels before 5.15): the same retransmits and CLOSE with no
+    // reset either way are still a timeout in ESTABLISHED, CLOSE_WAIT and FIN_WAIT1; without
+    // a retransmit, or after a RST, they are not.
+    let no_error: Vec<(&str, Vec<Ev>, CloseClass)> = vec![
+        (
+            "ESTABLISHED",
+            vec![rtx(3), Ev::T(tr(1, 9, Established, Close, 40000, 80))],
+            CloseClass::Timeout,
+        ),
+        (
+            "CLOSE_WAIT",
+            vec![
+                Ev::T(tr(1, 3, Established, CloseWait, 40000, 80)),
+                rtx(4),
+                Ev::T(tr(1, 9, CloseWait, Close, 40000, 80)),
+            ],
+            CloseClass::Timeout,
+        ),
+        (
+            "FIN_WAIT1",
+            vec![
+                Ev::T(tr(1, 3, Established, FinWait1, 40000, 80)),
+                rtx(4),
+                Ev::T(tr(1, 9, FinWait1, Close, 40000, 80)),
+            ],
+            CloseClass::Timeout,
+        ),
+        (
+            "no retransmit",
+            vec![Ev::T(tr(1, 9, Established, Close, 40000, 80))],
+            CloseClass::Unknown,
+        ),
+        (
+            "a RST received",
+            vec![
+                rtx(3),
+                Ev::C(ctx(Some(1), 8, ReceiveReset, Some(Established), 0)),
+                Ev::T(tr(1, 9, Established, Close, 40000, 80)),
+            ],
+            CloseClass::ResetReceived,
+        ),
+        (
+            "a retransmitted FIN answered: LAST_ACK",
+            vec![
+                Ev::T(tr(1, 3, Established, CloseWait, 40000, 80)),
+                Ev::T(tr(1, 4, CloseWait, LastAck, 40000, 80)),
+                rtx(5),
+                Ev::T(tr(1, 9, LastAck, Close, 40000, 80)),
+            ],
+            CloseClass::Passive,
+        ),
+    ];
+    for (what, events, want) in no_error {
+        let c = classify(&[established(), events].concat());
+        assert_eq!((c.close, c.error), (Some(want), None), "{what}: {c:?}");
+    }
+
     // The error report ends the wait for a TIME_WAIT that will not come.
     let mut t = Table::new();
     run(&mut t, &established());

@@ -386,12 +386,21 @@ fn unanswered_keepalive_probes_are_a_timeout() {
         ["CLOSE", "SYN_SENT", "ESTABLISHED", "CLOSE"],
         "{c:#}"
     );
-    assert_eq!(c["close"], "timeout", "{c:#}");
-    assert!(
-        error_reports(&stderr),
-        "sock:inet_sk_error_report on this kernel"
-    );
-    assert_eq!(c["error"], "ETIMEDOUT", "{c:#}");
+    if error_reports(&stderr) {
+        assert_eq!(
+            (c["close"].as_str(), c["error"].as_str()),
+            (Some("timeout"), Some("ETIMEDOUT")),
+            "{c:#}"
+        );
+    } else {
+        // Before 5.15 nothing reports the ETIMEDOUT: the keepalive timer's RST is all
+        // there is to see.
+        assert_eq!(
+            (c["close"].as_str(), &c["error"]),
+            (Some("reset_sent"), &Value::Null),
+            "{c:#}"
+        );
+    }
     assert_eq!(c["retransmits"], 0, "{c:#}");
     assert_eq!(c["resets_sent"], 1, "{c:#}");
     assert_eq!(c["resets_received"], 0, "{c:#}");

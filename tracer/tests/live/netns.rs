@@ -723,8 +723,12 @@ fn namespaces_held_only_by_a_process_are_found_and_released_when_it_exits() {
     second.finish();
     let (status, _, err) = t.stop();
     assert!(status.success(), "{err:?}");
-    // Not an error, nor worth a warning.
-    for l in &err {
+    // Not an error, nor worth a warning (but the kernel's own lack of error reports,
+    // before 5.15).
+    for l in err
+        .iter()
+        .filter(|l| !l.contains("context events unavailable: sock:inet_sk_error_report"))
+    {
         assert!(
             !(l.starts_with("tracer: warning")
                 || l.starts_with("Error")
