@@ -59,6 +59,26 @@ pub(super) async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         .await)
 }
 
+/// The signals that stop tracer (SIGINT, SIGTERM, SIGHUP) or ask for a stuck summary
+/// (SIGUSR1).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            usr1: signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?,
+        })
+    }
+}
+
 /// Why the main loop ended.
 enum Stop {
     Signal(&'static str),
@@ -95,8 +115,12 @@ async fn trace<S: Sink>(
     clock: WallClock,
     mut demo: Option<demo::Demo>,
 ) -> anyhow::Result<ExitCode> {
+    // The handlers first: from the "attached" line on, a signal must stop tracer cleanly
+    // (one sent right after that line once killed it before they were installed).
+    let mut signals = Signals::install()?;
     let mut live = attach(args, opts, &mut pipe, &clock).await?;
-    let (stop, mut losses) = event_loop(args, &mut live, &mut pipe, demo.as_mut()).await?;
+    let (stop, mut losses) =
+        event_loop(args, &mut live, &mut pipe, demo.as_mut(), &mut signals).await?;
     final_report(args, opts, live, &mut pipe, stop, &mut losses)?;
     if let Some(d) = &demo {
         eprintln!("{}", d.epilogue());
@@ -269,12 +293,8 @@ async fn event_loop<S: Sink>(
     live: &mut Live,
     pipe: &mut Pipeline<S>,
     demo: Option<&mut demo::Demo>,
+    signals: &mut Signals,
 ) -> anyhow::Result<(Stop, LossTracker)> {
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut sigusr1 =
-        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let mut poll = tokio::time::interval(args.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut counters = tokio::time::interval(COUNTER_INTERVAL);
@@ -347,10 +367,10 @@ async fn event_loop<S: Sink>(
                     .and_then(|()| pipe.sink.flush())
                     .map(|()| None)
             }
-            _ = sigusr1.recv() => pipe.stuck_summary(now_ns).map(|()| None),
-            _ = sigint.recv() => Ok(Some(Stop::Signal("SIGINT"))),
-            _ = sigterm.recv() => Ok(Some(Stop::Signal("SIGTERM"))),
-            _ = sighup.recv() => Ok(Some(Stop::Signal("SIGHUP"))),
+            _ = signals.usr1.recv() => pipe.stuck_summary(now_ns).map(|()| None),
+            _ = signals.int.recv() => Ok(Some(Stop::Signal("SIGINT"))),
+            _ = signals.term.recv() => Ok(Some(Stop::Signal("SIGTERM"))),
+            _ = signals.hup.recv() => Ok(Some(Stop::Signal("SIGHUP"))),
             () = &mut deadline => Ok(Some(Stop::Duration)),
         };
         match step {
