@@ -32,6 +32,16 @@ const SKIP: [&str; 5] = [
     "burst::",
 ];
 
+/// `TRACER_VM_TESTS`: run only the tests whose names contain it (and show the guest
+/// kernel's messages), to look into one failure.
+fn test_filter() -> Option<String> {
+    std::env::var("TRACER_VM_TESTS").ok().filter(|f| {
+        !f.is_empty()
+            && f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    })
+}
+
 /// Host tools the tests drive, carried into the guest with their libraries.
 const GUEST_TOOLS: [&str; 9] = [
     "/usr/bin/unshare",
@@ -348,7 +358,15 @@ fn test_kernel(
         .arg(&vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        // With a test filter (debugging one test), the kernel's own messages too.
+        .args([
+            "-append",
+            if test_filter().is_some() {
+                "console=ttyS0 panic=-1"
+            } else {
+                "console=ttyS0 panic=-1 quiet"
+            },
+        ])
         .stdout(logf.try_clone()?)
         .stderr(logf)
         .status()
@@ -461,13 +479,14 @@ fn build_initramfs(kdir: &Path, out: &Path, tracer: &Path, live: &Path) -> anyho
          {insmod}\
          ip link set lo up\n\
          echo \"VMTEST kernel $(uname -r)\"\n\
-         /live --include-ignored --test-threads=1 {} 2>&1\n\
+         /live --include-ignored --test-threads=1 {} {filter} 2>&1\n\
          echo \"VMTEST rc=$?\"\n\
          poweroff -f\n",
         SKIP.iter()
             .map(|s| format!("--skip {s}"))
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "),
+        filter = test_filter().unwrap_or_default(),
     );
     fs::write(root.join("init"), init)?;
     {
