@@ -497,6 +497,13 @@ fn final_report<S: Sink>(
             t.stats.describe()
         );
     }
+    if let Some(o) = pipe.owners.as_ref().filter(|o| o.failed > 0) {
+        let _ = writeln!(
+            err,
+            "tracer: owner lookups: {} sock_diag dumps failed (each round retried at the next)",
+            o.failed
+        );
+    }
     if totals.lost_stats > 0 {
         let _ = writeln!(
             err,

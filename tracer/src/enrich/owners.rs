@@ -22,6 +22,9 @@ pub struct OwnerResolver {
     names: Names,
     last_ns: Option<u64>,
     last_prune_ns: u64,
+    /// sock_diag dumps in the tracer's own namespace that failed (that round went without
+    /// them; said once, counted at exit).
+    pub failed: u64,
 }
 
 /// How often, and after how long without events, open sockets are checked against the
@@ -37,6 +40,7 @@ impl OwnerResolver {
             names,
             last_ns: None,
             last_prune_ns: 0,
+            failed: 0,
         }
     }
 
@@ -66,9 +70,13 @@ impl OwnerResolver {
                     Ok(socks) => {
                         alive.extend(socks.into_iter().map(|d| NsTuple::new(ns, d.tuple)));
                     }
-                    Err(e) if namespaces.is_own(ns) => return Err(e),
                     // Could not tell: nothing there is dropped.
-                    Err(_) => alive.extend(table.tuples_in(ns)),
+                    Err(e) => {
+                        if namespaces.is_own(ns) {
+                            dump_failed(e, ns, &mut self.failed)?;
+                        }
+                        alive.extend(table.tuples_in(ns));
+                    }
                 },
                 Lookup::Gone => {}
                 Lookup::Refused | Lookup::Pending => alive.extend(table.tuples_in(ns)),
@@ -96,9 +104,12 @@ impl OwnerResolver {
         if wanted.is_empty() {
             return Ok(());
         }
-        let found = self.lookup(&wanted, namespaces)?;
-        for (sock, _) in &wanted {
-            table.owner_lookup_tried(*sock);
+        let (found, failed) = self.lookup(&wanted, namespaces)?;
+        // A failed dump is no try: those sockets are looked up again next round.
+        for (sock, t) in &wanted {
+            if !failed.contains(&t.netns) {
+                table.owner_lookup_tried(*sock);
+            }
         }
         for (sock, owner) in found {
             table.set_owner(sock, owner);
@@ -119,19 +130,20 @@ impl OwnerResolver {
         if socks.is_empty() {
             return Ok(());
         }
-        for (sock, owner) in self.lookup(socks, namespaces)? {
+        for (sock, owner) in self.lookup(socks, namespaces)?.0 {
             table.set_owner(sock, owner);
         }
         Ok(())
     }
 
     /// The owners /proc gives for `wanted`: each socket's inode from sock_diag in its own
-    /// namespace, then the process holding `socket:[inode]`.
+    /// namespace, then the process holding `socket:[inode]`. Also the namespaces whose dump
+    /// failed (their sockets were not looked up).
     fn lookup(
-        &self,
+        &mut self,
         wanted: &[(SockAddr, NsTuple)],
         namespaces: &mut Namespaces,
-    ) -> io::Result<Vec<(SockAddr, Owner)>> {
+    ) -> io::Result<(Found, HashSet<u32>)> {
         // Socket inodes are unique on the host, but only the socket's own namespace can
         // tell which inode a tuple has.
         let mut by_ns: HashMap<u32, Vec<(SockAddr, Tuple)>> = HashMap::new();
@@ -139,12 +151,18 @@ impl OwnerResolver {
             by_ns.entry(t.netns).or_default().push((*sock, t.tuple));
         }
         let mut want_inodes = HashMap::new();
+        let mut failed = HashSet::new();
         for (ns, socks) in by_ns {
             let inodes = match namespaces.lookup(ns) {
                 Lookup::Diag(d) => match d.inodes() {
                     Ok(i) => i,
-                    Err(e) if namespaces.is_own(ns) => return Err(e),
-                    Err(_) => continue,
+                    Err(e) => {
+                        if namespaces.is_own(ns) {
+                            dump_failed(e, ns, &mut self.failed)?;
+                        }
+                        failed.insert(ns);
+                        continue;
+                    }
                 },
                 Lookup::Gone | Lookup::Refused | Lookup::Pending => continue,
             };
@@ -156,7 +174,7 @@ impl OwnerResolver {
         }
         let found = procfs_owners(&want_inodes.keys().copied().collect());
         note_cgroups(&self.names, found.values());
-        Ok(want_inodes
+        let owners = want_inodes
             .into_iter()
             .filter_map(|(inode, (sock, uid))| {
                 let p = found.get(&inode)?;
@@ -171,9 +189,35 @@ impl OwnerResolver {
                     },
                 ))
             })
-            .collect())
+            .collect();
+        Ok((owners, failed))
     }
 }
+
+/// A sock_diag dump in the tracer's own namespace failed. Only a kernel that cannot answer at
+/// all (no `inet_diag`/`tcp_diag`) stops the owner lookups and the pruning (`Err`); any other
+/// failure is counted in `failed`, said the first time, and that round goes without the
+/// dump: nothing is pruned and no socket is given up on for it.
+fn dump_failed(e: io::Error, ns: u32, failed: &mut u64) -> io::Result<()> {
+    if super::unavailable(&e) {
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "this kernel cannot list sockets ({e}): load the tcp_diag module (modprobe tcp_diag)"
+            ),
+        ));
+    }
+    *failed += 1;
+    if *failed == 1 {
+        eprintln!(
+            "tracer: warning: a sock_diag dump for owner lookups failed ({e}, network namespace {ns}): retried at the next round; failures are counted at exit"
+        );
+    }
+    Ok(())
+}
+
+/// Owners found by [`OwnerResolver::lookup`], by socket.
+type Found = Vec<(SockAddr, Owner)>;
 
 /// A process found holding a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,6 +327,25 @@ fn proc_comm(pid: u32) -> Comm {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_dump_stops_lookups_only_when_the_kernel_cannot_answer() {
+        let mut failed = 0;
+        // A transient failure (out of memory for the dump, an interrupted dump): counted.
+        for errno in [libc::ENOMEM, libc::EINTR, libc::EBUSY] {
+            super::dump_failed(std::io::Error::from_raw_os_error(errno), 1, &mut failed).unwrap();
+        }
+        assert_eq!(failed, 3);
+        // No inet_diag / tcp_diag: stops, with the fix.
+        let e = super::dump_failed(
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+            1,
+            &mut failed,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("modprobe tcp_diag"), "{e}");
+        assert_eq!(failed, 3);
+    }
+
     use super::*;
 
     #[test]
