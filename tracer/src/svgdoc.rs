@@ -15,6 +15,42 @@ pub const INK: &str = "#24292f";
 pub const MUTED: &str = "#57606a";
 pub const LINE: &str = "#8c959f";
 
+/// The start of a picture, up to its content: the XML declaration, the `<svg>` element
+/// (`w` × `h` px, the fonts at `font_size`, the ink), its `title` (escaped) and `desc` (a
+/// literal of ours, written as is), the arrowhead markers (`(id, colour)`, `marker_size` px
+/// square) and a white background.
+pub fn open(
+    s: &mut String,
+    (w, h): (f64, f64),
+    font_size: f64,
+    title: &str,
+    desc: &str,
+    markers: &[(&str, &str)],
+    marker_size: u32,
+) -> fmt::Result {
+    let (w, h) = (Px(w), Px(h));
+    writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+    writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="{FONT}" font-size="{}" fill="{INK}">"#,
+        Px(font_size)
+    )?;
+    writeln!(s, "<title>{}</title>", Esc(title))?;
+    writeln!(s, "<desc>{desc}</desc>")?;
+    writeln!(s, "<defs>")?;
+    for (id, color) in markers {
+        writeln!(
+            s,
+            r#"<marker id="{id}" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="{marker_size}" markerHeight="{marker_size}" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{color}"/></marker>"#
+        )?;
+    }
+    writeln!(s, "</defs>")?;
+    writeln!(
+        s,
+        r##"<rect class="background" x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>"##
+    )
+}
+
 /// Width of `text` at `size` px in the monospace font.
 pub fn text_w(text: &str, size: f64) -> f64 {
     text.chars().count() as f64 * size * CHAR_W

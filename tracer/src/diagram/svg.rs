@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     decode::TcpState,
-    svgdoc::{Esc, FONT, INK, LINE, MUTED, Px, state_color, text_w},
+    svgdoc::{self, Esc, INK, LINE, MUTED, Px, state_color, text_w},
     units::human_ns,
 };
 
@@ -156,30 +156,14 @@ fn draw(c: &Collector, title: &str, subtitle: &str, s: &mut String) -> fmt::Resu
     {
         width = width.max(MARGIN + text_w(t, size) + MARGIN);
     }
-    let (w, h) = (Px(width.ceil()), Px(height));
-
-    writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
-    writeln!(
+    svgdoc::open(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="{FONT}" font-size="{}" fill="{INK}">"#,
-        Px(FS)
-    )?;
-    writeln!(s, "<title>{}</title>", Esc(title))?;
-    writeln!(
-        s,
-        "<desc>The TCP state machine as RFC 793 draws it, with how often the kernel took each arrow and the median time spent in each state, drawn by tracer.</desc>"
-    )?;
-    writeln!(s, "<defs>")?;
-    for (id, color) in [("head", INK), ("head-idle", LINE)] {
-        writeln!(
-            s,
-            r#"<marker id="{id}" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{color}"/></marker>"#
-        )?;
-    }
-    writeln!(s, "</defs>")?;
-    writeln!(
-        s,
-        r##"<rect class="background" x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>"##
+        (width.ceil(), height),
+        FS,
+        title,
+        "The TCP state machine as RFC 793 draws it, with how often the kernel took each arrow and the median time spent in each state, drawn by tracer.",
+        &[("head", INK), ("head-idle", LINE)],
+        9,
     )?;
     writeln!(
         s,

@@ -14,7 +14,7 @@ use std::fmt::{self, Write as _};
 use crate::{
     decode::TcpState,
     ladder::{Arrow, Column, Ladder, Row, Side},
-    svgdoc::{Esc, FONT, INK, LINE, MUTED, Px, state_color, text_w},
+    svgdoc::{self, Esc, INK, LINE, MUTED, Px, state_color, text_w},
     units::human_ns,
 };
 
@@ -147,30 +147,14 @@ fn draw(l: &Ladder, s: &mut String) -> fmt::Result {
     let (ys, lifeline_bottom) = row_ys(&l.rows, lifeline_top + 28.0);
     let footer_y = lifeline_bottom + 26.0;
     let height = (footer_y + 17.0 * l.footer.len().saturating_sub(1) as f64 + MARGIN).ceil();
-    let (w, h) = (Px(lay.width), Px(height));
-
-    writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
-    writeln!(
+    svgdoc::open(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="{FONT}" font-size="{}" fill="{INK}">"#,
-        Px(FS)
-    )?;
-    writeln!(s, "<title>TCP ladder: {}</title>", Esc(&l.title))?;
-    writeln!(
-        s,
-        "<desc>Sequence diagram of one TCP connection drawn by tracer from the kernel's state changes (sock:inet_sock_set_state); the arrows are inferred from them.</desc>"
-    )?;
-    writeln!(s, "<defs>")?;
-    for (id, color) in [("head", INK), ("head-rst", RST)] {
-        writeln!(
-            s,
-            r#"<marker id="{id}" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{color}"/></marker>"#
-        )?;
-    }
-    writeln!(s, "</defs>")?;
-    writeln!(
-        s,
-        r##"<rect class="background" x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>"##
+        (lay.width, height),
+        FS,
+        &format!("TCP ladder: {}", l.title),
+        "Sequence diagram of one TCP connection drawn by tracer from the kernel's state changes (sock:inet_sock_set_state); the arrows are inferred from them.",
+        &[("head", INK), ("head-rst", RST)],
+        10,
     )?;
 
     writeln!(
