@@ -422,6 +422,27 @@ pub const SOCK_HEAD: SockOffsets = SockOffsets {
 };
 
 impl SockOffsets {
+    /// Every offset 0, not enabled: what the kernel side starts from until the loader writes
+    /// the kernel's (its programs then do nothing).
+    pub const NONE: Self = Self {
+        skc_daddr: 0,
+        skc_rcv_saddr: 0,
+        skc_dport: 0,
+        skc_num: 0,
+        skc_family: 0,
+        skc_state: 0,
+        skc_net: 0,
+        skc_v6_daddr: 0,
+        skc_v6_rcv_saddr: 0,
+        net_inum: 0,
+        sk_protocol: 0,
+        sk_err: 0,
+        inet_sport: 0,
+        _pad: 0,
+        head: 0,
+        enabled: 0,
+    };
+
     /// Whether the `__sk_common` offsets are [`SOCK_HEAD`]'s.
     pub const fn matches_head(&self) -> bool {
         let h = SOCK_HEAD;
@@ -463,6 +484,21 @@ pub struct AcceptOffsets {
     pub sock: SockOffsets,
 }
 const _: () = assert!(core::mem::size_of::<AcceptOffsets>() == 96);
+
+impl AcceptOffsets {
+    /// Every offset 0, not enabled (see [`SockOffsets::NONE`]).
+    pub const NONE: Self = Self {
+        task_files: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        file_private_data: 0,
+        socket_sk: 0,
+        fdt_pair: 0,
+        enabled: 0,
+        sock: SockOffsets::NONE,
+    };
+}
 
 /// `Config::filter_owner` bit: the owner's tgid must be in `PIDS`.
 pub const OWNER_PID: u8 = 1;
@@ -665,6 +701,26 @@ pub struct TcpStatsOffsets {
 }
 const _: () = assert!(core::mem::size_of::<TcpStatsOffsets>() == 56);
 
+impl TcpStatsOffsets {
+    /// Every offset 0, not enabled (see [`SockOffsets::NONE`]).
+    pub const NONE: Self = Self {
+        bytes_acked: 0,
+        bytes_received: 0,
+        bytes_retrans: 0,
+        segs_out: 0,
+        segs_in: 0,
+        total_retrans: 0,
+        srtt_us: 0,
+        mdev_us: 0,
+        min_rtt: 0,
+        snd_cwnd: 0,
+        rate_delivered: 0,
+        rate_interval_us: 0,
+        mss_cache: 0,
+        enabled: 0,
+    };
+}
+
 /// Bytes of each half of the counters' scratch buffer: span `i` is copied to `i *
 /// STATS_SPAN_HALF`. A power of two: the kernel side masks lengths and positions with it.
 pub const STATS_SPAN_HALF: u32 = 512;
@@ -697,6 +753,16 @@ pub struct TcpStatsSpans {
     pub pos: TcpStatsOffsets,
 }
 const _: () = assert!(core::mem::size_of::<TcpStatsSpans>() == 80);
+
+impl TcpStatsSpans {
+    /// No spans (all lengths 0): the counters are read field by field.
+    pub const NONE: Self = Self {
+        off: [0; 2],
+        len: [0; 2],
+        bits: [0; 2],
+        pos: TcpStatsOffsets::NONE,
+    };
+}
 
 /// Bit of [`TcpStats::present`] per counter. Part of the recording format: never reuse a
 /// bit (`1 << 2` was `bytes_sent`, no longer read).
@@ -840,5 +906,19 @@ impl TcpStats {
                 .wrapping_mul(1_000_000)
                 / u64::from(self.rate_interval_us),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel side's starting values are the host side's defaults: nothing enabled.
+    #[test]
+    fn the_none_offsets_are_the_defaults() {
+        assert_eq!(SockOffsets::NONE, SockOffsets::default());
+        assert_eq!(AcceptOffsets::NONE, AcceptOffsets::default());
+        assert_eq!(TcpStatsOffsets::NONE, TcpStatsOffsets::default());
+        assert_eq!(TcpStatsSpans::NONE, TcpStatsSpans::default());
     }
 }

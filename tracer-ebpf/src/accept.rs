@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
-use tracer_common::{AcceptOffsets, Counters, KOwner, SYSCALL_RET, SockOffsets, kind};
+use tracer_common::{AcceptOffsets, Counters, KOwner, SYSCALL_RET, kind};
 
 use crate::{
     emit::{Fields, emit},
@@ -21,34 +21,7 @@ use crate::{
 };
 
 #[unsafe(no_mangle)]
-static ACCEPT_OFFSETS: Global<AcceptOffsets> = Global::new(AcceptOffsets {
-    task_files: 0,
-    files_fdt: 0,
-    fdt_max_fds: 0,
-    fdt_fd: 0,
-    file_private_data: 0,
-    socket_sk: 0,
-    fdt_pair: 0,
-    enabled: 0,
-    sock: SockOffsets {
-        skc_daddr: 0,
-        skc_rcv_saddr: 0,
-        skc_dport: 0,
-        skc_num: 0,
-        skc_family: 0,
-        skc_state: 0,
-        skc_net: 0,
-        skc_v6_daddr: 0,
-        skc_v6_rcv_saddr: 0,
-        net_inum: 0,
-        sk_protocol: 0,
-        sk_err: 0,
-        inet_sport: 0,
-        _pad: 0,
-        head: 0,
-        enabled: 0,
-    },
-});
+static ACCEPT_OFFSETS: Global<AcceptOffsets> = Global::new(AcceptOffsets::NONE);
 /// The exit of `accept4()` / `accept()`: `ret` is the new file descriptor. Its socket is
 /// found through the current task's file table and reported (an [`kind::ACCEPT`] record, the
 /// accepting task's identity in it), and with owner filters the task becomes the socket's

@@ -90,24 +90,7 @@ pub fn tcp_destroy_sock_fast(ctx: TracePointContext) -> u32 {
 }
 
 #[unsafe(no_mangle)]
-static ERROR_REPORT_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
-    skc_daddr: 0,
-    skc_rcv_saddr: 0,
-    skc_dport: 0,
-    skc_num: 0,
-    skc_family: 0,
-    skc_state: 0,
-    skc_net: 0,
-    skc_v6_daddr: 0,
-    skc_v6_rcv_saddr: 0,
-    net_inum: 0,
-    sk_protocol: 0,
-    sk_err: 0,
-    inet_sport: 0,
-    _pad: 0,
-    head: 0,
-    enabled: 0,
-});
+static ERROR_REPORT_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets::NONE);
 
 /// `inet_sk_error_report` as a raw tracepoint: its argument is the `struct sock *`, so the
 /// report carries the socket's address and namespace. The classic tracepoint's record has

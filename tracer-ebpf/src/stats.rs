@@ -20,46 +20,11 @@ use crate::{
 };
 
 #[unsafe(no_mangle)]
-static TCP_STATS_OFFSETS: Global<TcpStatsOffsets> = Global::new(TcpStatsOffsets {
-    bytes_acked: 0,
-    bytes_received: 0,
-    bytes_retrans: 0,
-    segs_out: 0,
-    segs_in: 0,
-    total_retrans: 0,
-    srtt_us: 0,
-    mdev_us: 0,
-    min_rtt: 0,
-    snd_cwnd: 0,
-    rate_delivered: 0,
-    rate_interval_us: 0,
-    mss_cache: 0,
-    enabled: 0,
-});
+static TCP_STATS_OFFSETS: Global<TcpStatsOffsets> = Global::new(TcpStatsOffsets::NONE);
 
 /// Zero (all lengths 0): the counters are read field by field.
 #[unsafe(no_mangle)]
-static TCP_STATS_SPANS: Global<TcpStatsSpans> = Global::new(TcpStatsSpans {
-    off: [0; 2],
-    len: [0; 2],
-    bits: [0; 2],
-    pos: TcpStatsOffsets {
-        bytes_acked: 0,
-        bytes_received: 0,
-        bytes_retrans: 0,
-        segs_out: 0,
-        segs_in: 0,
-        total_retrans: 0,
-        srtt_us: 0,
-        mdev_us: 0,
-        min_rtt: 0,
-        snd_cwnd: 0,
-        rate_delivered: 0,
-        rate_interval_us: 0,
-        mss_cache: 0,
-        enabled: 0,
-    },
-});
+static TCP_STATS_SPANS: Global<TcpStatsSpans> = Global::new(TcpStatsSpans::NONE);
 
 /// TCP states (kernel numbering) with data moving: ESTABLISHED, FIN_WAIT1, FIN_WAIT2,
 /// CLOSE_WAIT, LAST_ACK, CLOSING.
