@@ -197,15 +197,15 @@ fn is_green(p: [u8; 3]) -> bool {
     g > r + 40 && g > b + 30
 }
 
-#[test]
-#[ignore = "needs chromium"]
-fn screenshot_shows_the_diagram() {
-    let dir = workdir("screenshot");
-    let svg = svg::render(&svg::sample_ladder());
-    let file = dir.join("ladder.svg");
-    std::fs::write(&file, &svg).unwrap();
-    let (w, h) = svg_size(&svg);
-    let shot = dir.join("ladder.png");
+/// `svg` as Chromium paints it at its own size (`name`.svg and .png in `workdir(name)`),
+/// checked painted as every picture of ours is: not blank nor smeared, the title in the top
+/// tenth, the footer in the bottom one, ESTABLISHED green.
+fn screenshot_painted(name: &str, svg: &str) -> Image {
+    let dir = workdir(name);
+    let file = dir.join(format!("{name}.svg"));
+    std::fs::write(&file, svg).unwrap();
+    let (w, h) = svg_size(svg);
+    let shot = dir.join(format!("{name}.png"));
     run_chromium(
         &dir,
         &[
@@ -225,7 +225,6 @@ fn screenshot_shows_the_diagram() {
         ink > total / 100 && ink < total / 3,
         "{ink} of {total} pixels not white: blank or smeared"
     );
-    // Painted from top to bottom: the title in the top tenth, the footer in the bottom one.
     let tenth = f64::from(h) / 10.0;
     assert!(img.count(all, (0.0, tenth), is_dark) > 100, "no title");
     assert!(
@@ -236,6 +235,14 @@ fn screenshot_shows_the_diagram() {
         img.count(all, (0.0, f64::from(h)), is_green) > 50,
         "no green ESTABLISHED"
     );
+    img
+}
+
+#[test]
+#[ignore = "needs chromium"]
+fn screenshot_shows_the_diagram() {
+    let svg = svg::render(&svg::sample_ladder());
+    let img = screenshot_painted("ladder", &svg);
 
     // Each arrowhead at the receiver's lifeline: far more ink there than at the sender's
     // end, where there is only the shaft.
@@ -324,44 +331,21 @@ struct Layout {
     lifelines: (f64, f64),
 }
 
-/// Where Chromium puts every text of the picture.
-fn layout_in_chromium(name: &str, l: &Ladder) -> Layout {
+/// `svg` inline in a page whose `script` writes JSON into `<pre id="layout">`, loaded by
+/// Chromium (`--dump-dom`, in `workdir(name)`, as `kind`.svg): that JSON.
+fn dom_layout(name: &str, kind: &str, svg: &str, script: &str) -> Value {
     let dir = workdir(name);
-    let svg = svg::render(l);
-    std::fs::write(dir.join("ladder.svg"), &svg).unwrap();
-    let (w, h) = svg_size(&svg);
-    let inline = svg.split_once("?>").map_or(svg.as_str(), |(_, rest)| rest);
+    std::fs::write(dir.join(format!("{kind}.svg")), svg).unwrap();
+    let (w, h) = svg_size(svg);
+    let inline = svg.split_once("?>").map_or(svg, |(_, rest)| rest);
     let html = format!(
         r#"<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>ladder layout</title>
+<html><head><meta charset="utf-8"><title>{kind} layout</title>
 <style>html, body {{ margin: 0; padding: 0; background: #fff; }}</style></head>
 <body>{inline}
 <pre id="layout"></pre>
 <script>
-(() => {{
-  const svg = document.querySelector('svg');
-  const page = svg.getBoundingClientRect();
-  const box = (e) => {{
-    const r = e.getBoundingClientRect();
-    return {{ left: r.left - page.left, right: r.right - page.left,
-              top: r.top - page.top, bottom: r.bottom - page.top }};
-  }};
-  const out = {{ width: page.width, height: page.height, texts: [], lifelines: {{}} }};
-  for (const t of svg.querySelectorAll('text')) {{
-    out.texts.push(Object.assign({{
-      class: t.getAttribute('class') || '',
-      side: t.getAttribute('data-side') || '',
-      text: t.textContent,
-      initial: t.hasAttribute('data-initial'),
-    }}, box(t)));
-  }}
-  for (const line of svg.querySelectorAll('line.lifeline')) {{
-    const b = box(line);
-    out.lifelines[line.getAttribute('data-side')] = (b.left + b.right) / 2;
-  }}
-  document.getElementById('layout').textContent = JSON.stringify(out);
-}})();
-</script></body></html>
+{script}</script></body></html>
 "#
     );
     let page = dir.join("layout.html");
@@ -385,7 +369,58 @@ fn layout_in_chromium(name: &str, l: &Ladder) -> Layout {
         })
         .filter(|j| !j.is_empty())
         .unwrap_or_else(|| panic!("the page's script wrote no layout:\n{dom}"));
-    let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
+/// Every text's box, and the lifelines' x, from the picture's top left corner.
+const LADDER_LAYOUT_JS: &str = r#"(() => {
+  const svg = document.querySelector('svg');
+  const page = svg.getBoundingClientRect();
+  const box = (e) => {
+    const r = e.getBoundingClientRect();
+    return { left: r.left - page.left, right: r.right - page.left,
+              top: r.top - page.top, bottom: r.bottom - page.top };
+  };
+  const out = { width: page.width, height: page.height, texts: [], lifelines: {} };
+  for (const t of svg.querySelectorAll('text')) {
+    out.texts.push(Object.assign({
+      class: t.getAttribute('class') || '',
+      side: t.getAttribute('data-side') || '',
+      text: t.textContent,
+      initial: t.hasAttribute('data-initial'),
+    }, box(t)));
+  }
+  for (const line of svg.querySelectorAll('line.lifeline')) {
+    const b = box(line);
+    out.lifelines[line.getAttribute('data-side')] = (b.left + b.right) / 2;
+  }
+  document.getElementById('layout').textContent = JSON.stringify(out);
+})();
+"#;
+
+/// Every text's box and what it labels (a state's box, or an arrow `FROM>TO`).
+const DIAGRAM_TEXTS_JS: &str = r#"(() => {
+  const svg = document.querySelector('svg');
+  const page = svg.getBoundingClientRect();
+  const out = { width: page.width, height: page.height, texts: [] };
+  for (const t of svg.querySelectorAll('text')) {
+    const r = t.getBoundingClientRect();
+    const g = t.closest('g');
+    out.texts.push({
+      class: t.getAttribute('class') || '',
+      side: g ? (g.getAttribute('data-state') || ((g.getAttribute('data-from') || '') + '>' + (g.getAttribute('data-to') || ''))) : '',
+      text: Array.from(t.childNodes).filter(n => n.nodeType === 3).map(n => n.textContent).join(''),
+      left: r.left - page.left, right: r.right - page.left,
+      top: r.top - page.top, bottom: r.bottom - page.top });
+  }
+  document.getElementById('layout').textContent = JSON.stringify(out);
+})();
+"#;
+
+/// Where Chromium puts every text of the picture.
+fn layout_in_chromium(name: &str, l: &Ladder) -> Layout {
+    let svg = svg::render(l);
+    let v = dom_layout(name, "ladder", &svg, LADDER_LAYOUT_JS);
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no {k} in {v}"));
     let s = |v: &Value, k: &str| v[k].as_str().unwrap().to_string();
     Layout {
@@ -549,57 +584,7 @@ struct Texts {
 }
 
 fn diagram_texts_in_chromium(name: &str, svg: &str) -> Texts {
-    let dir = workdir(name);
-    std::fs::write(dir.join("diagram.svg"), svg).unwrap();
-    let (w, h) = svg_size(svg);
-    let inline = svg.split_once("?>").map_or(svg, |(_, rest)| rest);
-    let html = format!(
-        r#"<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>diagram layout</title>
-<style>html, body {{ margin: 0; padding: 0; background: #fff; }}</style></head>
-<body>{inline}
-<pre id="layout"></pre>
-<script>
-(() => {{
-  const svg = document.querySelector('svg');
-  const page = svg.getBoundingClientRect();
-  const out = {{ width: page.width, height: page.height, texts: [] }};
-  for (const t of svg.querySelectorAll('text')) {{
-    const r = t.getBoundingClientRect();
-    const g = t.closest('g');
-    out.texts.push({{
-      class: t.getAttribute('class') || '',
-      side: g ? (g.getAttribute('data-state') || ((g.getAttribute('data-from') || '') + '>' + (g.getAttribute('data-to') || ''))) : '',
-      text: Array.from(t.childNodes).filter(n => n.nodeType === 3).map(n => n.textContent).join(''),
-      left: r.left - page.left, right: r.right - page.left,
-      top: r.top - page.top, bottom: r.bottom - page.top }});
-  }}
-  document.getElementById('layout').textContent = JSON.stringify(out);
-}})();
-</script></body></html>
-"#
-    );
-    let page = dir.join("layout.html");
-    std::fs::write(&page, html).unwrap();
-    let dom = run_chromium(
-        &dir,
-        &[
-            "--dump-dom".into(),
-            format!("--window-size={},{}", w + 100, h + 100),
-            file_url(&page),
-        ],
-    );
-    let json = dom
-        .split_once(r#"<pre id="layout">"#)
-        .and_then(|(_, rest)| rest.split_once("</pre>"))
-        .map(|(j, _)| {
-            j.replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&amp;", "&")
-        })
-        .filter(|j| !j.is_empty())
-        .unwrap_or_else(|| panic!("the page's script wrote no layout:\n{dom}"));
-    let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let v = dom_layout(name, "diagram", svg, DIAGRAM_TEXTS_JS);
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no {k} in {v}"));
     let s = |v: &Value, k: &str| v[k].as_str().unwrap().to_string();
     Texts {
@@ -629,40 +614,8 @@ fn diagram_texts_in_chromium(name: &str, svg: &str) -> Texts {
 #[ignore = "needs chromium"]
 fn state_diagram_screenshot_shows_the_machine() {
     use tracer::diagram::svg as dsvg;
-    let dir = workdir("diagram-screenshot");
     let svg = dsvg::render(&dsvg::sample(), "The TCP state machine", "a sample");
-    let file = dir.join("diagram.svg");
-    std::fs::write(&file, &svg).unwrap();
-    let (w, h) = svg_size(&svg);
-    let shot = dir.join("diagram.png");
-    run_chromium(
-        &dir,
-        &[
-            format!("--screenshot={}", shot.display()),
-            format!("--window-size={w},{h}"),
-            file_url(&file),
-        ],
-    );
-    let img = Image::read(&shot);
-    eprintln!("screenshot: {}", shot.display());
-    assert_eq!((img.width, img.height), (w, h));
-    let all = (0.0, f64::from(w));
-    let total = (w * h) as usize;
-    let ink = img.count(all, (0.0, f64::from(h)), is_ink);
-    assert!(
-        ink > total / 100 && ink < total / 3,
-        "{ink} of {total} pixels not white: blank or smeared"
-    );
-    let tenth = f64::from(h) / 10.0;
-    assert!(img.count(all, (0.0, tenth), is_dark) > 100, "no title");
-    assert!(
-        img.count(all, (f64::from(h) - tenth, f64::from(h)), is_ink) > 100,
-        "the bottom of the picture is not painted"
-    );
-    assert!(
-        img.count(all, (0.0, f64::from(h)), is_green) > 50,
-        "no green ESTABLISHED"
-    );
+    let img = screenshot_painted("diagram-screenshot", &svg);
     // Each arrowhead: 7 px behind its tip (the triangle is 9 px long and wide), a strip
     // across the line is inked over 5 px or more, where a bare line would ink 2 or 3.
     let doc = roxmltree::Document::parse(&svg).unwrap();
