@@ -455,6 +455,12 @@ impl<S: Sink> Pipeline<S> {
         Ok(!facts.is_empty())
     }
 
+    /// The kernel cannot answer the owner lookups' dumps at all: said, and they stop.
+    fn stop_owner_lookups(&mut self, e: &io::Error) {
+        eprintln!("tracer: owner lookups and pruning via sock_diag and /proc stopped: {e}");
+        self.owners = None;
+    }
+
     /// After a batch: owner and TIME_WAIT lookups, then the connections whose records are
     /// complete.
     pub fn settle(&mut self, now_ns: u64) -> io::Result<()> {
@@ -468,12 +474,7 @@ impl<S: Sink> Pipeline<S> {
                 .and_then(|()| o.prune(now_ns, &mut self.table, ns))
             {
                 Ok(gone) => dropped.extend(gone),
-                Err(e) => {
-                    eprintln!(
-                        "tracer: owner lookups and pruning via sock_diag and /proc stopped: {e}"
-                    );
-                    self.owners = None;
-                }
+                Err(e) => self.stop_owner_lookups(&e),
             }
         }
         let learned = match &mut self.time_wait {
@@ -612,8 +613,7 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         }
         if let Err(e) = o.confirm(&want, &mut self.table, ns) {
-            eprintln!("tracer: owner lookups and pruning via sock_diag and /proc stopped: {e}");
-            self.owners = None;
+            self.stop_owner_lookups(&e);
         }
         self.write_journal().map(|_| ())
     }
