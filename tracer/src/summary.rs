@@ -421,14 +421,11 @@ impl Summary {
                     .iter()
                     .find(|s| s.name() == d.name)
                     .map_or(d.name, |s| s.label());
-                let _ = writeln!(
-                    s,
-                    "    {label:<37} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                quantile_row(
+                    &mut s,
+                    label,
                     d.count,
-                    human_ns(d.p50_ns),
-                    human_ns(d.p90_ns),
-                    human_ns(d.p99_ns),
-                    human_ns(d.max_ns)
+                    [d.p50_ns, d.p90_ns, d.p99_ns, d.max_ns].map(human_ns),
                 );
             }
             let _ = writeln!(
@@ -436,18 +433,11 @@ impl Summary {
                 "  histograms (log scale: count of durations up to each bound)"
             );
             for d in &r.durations {
-                let _ = writeln!(s, "    {}", d.name);
-                let most = d.buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-                for b in &d.buckets {
-                    let bar = ((b.count * 40).div_ceil(most)) as usize;
-                    let line = format!(
-                        "      ≤ {:>7} {:>9} {}",
-                        human_ns(b.le_ns),
-                        b.count,
-                        "█".repeat(bar)
-                    );
-                    let _ = writeln!(s, "{}", line.trim_end());
-                }
+                histogram_bars(
+                    &mut s,
+                    d.name,
+                    d.buckets.iter().map(|b| (human_ns(b.le_ns), b.count)),
+                );
             }
         }
         if !r.bytes.is_empty() {
@@ -461,14 +451,11 @@ impl Summary {
                     .iter()
                     .find(|x| x.name() == v.name)
                     .map_or(v.name, |x| x.label());
-                let _ = writeln!(
-                    s,
-                    "    {label:<37} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                quantile_row(
+                    &mut s,
+                    label,
                     v.count,
-                    human_bytes(v.p50_bytes),
-                    human_bytes(v.p90_bytes),
-                    human_bytes(v.p99_bytes),
-                    human_bytes(v.max_bytes)
+                    [v.p50_bytes, v.p90_bytes, v.p99_bytes, v.max_bytes].map(human_bytes),
                 );
             }
             let _ = writeln!(
@@ -476,18 +463,11 @@ impl Summary {
                 "  byte histograms (log scale: count of connections up to each bound)"
             );
             for v in &r.bytes {
-                let _ = writeln!(s, "    {}", v.name);
-                let most = v.buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-                for b in &v.buckets {
-                    let bar = ((b.count * 40).div_ceil(most)) as usize;
-                    let line = format!(
-                        "      ≤ {:>7} {:>9} {}",
-                        human_bytes(b.le_bytes),
-                        b.count,
-                        "█".repeat(bar)
-                    );
-                    let _ = writeln!(s, "{}", line.trim_end());
-                }
+                histogram_bars(
+                    &mut s,
+                    v.name,
+                    v.buckets.iter().map(|b| (human_bytes(b.le_bytes), b.count)),
+                );
             }
         }
         for (title, list) in [
@@ -512,6 +492,30 @@ impl Summary {
             );
         }
         s
+    }
+}
+
+/// One row of a quantiles table: its label, the count, then p50, p90, p99 and max.
+fn quantile_row(s: &mut String, label: &str, count: u64, [p50, p90, p99, max]: [String; 4]) {
+    let _ = writeln!(
+        s,
+        "    {label:<37} {count:>7} {p50:>9} {p90:>9} {p99:>9} {max:>9}"
+    );
+}
+
+/// One histogram as bars: its name, then a line per bucket (its bound, its count, a bar of
+/// up to 40 blocks scaled to the fullest bucket).
+fn histogram_bars(
+    s: &mut String,
+    name: &str,
+    buckets: impl Iterator<Item = (String, u64)> + Clone,
+) {
+    let _ = writeln!(s, "    {name}");
+    let most = buckets.clone().map(|(_, n)| n).max().unwrap_or(1).max(1);
+    for (bound, count) in buckets {
+        let bar = ((count * 40).div_ceil(most)) as usize;
+        let line = format!("      ≤ {bound:>7} {count:>9} {}", "█".repeat(bar));
+        let _ = writeln!(s, "{}", line.trim_end());
     }
 }
 
