@@ -175,10 +175,8 @@ pub fn render(f: &mut Frame, d: &Dashboard, view: &View, color: bool) {
 }
 
 fn render_head(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, with_health: bool) {
-    let mut parts = vec![match &d.source {
-        Some(src) => format!(" tracer {src}"),
-        None => " tracer top".to_string(),
-    }];
+    // The source's name first; the rest (time, END, PAUSED, health, keys) after it.
+    let mut parts = vec![String::new()];
     parts.push(human_ns(d.now_ns.saturating_sub(d.first_ns)));
     parts.push(format!("stuck ≥ {}", human_ns(d.threshold_ns)));
     if let Some(text) = &view.editing {
@@ -214,10 +212,27 @@ fn render_head(f: &mut Frame, area: Rect, d: &Dashboard, view: &View, with_healt
         }
         .into(),
     );
+    // A long recording path gives way: the states and keys after it must stay on the line.
+    let rest: usize = parts[1..].iter().map(|p| p.chars().count() + 3).sum();
+    let room = usize::from(area.width).saturating_sub(rest + " tracer ".len());
+    parts[0] = match &d.source {
+        Some(src) => format!(" tracer {}", keep_end(src, room)),
+        None => " tracer top".to_string(),
+    };
     f.render_widget(
         Paragraph::new(parts.join(" · ")).style(Style::default().add_modifier(Modifier::BOLD)),
         area,
     );
+}
+
+/// `text` in at most `max` columns: whole, or `…` and its end (a path's end names the file).
+fn keep_end(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_string();
+    }
+    let tail: String = text.chars().skip(n + 1 - max.max(1)).collect();
+    format!("…{tail}")
 }
 
 /// Sockets now: per state with a sparkline of each (host-wide), or per group.
@@ -665,6 +680,27 @@ mod tests {
         // Every line fits: nothing cut at the border.
         assert!(lines.iter().all(|l| l.chars().count() == 80));
         assert!(lines[3].ends_with('│'), "{s}");
+    }
+
+    #[test]
+    fn a_long_recording_path_leaves_the_end_and_the_keys_on_the_head_line() {
+        assert_eq!(keep_end("replay /tmp/x.jsonl", 40), "replay /tmp/x.jsonl");
+        assert_eq!(keep_end("replay /tmp/x.jsonl", 8), "…x.jsonl");
+        let mut d = busy();
+        d.source = Some(format!(
+            "replay /tmp/{}/fixtures/mixed.jsonl",
+            "d".repeat(60)
+        ));
+        d.ended = true;
+        let view = View {
+            diagram: Some(true),
+            ..View::default()
+        };
+        let s = screen(&d, &view, 100, 40);
+        let head = s.lines().next().unwrap();
+        assert!(head.contains(" · END · q quit ? help"), "{head}");
+        assert!(head.contains("…"), "{head}");
+        assert!(head.contains("mixed.jsonl"), "{head}");
     }
 
     #[test]
